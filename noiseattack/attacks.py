@@ -1,0 +1,53 @@
+"""The two attacks on training: constant noise in every norm, and foreign images in every batch."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from .config import ConfigError
+from .data import Normalizer, random_crop_flip
+from .norms import ConstantNoise
+
+
+def set_constant_noise(model: nn.Module, alpha: float, beta: float) -> int:
+    """Make every norm layer replace its normalized activation x_hat by alpha * x_hat + beta,
+    in training and in eval alike. Returns the number of layers attacked."""
+    if not (math.isfinite(alpha) and alpha != 0):
+        raise ConfigError(f"alpha must be finite and non-zero, got {alpha}")
+    if not math.isfinite(beta):
+        raise ConfigError(f"beta must be finite, got {beta}")
+    layers = [m for m in model.modules() if isinstance(m, ConstantNoise)]
+    for m in layers:
+        m.set_noise(alpha, beta)
+    return len(layers)
+
+
+class ExtraImages:
+    """Draws k foreign training images per step, uniformly with replacement, and passes them
+    through the primary dataset's training pipeline (the same random crop and flip policy, the
+    primary's normalization), as if they were part of the training set."""
+
+    def __init__(self, images: torch.Tensor, k: int, *, flip: bool, normalize: Normalizer):
+        if k < 0:
+            raise ConfigError(f"k must be >= 0, got {k}")
+        self.images = images  # uint8 [M, 3, 32, 32] on the training device
+        self.k = k
+        self.flip = flip
+        self.normalize = normalize
+
+    def draw(self, generator: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(0, len(self.images), (self.k,), device=self.images.device, generator=generator)
+        return self.normalize(random_crop_flip(self.images[idx], pad=4, flip=self.flip, generator=generator))
+
+
+def mixed_batch_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, extras: torch.Tensor | None):
+    """One forward pass over the concatenated [B primary + k extra] batch, so that every norm
+    layer's batch statistics include the extras; the loss is the mean cross-entropy over the B
+    primary images only. Returns (loss, logits of the primary images)."""
+    b = x.shape[0]
+    inputs = x if extras is None or extras.shape[0] == 0 else torch.cat([x, extras])
+    logits = model(inputs)[:b]
+    return nn.functional.cross_entropy(logits, y), logits

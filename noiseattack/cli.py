@@ -1,0 +1,180 @@
+"""The `noiseattack` command line: a thin layer over `noiseattack.experiment.run`.
+
+Every error a user can cause ends as one line on stderr and exit code 2, before anything is
+written; Ctrl-C checkpoints and exits with 130.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import click
+import typer
+
+from . import experiment
+from .config import ConfigError, resolve_experiment, resolve_train_config
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+    help="Train CIFAR ResNets with swappable norms under batch-noise attacks, and compare them with statistics.",
+)
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def fail(message: str) -> None:
+    typer.echo(f"noiseattack: error: {message}", err=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _shared_options(
+    norm: Annotated[str, typer.Option(help="Comma-separated norms (bn, in, bnse, iebn) or 'all'.")] = "all",
+    dataset: Annotated[str, typer.Option(help="Primary dataset: cifar100, cifar10, fmnist, mnist.")] = "cifar100",
+    data_dir: Annotated[Optional[Path], typer.Option(help="Dataset root [default: $NOISEATTACK_DATA or ./data].")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where experiment dirs go.")] = Path("runs"),
+    name: Annotated[Optional[str], typer.Option(help="Experiment dir name [default: from the settings].")] = None,
+    repeats: Annotated[int, typer.Option(help="Seeds per norm: seed, seed+1, ...")] = 5,
+    seed: Annotated[int, typer.Option(help="First seed.")] = 0,
+    preset: Annotated[str, typer.Option(help="quick (ResNet-20, 30 epochs) or paper (ResNet-164, 164 epochs).")] = "quick",
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs [default: the preset's].")] = None,
+    depth: Annotated[Optional[int], typer.Option(help="ResNet depth [default: the preset's].")] = None,
+    block: Annotated[str, typer.Option(help="auto (basic up to depth 110, bottleneck above), basic, bottleneck.")] = "auto",
+    width: Annotated[int, typer.Option(help="Channel multiplier.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Labelled images per step.")] = 128,
+    lr: Annotated[float, typer.Option(help="Initial learning rate (SGD).")] = 0.1,
+    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 1e-4,
+    milestones: Annotated[Optional[str], typer.Option(help="Comma-separated epochs after which lr *= lr-gamma [default: 50% and 75% of the epochs; 81,122 for the paper preset].")] = None,
+    lr_gamma: Annotated[float, typer.Option(help="lr factor at each milestone.")] = 0.1,
+    train_subset: Annotated[Optional[int], typer.Option(help="Train on a fixed (seed 0) subset of N images.")] = None,
+    test_subset: Annotated[Optional[int], typer.Option(help="Evaluate on a fixed (seed 0) subset of N test images.")] = None,
+    device: Annotated[str, typer.Option(help="auto (cuda when present), cpu, cuda[:N].")] = "auto",
+    channels_last: Annotated[bool, typer.Option(help="channels_last memory format (same results, faster).")] = True,
+    amp: Annotated[bool, typer.Option(help="bf16 autocast (CUDA).")] = False,
+    eval_batch_size: Annotated[int, typer.Option(help="Batch size for evaluation.")] = 1000,
+    keep_checkpoints: Annotated[bool, typer.Option(help="Keep the checkpoints of finished runs.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing experiment dir that holds another setting.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Options shared by clean, constant and mix (merged into their signatures by `_with_shared`)."""
+
+
+def _with_shared(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command the shared options as well as its own."""
+    own = [p for p in inspect.signature(fn).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    shared = list(inspect.signature(_shared_options).parameters.values())
+
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> Any:
+        return fn(**kwargs)
+
+    command.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
+    command.__annotations__ = {**_shared_options.__annotations__, **fn.__annotations__}
+    return command
+
+
+def _parse_milestones(spec: str | None) -> tuple[int, ...] | None:
+    if spec is None:
+        return None
+    try:
+        return tuple(int(s) for s in spec.split(",") if s.strip())
+    except ValueError:
+        raise ConfigError(f"--milestones must be comma-separated epochs, got '{spec}'") from None
+
+
+def _run(attack: str, alpha: float = 1.0, beta: float = 0.0, extra: str | None = None, k: int = 0, **o: Any) -> None:
+    from rich.console import Console
+
+    console = Console()
+    try:
+        train = resolve_train_config(
+            attack=attack, dataset=o["dataset"], alpha=alpha, beta=beta, extra=extra, k=k, preset=o["preset"],
+            depth=o["depth"], block=o["block"], width=o["width"], epochs=o["epochs"], batch_size=o["batch_size"],
+            lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
+            milestones=_parse_milestones(o["milestones"]), lr_gamma=o["lr_gamma"], train_subset=o["train_subset"],
+            test_subset=o["test_subset"], amp=o["amp"], device=o["device"], channels_last=o["channels_last"],
+            eval_batch_size=o["eval_batch_size"],
+        )
+        exp = resolve_experiment(
+            train, norms=o["norm"], repeats=o["repeats"], seed=o["seed"], name=o["name"], runs_dir=o["runs_dir"],
+            data_dir=o["data_dir"], keep_checkpoints=o["keep_checkpoints"], overwrite=o["overwrite"],
+        )
+        experiment.check_dir(exp)
+        console.print(f"[bold]{exp.name}[/bold] -> {exp.dir}")
+        console.print_json(json.dumps({"norms": list(exp.norms), "seeds": list(exp.seeds),
+                                       **train.identity(), "device": train.device,
+                                       "channels_last": train.channels_last}))
+        result = experiment.run(exp, progress=o["progress"], log=console.print)
+    except ConfigError as e:
+        fail(str(e))
+    except experiment.Interrupted as e:
+        typer.echo(f"noiseattack: interrupted ({e}); checkpoint written. Re-run the same command to resume.", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    _print_summary(console, result.summary, exp.dir)
+
+
+def _print_summary(console, rows: list[dict[str, Any]], exp_dir: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"final test accuracy (%) · {exp_dir.name}")
+    for col in ("norm", "n", "mean", "std", "var", "min", "max", "diverged"):
+        table.add_column(col, justify="left" if col == "norm" else "right")
+    for r in rows:
+        table.add_row(*[r[c] if isinstance(r[c], str) else (f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]))
+                        for c in ("norm", "n", "mean", "std", "var", "min", "max", "diverged")])
+    console.print(table)
+    console.print(f"results: {exp_dir / 'results.jsonl'}   summaries: {exp_dir / 'summary.md'}   "
+                  f"TensorBoard: tensorboard --logdir {exp_dir.parent}")
+
+
+@app.command()
+@_with_shared
+def clean(**o: Any) -> None:
+    """Train without any attack (the baseline)."""
+    _run("clean", **o)
+
+
+@app.command()
+@_with_shared
+def constant(
+    alpha: Annotated[float, typer.Option(help="x_hat -> alpha * x_hat + beta in every norm (finite, non-zero).")] = 2.0,
+    beta: Annotated[float, typer.Option(help="The constant shift (finite).")] = 1.0,
+    **o: Any,
+) -> None:
+    """Constant-noise attack: every norm's normalized activation becomes alpha * x_hat + beta."""
+    _run("constant", alpha=alpha, beta=beta, **o)
+
+
+@app.command()
+@_with_shared
+def mix(
+    extra: Annotated[str, typer.Option(help="Foreign dataset whose images join every batch: mnist, fmnist, ...")] = "fmnist",
+    k: Annotated[int, typer.Option(help="Foreign images per batch (unlabelled, outside the loss).")] = 32,
+    **o: Any,
+) -> None:
+    """Mixed-dataset attack: k foreign images join every training batch (batch statistics only)."""
+    _run("mix", extra=extra, k=k, **o)
+
+
+def main() -> None:
+    """Entry point: click's usage errors become one line on stderr with exit code 2."""
+    try:
+        code = app(standalone_mode=False)
+    except click.UsageError as e:
+        typer.echo(f"noiseattack: error: {e.format_message()}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except click.Abort:
+        sys.exit(EXIT_INTERRUPTED)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,364 @@
+"""Every hyperparameter in one place, resolved and validated before anything runs.
+
+A `TrainConfig` fixes everything that determines the result of one training run except the
+norm and the seed; a `RunConfig` adds those two. An `ExperimentConfig` is one setting (a
+`TrainConfig`) repeated over several norms and seeds. Invalid input raises `ConfigError`
+with a one-line message, before any file is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """Bad user input. The message is one line, meant for stderr."""
+
+
+class Attack(str, Enum):
+    clean = "clean"
+    constant = "constant"
+    mix = "mix"
+
+
+class Preset(str, Enum):
+    quick = "quick"
+    paper = "paper"
+
+
+NORMS = ("bn", "in", "bnse", "iebn")  # kept in sync with norms.NORM_REGISTRY by a test
+DATASETS = ("cifar100", "cifar10", "fmnist", "mnist")  # kept in sync with data.DATASETS by a test
+
+# Presets: every field a preset sets can be overridden by an explicit option.
+PRESETS: dict[Preset, dict[str, Any]] = {
+    Preset.quick: {"depth": 20, "epochs": 30},
+    # The paper: ResNet-164 (bottleneck), 164 epochs, lr x0.1 after epochs 81 and 122.
+    Preset.paper: {"depth": 164, "epochs": 164, "milestones": (81, 122)},
+}
+
+# Fields that change speed but not the mathematics of a run: they are not part of a run's
+# identity (its key), so a run may be resumed on another device or with another memory layout.
+PERFORMANCE_FIELDS = ("device", "channels_last", "eval_batch_size")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One experimental setting: data, attack, model and optimisation. No norm, no seed."""
+
+    dataset: str = "cifar100"
+    attack: Attack = Attack.clean
+    alpha: float = 1.0  # constant attack: x_hat -> alpha * x_hat + beta
+    beta: float = 0.0
+    extra: str | None = None  # mix attack: the foreign dataset ...
+    k: int = 0  # ... and how many of its images join every training batch
+    depth: int = 20
+    block: str = "basic"  # resolved: "basic" or "bottleneck"
+    width: int = 1
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    milestones: tuple[int, ...] = (15, 22)  # epochs after which lr is multiplied by lr_gamma
+    lr_gamma: float = 0.1
+    train_subset: int | None = None  # a fixed subset (seed 0) of the training split
+    test_subset: int | None = None  # a fixed subset (seed 0) of the test split
+    amp: bool = False  # bf16 autocast (CUDA only); changes the numerics, so part of the key
+    # performance only (see PERFORMANCE_FIELDS)
+    device: str = "cpu"
+    channels_last: bool = True
+    eval_batch_size: int = 1000
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that determine results, as plain JSON values."""
+        d = to_jsonable(dataclasses.asdict(self))
+        for name in PERFORMANCE_FIELDS:
+            d.pop(name)
+        return d
+
+    def setting_label(self) -> str:
+        """The attack setting in a few characters: `a2_b1`, `k32`, `clean`."""
+        if self.attack is Attack.constant:
+            return f"a{self.alpha:g}_b{self.beta:g}"
+        if self.attack is Attack.mix:
+            return f"{self.extra}_k{self.k}"
+        return "clean"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run: a setting, a norm and a seed."""
+
+    train: TrainConfig
+    norm: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """A stable hash of everything that determines this run's result."""
+        payload = json.dumps(
+            {"train": self.train.identity(), "norm": self.norm, "seed": self.seed}, sort_keys=True
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.norm}-s{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"norm": self.norm, "seed": self.seed, **to_jsonable(dataclasses.asdict(self.train))}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A setting trained for every norm and seed; its outputs live in `runs_dir / name`."""
+
+    train: TrainConfig
+    norms: tuple[str, ...]
+    seeds: tuple[int, ...]
+    name: str
+    runs_dir: Path
+    data_dir: Path
+    keep_checkpoints: bool = False
+    overwrite: bool = False
+
+    @property
+    def dir(self) -> Path:
+        return self.runs_dir / self.name
+
+    def runs(self) -> list[RunConfig]:
+        return [RunConfig(self.train, norm, seed) for norm in self.norms for seed in self.seeds]
+
+
+def to_jsonable(obj: Any) -> Any:
+    if isinstance(obj, Enum):
+        return obj.value
+    if isinstance(obj, dict):
+        return {k: to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def train_config_from_dict(d: dict[str, Any]) -> TrainConfig:
+    """Inverse of `dataclasses.asdict` for a TrainConfig read back from JSON."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    kw = {k: v for k, v in d.items() if k in names}
+    kw["attack"] = Attack(kw.get("attack", "clean"))
+    kw["milestones"] = tuple(kw.get("milestones", ()))
+    return TrainConfig(**kw)
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def parse_norms(spec: str) -> tuple[str, ...]:
+    """`bn,iebn` or `all` -> ("bn", "iebn"). Order is kept, duplicates are dropped."""
+    if spec.strip().lower() == "all":
+        return NORMS
+    names = [s.strip().lower() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise ConfigError("--norm is empty: name one or more of " + ", ".join(NORMS) + ", or 'all'")
+    for n in names:
+        if n not in NORMS:
+            raise ConfigError(f"unknown norm '{n}': choose from {', '.join(NORMS)}, or 'all'")
+    return tuple(dict.fromkeys(names))
+
+
+def resolve_block(depth: int, block: str) -> str:
+    """`auto` is the convention of the ResNet papers: basic blocks up to depth 110, bottlenecks above."""
+    if block not in ("auto", "basic", "bottleneck"):
+        raise ConfigError(f"unknown block '{block}': choose auto, basic or bottleneck")
+    if block == "auto":
+        block = "basic" if depth <= 110 else "bottleneck"
+    if block == "basic" and (depth < 8 or (depth - 2) % 6):
+        raise ConfigError(f"depth {depth} is not valid for basic blocks: use 6n+2 (20, 32, 44, 56, 110)")
+    if block == "bottleneck" and (depth < 11 or (depth - 2) % 9):
+        raise ConfigError(f"depth {depth} is not valid for bottleneck blocks: use 9n+2 (29, 56, 110, 164)")
+    return block
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device '{device}' requested but CUDA is not available: use --device cpu or auto")
+    if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
+        raise ConfigError(f"unknown device '{device}': use auto, cpu or cuda[:N]")
+    return device
+
+
+def _finite(name: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be finite, got {value}")
+
+
+def _at_least(name: str, value: int | float | None, low: int | float) -> None:
+    if value is not None and value < low:
+        raise ConfigError(f"{name} must be >= {low}, got {value}")
+
+
+def resolve_train_config(
+    *,
+    attack: Attack | str = Attack.clean,
+    dataset: str = "cifar100",
+    alpha: float = 1.0,
+    beta: float = 0.0,
+    extra: str | None = None,
+    k: int = 0,
+    preset: Preset | str = Preset.quick,
+    depth: int | None = None,
+    block: str = "auto",
+    width: int = 1,
+    epochs: int | None = None,
+    batch_size: int = 128,
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    milestones: tuple[int, ...] | None = None,
+    lr_gamma: float = 0.1,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    amp: bool = False,
+    device: str = "auto",
+    channels_last: bool = True,
+    eval_batch_size: int = 1000,
+) -> TrainConfig:
+    """Apply the preset, then the explicit options, then check every value."""
+    try:
+        attack = Attack(attack)
+    except ValueError:
+        raise ConfigError(f"unknown attack '{attack}': choose {', '.join(a.value for a in Attack)}") from None
+    try:
+        preset = Preset(preset)
+    except ValueError:
+        raise ConfigError(f"unknown preset '{preset}': choose {', '.join(p.value for p in Preset)}") from None
+    dataset = dataset.lower()
+    if dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset '{dataset}': choose from {', '.join(DATASETS)}")
+
+    p = PRESETS[preset]
+    depth = p["depth"] if depth is None else depth
+    if milestones is None:
+        # The preset's explicit milestones only hold for the preset's own epoch count.
+        if epochs is None and "milestones" in p:
+            milestones = p["milestones"]
+    epochs = p["epochs"] if epochs is None else epochs
+    _at_least("epochs", epochs, 1)
+    if milestones is None:
+        milestones = (max(1, int(epochs * 0.5)), max(1, int(epochs * 0.75)))
+    milestones = tuple(sorted(int(m) for m in milestones))
+
+    if attack is Attack.constant:
+        _finite("alpha", alpha)
+        _finite("beta", beta)
+        if alpha == 0:
+            raise ConfigError("alpha must be non-zero: alpha = 0 erases the normalized activation")
+    else:
+        alpha, beta = 1.0, 0.0
+    if attack is Attack.mix:
+        if extra is None:
+            raise ConfigError("mix needs --extra: choose from " + ", ".join(DATASETS))
+        extra = extra.lower()
+        if extra not in DATASETS:
+            raise ConfigError(f"unknown extra dataset '{extra}': choose from {', '.join(DATASETS)}")
+        if k < 0:
+            raise ConfigError(f"k must be >= 0 (the number of extra images per batch), got {k}")
+    else:
+        extra, k = None, 0
+
+    _at_least("width", width, 1)
+    _at_least("batch size", batch_size, 1)
+    _at_least("eval batch size", eval_batch_size, 1)
+    _at_least("train subset", train_subset, 1)
+    _at_least("test subset", test_subset, 1)
+    _finite("lr", lr)
+    if lr <= 0:
+        raise ConfigError(f"lr must be > 0, got {lr}")
+    _finite("lr gamma", lr_gamma)
+    if not 0 < lr_gamma <= 1:
+        raise ConfigError(f"lr gamma must be in (0, 1], got {lr_gamma}")
+    if any(m < 1 for m in milestones):
+        raise ConfigError(f"milestones must be epochs >= 1, got {list(milestones)}")
+    _finite("momentum", momentum)
+    _finite("weight decay", weight_decay)
+    if weight_decay < 0 or momentum < 0:
+        raise ConfigError("momentum and weight decay must be >= 0")
+    block = resolve_block(depth, block)
+    device = resolve_device(device)
+    return TrainConfig(
+        dataset=dataset, attack=attack, alpha=float(alpha), beta=float(beta), extra=extra, k=int(k),
+        depth=int(depth), block=block, width=int(width), epochs=int(epochs), batch_size=int(batch_size),
+        lr=float(lr), momentum=float(momentum), weight_decay=float(weight_decay), milestones=milestones,
+        lr_gamma=float(lr_gamma), train_subset=train_subset, test_subset=test_subset, amp=amp, device=device,
+        channels_last=channels_last, eval_batch_size=int(eval_batch_size),
+    )
+
+
+def default_name(cfg: TrainConfig) -> str:
+    """`constant-a2-b1-cifar100-resnet20`, `mix-fmnist-k32-cifar100-resnet20`, `clean-cifar100-resnet20`."""
+    if cfg.attack is Attack.constant:
+        head = f"constant-a{cfg.alpha:g}-b{cfg.beta:g}"
+    elif cfg.attack is Attack.mix:
+        head = f"mix-{cfg.extra}-k{cfg.k}"
+    else:
+        head = "clean"
+    model = f"resnet{cfg.depth}" + (f"w{cfg.width}" if cfg.width != 1 else "")
+    parts = [head, cfg.dataset, model]
+    if cfg.train_subset:
+        parts.append(f"n{cfg.train_subset}")
+    parts.append(f"e{cfg.epochs}")
+    return "-".join(parts)
+
+
+def check_writable_dir(path: Path) -> None:
+    """The nearest existing ancestor of `path` must be a writable directory."""
+    p = path.absolute()
+    while not p.exists():
+        p = p.parent
+    if not p.is_dir():
+        raise ConfigError(f"runs dir '{path}' is not writable: '{p}' is not a directory")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ConfigError(f"runs dir '{path}' is not writable ('{p}' denies write access)")
+
+
+def resolve_experiment(
+    train: TrainConfig,
+    *,
+    norms: str | tuple[str, ...],
+    repeats: int = 5,
+    seed: int = 0,
+    name: str | None = None,
+    runs_dir: str | Path = "runs",
+    data_dir: str | Path | None = None,
+    keep_checkpoints: bool = False,
+    overwrite: bool = False,
+) -> ExperimentConfig:
+    norms = parse_norms(norms) if isinstance(norms, str) else tuple(norms)
+    for n in norms:
+        if n not in NORMS:
+            raise ConfigError(f"unknown norm '{n}': choose from {', '.join(NORMS)}, or 'all'")
+    _at_least("repeats", repeats, 1)
+    if name is not None and (not name or "/" in name or name in (".", "..")):
+        raise ConfigError(f"--name '{name}' must be a plain directory name")
+    runs_dir = Path(runs_dir)
+    check_writable_dir(runs_dir)
+    if data_dir is None:
+        data_dir = os.environ.get("NOISEATTACK_DATA", "data")
+    return ExperimentConfig(
+        train=train, norms=norms, seeds=tuple(seed + i for i in range(repeats)),
+        name=name or default_name(train), runs_dir=runs_dir, data_dir=Path(data_dir),
+        keep_checkpoints=keep_checkpoints, overwrite=overwrite,
+    )

@@ -1,0 +1,206 @@
+"""Datasets as one uint8 tensor each, and augmentation done per batch on the training device.
+
+Every dataset, whatever its source format, becomes `images: uint8 [N, 3, 32, 32]` and
+`labels: int64 [N]`. 28x28 grayscale images are zero-padded to 32x32 (2 px each side) and
+repeated to 3 channels. Normalization uses the per-channel mean and std of the dataset's
+(padded) training split, computed when it is loaded.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.datasets as tvd
+
+from .config import ConfigError
+
+
+class DataError(ConfigError):
+    """Data missing, corrupt or impossible to download. One line, meant for stderr."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    tv_class: type
+    num_classes: int
+    hflip: bool  # horizontal flips are label-preserving for this dataset
+    folder: str  # where torchvision keeps its files under the data dir
+    files: tuple[str, ...]  # what a user must put into `folder` when there is no download
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "cifar100": DatasetSpec("cifar100", tvd.CIFAR100, 100, True, "",
+                            ("cifar-100-python.tar.gz (or its extracted cifar-100-python/)",)),
+    "cifar10": DatasetSpec("cifar10", tvd.CIFAR10, 10, True, "",
+                           ("cifar-10-python.tar.gz (or its extracted cifar-10-batches-py/)",)),
+    "fmnist": DatasetSpec("fmnist", tvd.FashionMNIST, 10, True, "FashionMNIST/raw",
+                          tuple(f for f, _ in tvd.FashionMNIST.resources)),
+    "mnist": DatasetSpec("mnist", tvd.MNIST, 10, False, "MNIST/raw",
+                         tuple(f for f, _ in tvd.MNIST.resources)),
+}
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # uint8 [N, 3, 32, 32]
+    labels: torch.Tensor  # int64 [N]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device | str) -> "Split":
+        return Split(self.images.to(device), self.labels.to(device))
+
+    def subset(self, n: int | None, seed: int = 0) -> "Split":
+        """A fixed random subset of n items (the same for every run with the same seed)."""
+        if n is None or n == len(self):
+            return self
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(self), generator=g)[:n].sort().values
+        return Split(self.images[idx], self.labels[idx])
+
+
+@dataclass
+class Dataset:
+    spec: DatasetSpec
+    train: Split
+    test: Split
+    mean: tuple[float, float, float]  # per channel, in [0, 1] pixel units
+    std: tuple[float, float, float]
+
+
+def _to_nchw32(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    x = torch.as_tensor(images)
+    if x.ndim == 3:  # N, 28, 28 grayscale
+        pad = (32 - x.shape[-1]) // 2
+        x = F.pad(x, (pad, pad, pad, pad)).unsqueeze(1).expand(-1, 3, -1, -1)
+    elif x.shape[-1] == 3:  # N, 32, 32, 3 (CIFAR's numpy layout)
+        x = x.permute(0, 3, 1, 2)
+    if tuple(x.shape[1:]) != (3, 32, 32):
+        raise DataError(f"unexpected image shape {tuple(x.shape)}: expected N x 3 x 32 x 32 after conversion")
+    return x.to(torch.uint8).contiguous()
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std (population) of uint8 images, in [0, 1] units, in float64."""
+    s = torch.zeros(3, dtype=torch.float64)
+    s2 = torch.zeros(3, dtype=torch.float64)
+    for chunk in images.split(4096):
+        c = chunk.to(torch.float64)
+        s += c.sum((0, 2, 3))
+        s2 += (c * c).sum((0, 2, 3))
+    n = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = s / n
+    std = (s2 / n - mean * mean).clamp_min(0).sqrt()
+    return tuple((mean / 255).tolist()), tuple((std / 255).tolist())
+
+
+def _md5_problems(spec: DatasetSpec, root: Path) -> list[str]:
+    """Files that exist but fail torchvision's own md5 check (looked up at call time)."""
+    check = sys.modules[spec.tv_class.__module__].check_integrity
+    cls = spec.tv_class
+    bad = []
+    if hasattr(cls, "resources"):  # MNIST family: the .gz archives carry the md5s
+        raw = root / spec.folder
+        for fname, md5 in cls.resources:
+            f = raw / fname
+            if f.exists() and not check(str(f), md5):
+                bad.append(str(f))
+    else:  # CIFAR family: the extracted pickles and the archive carry md5s
+        base = root / cls.base_folder
+        for fname, md5 in cls.train_list + cls.test_list + [[cls.meta["filename"], cls.meta["md5"]]]:
+            f = base / fname
+            if f.exists() and not check(str(f), md5):
+                bad.append(str(f))
+        tgz = root / cls.filename
+        if tgz.exists() and not check(str(tgz), cls.tgz_md5):
+            bad.append(str(tgz))
+    return bad
+
+
+def _open_torchvision(spec: DatasetSpec, root: Path, train: bool):
+    """torchvision's dataset with download=True; any failure becomes one DataError line."""
+    # Directories that torchvision would create: removed again if it fails.
+    candidates = [root] + ([root / spec.folder.split("/")[0]] if spec.folder else [])
+    created = [p for p in candidates if not p.exists()]
+    try:
+        return spec.tv_class(str(root), train=train, download=True)
+    except Exception as e:  # no network, corrupt archive, wrong format: all end here
+        for p in reversed(created):
+            shutil.rmtree(p, ignore_errors=True)  # leave nothing half-written
+        where = root / spec.folder if spec.folder else root
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(
+            f"{spec.name}: data missing in {where} and the download failed ({reason}); "
+            f"put {', '.join(spec.files)} into {where}"
+        ) from e
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(name: str, root: str) -> Dataset:
+    spec = DATASETS[name]
+    root_p = Path(root)
+    bad = _md5_problems(spec, root_p)
+    if bad:
+        raise DataError(f"{spec.name}: md5 mismatch (corrupt or wrong file): {', '.join(bad)}")
+    splits = []
+    for train in (True, False):
+        ds = _open_torchvision(spec, root_p, train)
+        splits.append(Split(_to_nchw32(ds.data), torch.as_tensor(ds.targets, dtype=torch.int64)))
+    mean, std = channel_stats(splits[0].images)
+    return Dataset(spec, splits[0], splits[1], mean, std)
+
+
+def load_dataset(name: str, root: str | Path) -> Dataset:
+    """Load (downloading when possible) a dataset from the registry, on the CPU."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset '{name}': choose from {', '.join(DATASETS)}")
+    return _load_cached(name, str(Path(root).absolute()))
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("NOISEATTACK_DATA", "data"))
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def random_crop_flip(
+    images: torch.Tensor, *, pad: int, flip: bool, generator: torch.Generator
+) -> torch.Tensor:
+    """A random 32-crop of the zero-padded image (as torchvision's RandomCrop(32, padding=pad))
+    and, when `flip`, a horizontal flip with probability 1/2. uint8 in, uint8 out, on any device."""
+    n, c, h, w = images.shape
+    dev = images.device
+    padded = F.pad(images, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), device=dev, generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), device=dev, generator=generator)
+    rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]  # n,1,h,1
+    cols = dx[:, None] + torch.arange(w, device=dev)  # n,w
+    if flip:
+        do_flip = torch.rand(n, device=dev, generator=generator) < 0.5
+        cols = torch.where(do_flip[:, None], cols.flip(1), cols)
+    cols = cols[:, None, None, :]  # n,1,1,w
+    return padded[torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None], rows, cols]
+
+
+class Normalizer:
+    """uint8 images -> float32, normalized per channel, optionally channels_last."""
+
+    def __init__(self, mean, std, device, channels_last: bool):
+        self.scale = (1.0 / (255.0 * torch.tensor(std, device=device))).view(1, 3, 1, 1)
+        self.shift = (-torch.tensor(mean, device=device) / torch.tensor(std, device=device)).view(1, 3, 1, 1)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.to(memory_format=self.memory_format).float()
+        return torch.addcmul(self.shift, x, self.scale)

@@ -1,0 +1,102 @@
+"""The CIFAR ResNet of the IEBN authors' code (after bearpaw/pytorch-classification), with the
+norm as a keyword: `cifar_resnet(depth, num_classes, norm, width=1)`.
+
+Stem conv3x3(16) + norm + ReLU; three stages of 16, 32, 64 planes (times `width`); basic blocks
+for depth 6n+2, bottleneck blocks (expansion 4) for depth 9n+2; a conv1x1 + norm projection
+shortcut where the shape changes; global average pool; linear. Every norm position, the
+shortcuts included, uses the chosen norm (the official IEBN code keeps plain BatchNorm2d in
+the shortcuts; we do not, so that the comparison is between norms everywhere).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from .config import resolve_block
+from .norms import make_norm
+
+
+def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin: int, planes: int, stride: int, norm: str):
+        super().__init__()
+        self.conv1 = conv3x3(cin, planes, stride)
+        self.bn1 = make_norm(norm, planes)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = make_norm(norm, planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(cin, planes * self.expansion, stride, norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + (self.downsample(x) if self.downsample is not None else x))
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin: int, planes: int, stride: int, norm: str):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
+        self.bn1 = make_norm(norm, planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn2 = make_norm(norm, planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = make_norm(norm, planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(cin, planes * self.expansion, stride, norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + (self.downsample(x) if self.downsample is not None else x))
+
+
+def _shortcut(cin: int, cout: int, stride: int, norm: str) -> nn.Module | None:
+    if stride == 1 and cin == cout:
+        return None
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), make_norm(norm, cout))
+
+
+class CifarResNet(nn.Module):
+    def __init__(self, depth: int, num_classes: int, norm: str, width: int = 1, block: str = "auto"):
+        super().__init__()
+        block = resolve_block(depth, block)
+        block_cls, n = (BasicBlock, (depth - 2) // 6) if block == "basic" else (Bottleneck, (depth - 2) // 9)
+        planes = [16 * width, 32 * width, 64 * width]
+        self.conv1 = conv3x3(3, planes[0])
+        self.bn1 = make_norm(norm, planes[0])
+        self.relu = nn.ReLU(inplace=True)
+        cin = planes[0]
+        stages = []
+        for i, p in enumerate(planes):
+            blocks = []
+            for j in range(n):
+                blocks.append(block_cls(cin, p, 2 if (i > 0 and j == 0) else 1, norm))
+                cin = p * block_cls.expansion
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.fc = nn.Linear(cin, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):  # He init, fan-out, as the authors' code
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+def cifar_resnet(depth: int, num_classes: int, norm: str, width: int = 1, block: str = "auto") -> CifarResNet:
+    return CifarResNet(depth, num_classes, norm, width, block)

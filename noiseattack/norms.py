@@ -1,0 +1,181 @@
+"""Normalization layers behind one registry: `make_norm(name, channels)`.
+
+Every norm has the same three stages:
+
+    normalize:  x_hat = (x - mu) / sqrt(var + eps)          (statistics depend on the norm)
+    noise:      x_hat <- alpha * x_hat + beta               (constant attack; identity by default)
+    affine:     out = gamma * x_hat + b, or a recalibration of it (SE, IEBN)
+
+The constant noise is folded into the affine parameters wherever the algebra allows
+(gamma * (alpha * x_hat + beta) + b = (alpha * gamma) * x_hat + (beta * gamma + b)), so an
+attacked step costs what a clean one does.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+class ConstantNoise:
+    """Mixin: the constant attack's alpha and beta, applied to the normalized activation.
+
+    They are plain attributes, not buffers, so a layer's state_dict stays identical to the
+    un-attacked layer's (and to the official IEBN code's). The attack is part of the
+    experiment's config and is re-applied whenever a model is built.
+    """
+
+    noise_alpha: float = 1.0
+    noise_beta: float = 0.0
+
+    def set_noise(self, alpha: float, beta: float) -> None:
+        self.noise_alpha = float(alpha)
+        self.noise_beta = float(beta)
+
+    @property
+    def attacked(self) -> bool:
+        return self.noise_alpha != 1.0 or self.noise_beta != 0.0
+
+    def noisy_affine(self, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """gamma * (alpha * x_hat + beta) + b  ==  (alpha * gamma) * x_hat + (beta * gamma + b)."""
+        if not self.attacked:
+            return weight, bias
+        return weight * self.noise_alpha, torch.addcmul(bias, weight, torch.full_like(weight, self.noise_beta))
+
+    def extra_repr(self) -> str:  # shown by print(model)
+        base = super().extra_repr()  # type: ignore[misc]
+        return base + (f", noise=({self.noise_alpha:g}, {self.noise_beta:g})" if self.attacked else "")
+
+
+class BatchNorm(ConstantNoise, nn.BatchNorm2d):
+    """`bn`: BatchNorm2d (batch statistics in training, running statistics in eval)."""
+
+    def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__(channels, eps=eps, momentum=momentum)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.attacked:
+            return super().forward(x)
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        w, b = self.noisy_affine(self.weight, self.bias)
+        return F.batch_norm(x, self.running_mean, self.running_var, w, b, self.training, self.momentum, self.eps)
+
+
+class InstanceNorm(ConstantNoise, nn.InstanceNorm2d):
+    """`in`: InstanceNorm2d with affine; per-instance statistics in training and in eval."""
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__(channels, eps=eps, affine=True, track_running_stats=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.noisy_affine(self.weight, self.bias)
+        return F.instance_norm(x, None, None, w, b, True, self.momentum, self.eps)
+
+
+class SqueezeExcite(nn.Module):
+    """y * sigmoid(W2 relu(W1 avgpool(y))), with biases, as in SENet."""
+
+    def __init__(self, channels: int, reduction: int = 16, min_hidden: int = 4):
+        super().__init__()
+        hidden = max(min_hidden, channels // reduction)
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, channels)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        s = y.mean((2, 3))
+        gate = torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
+        return y * gate[:, :, None, None]
+
+
+class BatchNormSE(nn.Module):
+    """`bnse`: BN followed by a squeeze-and-excitation gate on BN's (attacked) output."""
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        self.bn = BatchNorm(channels)
+        self.se = SqueezeExcite(channels, reduction)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.se(self.bn(x))
+
+
+class IEBN(ConstantNoise, _BatchNorm):
+    """`iebn`: Instance Enhancement Batch Normalization (Liang et al., AAAI 2020).
+
+        x_hat = batch-normalized x (no affine)
+        a     = sigmoid(weight_readjust * avgpool(x) + bias_readjust)   per instance and channel
+        out   = x_hat * (weight * a) + bias
+
+    with weight=1, bias=0, weight_readjust=0, bias_readjust=-1 at init. The gate reads the
+    layer's raw input x; the constant attack changes x_hat only. Parameter and buffer names and
+    shapes are those of the official `BAN2d`, so its state_dict loads into this layer.
+
+    `fused=True` computes the same function in one statistics pass over x plus one
+    scale-and-shift: the per-(n, c) mean of x is both the gate's avgpool and, averaged over n,
+    the batch mean; the batch variance follows from the per-(n, c) variances by the law of total
+    variance. `fused=False` is the official code's sequence of operations, kept as the reference.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.1, fused: bool = True):
+        super().__init__(channels, eps, momentum, affine=False)
+        shape = (1, channels, 1, 1)
+        self.weight = nn.Parameter(torch.ones(shape))
+        self.bias = nn.Parameter(torch.zeros(shape))
+        self.weight_readjust = nn.Parameter(torch.zeros(shape))
+        self.bias_readjust = nn.Parameter(torch.full(shape, -1.0))
+        self.fused = fused
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() != 4:
+            raise ValueError(f"expected 4D input (got {x.dim()}D input)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        return self._forward_fused(x) if self.fused else self._forward_reference(x)
+
+    def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        gate = torch.sigmoid(x.mean((2, 3), keepdim=True) * self.weight_readjust + self.bias_readjust)
+        x_hat = F.batch_norm(x, self.running_mean, self.running_var, None, None, self.training, self.momentum, self.eps)
+        if self.attacked:
+            x_hat = x_hat * self.noise_alpha + self.noise_beta
+        return x_hat * (self.weight * gate) + self.bias
+
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        var_nc, mean_nc = torch.var_mean(x, dim=(2, 3), correction=0)  # one pass over x
+        if self.training:
+            mean = mean_nc.mean(0)
+            var = var_nc.mean(0) + (mean_nc - mean).square().mean(0)  # law of total variance
+            with torch.no_grad():
+                count = n * h * w
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(var.detach() * (count / max(count - 1, 1)), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        gate = torch.sigmoid(torch.addcmul(self.bias_readjust.view(1, c), mean_nc, self.weight_readjust.view(1, c)))
+        gamma = self.weight.view(1, c) * gate  # n, c
+        inv_std = torch.rsqrt(var + self.eps)
+        # out = (alpha * x_hat + beta) * gamma + bias, with x_hat = (x - mean) * inv_std
+        scale = gamma * (inv_std * self.noise_alpha)
+        shift = torch.addcmul(self.bias.view(1, c), gamma, torch.full_like(inv_std, self.noise_beta)) - mean * scale
+        return torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None])
+
+
+NORM_REGISTRY: dict[str, type[nn.Module]] = {
+    "bn": BatchNorm,
+    "in": InstanceNorm,
+    "bnse": BatchNormSE,
+    "iebn": IEBN,
+}
+
+
+def make_norm(name: str, channels: int, **kwargs) -> nn.Module:
+    """A norm layer by name (`bn`, `in`, `bnse`, `iebn`) for `channels` channels."""
+    try:
+        cls = NORM_REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown norm '{name}': choose from {', '.join(NORM_REGISTRY)}") from None
+    return cls(channels, **kwargs)

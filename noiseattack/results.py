@@ -1,0 +1,84 @@
+"""Run records (one JSON line per finished run) and the per-norm summaries built from them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .fileio import atomic_write_text, read_jsonl
+
+RESULTS_FILE = "results.jsonl"
+DONE_STATUSES = ("finished", "diverged")  # runs that are over; anything else runs again
+
+SUMMARY_COLUMNS = ("norm", "n", "mean", "std", "var", "min", "max", "diverged")
+
+
+def read_results(exp_dir: Path) -> list[dict[str, Any]]:
+    """The records of an experiment dir; for a run recorded twice (it can happen only when two
+    processes race on the same run), the first record counts."""
+    seen: dict[str, dict[str, Any]] = {}
+    for rec in read_jsonl(Path(exp_dir) / RESULTS_FILE):
+        if "key" in rec and rec.get("status") in DONE_STATUSES:
+            seen.setdefault(rec["key"], rec)
+    return list(seen.values())
+
+
+def summarize(records: Iterable[dict[str, Any]], norms: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Per norm: n finished runs, mean, std (n-1), variance, min, max of final_acc, and the
+    number of diverged runs (not part of the statistics)."""
+    records = list(records)
+    order = list(dict.fromkeys(list(norms or []) + [r["norm"] for r in records]))
+    rows = []
+    for norm in order:
+        accs = np.array([r["final_acc"] for r in records if r["norm"] == norm and r["status"] == "finished"], float)
+        diverged = sum(1 for r in records if r["norm"] == norm and r["status"] == "diverged")
+        n = len(accs)
+        rows.append({
+            "norm": norm,
+            "n": n,
+            "mean": float(accs.mean()) if n else math.nan,
+            "std": float(accs.std(ddof=1)) if n > 1 else math.nan,
+            "var": float(accs.var(ddof=1)) if n > 1 else math.nan,
+            "min": float(accs.min()) if n else math.nan,
+            "max": float(accs.max()) if n else math.nan,
+            "diverged": diverged,
+        })
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4f}"
+    return str(v)
+
+
+def summary_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _fmt(r[k]) for k in SUMMARY_COLUMNS})
+    return buf.getvalue()
+
+
+def summary_markdown(rows: list[dict[str, Any]], title: str = "") -> str:
+    head = "| " + " | ".join(SUMMARY_COLUMNS) + " |"
+    sep = "|" + "|".join("---" if c == "norm" else "---:" for c in SUMMARY_COLUMNS) + "|"
+    body = ["| " + " | ".join(_fmt(r[c]) for c in SUMMARY_COLUMNS) + " |" for r in rows]
+    lines = ([f"# {title}", ""] if title else []) + [
+        "final_acc: test accuracy (%) after the last epoch; std and var over seeds (n-1).", "", head, sep, *body, ""]
+    return "\n".join(lines)
+
+
+def write_summaries(exp_dir: Path, norms: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Regenerate summary.csv and summary.md from results.jsonl."""
+    exp_dir = Path(exp_dir)
+    rows = summarize(read_results(exp_dir), norms)
+    atomic_write_text(exp_dir / "summary.csv", summary_csv(rows))
+    atomic_write_text(exp_dir / "summary.md", summary_markdown(rows, exp_dir.name))
+    return rows

@@ -1,0 +1,244 @@
+"""The training core: one run (a setting, a norm, a seed) from init to its final accuracy.
+
+The datasets sit on the training device as uint8 tensors; each step indexes a batch, crops and
+flips it there, and normalizes it. Randomness after the model's init (data order, augmentation,
+the draws of extra images) comes from one generator seeded with the run's seed, so a seed fixes
+the whole run. The step loop has no host synchronisation: metrics accumulate on the device and
+are read once per epoch. A checkpoint after every epoch (and on a requested stop, mid-epoch)
+holds everything needed to continue bit-identically.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attacks import ExtraImages, mixed_batch_loss, set_constant_noise
+from .config import Attack, ConfigError, RunConfig, TrainConfig
+from .data import Normalizer, Split, load_dataset, random_crop_flip
+from .fileio import atomic_write
+from .models import cifar_resnet
+
+CROP_PAD = 4
+
+
+class StopRequested(Exception):
+    """The run stopped at a step boundary on request, after writing its checkpoint."""
+
+
+@dataclass
+class TrainData:
+    """Everything a run reads, already on the training device."""
+
+    train: Split
+    test: Split
+    extra: Split | None
+    num_classes: int
+    flip: bool
+    normalize: Normalizer
+
+
+def prepare_data(cfg: TrainConfig, data_dir: str | Path) -> TrainData:
+    primary = load_dataset(cfg.dataset, data_dir)
+    if cfg.train_subset is not None and cfg.train_subset > len(primary.train):
+        raise ConfigError(
+            f"train subset {cfg.train_subset} is larger than {cfg.dataset}'s training split ({len(primary.train)})")
+    if cfg.test_subset is not None and cfg.test_subset > len(primary.test):
+        raise ConfigError(f"test subset {cfg.test_subset} is larger than {cfg.dataset}'s test split ({len(primary.test)})")
+    extra = None
+    if cfg.attack is Attack.mix and cfg.k > 0:
+        extra = load_dataset(cfg.extra, data_dir).train.to(cfg.device)
+    return TrainData(
+        train=primary.train.subset(cfg.train_subset).to(cfg.device),
+        test=primary.test.subset(cfg.test_subset).to(cfg.device),
+        extra=extra,
+        num_classes=primary.spec.num_classes,
+        flip=primary.spec.hflip,
+        normalize=Normalizer(primary.mean, primary.std, cfg.device, cfg.channels_last),
+    )
+
+
+def build_model(run: RunConfig, num_classes: int) -> nn.Module:
+    """The run's model: initialised from the run's seed, attacked when the setting says so."""
+    cfg = run.train
+    torch.manual_seed(run.seed)
+    model = cifar_resnet(cfg.depth, num_classes, run.norm, width=cfg.width, block=cfg.block)
+    if cfg.attack is Attack.constant:
+        set_constant_noise(model, cfg.alpha, cfg.beta)
+    model = model.to(cfg.device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    """Step schedule: lr times lr_gamma after each milestone epoch (epochs counted from 0)."""
+    return cfg.lr * cfg.lr_gamma ** sum(epoch >= m for m in cfg.milestones)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, data: TrainData, cfg: TrainConfig) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy in %) on a split, in eval mode, without augmentation."""
+    model.eval()
+    loss_sum = torch.zeros((), device=cfg.device)
+    correct = torch.zeros((), device=cfg.device, dtype=torch.long)
+    for i in range(0, len(split), cfg.eval_batch_size):
+        x = data.normalize(split.images[i:i + cfg.eval_batch_size])
+        y = split.labels[i:i + cfg.eval_batch_size]
+        with torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.amp):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    n = len(split)
+    return loss_sum.item() / n, 100.0 * correct.item() / n
+
+
+@dataclass
+class RunResult:
+    status: str  # "finished" or "diverged"
+    final_acc: float
+    best_acc: float
+    history: list[dict[str, float]]
+    wall_time_s: float
+    diverged: dict[str, Any] | None = None  # {"epoch": e, "lr": lr} when status == "diverged"
+
+
+@dataclass
+class _State:
+    """What a checkpoint holds besides the model and optimizer."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    step: int = 0  # steps of that epoch already done
+    perm: torch.Tensor | None = None  # that epoch's data order, while it is in progress
+    sums: torch.Tensor | None = None  # [sum of losses * batch, correct] over the epoch so far
+    history: list[dict[str, float]] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+
+def _rng_states(generator: torch.Generator) -> dict[str, Any]:
+    states = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(generator: torch.Generator, states: dict[str, Any]) -> None:
+    generator.set_state(states["generator"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(path: Path, run: RunConfig, model, optimizer, state: _State, generator) -> None:
+    payload = {
+        "key": run.key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "state": state.__dict__, "rng": _rng_states(generator),
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write(path, lambda f: f.write(buf.getbuffer()))
+
+
+def load_checkpoint(path: Path, run: RunConfig, model, optimizer, generator) -> _State | None:
+    """Restore a run from its checkpoint; None when there is none (or it belongs to another run)."""
+    if not path.exists():
+        return None
+    payload = torch.load(path, map_location=run.train.device, weights_only=False)
+    if payload.get("key") != run.key:
+        return None
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    _set_rng_states(generator, payload["rng"])
+    return _State(**payload["state"])
+
+
+def _all_finite(model: nn.Module) -> bool:
+    return bool(torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all())
+
+
+def train_run(
+    run: RunConfig,
+    data: TrainData,
+    *,
+    checkpoint: Path | None = None,
+    on_step: Callable[[], None] | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> RunResult:
+    """Train one run to the end, resuming from `checkpoint` when it holds this run's state."""
+    cfg = run.train
+    model = build_model(run, data.num_classes)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    generator = torch.Generator(device=cfg.device).manual_seed(run.seed)
+    state = (load_checkpoint(checkpoint, run, model, optimizer, generator) if checkpoint else None) or _State()
+    extras = (ExtraImages(data.extra.images, cfg.k, flip=data.flip, normalize=data.normalize)
+              if data.extra is not None and cfg.k > 0 else None)
+    n = len(data.train)
+    bs = min(cfg.batch_size, n)
+    steps = n // bs  # the last incomplete batch is dropped: every step has the same shape
+    device_type = torch.device(cfg.device).type
+    t0 = time.perf_counter() - state.wall_time_s
+
+    def save() -> None:
+        if checkpoint:
+            state.wall_time_s = time.perf_counter() - t0
+            save_checkpoint(checkpoint, run, model, optimizer, state, generator)
+
+    while state.epoch < cfg.epochs:
+        lr = lr_at(cfg, state.epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if state.perm is None:  # a new epoch (else: resuming one mid-way)
+            state.perm = torch.randperm(n, device=cfg.device, generator=generator)
+            state.sums = torch.zeros(2, device=cfg.device)
+            state.step = 0
+        model.train()
+        while state.step < steps:
+            idx = state.perm[state.step * bs:(state.step + 1) * bs]
+            x = data.normalize(random_crop_flip(data.train.images[idx], pad=CROP_PAD, flip=data.flip, generator=generator))
+            y = data.train.labels[idx]
+            extra_x = extras.draw(generator) if extras is not None else None
+            with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=cfg.amp):
+                loss, logits = mixed_batch_loss(model, x, y, extra_x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                correct = (logits.argmax(1) == y).sum()
+                state.sums += torch.stack([loss.detach().float() * bs, correct.float()])
+            state.step += 1
+            if on_step is not None:
+                on_step()
+            if should_stop():
+                save()
+                raise StopRequested(f"stopped in epoch {state.epoch + 1}, step {state.step}")
+
+        loss_sum, correct = state.sums.tolist()  # the one host sync of the training epoch
+        seen = steps * bs
+        train_loss = loss_sum / seen
+        test_loss, test_acc = evaluate(model, data.test, data, cfg) if _all_finite(model) else (math.nan, math.nan)
+        if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
+            return RunResult("diverged", math.nan, _best(state.history), state.history,
+                             time.perf_counter() - t0, {"epoch": state.epoch + 1, "lr": lr})
+        record = {"epoch": state.epoch + 1, "lr": lr, "train_loss": train_loss, "train_acc": 100.0 * correct / seen,
+                  "test_loss": test_loss, "test_acc": test_acc}
+        state.history.append(record)
+        state.epoch, state.step, state.perm, state.sums = state.epoch + 1, 0, None, None
+        if on_epoch is not None:
+            on_epoch(record)
+        save()
+
+    return RunResult("finished", state.history[-1]["test_acc"], _best(state.history), state.history,
+                     time.perf_counter() - t0)
+
+
+def _best(history: list[dict[str, float]]) -> float:
+    return max((h["test_acc"] for h in history), default=math.nan)
