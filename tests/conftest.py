@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny datasets in the real on-disk formats, so the real loading code runs."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """MNIST's idx format, extracted (torchvision reads these without an md5 check)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n, h, w = images.shape
+    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">iiii", 2051, n, h, w) + images.astype(np.uint8).tobytes())
+    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">ii", 2049, n) + labels.astype(np.uint8).tobytes())
+
+
+def make_fake_mnist(root: Path, n_train: int = 256, n_test: int = 128, seed: int = 0, name: str = "MNIST") -> Path:
+    """Random 28x28 images whose label is learnable: class c has a bright 4x4 patch at a fixed spot."""
+    rng = np.random.default_rng(seed)
+    raw = root / name / "raw"
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n)
+        images = rng.integers(0, 64, (n, 28, 28))
+        for i, c in enumerate(labels):
+            r, col = 2 + 6 * (c // 4), 2 + 6 * (c % 4)
+            images[i, r:r + 4, col:col + 4] = 255
+        write_idx(raw, prefix, images, labels)
+    return root
+
+
+@pytest.fixture
+def fake_mnist(tmp_path: Path):
+    """A factory: fake_mnist(n_train=256, n_test=128) -> a data dir holding a tiny MNIST."""
+
+    def make(n_train: int = 256, n_test: int = 128, seed: int = 0) -> Path:
+        return make_fake_mnist(tmp_path / "data", n_train, n_test, seed)
+
+    return make
+
+
+def write_fake_cifar100(root: Path, n_train: int = 200, n_test: int = 100, seed: int = 0) -> Path:
+    """cifar-100-python/{train,test,meta} pickles in the official format (str keys)."""
+    rng = np.random.default_rng(seed)
+    base = root / "cifar-100-python"
+    base.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        fine = rng.integers(0, 100, n).tolist()
+        doc = {"filenames": [f"{split}_{i}.png" for i in range(n)], "batch_label": f"{split} batch",
+               "fine_labels": fine, "coarse_labels": [f // 5 for f in fine],
+               "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}
+        with open(base / split, "wb") as f:
+            pickle.dump(doc, f)
+    with open(base / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": [f"class{i}" for i in range(100)],
+                     "coarse_label_names": [f"super{i}" for i in range(20)]}, f)
+    return root
+
+
+@pytest.fixture
+def shared_data(tmp_path: Path) -> Path:
+    """A private copy of ../shared/data (MNIST, FashionMNIST raw .gz files); skips if absent."""
+    if not (SHARED_DATA / "MNIST" / "raw").is_dir() or not (SHARED_DATA / "FashionMNIST" / "raw").is_dir():
+        pytest.skip(f"real MNIST/FashionMNIST not found at {SHARED_DATA} (the repo's ../shared/data)")
+    dst = tmp_path / "realdata"
+    for name in ("MNIST", "FashionMNIST"):
+        shutil.copytree(SHARED_DATA / name, dst / name)
+    return dst
