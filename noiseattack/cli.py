@@ -162,6 +162,34 @@ def mix(
     _run("mix", extra=extra, k=k, **o)
 
 
+@app.command()
+def report(
+    runs_dirs: Annotated[Optional[list[Path]], typer.Argument(
+        metavar="RUNS_DIR", show_default=False,
+        help="Dirs searched recursively for results.jsonl [default: runs].")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Where report.md, report.csv and the PNG plots go [default: the first RUNS_DIR].")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="What to print on stdout: md, csv or json.")] = "md",
+    plots: Annotated[bool, typer.Option(help="Write the PNG plots (box plots per attack, accuracy curves).")] = True,
+) -> None:
+    """Statistics over seeds, verdicts against BN (Welch, Brown-Forsythe), and plots, for every experiment found."""
+    from . import report as report_lib
+
+    dirs = list(runs_dirs) if runs_dirs else [Path("runs")]
+    if fmt not in report_lib.FORMATS:
+        fail(f"unknown --format '{fmt}': choose {', '.join(report_lib.FORMATS)}")
+    try:
+        rep = report_lib.build_report(dirs, out if out is not None else dirs[0], plots=plots)
+    except ConfigError as e:
+        fail(str(e))
+    typer.echo(rep.render(fmt), nl=False)
+    for w in rep.warnings:
+        typer.echo(f"noiseattack: warning: {w}", err=True)
+    where = rep.files[-1].parent if rep.files else Path(".")
+    typer.echo(f"noiseattack: {len(rep.rows)} rows from {len(rep.sources)} experiment dir(s); wrote report.md, "
+               f"report.csv and {len(rep.plots)} plot(s) to {where}", err=True)
+
+
 def main() -> None:
     """Entry point: click's usage errors become one line on stderr with exit code 2."""
     try:
