@@ -1,0 +1,76 @@
+"""The CIFAR ResNet: structure, parameter count, every depth and norm forward and backward."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from noiseattack.config import NORMS, ConfigError
+from noiseattack.models import Bottleneck, cifar_resnet
+from noiseattack.norms import NORM_REGISTRY
+
+
+def expected_params_resnet20_bn(num_classes):
+    """ResNet-20 with projection shortcuts, counted by hand: convs + 2 params per BN channel + fc."""
+    conv = lambda cin, cout, k: cin * cout * k * k
+    p = conv(3, 16, 3) + 2 * 16
+    for cin, cout in [(16, 16), (16, 32), (32, 64)]:
+        p += conv(cin, cout, 3) + conv(cout, cout, 3) + 4 * cout  # first block
+        if cin != cout:
+            p += conv(cin, cout, 1) + 2 * cout  # projection shortcut
+        p += 2 * (2 * conv(cout, cout, 3) + 4 * cout)  # two more blocks
+    return p + 64 * num_classes + num_classes
+
+
+def test_resnet20_parameter_count():
+    model = cifar_resnet(20, 100, "bn")
+    assert sum(p.numel() for p in model.parameters()) == expected_params_resnet20_bn(100)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_every_norm_position_uses_the_chosen_norm(norm):
+    model = cifar_resnet(20, 10, norm)
+    count = sum(isinstance(m, NORM_REGISTRY[norm]) for m in model.modules())
+    assert count == 1 + 9 * 2 + 2  # stem, two per basic block, two projection shortcuts
+    others = [type(m).__name__ for m in model.modules()
+              if isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) and not isinstance(m, NORM_REGISTRY[norm])
+              and not (norm == "bnse" and isinstance(m, NORM_REGISTRY["bn"]))]
+    assert others == []
+
+
+def test_resnet164_is_bottleneck_with_expansion_4():
+    model = cifar_resnet(164, 100, "bn")
+    blocks = [m for m in model.modules() if isinstance(m, Bottleneck)]
+    assert len(blocks) == 3 * 18
+    assert model.fc.in_features == 256
+
+
+@pytest.mark.parametrize("depth", [20, 164])
+@pytest.mark.parametrize("norm", NORMS)
+def test_depths_build_and_train_with_every_norm(depth, norm):
+    torch.manual_seed(0)
+    model = cifar_resnet(depth, 100, norm)
+    x = torch.randn(4, 3, 32, 32)
+    out = model(x)
+    assert out.shape == (4, 100)
+    out.logsumexp(1).mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(x)).all()
+
+
+def test_width_and_invalid_depth():
+    assert cifar_resnet(20, 10, "bn", width=2).fc.in_features == 128
+    with pytest.raises(ConfigError, match="depth 21"):
+        cifar_resnet(21, 10, "bn")
+    with pytest.raises(ConfigError, match="bottleneck"):
+        cifar_resnet(32, 10, "bn", block="bottleneck")  # 30 is not a multiple of 9
+
+
+def test_channels_last_gives_the_same_result():
+    torch.manual_seed(0)
+    model = cifar_resnet(8, 10, "iebn")
+    x = torch.randn(8, 3, 32, 32)
+    ref = model(x)
+    cl = model.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(cl, ref, rtol=1e-4, atol=1e-4)
