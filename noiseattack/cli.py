@@ -190,6 +190,98 @@ def report(
                f"report.csv and {len(rep.plots)} plot(s) to {where}", err=True)
 
 
+@app.command()
+def sweep(
+    grid: Annotated[Path, typer.Argument(metavar="GRID.toml", help="The grid: attacks, norms, seeds, shared options (see scripts/grid_*.toml).")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List every run and whether it is done; run nothing.")] = False,
+    executor: Annotated[str, typer.Option(help="local, submitit-local (submitit's local executor: what Slurm runs) or slurm.")] = "local",
+    workers: Annotated[int, typer.Option(help="Runs at a time (local, submitit-local); each worker is pinned to one GPU, round robin.")] = 1,
+    threads: Annotated[Optional[int], typer.Option(help="torch threads per worker [default: CPUs // workers when workers > 1; --cpus-per-job on Slurm].")] = None,
+    runs_per_job: Annotated[int, typer.Option(help="Runs one worker job (process or array task) does in a row.")] = 1,
+    runs_dir: Annotated[Optional[Path], typer.Option(help="Where experiment dirs go [default: the grid's runs_dir, else ./runs].")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Dataset root [default: the grid's data_dir, $NOISEATTACK_DATA or ./data].")] = None,
+    partition: Annotated[Optional[str], typer.Option(help="Slurm partition.")] = None,
+    time: Annotated[Optional[str], typer.Option(help="Time limit per job: minutes, H:MM:SS or D-HH:MM:SS [default: the partition's].")] = None,
+    gpus_per_job: Annotated[int, typer.Option(help="GPUs per Slurm job (0 on a CPU cluster).")] = 1,
+    cpus_per_job: Annotated[Optional[int], typer.Option(help="CPUs per Slurm job.")] = None,
+    mem_gb: Annotated[Optional[int], typer.Option(help="Memory per Slurm job (GB).")] = None,
+    array_parallelism: Annotated[int, typer.Option(help="Slurm jobs of the array running at once.")] = 32,
+    slurm_option: Annotated[Optional[list[str]], typer.Option(help="Any other sbatch option as KEY=VALUE (repeatable), e.g. account=abc.")] = None,
+    submitit_dir: Annotated[Optional[Path], typer.Option(help="submitit's logs and pickles [default: RUNS_DIR/.submitit].")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the Slurm jobs (--no-wait: submit and exit).")] = True,
+    progress: Annotated[bool, typer.Option(help="Show the sweep's progress.")] = True,
+) -> None:
+    """Run a grid of experiments (attack settings x norms x seeds); finished runs are skipped."""
+    from rich.console import Console
+
+    from . import sweep as S
+
+    console = Console()
+    try:
+        if executor not in S.EXECUTORS:
+            raise ConfigError(f"unknown executor '{executor}': choose {', '.join(S.EXECUTORS)}")
+        extra = {}
+        for item in slurm_option or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"--slurm-option '{item}' must be KEY=VALUE")
+            extra[key.strip().replace("-", "_")] = value
+        for name, v, low in (("--cpus-per-job", cpus_per_job, 1), ("--mem-gb", mem_gb, 1)):
+            if v is not None and v < low:
+                raise ConfigError(f"{name} must be >= {low}, got {v}")
+        options = S.SlurmOptions(partition=partition, time_min=S.parse_time(time) if time else None,
+                                 gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job, mem_gb=mem_gb,
+                                 array_parallelism=array_parallelism, extra=extra, folder=submitit_dir)
+        g = S.load_grid(grid, runs_dir=runs_dir, data_dir=data_dir, defer_device=executor == "slurm")
+        states = S.status(g)
+        if dry_run:
+            n = {st: sum(1 for _, s, _ in states if s == st) for st in S.STATES}
+            for job, st, rec in states:
+                acc = f"  final {rec['final_acc']:.2f}%" if rec and rec.get("final_acc") is not None else ""
+                typer.echo(f"{st:8s} {job.key}  {job.exp.dir}  {job.run.norm:4s} seed {job.run.seed}{acc}")
+            typer.echo(f"{grid}: {len(states)} runs in {len(g.experiments)} experiments: {n[S.DONE]} done, "
+                       f"{n[S.DIVERGED]} diverged, {n[S.RUNNING]} running, {n[S.PARTIAL]} partial (checkpointed), "
+                       f"{n[S.PENDING]} pending")
+            return
+        todo = sum(1 for _, st, _ in states if st not in (S.DONE, S.DIVERGED, S.RUNNING))
+        console.print(f"[bold]{grid}[/bold]: {len(states)} runs in {len(g.experiments)} experiments, "
+                      f"{len(states) - todo} done, {todo} to run ({executor})")
+        result = S.run_sweep(g, executor=executor, workers=workers, threads=threads, runs_per_job=runs_per_job,
+                             slurm=options, wait=wait, progress=progress, log=console.print)
+    except ConfigError as e:
+        fail(str(e))
+    except S.Interrupted as e:
+        typer.echo(f"noiseattack: interrupted ({e}). Re-run the same command to resume.", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if executor == "slurm" and not wait:
+        arrays = ", ".join(sorted({j.split("_")[0] for j in result.job_ids}))
+        console.print(f"{len(result.pending)} runs submitted (Slurm job array {arrays}). Re-run the same command "
+                      f"with --dry-run to see their state.")
+        return
+    _print_sweep_summary(console, g, result.records)
+    if result.failed:
+        typer.echo(f"noiseattack: {len(result.failed)} runs failed (re-run the sweep to retry them):", err=True)
+        for out in result.failed:
+            typer.echo(f"  {out['experiment']} {out['norm']} seed {out['seed']}: {out['error']}", err=True)
+        raise typer.Exit(1)
+
+
+def _print_sweep_summary(console, grid, records: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    from .results import summarize
+
+    table = Table(title="final test accuracy (%) per experiment and norm")
+    for col in ("experiment", "norm", "n", "mean", "std", "diverged"):
+        table.add_column(col, justify="left" if col in ("experiment", "norm") else "right")
+    for exp in grid.experiments:
+        for r in summarize([x for x in records if x["experiment"] == exp.name], exp.norms):
+            table.add_row(exp.name, r["norm"], str(r["n"]), f"{r['mean']:.2f}", f"{r['std']:.2f}", str(r["diverged"]))
+    console.print(table)
+    runs_dirs = sorted({str(exp.runs_dir) for exp in grid.experiments})
+    console.print(f"results: {', '.join(runs_dirs)}   TensorBoard: tensorboard --logdir {runs_dirs[0]}")
+
+
 def main() -> None:
     """Entry point: click's usage errors become one line on stderr with exit code 2."""
     try:

@@ -1,0 +1,324 @@
+"""`noiseattack sweep`: a tiny grid end to end with the local and the submitit local executors,
+resuming, the dry run, the grid validation, and the ready grids in scripts/."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from noiseattack import cli
+from noiseattack import sweep as S
+from noiseattack.config import ConfigError, resolve_experiment, resolve_train_config
+from noiseattack.results import read_results
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_GRID = """\
+[train]
+dataset = "mnist"
+depth = 8
+epochs = 1
+batch_size = 64
+device = "cpu"
+
+[grid]
+norms = ["bn", "iebn"]
+seeds = [0, 1]
+
+[[attack]]
+kind = "clean"
+
+[[attack]]
+kind = "constant"
+settings = [[2, 1]]
+"""
+EXPERIMENTS = ("clean-mnist-resnet8-e1", "constant-a2-b1-mnist-resnet8-e1")
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """`noiseattack ARGS` in this process: (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    argv = sys.argv
+    sys.argv = ["noiseattack", *args]
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = argv
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def final_accs(runs_dir: Path) -> dict[str, float]:
+    return {r["key"]: r["final_acc"] for name in EXPERIMENTS for r in read_results(runs_dir / name)}
+
+
+@pytest.fixture
+def tiny(tmp_path: Path, fake_mnist) -> dict[str, Path]:
+    data = fake_mnist(n_train=256, n_test=128)
+    grid = tmp_path / "grid.toml"
+    grid.write_text(TINY_GRID.replace('device = "cpu"', f'device = "cpu"\ndata_dir = "{data}"'))
+    return {"grid": grid, "data": data, "tmp": tmp_path}
+
+
+@pytest.mark.slow
+def test_local_and_submitit_local_give_the_same_runs(tiny, capsys):
+    pytest.importorskip("submitit")
+    grid, tmp = tiny["grid"], tiny["tmp"]
+    local, sub = tmp / "runs-local", tmp / "runs-submitit"
+
+    code, out, err = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(local), "--no-progress", "--threads", "1")
+    assert code == 0, err
+    assert "8 to run" in out
+    code, out, err = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(sub), "--no-progress", "--threads", "1",
+                             "--executor", "submitit-local", "--workers", "2", "--runs-per-job", "4")
+    assert code == 0, err
+    assert (sub / ".submitit").is_dir()  # submitit's pickles and logs: the jobs ran through it
+
+    a, b = final_accs(local), final_accs(sub)
+    expected = {r.key for exp in S.load_grid(grid, runs_dir=local).experiments for r in exp.runs()}
+    assert set(a) == set(b) == expected and len(expected) == 8
+    assert a == b  # same seeds, same CPU numerics: the same final accuracies
+
+    for runs in (local, sub):  # the layout of the single-run commands
+        for name in EXPERIMENTS:
+            d = runs / name
+            assert {"config.json", "results.jsonl", "summary.csv", "summary.md", "tb"} <= {p.name for p in d.iterdir()}
+            assert sorted(p.name for p in (d / "tb").iterdir()) == ["bn-s0", "bn-s1", "iebn-s0", "iebn-s1"]
+            cfg = json.loads((d / "config.json").read_text())
+            assert cfg["norms"] == ["bn", "iebn"] and cfg["seeds"] == [0, 1]
+            assert "| bn | 2 |" in (d / "summary.md").read_text()
+
+    report = pytest.importorskip("noiseattack.report")
+    rep = report.build_report([local], None, plots=False)
+    assert len(rep.sources) == 2 and rep.rows
+
+
+@pytest.mark.slow
+def test_rerun_skips_finished_runs_and_reruns_a_deleted_one(tiny, capsys):
+    grid, tmp = tiny["grid"], tiny["tmp"]
+    runs = tmp / "runs"
+    g = S.load_grid(grid, runs_dir=runs)
+    first = S.run_sweep(g, progress=False)
+    assert len(first.ran) == 8 and len(first.records) == 8 and not first.failed and not first.pending
+
+    before = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}
+    again = S.run_sweep(S.load_grid(grid, runs_dir=runs), progress=False)
+    assert again.ran == [] and again.skipped == 8 and len(again.records) == 8
+    assert {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()} == before  # nothing written
+
+    # Drop one result line: that run, and only it, is pending and runs again.
+    results = runs / EXPERIMENTS[1] / "results.jsonl"
+    lines = results.read_text().splitlines(keepends=True)
+    dropped = json.loads(lines[2])
+    results.write_text("".join(lines[:2] + lines[3:]))
+    code, out, _ = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(runs), "--dry-run")
+    assert code == 0
+    pending = [line for line in out.splitlines() if line.startswith("pending")]
+    assert len(pending) == 1 and dropped["key"] in pending[0]
+    assert "7 done" in out.splitlines()[-1] and "1 pending" in out.splitlines()[-1]
+
+    # While another process trains it (holds its lock), a sweep leaves it alone.
+    lock = runs / EXPERIMENTS[1] / ".locks" / f"{dropped['norm']}-s{dropped['seed']}"
+    lock.parent.mkdir(exist_ok=True)
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        code, out, _ = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(runs), "--dry-run")
+        assert [line.split()[0] for line in out.splitlines()[:-1]].count("running") == 1
+        busy = S.run_sweep(S.load_grid(grid, runs_dir=runs), progress=False)
+        assert busy.ran == [] and [j.key for j in busy.pending] == [dropped["key"]]
+        fcntl.flock(f, fcntl.LOCK_UN)
+
+    code, out, err = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(runs), "--no-progress", "--workers", "2")
+    assert code == 0, err
+    assert "1 to run" in out and len(re.findall(r"^✓ ", out, flags=re.M)) == 1
+    recs = read_results(runs / EXPERIMENTS[1])
+    assert len(recs) == 4 and sum(r["key"] == dropped["key"] for r in recs) == 1
+    redone = next(r for r in recs if r["key"] == dropped["key"])
+    assert redone["final_acc"] == dropped["final_acc"]  # same seed: the same run
+
+
+def test_dry_run_lists_every_run_and_writes_nothing(tiny, capsys):
+    grid, tmp = tiny["grid"], tiny["tmp"]
+    runs = tmp / "runs"
+    code, out, err = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(runs), "--dry-run")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    g = S.load_grid(grid, runs_dir=runs)
+    keys = [j.key for j in g.jobs()]
+    assert len(lines) == 9 and [line.split()[1] for line in lines[:8]] == keys
+    assert all(line.startswith("pending") for line in lines[:8])
+    assert "8 runs in 2 experiments: 0 done" in lines[-1]
+    assert not runs.exists()
+
+
+BAD_GRIDS = {
+    # an unknown key
+    "unknown train key": ('[train]\nepoch = 3\n', "train.epoch"),
+    "unknown table": ('[sweep]\nx = 1\n', "'sweep'"),
+    "unknown attack key": ('[[attack]]\nkind = "constant"\nsettings = [[2, 1]]\nk = 3\n', "attack[1].k"),
+    "norm in train": ('[train]\nnorm = "bn"\n', "train.norm"),
+    # a wrong type
+    "string for int": ('[train]\nepochs = "4"\n', "train.epochs"),
+    "float for int": ('[train]\ndepth = 20.0\n', "train.depth"),
+    "bool for number": ('[train]\nlr = true\n', "train.lr"),
+    "seed type": ('[grid]\nseeds = [0, "1"]\n', "grid.seeds"),
+    "pair type": ('[[attack]]\nkind = "constant"\nsettings = [[2, "1"]]\n', "attack[1].settings"),
+    # an empty axis
+    "empty norms": ('[grid]\nnorms = []\n', "grid.norms"),
+    "empty seeds": ('[grid]\nseeds = []\n', "grid.seeds"),
+    "empty settings": ('[[attack]]\nkind = "constant"\nsettings = []\n', "attack[1].settings"),
+    "empty k": ('[[attack]]\nkind = "mix"\nextra = "fmnist"\nk = []\n', "attack[1].k"),
+    "no attack": ('[train]\nepochs = 1\n', "attack"),
+    # an invalid value
+    "zero epochs": ('[train]\nepochs = 0\n', "epochs"),
+    "bad depth": ('[train]\ndepth = 9\n', "depth"),
+    "bad dataset": ('[train]\ndataset = "svhn"\n', "dataset 'svhn'"),
+    "bad norm": ('[grid]\nnorms = ["bn", "gn"]\n', "grid.norms"),
+    "zero repeats": ('[grid]\nrepeats = 0\n', "grid.repeats"),
+    "zero alpha": ('[[attack]]\nkind = "constant"\nsettings = [[0, 1]]\n', "alpha"),
+    "bad kind": ('[[attack]]\nkind = "noise"\n', "attack[1].kind"),
+    "bad extra": ('[[attack]]\nkind = "mix"\nextra = "svhn"\nk = 8\n', "svhn"),
+    "negative k": ('[[attack]]\nkind = "mix"\nextra = "mnist"\nk = [-1]\n', "k must be >= 0"),
+    "name for many": ('[[attack]]\nkind = "mix"\nextra = "mnist"\nk = [8, 16]\nname = "x"\n', "attack[1].name"),
+    "not toml": ('[train\n', "not valid TOML"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_GRIDS))
+def test_bad_grid_is_one_line_exit_2_and_writes_nothing(case, tmp_path, capsys):
+    text, key = BAD_GRIDS[case]
+    if "[[attack]]" not in text and case != "no attack":
+        text += '\n[[attack]]\nkind = "clean"\n'
+    grid = tmp_path / "bad.toml"
+    grid.write_text(text)
+    runs = tmp_path / "runs"
+    for extra in ([], ["--dry-run"]):
+        code, out, err = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(runs), "--data-dir",
+                                 str(tmp_path / "data"), "--no-progress", *extra)
+        assert code == 2, (case, out, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("noiseattack: error: "), err
+        assert key in lines[0], (key, lines[0])
+        assert str(grid) in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]  # nothing written
+
+
+def test_bad_options_are_exit_2(tiny, capsys):
+    grid, tmp = tiny["grid"], tiny["tmp"]
+    for args, msg in ((["--executor", "ray"], "unknown executor 'ray'"), (["--workers", "0"], "workers"),
+                      (["--time", "soon"], "--time"), (["--slurm-option", "account"], "KEY=VALUE")):
+        code, _, err = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(tmp / "runs"), "--no-progress", *args)
+        assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp / "runs").exists()
+
+
+def test_an_existing_dir_with_another_setting_is_refused(tiny, capsys):
+    grid, tmp = tiny["grid"], tiny["tmp"]
+    other = resolve_train_config(dataset="mnist", depth=8, epochs=2, device="cpu")  # e2, not e1
+    d = tmp / "runs" / EXPERIMENTS[0]
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"identity": other.identity()}))
+    code, _, err = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(tmp / "runs"), "--no-progress")
+    assert code == 2 and "different experiment" in err and "epochs" in err
+    assert sorted(p.name for p in d.iterdir()) == ["config.json"]
+
+
+def test_slurm_submits_one_array_whose_jobs_run(tiny, capsys, monkeypatch):
+    """Without a cluster: fake sbatch/srun record what submitit submits; then one of the pickled
+    array jobs runs here, as a Slurm node would run it."""
+    submitit = pytest.importorskip("submitit")
+    grid, tmp = tiny["grid"], tiny["tmp"]
+    bin_dir, log = tmp / "bin", tmp / "sbatch.log"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\necho "$@" >> {log}\nfor a; do f=$a; done\ncat "$f" >> {log}\n'
+                                    'echo "Submitted batch job 4242"\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    runs = tmp / "runs"
+    code, out, err = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(runs), "--executor", "slurm", "--no-wait",
+                             "--partition", "gpu", "--time", "2:00:00", "--gpus-per-job", "1", "--cpus-per-job", "4",
+                             "--array-parallelism", "3", "--slurm-option", "account=abc")
+    assert code == 0, err
+    assert "job array 4242" in out
+    script = log.read_text()
+    for line in ("--array=0-7%3", "--partition=gpu", "--gpus-per-node=1", "--time=120", "--cpus-per-task=4",
+                 "--account=abc"):
+        assert f"#SBATCH {line}" in script
+    pickles = sorted((runs / ".submitit").glob("4242_*/4242_*_submitted.pkl"))
+    assert len(pickles) == 8
+    delayed = submitit.core.utils.DelayedSubmission.load(pickles[0])
+    assert isinstance(delayed.function, S.SubmititTask) and hasattr(delayed.function, "checkpoint")
+    (task,) = delayed.args
+    assert task.threads == 4 and task.jobs[0].exp.runs_dir.is_absolute()
+    (rec,) = delayed.function(task)
+    assert rec["status"] == "finished" and rec["key"] == task.jobs[0].key
+    assert [r["key"] for r in read_results(runs / EXPERIMENTS[0])] == [rec["key"]]
+
+
+def test_parse_time():
+    assert [S.parse_time(t) for t in ("90", "1:30", "2:00:00", "1-00:00:00", "1-2", "0:30")] == [90, 2, 120, 1440, 1560, 1]
+    with pytest.raises(ConfigError):
+        S.parse_time("1h")
+
+
+def _script_runs(script: Path, runs_dir: Path) -> set[tuple[str, str]]:
+    """(experiment name, run key) of every run scripts/study_fmnist.sh trains, from its text."""
+    text = script.read_text()
+    common = shlex.split(re.search(r"COMMON=\((.*?)\)", text, re.S).group(1).replace('"$RUNS"', "RUNS"))
+    out = set()
+    for line in re.findall(r"^noiseattack (clean|constant|mix)(.*)\"\$\{COMMON\[@\]\}\"$", text, re.M):
+        cmd, args = line[0], shlex.split(line[1]) + common
+        o: dict[str, str | bool] = {}
+        i = 0
+        while i < len(args):
+            name = args[i][2:].replace("-", "_")
+            if name.startswith("no_"):
+                o[name[3:]], i = False, i + 1
+            else:
+                o[name], i = args[i + 1], i + 2
+        train = resolve_train_config(
+            attack=cmd, dataset=o["dataset"], alpha=float(o.get("alpha", 1)), beta=float(o.get("beta", 0)),
+            extra=o.get("extra"), k=int(o.get("k", 0)), epochs=int(o["epochs"]), train_subset=int(o["train_subset"]),
+            test_subset=int(o["test_subset"]), device=o["device"])
+        exp = resolve_experiment(train, norms=o["norm"], repeats=int(o["repeats"]), seed=int(o["seed"]),
+                                 runs_dir=runs_dir)
+        out |= {(exp.name, r.key) for r in exp.runs()}
+    return out
+
+
+def test_fmnist_study_grid_reproduces_the_script(tmp_path):
+    expected = _script_runs(REPO / "scripts" / "study_fmnist.sh", tmp_path)
+    assert len(expected) == 60
+    g = S.load_grid(REPO / "scripts" / "grid_fmnist_study.toml", runs_dir=tmp_path)
+    assert {(j.exp.name, j.key) for j in g.jobs()} == expected
+    # and, without the override, the script's runs dir: a sweep and the script skip each other's runs
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    doc = tomllib.loads((REPO / "scripts" / "grid_fmnist_study.toml").read_text())
+    assert doc["train"]["runs_dir"] == "runs/study-fmnist"
+
+
+def test_paper_grid(tmp_path):
+    g = S.load_grid(REPO / "scripts" / "grid_paper.toml", runs_dir=tmp_path, defer_device=True)
+    jobs = g.jobs()
+    trains = [e.train for e in g.experiments]
+    assert {t.dataset for t in trains} == {"cifar100"}
+    assert {(t.depth, t.block, t.epochs, t.milestones) for t in trains} == {(164, "bottleneck", 164, (81, 122))}
+    assert {(t.alpha, t.beta) for t in trains if t.attack.value == "constant"} >= {(2.0, 1.0)}
+    assert {(t.extra, t.k) for t in trains if t.attack.value == "mix"} == {
+        (e, k) for e in ("mnist", "fmnist") for k in (8, 16, 32, 64)}
+    assert any(t.attack.value == "clean" for t in trains)
+    assert all(e.norms == ("bn", "in", "bnse", "iebn") and e.seeds == (0, 1, 2, 3, 4) for e in g.experiments)
+    assert len(jobs) == len(g.experiments) * 20 and len({j.key for j in jobs}) == len(jobs)
+    assert g.device == "auto"  # resolved on each Slurm job's node
