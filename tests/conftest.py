@@ -10,7 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+import os
+
+# The real MNIST/FashionMNIST files: ../shared/data beside the checkout, or $NOISEATTACK_SHARED_DATA.
+SHARED_DATA = Path(os.environ.get("NOISEATTACK_SHARED_DATA",
+                                  Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
 def write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
