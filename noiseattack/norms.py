@@ -144,24 +144,82 @@ class IEBN(ConstantNoise, _BatchNorm):
         return x_hat * (self.weight * gate) + self.bias
 
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        return _FusedIEBN.apply(x, self.weight, self.bias, self.weight_readjust, self.bias_readjust,
+                                self.running_mean, self.running_var, self.training, self.momentum, self.eps,
+                                self.noise_alpha, self.noise_beta)
+
+
+class _FusedIEBN(torch.autograd.Function):
+    """IEBN as y = x * S + T with per-(n, c) S and T, and a hand-derived backward.
+
+    Forward, training (m = mean over H, W of x; M = N*H*W; r = 1/sqrt(var + eps)):
+        mu, var = batch mean and (biased) variance per channel   (one native pass, which also
+                                                                   updates the running statistics)
+        a = sigmoid(w_r * m + b_r);  G = gamma * a
+        y = (alpha * (x - mu) * r + beta) * G + b  =  x * S + T,  S = alpha r G,  T = beta G + b - mu S
+    Backward, with A = sum_hw g and B = sum_hw g * x (per n, c):
+        dG = alpha r (B - mu A) + beta A          (= sum_hw g * (alpha x_hat + beta))
+        d gamma = sum_n dG a;  dz = dG gamma a (1 - a);  d w_r = sum_n dz m;  d b_r = sum_n dz;  d b = sum_n A
+        dr = alpha sum_n G (B - mu A);  dvar = -r^3 dr / 2;  dmu = -sum_n A S
+        dx = g S + x U + V,  U = 2 dvar / M,  V = dmu / M - 2 dvar mu / M + dz w_r / (H W)
+    In eval mode mu and var are the running statistics (constants): U = 0, V = dz w_r / (H W).
+    Large tensors are touched by two reductions and two multiply-adds in the backward, and one
+    reduction, one statistics pass and one multiply-add in the forward; the rest is (N, C)-sized.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, weight_r, bias_r, running_mean, running_var, training, momentum, eps,
+                alpha, beta):
         n, c, h, w = x.shape
-        var_nc, mean_nc = torch.var_mean(x, dim=(2, 3), correction=0)  # one pass over x
-        if self.training:
-            mean = mean_nc.mean(0)
-            var = var_nc.mean(0) + (mean_nc - mean).square().mean(0)  # law of total variance
-            with torch.no_grad():
-                count = n * h * w
-                self.running_mean.lerp_(mean.detach(), self.momentum)
-                self.running_var.lerp_(var.detach() * (count / max(count - 1, 1)), self.momentum)
+        xf = x.float()
+        m = xf.sum((2, 3)) / (h * w)  # n, c: the gate's avgpool
+        if training:
+            mu, var = torch.batch_norm_update_stats(xf, running_mean, running_var, momentum)
         else:
-            mean, var = self.running_mean, self.running_var
-        gate = torch.sigmoid(torch.addcmul(self.bias_readjust.view(1, c), mean_nc, self.weight_readjust.view(1, c)))
-        gamma = self.weight.view(1, c) * gate  # n, c
-        inv_std = torch.rsqrt(var + self.eps)
-        # out = (alpha * x_hat + beta) * gamma + bias, with x_hat = (x - mean) * inv_std
-        scale = gamma * (inv_std * self.noise_alpha)
-        shift = torch.addcmul(self.bias.view(1, c), gamma, torch.full_like(inv_std, self.noise_beta)) - mean * scale
-        return torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None])
+            mu, var = running_mean, running_var
+        r = torch.rsqrt(var + eps)
+        gamma, b, wr, br = (p.view(1, c).float() for p in (weight, bias, weight_r, bias_r))
+        a = torch.sigmoid(wr * m + br)
+        G = gamma * a
+        S = G * (alpha * r)
+        T = (beta * G + b) - mu * S
+        # out= keeps x's memory format (an (N, C, 1, 1) first operand would otherwise choose NCHW)
+        y = torch.addcmul(T[:, :, None, None], xf, S[:, :, None, None], out=torch.empty_like(xf))
+        ctx.save_for_backward(xf, m, mu, r, a, gamma, wr, S)
+        ctx.training, ctx.alpha, ctx.beta = training, alpha, beta
+        return y.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        xf, m, mu, r, a, gamma, wr, S = ctx.saved_tensors
+        alpha, beta = ctx.alpha, ctx.beta
+        n, c, h, w = xf.shape
+        g = g.float()
+        A = g.sum((2, 3))
+        B = (g * xf).sum((2, 3))
+        B_centred = B - mu * A
+        G = gamma * a
+        dG = (alpha * r) * B_centred + beta * A
+        d_gamma = (dG * a).sum(0)
+        dz = dG * gamma * a * (1 - a)
+        d_wr = (dz * m).sum(0)
+        d_br = dz.sum(0)
+        d_bias = A.sum(0)
+        V = dz * wr / (h * w)
+        if ctx.training:
+            M = n * h * w
+            dr = alpha * (G * B_centred).sum(0)
+            dvar = -0.5 * r ** 3 * dr
+            dmu = -(A * S).sum(0)
+            U = (2.0 / M) * dvar
+            V = V + (dmu - 2.0 * dvar * mu) / M
+            dx = torch.addcmul(V[:, :, None, None], xf, U.view(1, c, 1, 1), out=torch.empty_like(xf))
+        else:
+            dx = torch.empty_like(xf).copy_(V[:, :, None, None].expand(n, c, h, w))
+        dx = dx.addcmul_(g, S[:, :, None, None])
+        shape = (1, c, 1, 1)
+        return (dx, d_gamma.view(shape), d_bias.view(shape), d_wr.view(shape), d_br.view(shape),
+                None, None, None, None, None, None, None)
 
 
 NORM_REGISTRY: dict[str, type[nn.Module]] = {

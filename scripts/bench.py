@@ -1,0 +1,241 @@
+"""Training-step speed of the harness, side by side with its limits and with the conventional pipeline.
+
+    python scripts/bench.py                       # ResNet-20, batch 128, CIFAR-100 format, this machine
+    python scripts/bench.py --device cuda --amp   # on a GPU
+    python scripts/bench.py --paper-epoch         # also: one paper-preset epoch (ResNet-164), timed
+
+Measured in one process, interleaved over rounds (median of the rounds), so that the ratios hold
+even on a busy machine where absolute numbers swing:
+
+  pure       the model and optimizer stepping on one resident, already-normalized batch
+  harness    noiseattack.train.train_run: its data path (uint8 dataset on the device, crop and flip
+             per batch there, normalization), the norm, the attack, the optimizer
+  reference  the IEBN authors' pipeline: torchvision CIFAR100 with per-sample PIL transforms
+             (RandomCrop(32, 4), RandomHorizontalFlip, ToTensor, Normalize), a DataLoader with 2
+             workers, NCHW, the same model and optimizer
+
+The last lines are `ratio <name> <value>`, one per target, for scripts to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from noiseattack.config import RunConfig, resolve_train_config  # noqa: E402
+from noiseattack.data import DataError, Normalizer, Split, load_dataset  # noqa: E402
+from noiseattack.train import TrainData, build_model, train_run  # noqa: E402
+
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def load_images(data_dir: str, n: int) -> tuple[Split, bool]:
+    """Real CIFAR-100 training images when present, else random same-format ones."""
+    try:
+        ds = load_dataset("cifar100", data_dir)
+        return Split(ds.train.images[:n], ds.train.labels[:n]), True
+    except DataError:
+        g = torch.Generator().manual_seed(0)
+        return Split(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+                     torch.randint(0, 100, (n,), generator=g)), False
+
+
+# --------------------------------------------------------------------------- the three pipelines
+
+
+def time_pure(cfg, norm: str, batch: Split, steps: int, warmup: int) -> float:
+    """img/s of the model + optimizer on one resident, normalized batch."""
+    model = build_model(RunConfig(cfg, norm, 0), 100)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    x = Normalizer(CIFAR100_MEAN, CIFAR100_STD, cfg.device, cfg.channels_last)(batch.images.to(cfg.device))
+    y = batch.labels.to(cfg.device)
+    model.train()
+    for i in range(warmup + steps):
+        if i == warmup:
+            sync(cfg.device)
+            t0 = time.perf_counter()
+        with torch.autocast(torch.device(cfg.device).type, torch.bfloat16, enabled=cfg.amp):
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    sync(cfg.device)
+    return steps * len(y) / (time.perf_counter() - t0)
+
+
+def time_harness(cfg, norm: str, train: Split, steps: int, warmup: int) -> float:
+    """img/s of train_run's steps (model build and the tiny evaluation excluded)."""
+    bs = cfg.batch_size
+    data = TrainData(train=train.to(cfg.device), test=Split(train.images[:bs], train.labels[:bs]).to(cfg.device),
+                     extra=None, num_classes=100, flip=True,
+                     normalize=Normalizer(CIFAR100_MEAN, CIFAR100_STD, cfg.device, cfg.channels_last))
+    marks: dict[int, float] = {}
+    done = [0]
+
+    def on_step() -> None:  # synchronises only at the two timing marks
+        done[0] += 1
+        if done[0] in (warmup, warmup + steps):
+            sync(cfg.device)
+            marks[done[0]] = time.perf_counter()
+
+    train_run(RunConfig(cfg, norm, 0), data, on_step=on_step)
+    return steps * bs / (marks[warmup + steps] - marks[warmup])
+
+
+def time_reference(cfg, norm: str, train: Split, steps: int, warmup: int, root: Path, workers: int) -> float:
+    """img/s of torchvision CIFAR100 + PIL transforms + DataLoader(workers) + NCHW."""
+    import torchvision
+    import torchvision.transforms as T
+
+    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                           T.Normalize(CIFAR100_MEAN, CIFAR100_STD)])
+    ds = torchvision.datasets.CIFAR100(str(root), train=True, download=False, transform=transform)
+    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=workers,
+                                         drop_last=True, pin_memory=cfg.device.startswith("cuda"))
+    ref_cfg = cfg.__class__(**{**cfg.__dict__, "channels_last": False})
+    model = build_model(RunConfig(ref_cfg, norm, 0), 100)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    model.train()
+    it = iter(loader)
+    for i in range(warmup + steps):
+        if i == warmup:
+            sync(cfg.device)
+            t0 = time.perf_counter()
+        x, y = next(it)
+        x, y = x.to(cfg.device, non_blocking=True), y.to(cfg.device, non_blocking=True)
+        with torch.autocast(torch.device(cfg.device).type, torch.bfloat16, enabled=cfg.amp):
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    sync(cfg.device)
+    rate = steps * cfg.batch_size / (time.perf_counter() - t0)
+    del it, loader
+    return rate
+
+
+def write_cifar_files(root: Path, train: Split) -> Path:
+    """The CIFAR-100 python pickles of `train` (for the reference's torchvision dataset)."""
+    import pickle
+
+    base = root / "cifar-100-python"
+    base.mkdir(parents=True, exist_ok=True)
+    data = train.images.numpy().reshape(len(train), 3072)
+    with open(base / "train", "wb") as f:
+        pickle.dump({"data": data, "fine_labels": train.labels.tolist(), "coarse_labels": [0] * len(train),
+                     "filenames": [""] * len(train), "batch_label": ""}, f)
+    with open(base / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": [str(i) for i in range(100)]}, f)
+    return root
+
+
+def machine(device: str) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name() if device.startswith("cuda") else "none"
+    return (f"cpu: {cpu} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()}); gpu: {gpu}; "
+            f"torch {torch.__version__}; python {platform.python_version()}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--norm", default="bn")
+    ap.add_argument("--depth", type=int, default=20)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=12, help="timed steps per measurement")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (>= 1)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the median counts")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
+    ap.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference")
+    ap.add_argument("--data-dir", default=os.environ.get("NOISEATTACK_DATA", "data"))
+    ap.add_argument("--paper-epoch", action="store_true", help="also time one paper-preset epoch (ResNet-164)")
+    args = ap.parse_args()
+    if args.warmup < 1 or args.steps < 1 or args.rounds < 1:
+        ap.error("--warmup, --steps and --rounds must be >= 1")
+
+    common = dict(dataset="cifar100", depth=args.depth, batch_size=args.batch_size, device=args.device,
+                  channels_last=args.channels_last, amp=args.amp, epochs=1)
+    clean = resolve_train_config(attack="clean", **common)
+    attacked = resolve_train_config(attack="constant", alpha=2.0, beta=1.0, **common)
+    device = clean.device
+    n = args.batch_size * (args.warmup + args.steps)
+    train, real = load_images(args.data_dir, max(n, 4 * args.batch_size))
+    train = Split(train.images[:n], train.labels[:n])
+    print(machine(device))
+    print(f"model: ResNet-{args.depth}, batch {args.batch_size}, 32x32, 100 classes, norm {args.norm}, "
+          f"channels_last {args.channels_last}, amp {args.amp}, device {device}")
+    print("data: " + ("real CIFAR-100" if real else "synthetic CIFAR-100-format images (no CIFAR-100 in "
+                      f"{args.data_dir}); speed does not depend on pixel values"))
+
+    other = "bn" if args.norm == "iebn" else "iebn"
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_cifar_files(Path(tmp), train)
+        import torchvision.datasets.cifar as tvc
+
+        tvc.check_integrity = lambda *a, **k: True  # the pickles written above are not the official files
+        rates: dict[str, list[float]] = {}
+        jobs = {
+            "pure": lambda: time_pure(clean, args.norm, Split(train.images[:args.batch_size],
+                                                              train.labels[:args.batch_size]), args.steps, args.warmup),
+            "harness": lambda: time_harness(clean, args.norm, train, args.steps, args.warmup),
+            "reference": lambda: time_reference(clean, args.norm, train, args.steps, args.warmup, root, args.workers),
+            f"harness_{other}": lambda: time_harness(clean, other, train, args.steps, args.warmup),
+            "harness_constant": lambda: time_harness(attacked, args.norm, train, args.steps, args.warmup),
+        }
+        for r in range(args.rounds):
+            for name, job in jobs.items():
+                rates.setdefault(name, []).append(job())
+            print(f"round {r + 1}/{args.rounds}: " + "  ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items()), flush=True)
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    print()
+    for k, v in med.items():
+        print(f"{k:18s} {v:8.1f} img/s   (rounds: {', '.join(f'{x:.0f}' for x in rates[k])})")
+    iebn_rate = med["harness"] if args.norm == "iebn" else med[f"harness_{other}"]
+    bn_rate = med["harness"] if args.norm == "bn" else med[f"harness_{other}"] if other == "bn" else float("nan")
+
+    if args.paper_epoch:
+        paper = resolve_train_config(attack="clean", preset="paper", dataset="cifar100", batch_size=args.batch_size,
+                                     device=args.device, channels_last=args.channels_last, amp=args.amp, epochs=1)
+        full, _ = load_images(args.data_dir, 50000)
+        steps = len(full) // args.batch_size
+        data = TrainData(train=full.to(device), test=Split(full.images[:10000], full.labels[:10000]).to(device),
+                         extra=None, num_classes=100, flip=True,
+                         normalize=Normalizer(CIFAR100_MEAN, CIFAR100_STD, device, args.channels_last))
+        sync(device)
+        t0 = time.perf_counter()
+        train_run(RunConfig(paper, args.norm, 0), data)
+        sync(device)
+        print(f"paper-preset epoch (ResNet-164, {steps} steps + 10000-image evaluation): {time.perf_counter() - t0:.1f} s")
+
+    print()
+    print(f"ratio harness_vs_pure {med['harness'] / med['pure']:.3f}")
+    print(f"ratio harness_vs_reference {med['harness'] / med['reference']:.3f}")
+    print(f"ratio iebn_step_vs_bn_step {bn_rate / iebn_rate:.3f}")
+    print(f"ratio constant_step_vs_clean_step {med['harness'] / med['harness_constant']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
