@@ -171,14 +171,14 @@ class _FusedIEBN(torch.autograd.Function):
     def forward(ctx, x, weight, bias, weight_r, bias_r, running_mean, running_var, training, momentum, eps,
                 alpha, beta):
         n, c, h, w = x.shape
-        xf = x.float()
+        xf = x if x.dtype in (torch.float32, torch.float64) else x.float()  # bf16/fp16 (autocast): compute in fp32
         m = xf.sum((2, 3)) / (h * w)  # n, c: the gate's avgpool
         if training:
             mu, var = torch.batch_norm_update_stats(xf, running_mean, running_var, momentum)
         else:
             mu, var = running_mean, running_var
         r = torch.rsqrt(var + eps)
-        gamma, b, wr, br = (p.view(1, c).float() for p in (weight, bias, weight_r, bias_r))
+        gamma, b, wr, br = (p.view(1, c).to(xf.dtype) for p in (weight, bias, weight_r, bias_r))
         a = torch.sigmoid(wr * m + br)
         G = gamma * a
         S = G * (alpha * r)
@@ -194,7 +194,7 @@ class _FusedIEBN(torch.autograd.Function):
         xf, m, mu, r, a, gamma, wr, S = ctx.saved_tensors
         alpha, beta = ctx.alpha, ctx.beta
         n, c, h, w = xf.shape
-        g = g.float()
+        g = g.to(xf.dtype)
         A = g.sum((2, 3))
         B = (g * xf).sum((2, 3))
         B_centred = B - mu * A
