@@ -41,6 +41,7 @@ def _shared_options(
     name: Annotated[Optional[str], typer.Option(help="Experiment dir name [default: from the settings].")] = None,
     repeats: Annotated[int, typer.Option(help="Seeds per norm: seed, seed+1, ...")] = 5,
     seed: Annotated[int, typer.Option(help="First seed.")] = 0,
+    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds, e.g. 0,5,7 (overrides --repeats and --seed).")] = None,
     preset: Annotated[str, typer.Option(help="quick (ResNet-20, 30 epochs) or paper (ResNet-164, 164 epochs).")] = "quick",
     epochs: Annotated[Optional[int], typer.Option(help="Epochs [default: the preset's].")] = None,
     depth: Annotated[Optional[int], typer.Option(help="ResNet depth [default: the preset's].")] = None,
@@ -102,7 +103,7 @@ def _run(attack: str, alpha: float = 1.0, beta: float = 0.0, extra: str | None =
             eval_batch_size=o["eval_batch_size"],
         )
         exp = resolve_experiment(
-            train, norms=o["norm"], repeats=o["repeats"], seed=o["seed"], name=o["name"], runs_dir=o["runs_dir"],
+            train, norms=o["norm"], repeats=o["repeats"], seed=o["seed"], seeds=o["seeds"], name=o["name"], runs_dir=o["runs_dir"],
             data_dir=o["data_dir"], keep_checkpoints=o["keep_checkpoints"], overwrite=o["overwrite"],
         )
         experiment.check_dir(exp)
@@ -283,17 +284,47 @@ def _print_sweep_summary(console, grid, records: list[dict[str, Any]]) -> None:
 
 
 def main() -> None:
-    """Entry point: click's usage errors become one line on stderr with exit code 2."""
+    """Entry point: click's usage errors become one line on stderr with exit code 2; our own
+    warnings (a torn line in results.jsonl) one line each."""
+    import warnings
+
+    from .fileio import NoiseattackWarning
+
+    def show(message, category, *args, **kwargs) -> None:
+        if issubclass(category, NoiseattackWarning):
+            typer.echo(f"noiseattack: warning: {message}", err=True)
+        else:
+            default_show(message, category, *args, **kwargs)
+
     try:
-        code = app(standalone_mode=False)
-    except click.UsageError as e:
-        typer.echo(f"noiseattack: error: {e.format_message()}", err=True)
+        with warnings.catch_warnings():
+            default_show, warnings.showwarning = warnings.showwarning, show
+            code = app(standalone_mode=False)
+    except _click_classes("UsageError") as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # `noiseattack` alone: the help
+            typer.echo(e.format_message(), err=True)
+        else:
+            message = " ".join(e.format_message().split())  # one line, even for a multi-line message
+            typer.echo(f"noiseattack: error: {message}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    except click.Abort:
+    except (*_click_classes("Abort"), typer.Abort):
         sys.exit(EXIT_INTERRUPTED)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
+    except (*_click_classes("Exit"), typer.Exit) as e:
+        sys.exit(getattr(e, "exit_code", 0))
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click_classes(name: str) -> tuple[type[BaseException], ...]:
+    """click's exception class `name`, and typer's vendored copy of it: recent typer releases ship
+    their own click (typer._click), whose exceptions are not click's."""
+    classes = [getattr(click.exceptions, name)]
+    try:
+        from typer._click import exceptions as vendored
+    except ImportError:
+        return tuple(classes)
+    if hasattr(vendored, name):
+        classes.append(getattr(vendored, name))
+    return tuple(classes)
 
 
 if __name__ == "__main__":

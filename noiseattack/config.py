@@ -175,6 +175,20 @@ def parse_norms(spec: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def parse_seeds(spec: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """`0,5,7` -> (0, 5, 7). Order is kept, duplicates are dropped."""
+    if isinstance(spec, str):
+        try:
+            seeds = [int(s) for s in spec.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds must be comma-separated integers, got '{spec}'") from None
+    else:
+        seeds = [int(s) for s in spec]
+    if not seeds:
+        raise ConfigError("--seeds is empty: name one or more seeds, e.g. 0,1,2")
+    return tuple(dict.fromkeys(seeds))
+
+
 def resolve_block(depth: int, block: str) -> str:
     """`auto` is the convention of the ResNet papers: basic blocks up to depth 110, bottlenecks above."""
     if block not in ("auto", "basic", "bottleneck"):
@@ -340,6 +354,7 @@ def resolve_experiment(
     norms: str | tuple[str, ...],
     repeats: int = 5,
     seed: int = 0,
+    seeds: str | tuple[int, ...] | list[int] | None = None,
     name: str | None = None,
     runs_dir: str | Path = "runs",
     data_dir: str | Path | None = None,
@@ -351,6 +366,7 @@ def resolve_experiment(
         if n not in NORMS:
             raise ConfigError(f"unknown norm '{n}': choose from {', '.join(NORMS)}, or 'all'")
     _at_least("repeats", repeats, 1)
+    seeds = parse_seeds(seeds) if seeds is not None else tuple(seed + i for i in range(repeats))
     if name is not None and (not name or "/" in name or name in (".", "..")):
         raise ConfigError(f"--name '{name}' must be a plain directory name")
     runs_dir = Path(runs_dir)
@@ -358,7 +374,7 @@ def resolve_experiment(
     if data_dir is None:
         data_dir = os.environ.get("NOISEATTACK_DATA", "data")
     return ExperimentConfig(
-        train=train, norms=norms, seeds=tuple(seed + i for i in range(repeats)),
+        train=train, norms=norms, seeds=seeds,
         name=name or default_name(train), runs_dir=runs_dir, data_dir=Path(data_dir),
         keep_checkpoints=keep_checkpoints, overwrite=overwrite,
     )

@@ -4,10 +4,12 @@
     runs/<name>/results.jsonl        one line per finished (or diverged) run, appended, never rewritten
     runs/<name>/summary.{csv,md}     per norm: n, mean, std, var, min, max of final_acc (regenerated)
     runs/<name>/tb/<norm>-s<seed>/   TensorBoard scalars per epoch, and HParams
-    runs/<name>/ckpt/<norm>-s<seed>.pt   the checkpoint of a run in progress
+    runs/<name>/ckpt/<norm>-s<seed>.pt   the checkpoint of a run in progress (removed when it ends)
+    runs/<name>/.locks/<norm>-s<seed>    the run's lock: held by the process that trains it
 
 Re-running the same experiment resumes it: finished runs are skipped, an unfinished run
-continues from its checkpoint.
+continues from its checkpoint. One process at a time trains a run: `execute` holds the run's
+lock (an flock, dropped by the kernel when its holder dies), for CLI runs and sweeps alike.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import datetime as dt
 import json
 import math
 import platform
+import shlex
 import shutil
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +33,17 @@ import torch
 
 from . import __version__
 from .config import Attack, ConfigError, ExperimentConfig, RunConfig, to_jsonable
-from .fileio import append_jsonl, atomic_write_text
-from .results import RESULTS_FILE, read_results, write_summaries
+from .fileio import append_jsonl, atomic_write_text, is_locked, locked
+from .results import RESULTS_FILE, read_results, write_summaries_locked
 from .train import StopRequested, TrainData, prepare_data, train_run
 
 
 class Interrupted(Exception):
     """The experiment stopped on SIGINT after checkpointing; re-running the command resumes it."""
+
+
+class RunBusy(Exception):
+    """Another process holds the run's lock: it is training this run now."""
 
 
 @dataclass
@@ -71,16 +79,24 @@ def machine(device: str) -> dict[str, Any]:
     return info
 
 
-def cli_command(exp: ExperimentConfig) -> str:
-    """The `noiseattack` command line that reproduces this experiment."""
+def cli_command(exp: ExperimentConfig, norms: list[str] | tuple[str, ...] | None = None,
+                seeds: list[int] | tuple[int, ...] | None = None) -> str:
+    """The `noiseattack` command line (shell-quoted) that reproduces this experiment: every field of
+    the setting explicitly (no preset), the exact seeds, and the device, data and output dirs."""
     t = exp.train
+    norms = list(exp.norms if norms is None else norms)
+    seeds = sorted(exp.seeds if seeds is None else seeds)
     args = ["noiseattack", t.attack.value]
     if t.attack is Attack.constant:
-        args += ["--alpha", f"{t.alpha!r}", "--beta", f"{t.beta!r}"]
+        args += ["--alpha", repr(t.alpha), "--beta", repr(t.beta)]
     if t.attack is Attack.mix:
         args += ["--extra", str(t.extra), "--k", str(t.k)]
-    args += ["--dataset", t.dataset, "--norm", ",".join(exp.norms), "--repeats", str(len(exp.seeds)),
-             "--seed", str(exp.seeds[0]), "--depth", str(t.depth), "--block", t.block, "--width", str(t.width),
+    args += ["--dataset", t.dataset, "--norm", ",".join(norms)]
+    if seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        args += ["--repeats", str(len(seeds)), "--seed", str(seeds[0])]
+    else:
+        args += ["--seeds", ",".join(map(str, seeds))]
+    args += ["--depth", str(t.depth), "--block", t.block, "--width", str(t.width),
              "--epochs", str(t.epochs), "--batch-size", str(t.batch_size), "--lr", repr(t.lr),
              "--momentum", repr(t.momentum), "--weight-decay", repr(t.weight_decay),
              "--milestones", ",".join(map(str, t.milestones)), "--lr-gamma", repr(t.lr_gamma)]
@@ -90,40 +106,69 @@ def cli_command(exp: ExperimentConfig) -> str:
         args += ["--test-subset", str(t.test_subset)]
     if t.amp:
         args.append("--amp")
-    args += ["--name", exp.name, "--runs-dir", str(exp.runs_dir)]
-    return " ".join(args)
+    args += ["--device", t.device, "--channels-last" if t.channels_last else "--no-channels-last",
+             "--eval-batch-size", str(t.eval_batch_size)]
+    args += ["--data-dir", str(exp.data_dir), "--name", exp.name, "--runs-dir", str(exp.runs_dir)]
+    return shlex.join(args)
 
 
 # --------------------------------------------------------------------------- the experiment dir
 
 
-def check_dir(exp: ExperimentConfig) -> None:
-    """Refuse an existing experiment dir that holds a different setting (unless overwrite)."""
+def other_setting(exp: ExperimentConfig) -> str | None:
+    """Why the experiment dir holds a different setting (a one-line diff), or None when it holds
+    this setting or nothing yet."""
     cfg_file = exp.dir / "config.json"
-    if not cfg_file.exists() or exp.overwrite:
-        return
+    if not cfg_file.exists():
+        return None
     try:
         old = json.loads(cfg_file.read_text())["identity"]
-    except (json.JSONDecodeError, KeyError, OSError):
-        raise ConfigError(f"{cfg_file} is unreadable: use --overwrite to start this experiment afresh") from None
+    except (json.JSONDecodeError, KeyError, TypeError, OSError):
+        return f"{cfg_file} is unreadable"
     new = exp.train.identity()
-    if old != new:
-        diff = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-                         if old.get(k) != new.get(k))
-        raise ConfigError(f"{exp.dir} holds a different experiment ({diff}): use another --name, or --overwrite")
+    if old == new:
+        return None
+    diff = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                     if old.get(k) != new.get(k))
+    return f"{exp.dir} holds a different experiment ({diff})"
+
+
+def check_dir(exp: ExperimentConfig) -> None:
+    """Refuse an existing experiment dir that holds a different setting (unless overwrite)."""
+    why = other_setting(exp)
+    if why is not None and not exp.overwrite:
+        raise ConfigError(f"{why}: use another --name, or --overwrite to replace it")
 
 
 def open_dir(exp: ExperimentConfig) -> None:
-    """Create (or, with overwrite, recreate) the experiment dir and write its config.json."""
+    """Create the experiment dir (with overwrite, replace one that holds a different setting) and
+    write its config.json. A dir that holds the same setting is kept, with or without overwrite,
+    so that re-running the same command always resumes."""
     check_dir(exp)
-    if exp.overwrite and exp.dir.exists():
+    if exp.overwrite and exp.dir.exists() and other_setting(exp) is not None:
         shutil.rmtree(exp.dir)
+    with locked(exp.dir / ".locks" / "config"):  # two processes adding norms or seeds: no lost update
+        remove_stale_temp_files(exp.dir, "config.json")
+        _write_config(exp)
+
+
+def remove_stale_temp_files(folder: Path, name: str) -> None:
+    """Remove the temp files that a process killed inside `atomic_write(folder / name)` left behind.
+    Call it only while holding the lock under which `name` is written."""
+    for tmp in folder.glob(f".{name}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def _write_config(exp: ExperimentConfig) -> None:
     norms, seeds = list(exp.norms), list(exp.seeds)
     cfg_file = exp.dir / "config.json"
+    created = None
     if cfg_file.exists():  # the same setting: this invocation may add norms or seeds
         old = json.loads(cfg_file.read_text())
         norms = list(dict.fromkeys(old.get("norms", []) + norms))
         seeds = sorted(set(old.get("seeds", [])) | set(seeds))
+        created = old.get("created_at", old.get("written_at"))
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     doc = {
         "name": exp.name,
         "setting": to_jsonable(dataclasses.asdict(exp.train)),
@@ -131,10 +176,11 @@ def open_dir(exp: ExperimentConfig) -> None:
         "norms": norms,
         "seeds": seeds,
         "data_dir": str(exp.data_dir),
-        "command": cli_command(exp),
-        "versions": versions(),
+        "command": cli_command(exp, norms, seeds),  # every norm and seed of the dir
+        "versions": versions(),  # of the latest invocation; each record in results.jsonl has its own
         "machine": machine(exp.train.device),
-        "written_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": created or now,
+        "written_at": now,
     }
     atomic_write_text(cfg_file, json.dumps(doc, indent=2) + "\n")
 
@@ -142,6 +188,33 @@ def open_dir(exp: ExperimentConfig) -> None:
 def run_paths(exp_dir: Path, run: RunConfig) -> tuple[Path, Path]:
     """(checkpoint file, TensorBoard dir) of a run."""
     return exp_dir / "ckpt" / f"{run.run_id}.pt", exp_dir / "tb" / run.run_id
+
+
+def run_lock_path(exp_dir: Path, run: RunConfig) -> Path:
+    return exp_dir / ".locks" / run.run_id
+
+
+def is_running(exp_dir: Path, run: RunConfig) -> bool:
+    """Whether a process (here or, on a shared file system, elsewhere) is training the run."""
+    return is_locked(run_lock_path(exp_dir, run))
+
+
+def done_record(exp_dir: Path, run: RunConfig) -> dict[str, Any] | None:
+    """The run's record in results.jsonl, or None when it is not done."""
+    for rec in read_results(exp_dir):
+        if rec["key"] == run.key:
+            return rec
+    return None
+
+
+def drop_checkpoint(exp_dir: Path, run: RunConfig) -> None:
+    """Remove a run's checkpoint, and the ckpt/ dir once it is empty."""
+    ckpt, _ = run_paths(exp_dir, run)
+    ckpt.unlink(missing_ok=True)
+    try:
+        ckpt.parent.rmdir()
+    except OSError:  # not empty (other runs in progress), or already gone
+        pass
 
 
 def checkpoint_progress(path: Path, run: RunConfig, steps_per_epoch: int) -> int:
@@ -181,15 +254,43 @@ def execute(
     data: TrainData,
     *,
     keep_checkpoints: bool = False,
+    wait: bool = False,
     on_step: Callable[[], None] | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> dict[str, Any]:
     """Train one run (resuming its checkpoint), log it to TensorBoard, append its record to
-    results.jsonl, and return the record."""
+    results.jsonl, and return the record.
+
+    The run's lock is held throughout, so no two processes (CLI runs or sweep workers) train the
+    same run at once. When another process holds it: RunBusy, or, with `wait`, wait for it (a
+    requested stop ends the wait with StopRequested). A run found done once the lock is held is
+    not trained again: its record comes back with "skipped": true."""
+    lock = run_lock_path(exp_dir, run)
+    while True:
+        with locked(lock, block=False) as mine:
+            if mine:
+                done = done_record(exp_dir, run)
+                if done is not None:  # finished by another process (or killed before its cleanup)
+                    if not keep_checkpoints:
+                        drop_checkpoint(exp_dir, run)
+                    return {**done, "skipped": True}
+                return _execute_locked(run, exp_dir, data, keep_checkpoints=keep_checkpoints, on_step=on_step,
+                                       on_epoch=on_epoch, should_stop=should_stop)
+        if not wait:
+            raise RunBusy(f"{run.run_id}: another process is training this run")
+        if should_stop():
+            raise StopRequested("stopped while waiting for another process that trains this run")
+        time.sleep(0.5)
+
+
+def _execute_locked(run: RunConfig, exp_dir: Path, data: TrainData, *, keep_checkpoints: bool, on_step, on_epoch,
+                    should_stop) -> dict[str, Any]:
     from torch.utils.tensorboard import SummaryWriter
 
     ckpt, tb_dir = run_paths(exp_dir, run)
+    if ckpt.parent.is_dir():
+        remove_stale_temp_files(ckpt.parent, ckpt.name)
     writer: list[SummaryWriter] = []
 
     def log_epoch(rec: dict[str, float]) -> None:
@@ -220,11 +321,12 @@ def execute(
         "final_acc": result.final_acc, "best_acc": result.best_acc, "diverged": result.diverged,
         "wall_time_s": round(result.wall_time_s, 3), "epochs_done": len(result.history),
         "history": result.history, "config": run.to_dict(), "noiseattack": __version__,
+        "versions": versions(), "machine": {"device": run.train.device, "threads": torch.get_num_threads()},
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     })
     append_jsonl(exp_dir / RESULTS_FILE, record)
     if not keep_checkpoints:
-        ckpt.unlink(missing_ok=True)
+        drop_checkpoint(exp_dir, run)
     return record
 
 
@@ -264,11 +366,20 @@ def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
 
     Bad input (a different setting in the dir, missing data, ...) raises ConfigError before
     anything is written. SIGINT stops after the current step, checkpoints, and raises Interrupted.
+    A run that another process is training (a sweep, another CLI run) is left to it: the other
+    runs go first, then this process waits for it to end (and resumes it if that process died).
     """
+    log = log or (lambda s: None)
     check_dir(exp)
     data = prepare_data(exp.train, exp.data_dir)  # data errors come before any write
     open_dir(exp)
     done = {r["key"] for r in read_results(exp.dir)}
+    if not exp.keep_checkpoints:  # a kill between a run's record and its cleanup leaves a checkpoint
+        for r in exp.runs():
+            if r.key in done and run_paths(exp.dir, r)[0].exists():
+                with locked(run_lock_path(exp.dir, r), block=False) as mine:
+                    if mine:
+                        drop_checkpoint(exp.dir, r)
     pending = [r for r in exp.runs() if r.key not in done]
     bs = min(exp.train.batch_size, len(data.train))
     steps_per_epoch = len(data.train) // bs
@@ -276,27 +387,51 @@ def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
 
     with _progress(progress) as bar, sigint_requests_stop() as should_stop:
         task = bar.add_task("starting", total=steps_per_run * len(pending))
-        for i, r in enumerate(pending):
+        queue = [(r, False) for r in pending]  # (run, wait for its lock): busy runs come back at the end
+        i = ended = 0
+        while i < len(queue):
+            r, wait = queue[i]
+            i += 1
+            if should_stop():
+                raise Interrupted(f"stopped before {r.run_id}")
             ckpt, _ = run_paths(exp.dir, r)
-            bar.advance(task, checkpoint_progress(ckpt, r, steps_per_epoch))
-            label = f"[{i + 1}/{len(pending)}] {r.norm} seed {r.seed}"
+            start = checkpoint_progress(ckpt, r, steps_per_epoch)
+            label = f"[{ended + 1}/{len(pending)}] {r.norm} seed {r.seed}"
             bar.update(task, description=label)
+            advanced = [0]
+
+            def on_step() -> None:
+                advanced[0] += 1
+                bar.advance(task)
 
             def on_epoch(rec, label=label):
                 bar.update(task, description=f"{label} · epoch {rec['epoch']}/{exp.train.epochs} · "
                                              f"test acc {rec['test_acc']:.2f}%")
 
+            if wait:
+                log(f"{r.norm:5s} seed {r.seed}: waiting for the other process that is training it")
             try:
-                rec = execute(r, exp.dir, data, keep_checkpoints=exp.keep_checkpoints,
-                              on_step=lambda: bar.advance(task), on_epoch=on_epoch, should_stop=should_stop)
+                bar.advance(task, start)
+                rec = execute(r, exp.dir, data, keep_checkpoints=exp.keep_checkpoints, wait=wait,
+                              on_step=on_step, on_epoch=on_epoch, should_stop=should_stop)
+            except RunBusy:
+                bar.advance(task, -start)
+                log(f"{r.norm:5s} seed {r.seed}: another process is training it; the other runs go first")
+                queue.append((r, True))
+                continue
             except StopRequested as e:
                 raise Interrupted(f"{r.run_id}: {e}") from None
-            if log is not None:
+            bar.advance(task, steps_per_run - start - advanced[0])
+            ended += 1
+            if rec.get("skipped"):
+                how = "diverged" if rec["status"] == "diverged" else "finished"
+                log(f"{r.norm:5s} seed {r.seed}: {how} by another process")
+            else:
                 acc = "diverged at epoch {epoch} (lr {lr:g})".format(**rec["diverged"]) if rec["diverged"] \
                     else f"final {rec['final_acc']:.2f}%  best {rec['best_acc']:.2f}%"
                 log(f"{r.norm:5s} seed {r.seed}: {acc}  ({rec['wall_time_s']:.0f} s)")
-            write_summaries(exp.dir, exp.norms)
+            write_summaries_locked(exp.dir, exp.norms)
     wanted = {r.key for r in exp.runs()}
     records = [r for r in read_results(exp.dir) if r["key"] in wanted]
-    rows = [row for row in write_summaries(exp.dir, exp.norms) if row["norm"] in exp.norms]
+    rows = [row for row in write_summaries_locked(exp.dir, exp.norms) if row["norm"] in exp.norms]
     return ExperimentResult(exp.dir, records, rows)

@@ -1,14 +1,25 @@
-"""Crash-safe file writes: whole files appear atomically, result lines are appended in one write."""
+"""Crash-safe file writes: whole files appear atomically, result lines are appended in one write,
+and advisory locks keep two processes from doing the same work at once."""
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+
+class NoiseattackWarning(UserWarning):
+    """Something recovered from (a torn line, an unreadable checkpoint); the CLI prints it as one line."""
+
+
+class TornLineWarning(NoiseattackWarning):
+    """A line of a JSONL file that does not parse (a write torn by a crash) was skipped."""
 
 
 def _umask() -> int:
@@ -63,7 +74,9 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
                 r.seek(size - 1)
                 if r.read(1) != b"\n":
                     line = b"\n" + line
-        os.write(fd, line)
+        view = memoryview(line)
+        while view:  # one write(2) in practice; the loop only guards against a short write
+            view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -83,5 +96,39 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             try:
                 records.append(json.loads(raw))
             except (json.JSONDecodeError, UnicodeDecodeError):
-                warnings.warn(f"{path}:{lineno}: ignoring a torn or corrupt line ({len(raw)} bytes)", stacklevel=2)
+                warnings.warn(f"{path}:{lineno}: ignoring a torn or corrupt line ({len(raw)} bytes); "
+                              f"the run it belonged to counts as not done", TornLineWarning, stacklevel=2)
     return records
+
+
+@contextmanager
+def locked(path: Path, *, block: bool = True) -> Iterator[bool]:
+    """An exclusive flock on `path` (created empty, never removed); yields False, without the lock,
+    when another process holds it and not `block`. The kernel drops the lock when its holder dies."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def is_locked(path: Path) -> bool:
+    """Whether a process (here or, on a shared file system, elsewhere) holds the lock on `path`."""
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return False
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False

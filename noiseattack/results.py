@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .fileio import atomic_write_text, read_jsonl
+from .fileio import atomic_write_text, locked, read_jsonl
 
 RESULTS_FILE = "results.jsonl"
 DONE_STATUSES = ("finished", "diverged")  # runs that are over; anything else runs again
@@ -82,3 +82,14 @@ def write_summaries(exp_dir: Path, norms: Iterable[str] | None = None) -> list[d
     atomic_write_text(exp_dir / "summary.csv", summary_csv(rows))
     atomic_write_text(exp_dir / "summary.md", summary_markdown(rows, exp_dir.name))
     return rows
+
+
+def write_summaries_locked(exp_dir: Path, norms: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """`write_summaries` under the experiment's summary lock, so that a process with a stale view
+    of results.jsonl cannot overwrite the summaries of a newer one (CLI runs and sweeps alike)."""
+    exp_dir = Path(exp_dir)
+    with locked(exp_dir / ".locks" / "summary"):
+        for name in ("summary.csv", "summary.md"):  # left by a process killed while writing them
+            for tmp in exp_dir.glob(f".{name}.*.tmp"):
+                tmp.unlink(missing_ok=True)
+        return write_summaries(exp_dir, norms)

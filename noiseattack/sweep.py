@@ -41,7 +41,6 @@ Slurm runs) and `slurm` (a submitit job array). A job runs `runs_per_job` runs i
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import math
 import os
 import re
@@ -51,17 +50,18 @@ import traceback
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
 from concurrent.futures import wait as wait_futures
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from .config import (
     NORMS, Attack, ConfigError, ExperimentConfig, RunConfig, TrainConfig, parse_norms, resolve_device,
     resolve_experiment, resolve_train_config,
 )
-from .experiment import check_dir, execute, open_dir, run_paths, sigint_requests_stop
-from .results import read_results, write_summaries
+from .experiment import (RunBusy, check_dir, execute, is_running, open_dir, other_setting, run_lock_path, run_paths,
+                         sigint_requests_stop)
+from .results import read_results
+from .results import write_summaries_locked as _write_summaries_locked
 from .train import StopRequested, prepare_data
 
 EXECUTORS = ("local", "submitit-local", "slurm")
@@ -344,23 +344,8 @@ DONE, DIVERGED, RUNNING, PARTIAL, PENDING = "done", "diverged", "running", "part
 STATES = (DONE, DIVERGED, RUNNING, PARTIAL, PENDING)
 
 
-def _lock_path(exp_dir: Path, run: RunConfig) -> Path:
-    return exp_dir / ".locks" / run.run_id
-
-
-def _is_running(exp_dir: Path, run: RunConfig) -> bool:
-    """Whether a process (here or, on a shared file system, elsewhere) holds the run's lock."""
-    try:
-        f = open(_lock_path(exp_dir, run), "rb")
-    except OSError:
-        return False
-    with f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-        return False
+_lock_path = run_lock_path  # the per-run lock lives in experiment.execute (CLI runs and sweeps alike)
+_is_running = is_running
 
 
 def status(grid: Grid) -> list[tuple[SweepJob, str, dict[str, Any] | None]]:
@@ -369,13 +354,14 @@ def status(grid: Grid) -> list[tuple[SweepJob, str, dict[str, Any] | None]]:
     training it), pending. Reads only."""
     out = []
     for exp in grid.experiments:
-        records = {} if exp.overwrite else {r["key"]: r for r in read_results(exp.dir)}
+        replaced = exp.overwrite and other_setting(exp) is not None  # open_dir will start it afresh
+        records = {} if replaced else {r["key"]: r for r in read_results(exp.dir)}
         for run in exp.runs():
             job = SweepJob(exp, run, grid.device)
             rec = records.get(run.key)
             if rec is not None:
                 state = DIVERGED if rec["status"] == "diverged" else DONE
-            elif exp.overwrite:
+            elif replaced:
                 state = PENDING
             elif _is_running(exp.dir, run):
                 state = RUNNING
@@ -416,27 +402,9 @@ def _data_for(train: TrainConfig, data_dir: Path):
     return _DATA_CACHE[sig]
 
 
-@contextmanager
-def _locked(path: Path, *, block: bool = True) -> Iterator[bool]:
-    """An exclusive flock on `path` (created empty); yields False, without the lock, when another
-    process holds it and not `block`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def write_summaries_locked(exp: ExperimentConfig) -> None:
     """Regenerate an experiment's summaries; the lock keeps a stale view from overwriting a newer one."""
-    with _locked(exp.dir / ".locks" / "summary"):
-        write_summaries(exp.dir, exp.norms)
+    _write_summaries_locked(exp.dir, exp.norms)
 
 
 def _done_record(exp_dir: Path, key: str) -> dict[str, Any] | None:
@@ -474,14 +442,11 @@ def run_job(job: SweepJob, *, should_stop: Callable[[], bool] = lambda: False,
             return done
         data = _data_for(train, exp.data_dir)
         open_dir(exp)
-        with _locked(_lock_path(exp.dir, run), block=False) as mine:
-            if not mine:
-                return _outcome(job, "busy", "another process is training this run")
-            done = _done_record(exp.dir, run.key)  # it may have finished while we were loading
-            if done is not None:
-                return done
+        try:  # execute holds the run's lock, and skips the run if it finished while we were loading
             rec = execute(run, exp.dir, data, keep_checkpoints=exp.keep_checkpoints, on_epoch=on_epoch,
                           should_stop=should_stop)
+        except RunBusy:
+            return _outcome(job, "busy", "another process is training this run")
         write_summaries_locked(exp)
         return rec
     except StopRequested as e:

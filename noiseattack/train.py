@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from .attacks import ExtraImages, mixed_batch_loss, set_constant_noise
 from .config import Attack, ConfigError, RunConfig, TrainConfig
 from .data import Normalizer, Split, load_dataset, random_crop_flip
-from .fileio import atomic_write
+from .fileio import NoiseattackWarning, atomic_write
 from .models import cifar_resnet
 
 CROP_PAD = 4
@@ -138,9 +139,13 @@ def _set_rng_states(generator: torch.Generator, states: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, run: RunConfig, model, optimizer, state: _State, generator) -> None:
+    cfg = run.train
     payload = {
         "key": run.key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "state": state.__dict__, "rng": _rng_states(generator),
+        # The lr is a function of the epoch (lr_at); the run's key pins these, kept for inspection.
+        "schedule": {"lr": cfg.lr, "milestones": list(cfg.milestones), "lr_gamma": cfg.lr_gamma,
+                     "lr_now": lr_at(cfg, state.epoch)},
     }
     buf = io.BytesIO()
     torch.save(payload, buf)
@@ -151,8 +156,13 @@ def load_checkpoint(path: Path, run: RunConfig, model, optimizer, generator) -> 
     """Restore a run from its checkpoint; None when there is none (or it belongs to another run)."""
     if not path.exists():
         return None
-    payload = torch.load(path, map_location=run.train.device, weights_only=False)
-    if payload.get("key") != run.key:
+    try:
+        payload = torch.load(path, map_location=run.train.device, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - not written by save_checkpoint (its writes are atomic)
+        warnings.warn(f"{path}: unreadable checkpoint ({type(e).__name__}); {run.run_id} starts afresh",
+                      NoiseattackWarning, stacklevel=2)
+        return None
+    if not isinstance(payload, dict) or payload.get("key") != run.key:
         return None
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
@@ -235,6 +245,8 @@ def train_run(
         if on_epoch is not None:
             on_epoch(record)
         save()
+        if should_stop() and state.epoch < cfg.epochs:  # asked during the evaluation: stop at the boundary
+            raise StopRequested(f"stopped after epoch {state.epoch}")
 
     return RunResult("finished", state.history[-1]["test_acc"], _best(state.history), state.history,
                      time.perf_counter() - t0)
