@@ -272,7 +272,8 @@ def resolve_train_config(
     epochs = p["epochs"] if epochs is None else epochs
     _at_least("epochs", epochs, 1)
     if milestones is None:
-        milestones = (max(1, int(epochs * 0.5)), max(1, int(epochs * 0.75)))
+        # after 50% and 75% of the epochs; for short runs these can coincide and count once
+        milestones = tuple(sorted({max(1, int(epochs * 0.5)), max(1, int(epochs * 0.75))}))
     milestones = tuple(sorted(int(m) for m in milestones))
 
     if attack is Attack.constant:

@@ -74,3 +74,18 @@ def test_channels_last_gives_the_same_result():
     ref = model(x)
     cl = model.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
     torch.testing.assert_close(cl, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_lr_schedule():
+    from noiseattack.config import resolve_train_config
+    from noiseattack.train import lr_at
+
+    lrs = lambda cfg: [round(lr_at(cfg, e), 10) for e in range(cfg.epochs)]
+    quick = resolve_train_config(epochs=8, device="cpu")
+    assert quick.milestones == (4, 6) and lrs(quick) == [0.1] * 4 + [0.01] * 2 + [0.001] * 2
+    paper = resolve_train_config(preset="paper", device="cpu")
+    assert (paper.depth, paper.block, paper.epochs, paper.milestones) == (164, "bottleneck", 164, (81, 122))
+    assert lrs(paper)[80:83] == [0.1, 0.01, 0.01] and lrs(paper)[121:123] == [0.01, 0.001]
+    short = resolve_train_config(epochs=2, device="cpu")  # 50% and 75% of 2 epochs are the same epoch
+    assert lrs(short) == [0.1, 0.01]
+    assert resolve_train_config(preset="paper", epochs=10, device="cpu").milestones == (5, 7)
