@@ -332,8 +332,9 @@ def _execute_locked(run: RunConfig, exp_dir: Path, data: TrainData, *, keep_chec
 
 @contextmanager
 def sigint_requests_stop() -> Iterator[Callable[[], bool]]:
-    """While active, Ctrl-C asks the run to stop at the end of its current step (a second
-    Ctrl-C interrupts at once). Yields the predicate the training loop polls."""
+    """While active, Ctrl-C (SIGINT) or SIGTERM (a scheduler's preemption notice) asks the run to
+    stop at the end of its current step; a second signal interrupts at once. Yields the predicate
+    the training loop polls."""
     flag = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield flag.is_set
@@ -344,11 +345,12 @@ def sigint_requests_stop() -> Iterator[Callable[[], bool]]:
             raise KeyboardInterrupt
         flag.set()
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield flag.is_set
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _progress(enabled: bool):

@@ -541,3 +541,17 @@ def test_config_json_holds_the_exact_command_and_the_versions(data, tmp_path, ca
                              repeats=3, seed=4, runs_dir=tmp_path)
     assert "--repeats 3 --seed 4" in experiment.cli_command(exp)
     assert "--seeds 4,5,6,9" in experiment.cli_command(exp, seeds=[9, 4, 5, 6])
+
+
+def test_sigterm_requests_a_stop_like_ctrl_c():
+    import os
+    import signal
+
+    from noiseattack.experiment import sigint_requests_stop
+
+    before = signal.getsignal(signal.SIGTERM)
+    with sigint_requests_stop() as should_stop:
+        assert not should_stop()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert should_stop()
+    assert signal.getsignal(signal.SIGTERM) is before
