@@ -20,6 +20,7 @@ The last lines are `ratio <name> <value>`, one per target, for scripts to read.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
@@ -61,24 +62,35 @@ def load_images(data_dir: str, n: int) -> tuple[Split, bool]:
 # --------------------------------------------------------------------------- the three pipelines
 
 
-def time_pure(cfg, norm: str, batch: Split, steps: int, warmup: int) -> float:
-    """img/s of the model + optimizer on one resident, normalized batch."""
+def _model_and_optimizer(cfg, norm: str):
     model = build_model(RunConfig(cfg, norm, 0), 100)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    x = Normalizer(CIFAR100_MEAN, CIFAR100_STD, cfg.device, cfg.channels_last)(batch.images.to(cfg.device))
-    y = batch.labels.to(cfg.device)
     model.train()
+    return model, opt
+
+
+def _timed_steps(cfg, model, opt, next_batch, steps: int, warmup: int) -> float:
+    """img/s of `steps` SGD steps on the batches `next_batch()` returns, after `warmup` untimed ones."""
     for i in range(warmup + steps):
         if i == warmup:
             sync(cfg.device)
             t0 = time.perf_counter()
+        x, y = next_batch()
         with torch.autocast(torch.device(cfg.device).type, torch.bfloat16, enabled=cfg.amp):
             loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     sync(cfg.device)
-    return steps * len(y) / (time.perf_counter() - t0)
+    return steps * cfg.batch_size / (time.perf_counter() - t0)
+
+
+def time_pure(cfg, norm: str, batch: Split, steps: int, warmup: int) -> float:
+    """img/s of the model + optimizer on one resident, normalized batch."""
+    model, opt = _model_and_optimizer(cfg, norm)
+    x = Normalizer(CIFAR100_MEAN, CIFAR100_STD, cfg.device, cfg.channels_last)(batch.images.to(cfg.device))
+    y = batch.labels.to(cfg.device)
+    return _timed_steps(cfg, model, opt, lambda: (x, y), steps, warmup)
 
 
 def time_harness(cfg, norm: str, train: Split, steps: int, warmup: int) -> float:
@@ -110,24 +122,15 @@ def time_reference(cfg, norm: str, train: Split, steps: int, warmup: int, root: 
     ds = torchvision.datasets.CIFAR100(str(root), train=True, download=False, transform=transform)
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=workers,
                                          drop_last=True, pin_memory=cfg.device.startswith("cuda"))
-    ref_cfg = cfg.__class__(**{**cfg.__dict__, "channels_last": False})
-    model = build_model(RunConfig(ref_cfg, norm, 0), 100)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    model.train()
+    ref_cfg = dataclasses.replace(cfg, channels_last=False)
+    model, opt = _model_and_optimizer(ref_cfg, norm)
     it = iter(loader)
-    for i in range(warmup + steps):
-        if i == warmup:
-            sync(cfg.device)
-            t0 = time.perf_counter()
+
+    def next_batch():
         x, y = next(it)
-        x, y = x.to(cfg.device, non_blocking=True), y.to(cfg.device, non_blocking=True)
-        with torch.autocast(torch.device(cfg.device).type, torch.bfloat16, enabled=cfg.amp):
-            loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    sync(cfg.device)
-    rate = steps * cfg.batch_size / (time.perf_counter() - t0)
+        return x.to(cfg.device, non_blocking=True), y.to(cfg.device, non_blocking=True)
+
+    rate = _timed_steps(ref_cfg, model, opt, next_batch, steps, warmup)
     del it, loader
     return rate
 
