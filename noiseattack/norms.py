@@ -119,14 +119,16 @@ class IEBN(ConstantNoise, _BatchNorm):
     variance. `fused=False` is the official code's sequence of operations, kept as the reference.
     """
 
-    def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.1, fused: bool = True):
+    fused_by_default = True  # class-wide switch for A/B benchmarks (scripts/bench.py --ablations)
+
+    def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.1, fused: bool | None = None):
         super().__init__(channels, eps, momentum, affine=False)
         shape = (1, channels, 1, 1)
         self.weight = nn.Parameter(torch.ones(shape))
         self.bias = nn.Parameter(torch.zeros(shape))
         self.weight_readjust = nn.Parameter(torch.zeros(shape))
         self.bias_readjust = nn.Parameter(torch.full(shape, -1.0))
-        self.fused = fused
+        self.fused = self.fused_by_default if fused is None else fused
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() != 4:

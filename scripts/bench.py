@@ -135,6 +135,17 @@ def time_reference(cfg, norm: str, train: Split, steps: int, warmup: int, root: 
     return rate
 
 
+def _unfused(job):
+    """Run `job` with IEBN's reference layer (the official sequence of operations)."""
+    from noiseattack.norms import IEBN
+
+    IEBN.fused_by_default = False
+    try:
+        return job()
+    finally:
+        IEBN.fused_by_default = True
+
+
 def write_cifar_files(root: Path, train: Split) -> Path:
     """The CIFAR-100 python pickles of `train` (for the reference's torchvision dataset)."""
     import pickle
@@ -174,6 +185,8 @@ def main() -> None:
     ap.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference")
     ap.add_argument("--data-dir", default=os.environ.get("NOISEATTACK_DATA", "data"))
+    ap.add_argument("--ablations", action="store_true",
+                    help="also time the harness without channels_last, and IEBN with its reference (unfused) layer")
     ap.add_argument("--paper-epoch", action="store_true", help="also time one paper-preset epoch (ResNet-164)")
     args = ap.parse_args()
     if args.warmup < 1 or args.steps < 1 or args.rounds < 1:
@@ -208,6 +221,11 @@ def main() -> None:
             f"harness_{other}": lambda: time_harness(clean, other, train, args.steps, args.warmup),
             "harness_constant": lambda: time_harness(attacked, args.norm, train, args.steps, args.warmup),
         }
+        if args.ablations:
+            jobs["harness_nchw"] = lambda: time_harness(dataclasses.replace(clean, channels_last=False), args.norm,
+                                                        train, args.steps, args.warmup)
+            jobs["harness_iebn_unfused"] = lambda: _unfused(lambda: time_harness(clean, "iebn", train, args.steps,
+                                                                                 args.warmup))
         for r in range(args.rounds):
             for name, job in jobs.items():
                 rates.setdefault(name, []).append(job())
