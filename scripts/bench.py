@@ -1,6 +1,7 @@
 """Training-step speed of the harness, side by side with its limits and with the conventional pipeline.
 
     python scripts/bench.py                       # ResNet-20, batch 128, CIFAR-100 format, this machine
+    python scripts/bench.py --amp                 # the harness in bf16 autocast (CPUs with bf16, GPUs)
     python scripts/bench.py --device cuda --amp   # on a GPU
     python scripts/bench.py --paper-epoch         # also: one paper-preset epoch (ResNet-164), timed
 
@@ -12,7 +13,7 @@ even on a busy machine where absolute numbers swing:
              per batch there, normalization), the norm, the attack, the optimizer
   reference  the IEBN authors' pipeline: torchvision CIFAR100 with per-sample PIL transforms
              (RandomCrop(32, 4), RandomHorizontalFlip, ToTensor, Normalize), a DataLoader with 2
-             workers, NCHW, the same model and optimizer
+             workers, NCHW, fp32 (as they train), the same model and optimizer
 
 The last lines are `ratio <name> <value>`, one per target, for scripts to read.
 """
@@ -122,7 +123,7 @@ def time_reference(cfg, norm: str, train: Split, steps: int, warmup: int, root: 
     ds = torchvision.datasets.CIFAR100(str(root), train=True, download=False, transform=transform)
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=workers,
                                          drop_last=True, pin_memory=cfg.device.startswith("cuda"))
-    ref_cfg = dataclasses.replace(cfg, channels_last=False)
+    ref_cfg = dataclasses.replace(cfg, channels_last=False, amp=False)  # the authors' framework: NCHW, fp32
     model, opt = _model_and_optimizer(ref_cfg, norm)
     it = iter(loader)
 
@@ -181,7 +182,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (>= 1)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the median counts")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast for pure and harness (the reference stays fp32)")
     ap.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference")
     ap.add_argument("--data-dir", default=os.environ.get("NOISEATTACK_DATA", "data"))
@@ -202,7 +203,8 @@ def main() -> None:
     train = Split(train.images[:n], train.labels[:n])
     print(machine(device))
     print(f"model: ResNet-{args.depth}, batch {args.batch_size}, 32x32, 100 classes, norm {args.norm}, "
-          f"channels_last {args.channels_last}, amp {args.amp}, device {device}")
+          f"channels_last {args.channels_last}, {'bf16 autocast' if args.amp else 'fp32'}, device {device}; "
+          "reference: NCHW, fp32")
     print("data: " + ("real CIFAR-100" if real else "synthetic CIFAR-100-format images (no CIFAR-100 in "
                       f"{args.data_dir}); speed does not depend on pixel values"))
 
