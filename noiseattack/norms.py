@@ -173,32 +173,35 @@ class _FusedIEBN(torch.autograd.Function):
     def forward(ctx, x, weight, bias, weight_r, bias_r, running_mean, running_var, training, momentum, eps,
                 alpha, beta):
         n, c, h, w = x.shape
-        xf = x if x.dtype in (torch.float32, torch.float64) else x.float()  # bf16/fp16 (autocast): compute in fp32
-        m = xf.sum((2, 3)) / (h * w)  # n, c: the gate's avgpool
+        # (N, C)-sized math in at least fp32; the large tensors stay in x's dtype (bf16 under autocast)
+        cdt = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+        m = x.sum((2, 3), dtype=cdt) / (h * w)  # n, c: the gate's avgpool
         if training:
-            mu, var = torch.batch_norm_update_stats(xf, running_mean, running_var, momentum)
+            mu, var = torch.batch_norm_update_stats(x, running_mean, running_var, momentum)
         else:
             mu, var = running_mean, running_var
+        mu, var = mu.to(cdt), var.to(cdt)
         r = torch.rsqrt(var + eps)
-        gamma, b, wr, br = (p.view(1, c).to(xf.dtype) for p in (weight, bias, weight_r, bias_r))
+        gamma, b, wr, br = (p.view(1, c).to(cdt) for p in (weight, bias, weight_r, bias_r))
         a = torch.sigmoid(wr * m + br)
         G = gamma * a
         S = G * (alpha * r)
         T = (beta * G + b) - mu * S
         # out= keeps x's memory format (an (N, C, 1, 1) first operand would otherwise choose NCHW)
-        y = torch.addcmul(T[:, :, None, None], xf, S[:, :, None, None], out=torch.empty_like(xf))
-        ctx.save_for_backward(xf, m, mu, r, a, gamma, wr, S)
-        ctx.training, ctx.alpha, ctx.beta = training, alpha, beta
-        return y.to(x.dtype)
+        y = torch.addcmul(T[:, :, None, None].to(x.dtype), x, S[:, :, None, None].to(x.dtype), out=torch.empty_like(x))
+        ctx.save_for_backward(x, m, mu, r, a, gamma, wr, S)
+        ctx.training, ctx.alpha, ctx.beta, ctx.param_dtype = training, alpha, beta, weight.dtype
+        return y
 
     @staticmethod
     def backward(ctx, g):
-        xf, m, mu, r, a, gamma, wr, S = ctx.saved_tensors
+        x, m, mu, r, a, gamma, wr, S = ctx.saved_tensors
         alpha, beta = ctx.alpha, ctx.beta
-        n, c, h, w = xf.shape
-        g = g.to(xf.dtype)
-        A = g.sum((2, 3))
-        B = (g * xf).sum((2, 3))
+        n, c, h, w = x.shape
+        cdt = S.dtype
+        g = g.to(x.dtype)
+        A = g.sum((2, 3), dtype=cdt)
+        B = (g * x).sum((2, 3), dtype=cdt)
         B_centred = B - mu * A
         G = gamma * a
         dG = (alpha * r) * B_centred + beta * A
@@ -215,12 +218,14 @@ class _FusedIEBN(torch.autograd.Function):
             dmu = -(A * S).sum(0)
             U = (2.0 / M) * dvar
             V = V + (dmu - 2.0 * dvar * mu) / M
-            dx = torch.addcmul(V[:, :, None, None], xf, U.view(1, c, 1, 1), out=torch.empty_like(xf))
+            dx = torch.addcmul(V[:, :, None, None].to(x.dtype), x, U.view(1, c, 1, 1).to(x.dtype),
+                               out=torch.empty_like(x))
         else:
-            dx = torch.empty_like(xf).copy_(V[:, :, None, None].expand(n, c, h, w))
-        dx = dx.addcmul_(g, S[:, :, None, None])
+            dx = torch.empty_like(x).copy_(V[:, :, None, None].expand(n, c, h, w))
+        dx = dx.addcmul_(g, S[:, :, None, None].to(x.dtype))
         shape = (1, c, 1, 1)
-        return (dx, d_gamma.view(shape), d_bias.view(shape), d_wr.view(shape), d_br.view(shape),
+        return (dx, d_gamma.view(shape).to(ctx.param_dtype), d_bias.view(shape).to(ctx.param_dtype),
+                d_wr.view(shape).to(ctx.param_dtype), d_br.view(shape).to(ctx.param_dtype),
                 None, None, None, None, None, None, None)
 
 

@@ -52,3 +52,33 @@ def test_amp_runs_on_cpu(fake_mnist):
     cfg = resolve_train_config(dataset="mnist", depth=8, epochs=1, batch_size=32, device="cpu", amp=True)
     result = train_run(RunConfig(cfg, "iebn", 0), prepare_data(cfg, fake_mnist(n_train=64, n_test=32)))
     assert result.status == "finished" and math.isfinite(result.final_acc)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_fused_iebn_under_bf16_autocast_matches_the_reference(mode):
+    """bf16 activations stay bf16 in the fused layer; its result stays within bf16 rounding of the
+    reference layer run on the same bf16 input."""
+    torch.manual_seed(0)
+    fused, ref = IEBN(16), IEBN(16, fused=False)
+    with torch.no_grad():
+        fused.weight_readjust.normal_()
+        fused.weight.uniform_(0.5, 1.5)
+    ref.load_state_dict(fused.state_dict())
+    x = (torch.randn(8, 16, 8, 8) * 2 + 1).bfloat16()
+    for m in (fused, ref):
+        m.set_noise(2.0, 1.0)
+        m(x)
+        m.train(mode == "train")
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1, y2 = fused(x1), ref(x2)
+    assert y1.dtype == torch.bfloat16
+    torch.testing.assert_close(y1.float(), y2.float(), rtol=2e-2, atol=3e-2)
+    g = torch.randn_like(y1)
+    y1.backward(g)
+    y2.backward(g.to(y2.dtype))
+    assert x1.grad.dtype == torch.bfloat16
+    scale = x2.grad.float().abs().max()
+    assert (x1.grad.float() - x2.grad.float()).abs().max() < 0.03 * scale
+    for (name, p1), (_, p2) in zip(fused.named_parameters(), ref.named_parameters()):
+        assert p1.grad.dtype == torch.float32
+        assert (p1.grad - p2.grad).abs().max() <= 0.03 * p2.grad.abs().max() + 1e-3, name
