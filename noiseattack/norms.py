@@ -173,11 +173,13 @@ class _FusedIEBN(torch.autograd.Function):
     def forward(ctx, x, weight, bias, weight_r, bias_r, running_mean, running_var, training, momentum, eps,
                 alpha, beta):
         n, c, h, w = x.shape
-        # (N, C)-sized math in at least fp32; the large tensors stay in x's dtype (bf16 under autocast)
-        cdt = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-        m = x.sum((2, 3), dtype=cdt) / (h * w)  # n, c: the gate's avgpool
+        # Computed in at least fp32. Under bf16 autocast the input is upcast once: on CPUs, bf16
+        # elementwise kernels with (N, C, 1, 1) broadcasting are several times slower than fp32 ones.
+        xf = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        cdt = xf.dtype
+        m = xf.sum((2, 3)) / (h * w)  # n, c: the gate's avgpool
         if training:
-            mu, var = torch.batch_norm_update_stats(x, running_mean, running_var, momentum)
+            mu, var = torch.batch_norm_update_stats(xf, running_mean, running_var, momentum)
         else:
             mu, var = running_mean, running_var
         mu, var = mu.to(cdt), var.to(cdt)
@@ -188,20 +190,20 @@ class _FusedIEBN(torch.autograd.Function):
         S = G * (alpha * r)
         T = (beta * G + b) - mu * S
         # out= keeps x's memory format (an (N, C, 1, 1) first operand would otherwise choose NCHW)
-        y = torch.addcmul(T[:, :, None, None].to(x.dtype), x, S[:, :, None, None].to(x.dtype), out=torch.empty_like(x))
-        ctx.save_for_backward(x, m, mu, r, a, gamma, wr, S)
-        ctx.training, ctx.alpha, ctx.beta, ctx.param_dtype = training, alpha, beta, weight.dtype
-        return y
+        y = torch.addcmul(T[:, :, None, None], xf, S[:, :, None, None], out=torch.empty_like(xf))
+        ctx.save_for_backward(xf, m, mu, r, a, gamma, wr, S)
+        ctx.training, ctx.alpha, ctx.beta = training, alpha, beta
+        ctx.input_dtype, ctx.param_dtype = x.dtype, weight.dtype
+        return y.to(x.dtype)
 
     @staticmethod
     def backward(ctx, g):
-        x, m, mu, r, a, gamma, wr, S = ctx.saved_tensors
+        x, m, mu, r, a, gamma, wr, S = ctx.saved_tensors  # x: the input as computed with (>= fp32)
         alpha, beta = ctx.alpha, ctx.beta
         n, c, h, w = x.shape
-        cdt = S.dtype
         g = g.to(x.dtype)
-        A = g.sum((2, 3), dtype=cdt)
-        B = (g * x).sum((2, 3), dtype=cdt)
+        A = g.sum((2, 3))
+        B = (g * x).sum((2, 3))
         B_centred = B - mu * A
         G = gamma * a
         dG = (alpha * r) * B_centred + beta * A
@@ -218,11 +220,10 @@ class _FusedIEBN(torch.autograd.Function):
             dmu = -(A * S).sum(0)
             U = (2.0 / M) * dvar
             V = V + (dmu - 2.0 * dvar * mu) / M
-            dx = torch.addcmul(V[:, :, None, None].to(x.dtype), x, U.view(1, c, 1, 1).to(x.dtype),
-                               out=torch.empty_like(x))
+            dx = torch.addcmul(V[:, :, None, None], x, U.view(1, c, 1, 1), out=torch.empty_like(x))
         else:
             dx = torch.empty_like(x).copy_(V[:, :, None, None].expand(n, c, h, w))
-        dx = dx.addcmul_(g, S[:, :, None, None].to(x.dtype))
+        dx = dx.addcmul_(g, S[:, :, None, None]).to(ctx.input_dtype)
         shape = (1, c, 1, 1)
         return (dx, d_gamma.view(shape).to(ctx.param_dtype), d_bias.view(shape).to(ctx.param_dtype),
                 d_wr.view(shape).to(ctx.param_dtype), d_br.view(shape).to(ctx.param_dtype),

@@ -56,7 +56,7 @@ def test_amp_runs_on_cpu(fake_mnist):
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_fused_iebn_under_bf16_autocast_matches_the_reference(mode):
-    """bf16 activations stay bf16 in the fused layer; its result stays within bf16 rounding of the
+    """bf16 in, bf16 out (fp32 inside, parameter grads in fp32); the result stays within bf16 rounding of the
     reference layer run on the same bf16 input."""
     torch.manual_seed(0)
     fused, ref = IEBN(16), IEBN(16, fused=False)
