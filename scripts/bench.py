@@ -30,7 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -131,9 +130,7 @@ def time_reference(cfg, norm: str, train: Split, steps: int, warmup: int, root: 
         x, y = next(it)
         return x.to(cfg.device, non_blocking=True), y.to(cfg.device, non_blocking=True)
 
-    rate = _timed_steps(ref_cfg, model, opt, next_batch, steps, warmup)
-    del it, loader
-    return rate
+    return _timed_steps(ref_cfg, model, opt, next_batch, steps, warmup)  # the workers stop with `it`
 
 
 def _unfused(job):

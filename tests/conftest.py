@@ -76,3 +76,23 @@ def shared_data(tmp_path: Path) -> Path:
     for name in ("MNIST", "FashionMNIST"):
         shutil.copytree(SHARED_DATA / name, dst / name)
     return dst
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """`noiseattack ARGS` in this process, through the real entry point: (exit code, stdout, stderr)."""
+    import sys
+
+    from noiseattack import cli
+
+    capsys.readouterr()
+    argv = sys.argv
+    sys.argv = ["noiseattack", *map(str, args)]
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = argv
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -1,7 +1,6 @@
 """Datasets through the real torchvision code paths, and the per-batch augmentation."""
 
 import gzip
-import shutil
 
 import numpy as np
 import pytest

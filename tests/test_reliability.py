@@ -26,8 +26,8 @@ from urllib.error import URLError
 import pytest
 import torch
 
-from conftest import make_fake_mnist
-from noiseattack import cli, experiment
+from conftest import make_fake_mnist, run_cli
+from noiseattack import experiment
 from noiseattack import train as train_mod
 from noiseattack.config import RunConfig, resolve_experiment, resolve_train_config
 from noiseattack.fileio import TornLineWarning, read_jsonl
@@ -47,22 +47,6 @@ VOLATILE = ("wall_time_s", "finished_at", "machine", "skipped")  # not part of a
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    """`noiseattack ARGS` in this process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    argv = sys.argv
-    sys.argv = ["noiseattack", *map(str, args)]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _env() -> dict[str, str]:

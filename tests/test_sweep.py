@@ -7,12 +7,12 @@ import fcntl
 import json
 import re
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
 
-from noiseattack import cli
+from conftest import run_cli
+
 from noiseattack import sweep as S
 from noiseattack.config import ConfigError, resolve_experiment, resolve_train_config
 from noiseattack.results import read_results
@@ -39,22 +39,6 @@ kind = "constant"
 settings = [[2, 1]]
 """
 EXPERIMENTS = ("clean-mnist-resnet8-e1", "constant-a2-b1-mnist-resnet8-e1")
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    """`noiseattack ARGS` in this process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    argv = sys.argv
-    sys.argv = ["noiseattack", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def final_accs(runs_dir: Path) -> dict[str, float]:
