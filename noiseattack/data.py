@@ -9,7 +9,6 @@ repeated to 3 channels. Normalization uses the per-channel mean and std of the d
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -165,10 +164,6 @@ def load_dataset(name: str, root: str | Path) -> Dataset:
     if name not in DATASETS:
         raise DataError(f"unknown dataset '{name}': choose from {', '.join(DATASETS)}")
     return _load_cached(name, str(Path(root).absolute()))
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("NOISEATTACK_DATA", "data"))
 
 
 # --------------------------------------------------------------------------- augmentation

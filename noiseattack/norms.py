@@ -113,10 +113,9 @@ class IEBN(ConstantNoise, _BatchNorm):
     layer's raw input x; the constant attack changes x_hat only. Parameter and buffer names and
     shapes are those of the official `BAN2d`, so its state_dict loads into this layer.
 
-    `fused=True` computes the same function in one statistics pass over x plus one
-    scale-and-shift: the per-(n, c) mean of x is both the gate's avgpool and, averaged over n,
-    the batch mean; the batch variance follows from the per-(n, c) variances by the law of total
-    variance. `fused=False` is the official code's sequence of operations, kept as the reference.
+    `fused=True` computes the same function as out = x * S + T with per-(n, c) S and T, in one
+    autograd Function with a hand-derived backward (see `_FusedIEBN`). `fused=False` is the
+    official code's sequence of operations, kept as the reference that the tests compare against.
     """
 
     fused_by_default = True  # class-wide switch for A/B benchmarks (scripts/bench.py --ablations)

@@ -205,7 +205,7 @@ def main() -> None:
     print("data: " + ("real CIFAR-100" if real else "synthetic CIFAR-100-format images (no CIFAR-100 in "
                       f"{args.data_dir}); speed does not depend on pixel values"))
 
-    other = "bn" if args.norm == "iebn" else "iebn"
+    others = [n for n in ("bn", "iebn") if n != args.norm]  # the IEBN-vs-BN ratio needs both
     with tempfile.TemporaryDirectory() as tmp:
         root = write_cifar_files(Path(tmp), train)
         import torchvision.datasets.cifar as tvc
@@ -217,7 +217,7 @@ def main() -> None:
                                                               train.labels[:args.batch_size]), args.steps, args.warmup),
             "harness": lambda: time_harness(clean, args.norm, train, args.steps, args.warmup),
             "reference": lambda: time_reference(clean, args.norm, train, args.steps, args.warmup, root, args.workers),
-            f"harness_{other}": lambda: time_harness(clean, other, train, args.steps, args.warmup),
+            **{f"harness_{n}": (lambda n=n: time_harness(clean, n, train, args.steps, args.warmup)) for n in others},
             "harness_constant": lambda: time_harness(attacked, args.norm, train, args.steps, args.warmup),
         }
         if args.ablations:
@@ -233,8 +233,7 @@ def main() -> None:
     print()
     for k, v in med.items():
         print(f"{k:18s} {v:8.1f} img/s   (rounds: {', '.join(f'{x:.0f}' for x in rates[k])})")
-    iebn_rate = med["harness"] if args.norm == "iebn" else med[f"harness_{other}"]
-    bn_rate = med["harness"] if args.norm == "bn" else med[f"harness_{other}"] if other == "bn" else float("nan")
+    iebn_rate, bn_rate = (med["harness"] if args.norm == n else med[f"harness_{n}"] for n in ("iebn", "bn"))
 
     if args.paper_epoch:
         paper = resolve_train_config(attack="clean", preset="paper", dataset="cifar100", batch_size=args.batch_size,
