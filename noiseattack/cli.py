@@ -57,6 +57,7 @@ def _shared_options(
     test_subset: Annotated[Optional[int], typer.Option(help="Evaluate on a fixed (seed 0) subset of N test images.")] = None,
     device: Annotated[str, typer.Option(help="auto (cuda when present), cpu, cuda[:N].")] = "auto",
     channels_last: Annotated[bool, typer.Option(help="channels_last memory format (same results, faster).")] = True,
+    compile_norms: Annotated[bool, typer.Option(help="IEBN's statistics, gate and scale-and-shift as torch.compile'd fused kernels (same results within float rounding; falls back to eager ones where compiling fails).")] = True,
     amp: Annotated[bool, typer.Option(help="bf16 autocast (CUDA, or a CPU with bf16 support). Changes the numerics.")] = False,
     eval_batch_size: Annotated[int, typer.Option(help="Batch size for evaluation.")] = 1000,
     keep_checkpoints: Annotated[bool, typer.Option(help="Keep the checkpoints of finished runs.")] = False,
@@ -100,7 +101,7 @@ def _run(attack: str, alpha: float = 1.0, beta: float = 0.0, extra: str | None =
             lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
             milestones=_parse_milestones(o["milestones"]), lr_gamma=o["lr_gamma"], train_subset=o["train_subset"],
             test_subset=o["test_subset"], amp=o["amp"], device=o["device"], channels_last=o["channels_last"],
-            eval_batch_size=o["eval_batch_size"],
+            compile_norms=o["compile_norms"], eval_batch_size=o["eval_batch_size"],
         )
         exp = resolve_experiment(
             train, norms=o["norm"], repeats=o["repeats"], seed=o["seed"], seeds=o["seeds"], name=o["name"], runs_dir=o["runs_dir"],
@@ -110,7 +111,8 @@ def _run(attack: str, alpha: float = 1.0, beta: float = 0.0, extra: str | None =
         console.print(f"[bold]{exp.name}[/bold] -> {exp.dir}")
         console.print_json(json.dumps({"norms": list(exp.norms), "seeds": list(exp.seeds),
                                        **train.identity(), "device": train.device,
-                                       "channels_last": train.channels_last}))
+                                       "channels_last": train.channels_last,
+                                       "compile_norms": train.compile_norms}))
         result = experiment.run(exp, progress=o["progress"], log=console.print)
     except ConfigError as e:
         fail(str(e))

@@ -46,7 +46,7 @@ PRESETS: dict[Preset, dict[str, Any]] = {
 
 # Fields that change speed but not the mathematics of a run: they are not part of a run's
 # identity (its key), so a run may be resumed on another device or with another memory layout.
-PERFORMANCE_FIELDS = ("device", "channels_last", "eval_batch_size")
+PERFORMANCE_FIELDS = ("device", "channels_last", "compile_norms", "eval_batch_size")
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ class TrainConfig:
     # performance only (see PERFORMANCE_FIELDS)
     device: str = "cpu"
     channels_last: bool = True
+    compile_norms: bool = True  # IEBN's full-size work in torch.compile'd kernels (eager fallback)
     eval_batch_size: int = 1000
 
     def identity(self) -> dict[str, Any]:
@@ -248,6 +249,7 @@ def resolve_train_config(
     amp: bool = False,
     device: str = "auto",
     channels_last: bool = True,
+    compile_norms: bool = True,
     eval_batch_size: int = 1000,
 ) -> TrainConfig:
     """Apply the preset, then the explicit options, then check every value."""
@@ -318,7 +320,7 @@ def resolve_train_config(
         depth=int(depth), block=block, width=int(width), epochs=int(epochs), batch_size=int(batch_size),
         lr=float(lr), momentum=float(momentum), weight_decay=float(weight_decay), milestones=milestones,
         lr_gamma=float(lr_gamma), train_subset=train_subset, test_subset=test_subset, amp=amp, device=device,
-        channels_last=channels_last, eval_batch_size=int(eval_batch_size),
+        channels_last=channels_last, compile_norms=bool(compile_norms), eval_batch_size=int(eval_batch_size),
     )
 
 

@@ -107,7 +107,7 @@ def cli_command(exp: ExperimentConfig, norms: list[str] | tuple[str, ...] | None
     if t.amp:
         args.append("--amp")
     args += ["--device", t.device, "--channels-last" if t.channels_last else "--no-channels-last",
-             "--eval-batch-size", str(t.eval_batch_size)]
+             "--compile-norms" if t.compile_norms else "--no-compile-norms", "--eval-batch-size", str(t.eval_batch_size)]
     args += ["--data-dir", str(exp.data_dir), "--name", exp.name, "--runs-dir", str(exp.runs_dir)]
     return shlex.join(args)
 

@@ -13,6 +13,8 @@ attacked step costs what a clean one does.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -113,21 +115,30 @@ class IEBN(ConstantNoise, _BatchNorm):
     layer's raw input x; the constant attack changes x_hat only. Parameter and buffer names and
     shapes are those of the official `BAN2d`, so its state_dict loads into this layer.
 
-    `fused=True` computes the same function as out = x * S + T with per-(n, c) S and T, in one
-    autograd Function with a hand-derived backward (see `_FusedIEBN`). `fused=False` is the
-    official code's sequence of operations, kept as the reference that the tests compare against.
+    Three implementations of the same function (`impl`), equal within float rounding (tested):
+      "compiled"  the fused layer (`_FusedIEBN`: out = x * S + T with per-(n, c) S, T and a
+                  hand-derived backward) with its full-size work done by torch.compile'd kernels:
+                  one pass over x for every statistic, one fused scale-and-shift, and the same in
+                  the backward. Falls back to "eager" (with one warning) where compiling fails,
+                  e.g. on a CPU machine without a C++ compiler.
+      "eager"     the same Function with the full-size work done by stock PyTorch ops.
+      "reference" the official code's sequence of operations, kept for the tests to compare against.
+    `train.build_model` picks "compiled" or "eager" from `TrainConfig.compile_norms`.
     """
 
-    fused_by_default = True  # class-wide switch for A/B benchmarks (scripts/bench.py --ablations)
+    IMPLS = ("compiled", "eager", "reference")
+    default_impl = "eager"  # class-wide default for layers built without `impl` (A/B benchmarks switch it)
 
-    def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.1, fused: bool | None = None):
+    def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.1, impl: str | None = None):
         super().__init__(channels, eps, momentum, affine=False)
         shape = (1, channels, 1, 1)
         self.weight = nn.Parameter(torch.ones(shape))
         self.bias = nn.Parameter(torch.zeros(shape))
         self.weight_readjust = nn.Parameter(torch.zeros(shape))
         self.bias_readjust = nn.Parameter(torch.full(shape, -1.0))
-        self.fused = self.fused_by_default if fused is None else fused
+        self.impl = self.default_impl if impl is None else impl
+        if self.impl not in self.IMPLS:
+            raise ValueError(f"unknown IEBN impl '{self.impl}': choose from {', '.join(self.IMPLS)}")
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() != 4:
@@ -135,7 +146,11 @@ class IEBN(ConstantNoise, _BatchNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
-        return self._forward_fused(x) if self.fused else self._forward_reference(x)
+        if self.impl == "reference":
+            return self._forward_reference(x)
+        return _FusedIEBN.apply(x, self.weight, self.bias, self.weight_readjust, self.bias_readjust,
+                                self.running_mean, self.running_var, self.training, self.momentum, self.eps,
+                                self.noise_alpha, self.noise_beta, self.impl == "compiled")
 
     def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
         gate = torch.sigmoid(x.mean((2, 3), keepdim=True) * self.weight_readjust + self.bias_readjust)
@@ -144,89 +159,269 @@ class IEBN(ConstantNoise, _BatchNorm):
             x_hat = x_hat * self.noise_alpha + self.noise_beta
         return x_hat * (self.weight * gate) + self.bias
 
-    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
-        return _FusedIEBN.apply(x, self.weight, self.bias, self.weight_readjust, self.bias_readjust,
-                                self.running_mean, self.running_var, self.training, self.momentum, self.eps,
-                                self.noise_alpha, self.noise_beta)
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", impl={self.impl}"
+
+
+def set_iebn_impl(model: nn.Module, impl: str) -> int:
+    """Set `impl` on every IEBN layer of a model; returns how many there are."""
+    layers = [m for m in model.modules() if isinstance(m, IEBN)]
+    for m in layers:
+        if impl not in IEBN.IMPLS:
+            raise ValueError(f"unknown IEBN impl '{impl}': choose from {', '.join(IEBN.IMPLS)}")
+        m.impl = impl
+    return len(layers)
+
+
+# ---------------------------------------------------------------------------------------------
+# The fused IEBN. Notation (per instance n and channel c; m = mean over H, W of x; M = N*H*W):
+#   forward (training):  mu, var = batch mean and biased variance per channel;  r = 1/sqrt(var + eps)
+#       a = sigmoid(w_r * m + b_r);  G = gamma * a
+#       y = (alpha * (x - mu) * r + beta) * G + b  =  x * S + T,   S = alpha r G,  T = b - mu S + beta G
+#   backward, with A = sum_hw g and Bc = sum_hw g * (x - mu):
+#       dG = alpha r Bc + beta A                    (= sum_hw g * (alpha x_hat + beta))
+#       d gamma = sum_n dG a;  dz = dG G (1 - a);  d w_r = sum_n dz m;  d b_r = sum_n dz;  d b = sum_n A
+#       dvar = -alpha r^3 sum_n(G Bc) / 2;  dmu = -sum_n A S
+#       dx = g S + x U + V,   U = 2 dvar / M,   V = dz w_r / (H W) + (dmu - 2 dvar mu) / M
+#   In eval mode mu and var are the running statistics (constants): U = 0, V = dz w_r / (H W).
+# Only four things touch full-size tensors: the per-(n, c) statistics of x, the scale-and-shift,
+# the per-(n, c) sums A and Bc, and the backward multiply-add. Everything else is (N, C)-sized
+# and shared by both kernel sets below.
+# ---------------------------------------------------------------------------------------------
+
+
+def _forward_coefficients(m, mu, var, gamma, b, wr, br, eps: float, alpha: float, beta: float):
+    """(N, C) algebra of the forward: r, a, G and the per-(n, c) scale S and shift T."""
+    r = torch.rsqrt(var + eps)
+    a = torch.sigmoid(torch.addcmul(br, m, wr))
+    G = a * gamma
+    S = G * (r * alpha)
+    T = torch.addcmul(b, S, mu, value=-1.0).add_(G, alpha=beta)
+    return r, a, G, S, T
+
+
+def _backward_coefficients(A, Bc, m, mu, r, a, G, S, wr, count: int, hw: int, training: bool, alpha: float,
+                           beta: float):
+    """(N, C) algebra of the backward: U (C,) or None, V (N, C), and the four parameter grads (4, C)."""
+    dG = (Bc * (r * alpha)).add_(A, alpha=beta)
+    dz = dG * G * (1.0 - a)
+    rows = [dG * a, dz * m, dz, A] + ([G * Bc, A * S] if training else [])
+    sums = torch.stack(rows).sum(1)  # over n: d gamma, d w_r, d b_r, d b (, sum G Bc, sum A S)
+    V = dz * (wr / hw)
+    U = None
+    if training:
+        dvar = sums[4] * r.pow(3) * (-0.5 * alpha)
+        V = V.sub_(torch.addcmul(sums[5], dvar, mu, value=2.0), alpha=1.0 / count)
+        U = dvar * (2.0 / count)
+    return U, V, sums[:4]
+
+
+def _stats_kernel(x, mean_in, var_in, training: bool):
+    """(compiled) m (N, C) and the batch (or running) mean and variance, from one pass over x."""
+    acc = torch.promote_types(x.dtype, torch.float32)
+    xf = x.to(acc)
+    if not training:
+        return xf.mean((2, 3)), mean_in.to(acc), var_in.to(acc)
+    v, m = torch.var_mean(xf, dim=(2, 3), correction=0)  # per (n, c), one Welford pass
+    mu = m.mean(0)
+    return m, mu, v.mean(0) + (m - mu).square().mean(0)  # law of total variance (equal group sizes)
+
+
+def _forward_kernel(x, weight, bias, weight_r, bias_r, mean_in, var_in, training: bool, eps: float, alpha: float,
+                    beta: float):
+    """(compiled) The whole forward: statistics, gate, and y = x * S + T."""
+    c = x.shape[1]
+    m, mu, var = _stats_kernel(x, mean_in, var_in, training)
+    gamma, b, wr, br = (p.reshape(c).to(m.dtype) for p in (weight, bias, weight_r, bias_r))
+    r, a, G, S, T = _forward_coefficients(m, mu, var, gamma, b, wr, br, eps, alpha, beta)
+    y = torch.addcmul(T[:, :, None, None], x.to(m.dtype), S[:, :, None, None]).to(x.dtype)
+    return y, m, mu, var, r, a, G, S
+
+
+def _backward_kernel(x, g, m, mu, r, a, G, S, wr, training: bool, alpha: float, beta: float):
+    """(compiled) The whole backward: A and Bc from one pass, then dx from one pass."""
+    n, c, h, w = x.shape
+    xf, gf = x.to(S.dtype), g.to(S.dtype)
+    A = gf.sum((2, 3))
+    Bc = (gf * (xf - mu[None, :, None, None])).sum((2, 3))
+    U, V, grads = _backward_coefficients(A, Bc, m, mu, r, a, G, S, wr, n * h * w, h * w, training, alpha, beta)
+    dx = torch.addcmul(V[:, :, None, None], gf, S[:, :, None, None])
+    if U is not None:
+        dx = dx.addcmul_(xf, U[None, :, None, None])
+    return dx.to(x.dtype), grads
+
+
+class _Compiled:
+    """The torch.compile'd kernels, built on first use; None once compiling has failed in this process."""
+
+    kernels: tuple | None = None
+    failed = False
+    # One graph per dtype, memory layout and train/eval (shapes are dynamic): a test suite that
+    # tries them all needs more than dynamo's default of 8.
+    RECOMPILE_LIMIT = 64
+
+    @classmethod
+    def get(cls):
+        if cls.kernels is None and not cls.failed:
+            import torch._dynamo
+
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, cls.RECOMPILE_LIMIT)
+            cls.kernels = (torch.compile(_forward_kernel, dynamic=True, fullgraph=True),
+                           torch.compile(_backward_kernel, dynamic=True, fullgraph=True))
+        return None if cls.failed else cls.kernels
+
+    @classmethod
+    def call(cls, which: int, *args):
+        """Run a compiled kernel; None (after one warning) if it cannot be compiled here."""
+        kernels = cls.get()
+        if kernels is None:
+            return None
+        try:
+            return kernels[which](*args)
+        except Exception as e:  # no C++ compiler, an unsupported device, ...: the eager kernels compute the same
+            cls.failed, cls.kernels = True, None
+            first_line = (str(e).strip().splitlines() or [""])[0][:200]
+            warnings.warn(f"IEBN: compiled kernels unavailable ({type(e).__name__}: {first_line}); "
+                          "using the eager ones (same results, slower)", RuntimeWarning, stacklevel=3)
+            return None
 
 
 class _FusedIEBN(torch.autograd.Function):
-    """IEBN as y = x * S + T with per-(n, c) S and T, and a hand-derived backward.
+    """IEBN as y = x * S + T with per-(n, c) S and T, and the hand-derived backward above.
 
-    Forward, training (m = mean over H, W of x; M = N*H*W; r = 1/sqrt(var + eps)):
-        mu, var = batch mean and (biased) variance per channel   (one native pass, which also
-                                                                   updates the running statistics)
-        a = sigmoid(w_r * m + b_r);  G = gamma * a
-        y = (alpha * (x - mu) * r + beta) * G + b  =  x * S + T,  S = alpha r G,  T = beta G + b - mu S
-    Backward, with A = sum_hw g and B = sum_hw g * x (per n, c):
-        dG = alpha r (B - mu A) + beta A          (= sum_hw g * (alpha x_hat + beta))
-        d gamma = sum_n dG a;  dz = dG gamma a (1 - a);  d w_r = sum_n dz m;  d b_r = sum_n dz;  d b = sum_n A
-        dr = alpha sum_n G (B - mu A);  dvar = -r^3 dr / 2;  dmu = -sum_n A S
-        dx = g S + x U + V,  U = 2 dvar / M,  V = dmu / M - 2 dvar mu / M + dz w_r / (H W)
-    In eval mode mu and var are the running statistics (constants): U = 0, V = dz w_r / (H W).
-    Large tensors are touched by two reductions and two multiply-adds in the backward, and one
-    reduction, one statistics pass and one multiply-add in the forward; the rest is (N, C)-sized.
+    The full-size work runs in compiled kernels (`compiled=True`) or in stock PyTorch ops (`_Lanes`).
+    Both keep activations in the input's dtype (bf16 under autocast: no upcast copy in memory) and
+    do all (N, C)-sized algebra in at least fp32.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, weight_r, bias_r, running_mean, running_var, training, momentum, eps,
-                alpha, beta):
+                alpha, beta, compiled):
         n, c, h, w = x.shape
-        # Computed in at least fp32. Under bf16 autocast the input is upcast once: on CPUs, bf16
-        # elementwise kernels with (N, C, 1, 1) broadcasting are several times slower than fp32 ones.
-        xf = x if x.dtype in (torch.float32, torch.float64) else x.float()
-        cdt = xf.dtype
-        m = xf.sum((2, 3)) / (h * w)  # n, c: the gate's avgpool
+        with torch.autocast(x.device.type, enabled=False):  # the kernels choose their own precision
+            out = _Compiled.call(0, x, weight, bias, weight_r, bias_r, running_mean, running_var, training, eps,
+                                 alpha, beta) if compiled else None
+            if out is None:
+                out = _eager_forward(x, weight, bias, weight_r, bias_r, running_mean, running_var, training, eps,
+                                     alpha, beta)
+        y, m, mu, var, r, a, G, S = out
         if training:
-            mu, var = torch.batch_norm_update_stats(xf, running_mean, running_var, momentum)
-        else:
-            mu, var = running_mean, running_var
-        mu, var = mu.to(cdt), var.to(cdt)
-        r = torch.rsqrt(var + eps)
-        gamma, b, wr, br = (p.view(1, c).to(cdt) for p in (weight, bias, weight_r, bias_r))
-        a = torch.sigmoid(wr * m + br)
-        G = gamma * a
-        S = G * (alpha * r)
-        T = (beta * G + b) - mu * S
-        # out= keeps x's memory format (an (N, C, 1, 1) first operand would otherwise choose NCHW)
-        y = torch.addcmul(T[:, :, None, None], xf, S[:, :, None, None], out=torch.empty_like(xf))
-        ctx.save_for_backward(xf, m, mu, r, a, gamma, wr, S)
-        ctx.training, ctx.alpha, ctx.beta = training, alpha, beta
-        ctx.input_dtype, ctx.param_dtype = x.dtype, weight.dtype
-        return y.to(x.dtype)
+            count = n * h * w
+            running_mean.lerp_(mu.to(running_mean.dtype), momentum)
+            running_var.lerp_((var * (count / max(count - 1, 1))).to(running_var.dtype), momentum)
+        ctx.save_for_backward(x, m, mu, r, a, G, S, weight_r)
+        ctx.training, ctx.alpha, ctx.beta, ctx.compiled, ctx.param_dtype = training, alpha, beta, compiled, weight.dtype
+        return y
 
     @staticmethod
     def backward(ctx, g):
-        x, m, mu, r, a, gamma, wr, S = ctx.saved_tensors  # x: the input as computed with (>= fp32)
-        alpha, beta = ctx.alpha, ctx.beta
+        x, m, mu, r, a, G, S, weight_r = ctx.saved_tensors
+        c = x.shape[1]
+        wr = weight_r.reshape(c).to(S.dtype)
+        args = (x, g, m, mu, r, a, G, S, wr, ctx.training, ctx.alpha, ctx.beta)
+        out = _Compiled.call(1, *args) if ctx.compiled else None
+        dx, grads = out if out is not None else _eager_backward(*args)
+        d_gamma, d_wr, d_br, d_bias = grads.to(ctx.param_dtype).view(4, 1, c, 1, 1).unbind(0)
+        return dx, d_gamma, d_bias, d_wr, d_br, None, None, None, None, None, None, None, None
+
+
+def _eager_forward(x, weight, bias, weight_r, bias_r, running_mean, running_var, training, eps, alpha, beta):
+    n, c, h, w = x.shape
+    acc = torch.promote_types(x.dtype, torch.float32)
+    lanes = _Lanes(x)
+    x3 = lanes.view(x)
+    m = lanes.sums_nc([x3], acc)[0].div_(h * w)
+    if training:
+        # batch_norm_update_stats returns its statistics in the running buffers' dtype (without them,
+        # in the input's: bf16), so it gets throwaway ones in the accumulation dtype.
+        scratch = torch.empty(2, c, dtype=acc, device=x.device)
+        mu, var = torch.batch_norm_update_stats(x, scratch[0], scratch[1], 0.0)
+    else:
+        mu, var = running_mean.to(acc), running_var.to(acc)
+    gamma, b, wr, br = torch.cat([weight, bias, weight_r, bias_r]).to(acc).view(4, c).unbind(0)
+    r, a, G, S, T = _forward_coefficients(m, mu, var, gamma, b, wr, br, eps, alpha, beta)
+    S_lanes, T_lanes = lanes.per_nc(torch.stack([S, T]).to(x.dtype)).unbind(0)
+    y, y3 = lanes.new(x)
+    torch.addcmul(T_lanes, x3, S_lanes, out=y3)
+    return y, m, mu, var, r, a, G, S
+
+
+def _eager_backward(x, g, m, mu, r, a, G, S, wr, training, alpha, beta):
+    n, c, h, w = x.shape
+    lanes = _Lanes(x)
+    x3, g3 = lanes.view(x), lanes.view(g.to(x.dtype))
+    A, B = lanes.sums_nc([g3, g3 * x3], S.dtype).unbind(0)
+    Bc = torch.addcmul(B, A, mu, value=-1.0)  # sum g (x - mu)
+    U, V, grads = _backward_coefficients(A, Bc, m, mu, r, a, G, S, wr, n * h * w, h * w, training, alpha, beta)
+    dx, dx3 = lanes.new(x)
+    if U is not None:
+        torch.addcmul(lanes.per_nc(V.to(x.dtype)), x3, lanes.per_c(U.to(x.dtype)), out=dx3)
+        dx3.addcmul_(g3, lanes.per_nc(S.to(x.dtype)))
+    else:
+        torch.addcmul(lanes.per_nc(V.to(x.dtype)), g3, lanes.per_nc(S.to(x.dtype)), out=dx3)
+    return dx, grads
+
+
+class _Lanes:
+    """A 4D activation viewed as 3D so that per-(n, c) broadcasts run along a long contiguous inner dim
+    (the eager kernels).
+
+    Elementwise kernels broadcast an (N, C, 1, 1) operand fast only when the innermost loop is
+    long. NCHW: the view is (N, C, HW) and the inner loop runs over HW. channels_last: memory is
+    (N, HW, C), and with few channels (C = 16 in ResNet-20's first stage) the inner loop would be
+    16 elements, shorter than one AVX-512 register of bf16, which falls back to scalar code (a
+    broadcast bf16 add ran ~7x slower than a multiply). So k spatial positions are laid side by
+    side: (N, HW / k, k * C), with every per-channel operand repeated k times along the lanes.
+    """
+
+    MIN_LANES = 64
+
+    def __init__(self, x: torch.Tensor):
         n, c, h, w = x.shape
-        g = g.to(x.dtype)
-        A = g.sum((2, 3))
-        B = (g * x).sum((2, 3))
-        B_centred = B - mu * A
-        G = gamma * a
-        dG = (alpha * r) * B_centred + beta * A
-        d_gamma = (dG * a).sum(0)
-        dz = dG * gamma * a * (1 - a)
-        d_wr = (dz * m).sum(0)
-        d_br = dz.sum(0)
-        d_bias = A.sum(0)
-        V = dz * wr / (h * w)
-        if ctx.training:
-            M = n * h * w
-            dr = alpha * (G * B_centred).sum(0)
-            dvar = -0.5 * r ** 3 * dr
-            dmu = -(A * S).sum(0)
-            U = (2.0 / M) * dvar
-            V = V + (dmu - 2.0 * dvar * mu) / M
-            dx = torch.addcmul(V[:, :, None, None], x, U.view(1, c, 1, 1), out=torch.empty_like(x))
-        else:
-            dx = torch.empty_like(x).copy_(V[:, :, None, None].expand(n, c, h, w))
-        dx = dx.addcmul_(g, S[:, :, None, None]).to(ctx.input_dtype)
-        shape = (1, c, 1, 1)
-        return (dx, d_gamma.view(shape).to(ctx.param_dtype), d_bias.view(shape).to(ctx.param_dtype),
-                d_wr.view(shape).to(ctx.param_dtype), d_br.view(shape).to(ctx.param_dtype),
-                None, None, None, None, None, None, None)
+        self.shape = (n, c, h, w)
+        self.channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        self.k = 1
+        if self.channels_last:
+            while self.k * c < self.MIN_LANES and (h * w) % (2 * self.k) == 0:
+                self.k *= 2
+
+    def view(self, t: torch.Tensor) -> torch.Tensor:
+        """x (or a tensor in its memory format) as 3D; other layouts are copied into x's."""
+        n, c, h, w = self.shape
+        if self.channels_last:
+            t = t.contiguous(memory_format=torch.channels_last)
+            return t.permute(0, 2, 3, 1).reshape(n, h * w // self.k, self.k * c)
+        return t.contiguous().view(n, c, h * w)
+
+    def new(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fresh 4D tensor in this layout and its 3D view (to write with `out=`). A Function must not
+        return a view: an in-place op after it (ReLU(inplace=True)) would be refused."""
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        t = torch.empty(self.shape, dtype=like.dtype, device=like.device, memory_format=fmt)
+        return t, self.view(t)
+
+    def per_nc(self, t: torch.Tensor) -> torch.Tensor:
+        """(..., N, C) operands -> (..., N, 1, lanes), broadcastable against the 3D view."""
+        if self.channels_last:
+            return (t.repeat(*([1] * (t.dim() - 1)), self.k) if self.k > 1 else t).unsqueeze(-2)
+        return t.unsqueeze(-1)
+
+    def per_c(self, t: torch.Tensor) -> torch.Tensor:
+        """A (C,) operand -> broadcastable against the 3D view."""
+        if self.channels_last:
+            return (t.repeat(self.k) if self.k > 1 else t).view(1, 1, -1)
+        return t.view(1, -1, 1)
+
+    def sums_nc(self, t3s: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+        """Per-(n, c) sums over H, W of 3D views: (len(t3s), N, C) in `dtype`.
+
+        Each sum accumulates in fp32 (or fp64) inside the kernel and is rounded once to the input's
+        dtype; asking the kernel for an fp32 result would first copy the whole bf16 tensor to fp32.
+        """
+        n, c = self.shape[:2]
+        dim = 1 if self.channels_last else 2
+        s = torch.stack([t3.sum(dim) for t3 in t3s]).to(dtype)
+        return s.view(len(t3s), n, self.k, c).sum(2) if self.k > 1 else s
 
 
 NORM_REGISTRY: dict[str, type[nn.Module]] = {

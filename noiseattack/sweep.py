@@ -75,7 +75,7 @@ TRAIN_KEYS: dict[str, str] = {
     "dataset": _STR, "preset": _STR, "epochs": _INT, "depth": _INT, "block": _STR, "width": _INT,
     "batch_size": _INT, "lr": _FLOAT, "momentum": _FLOAT, "weight_decay": _FLOAT, "milestones": _INTS,
     "lr_gamma": _FLOAT, "train_subset": _INT, "test_subset": _INT, "amp": _BOOL, "device": _STR,
-    "channels_last": _BOOL, "eval_batch_size": _INT,
+    "channels_last": _BOOL, "compile_norms": _BOOL, "eval_batch_size": _INT,
 }
 EXPERIMENT_KEYS: dict[str, str] = {"runs_dir": _STR, "data_dir": _STR, "keep_checkpoints": _BOOL, "overwrite": _BOOL}
 GRID_KEYS = ("norms", "seeds", "repeats", "seed")

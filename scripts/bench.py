@@ -133,15 +133,23 @@ def time_reference(cfg, norm: str, train: Split, steps: int, warmup: int, root: 
     return _timed_steps(ref_cfg, model, opt, next_batch, steps, warmup)  # the workers stop with `it`
 
 
-def _unfused(job):
-    """Run `job` with IEBN's reference layer (the official sequence of operations)."""
+def _with_iebn_impl(impl: str, job):
+    """Run `job` with IEBN layers built as `impl` (its config must have compile_norms off)."""
     from noiseattack.norms import IEBN
 
-    IEBN.fused_by_default = False
+    saved, IEBN.default_impl = IEBN.default_impl, impl
     try:
         return job()
     finally:
-        IEBN.fused_by_default = True
+        IEBN.default_impl = saved
+
+
+def iebn_kernels() -> str:
+    from noiseattack.norms import _Compiled
+
+    if _Compiled.failed:
+        return "eager (compiling failed on this machine; see the warning above)"
+    return "compiled (torch.compile)" if _Compiled.kernels is not None else "not used"
 
 
 def write_cifar_files(root: Path, train: Split) -> Path:
@@ -181,17 +189,20 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--amp", action="store_true", help="bf16 autocast for pure and harness (the reference stays fp32)")
     ap.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    ap.add_argument("--no-compile-norms", dest="compile_norms", action="store_false",
+                    help="IEBN with its eager kernels instead of the compiled ones")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference")
     ap.add_argument("--data-dir", default=os.environ.get("NOISEATTACK_DATA", "data"))
     ap.add_argument("--ablations", action="store_true",
-                    help="also time the harness without channels_last, and IEBN with its reference (unfused) layer")
+                    help="also time the harness without channels_last, and IEBN with its eager kernels and "
+                         "with its reference (unfused) layer")
     ap.add_argument("--paper-epoch", action="store_true", help="also time one paper-preset epoch (ResNet-164)")
     args = ap.parse_args()
     if args.warmup < 1 or args.steps < 1 or args.rounds < 1:
         ap.error("--warmup, --steps and --rounds must be >= 1")
 
     common = dict(dataset="cifar100", depth=args.depth, batch_size=args.batch_size, device=args.device,
-                  channels_last=args.channels_last, amp=args.amp, epochs=1)
+                  channels_last=args.channels_last, compile_norms=args.compile_norms, amp=args.amp, epochs=1)
     clean = resolve_train_config(attack="clean", **common)
     attacked = resolve_train_config(attack="constant", alpha=2.0, beta=1.0, **common)
     device = clean.device
@@ -223,8 +234,10 @@ def main() -> None:
         if args.ablations:
             jobs["harness_nchw"] = lambda: time_harness(dataclasses.replace(clean, channels_last=False), args.norm,
                                                         train, args.steps, args.warmup)
-            jobs["harness_iebn_unfused"] = lambda: _unfused(lambda: time_harness(clean, "iebn", train, args.steps,
-                                                                                 args.warmup))
+            uncompiled = dataclasses.replace(clean, compile_norms=False)
+            jobs["harness_iebn_eager"] = lambda: time_harness(uncompiled, "iebn", train, args.steps, args.warmup)
+            jobs["harness_iebn_reference"] = lambda: _with_iebn_impl(
+                "reference", lambda: time_harness(uncompiled, "iebn", train, args.steps, args.warmup))
         for r in range(args.rounds):
             for name, job in jobs.items():
                 rates.setdefault(name, []).append(job())
@@ -234,10 +247,12 @@ def main() -> None:
     for k, v in med.items():
         print(f"{k:18s} {v:8.1f} img/s   (rounds: {', '.join(f'{x:.0f}' for x in rates[k])})")
     iebn_rate, bn_rate = (med["harness"] if args.norm == n else med[f"harness_{n}"] for n in ("iebn", "bn"))
+    print(f"iebn kernels: {iebn_kernels()}")
 
     if args.paper_epoch:
         paper = resolve_train_config(attack="clean", preset="paper", dataset="cifar100", batch_size=args.batch_size,
-                                     device=args.device, channels_last=args.channels_last, amp=args.amp, epochs=1)
+                                     device=args.device, channels_last=args.channels_last, compile_norms=args.compile_norms,
+                                     amp=args.amp, epochs=1)
         full, _ = load_images(args.data_dir, 50000)
         steps = len(full) // args.batch_size
         data = TrainData(train=full.to(device), test=Split(full.images[:10000], full.labels[:10000]).to(device),

@@ -61,11 +61,11 @@ def test_bnse_gate_sees_attacked_output():
     torch.testing.assert_close(layer(x), y * gate[:, :, None, None])
 
 
-@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("impl", IEBN.IMPLS)
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_iebn_noise_leaves_gate_input_raw(fused, mode):
+def test_iebn_noise_leaves_gate_input_raw(impl, mode):
     x = rand_input()
-    layer = IEBN(8, fused=fused)
+    layer = IEBN(8, impl=impl)
     randomize_affine(layer)
     set_constant_noise(layer, 2.0, 1.0)
     if mode == "eval":

@@ -123,11 +123,11 @@ def test_iebn_init_and_official_names():
     assert torch.all(layer.weight_readjust == 0) and torch.all(layer.bias_readjust == -1)
 
 
-@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("impl", IEBN.IMPLS)
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_iebn_formula(fused, mode):
+def test_iebn_formula(impl, mode):
     x = rand_input()
-    layer = IEBN(8, fused=fused)
+    layer = IEBN(8, impl=impl)
     randomize_affine(layer)
     if mode == "eval":
         layer(rand_input(seed=5))
@@ -138,10 +138,10 @@ def test_iebn_formula(fused, mode):
     torch.testing.assert_close(layer(x), iebn_by_hand(layer, x, mean, var), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_iebn_running_stats_match_bn(fused):
+@pytest.mark.parametrize("impl", IEBN.IMPLS)
+def test_iebn_running_stats_match_bn(impl):
     x = rand_input()
-    layer, bn = IEBN(8, fused=fused), nn.BatchNorm2d(8)
+    layer, bn = IEBN(8, impl=impl), nn.BatchNorm2d(8)
     for _ in range(3):
         layer(x * 1.3 + 0.2)
         bn(x * 1.3 + 0.2)
@@ -149,9 +149,9 @@ def test_iebn_running_stats_match_bn(fused):
     torch.testing.assert_close(layer.running_var, bn.running_var)
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_iebn_gate_parameters_get_gradients(fused):
-    layer = IEBN(8, fused=fused)
+@pytest.mark.parametrize("impl", IEBN.IMPLS)
+def test_iebn_gate_parameters_get_gradients(impl):
+    layer = IEBN(8, impl=impl)
     randomize_affine(layer)
     layer(rand_input()).square().sum().backward()
     for name in ("weight_readjust", "bias_readjust", "weight", "bias"):
@@ -159,20 +159,25 @@ def test_iebn_gate_parameters_get_gradients(fused):
         assert g is not None and g.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("impl", ["compiled", "eager"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_fused_iebn_equals_reference_forward_and_backward(mode):
-    fused, ref = IEBN(8, fused=True), IEBN(8, fused=False)
+def test_fused_iebn_equals_reference_forward_and_backward(impl, layout, mode):
+    """channels_last with C=8, H*W=20 also exercises the eager kernels' lane widening (4 positions x 8 channels)."""
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    fused, ref = IEBN(8, impl=impl), IEBN(8, impl="reference")
     randomize_affine(fused)
     ref.load_state_dict(fused.state_dict())
     for m in (fused, ref):
         m.set_noise(2.0, 1.0)
         m(rand_input(seed=7))
         getattr(m, mode)()
-    x1 = rand_input().requires_grad_()
+    x1 = rand_input().contiguous(memory_format=fmt).requires_grad_()
     x2 = rand_input().requires_grad_()
-    g = torch.randn(6, 8, 5, 4, generator=torch.Generator().manual_seed(3))
+    g = torch.randn(6, 8, 5, 4, generator=torch.Generator().manual_seed(3)).contiguous(memory_format=fmt)
     y1, y2 = fused(x1), ref(x2)
     torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
+    assert y1.is_contiguous(memory_format=fmt) and y1._base is None  # keeps the layout; not a view
     y1.backward(g)
     y2.backward(g)
     torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-4, atol=1e-5)
@@ -201,12 +206,12 @@ class OfficialBAN2d(nn.Module):
         return out * (self.weight * attention) + self.bias
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_official_state_dict_loads_and_matches(fused):
+@pytest.mark.parametrize("impl", IEBN.IMPLS)
+def test_official_state_dict_loads_and_matches(impl):
     official = OfficialBAN2d(8)
     randomize_affine(official)
     official(rand_input(seed=9))  # running stats
-    ours = IEBN(8, fused=fused)
+    ours = IEBN(8, impl=impl)
     ours.load_state_dict(official.state_dict(), strict=True)
     x = rand_input()
     for mode in ("eval", "train"):
@@ -215,18 +220,22 @@ def test_official_state_dict_loads_and_matches(fused):
         torch.testing.assert_close(ours(x), official(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("training", [True, False])
-def test_fused_iebn_gradcheck(training):
+def test_fused_iebn_gradcheck(compiled, layout, training):
     """The hand-written backward of the fused IEBN against finite differences (float64)."""
     from noiseattack.norms import _FusedIEBN
 
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(5, 4, 3, 3, dtype=torch.float64, generator=g).requires_grad_()
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = torch.randn(5, 4, 2, 4, dtype=torch.float64, generator=g).contiguous(memory_format=fmt).requires_grad_()
     params = [torch.randn(1, 4, 1, 1, dtype=torch.float64, generator=g).requires_grad_() for _ in range(4)]
     rm = torch.randn(4, dtype=torch.float64, generator=g)
     rv = torch.rand(4, dtype=torch.float64, generator=g) + 0.5
 
     def f(x, weight, bias, wr, br):  # fresh copies: training updates the running statistics in place
-        return _FusedIEBN.apply(x, weight, bias, wr, br, rm.clone(), rv.clone(), training, 0.1, EPS, 2.0, 1.0)
+        return _FusedIEBN.apply(x, weight, bias, wr, br, rm.clone(), rv.clone(), training, 0.1, EPS, 2.0, 1.0,
+                                compiled)
 
     assert torch.autograd.gradcheck(f, (x, *params))
