@@ -120,8 +120,9 @@ class IEBN(ConstantNoise, _BatchNorm):
       "compiled"  the fused layer (`_FusedIEBN`: out = x * S + T with per-(n, c) S, T and a
                   hand-derived backward) with its full-size work done by torch.compile'd kernels:
                   one pass over x for every statistic, one fused scale-and-shift, and the same in
-                  the backward. Falls back to "eager" (with one warning) where compiling fails,
-                  e.g. on a CPU machine without a C++ compiler.
+                  the backward, compiled per layer shape for the training steps (evaluation, whose
+                  batch sizes vary, runs the eager kernels). Falls back to "eager" (with one
+                  warning) where compiling fails, e.g. on a CPU machine without a C++ compiler.
       "eager"     the same Function with the full-size work done by stock PyTorch ops.
       "reference" the official code's sequence of operations, kept for the tests to compare against.
     `train.build_model` picks "compiled" or "eager" from `TrainConfig.compile_norms`.
@@ -166,10 +167,10 @@ class IEBN(ConstantNoise, _BatchNorm):
 
 def set_iebn_impl(model: nn.Module, impl: str) -> int:
     """Set `impl` on every IEBN layer of a model; returns how many there are."""
+    if impl not in IEBN.IMPLS:
+        raise ValueError(f"unknown IEBN impl '{impl}': choose from {', '.join(IEBN.IMPLS)}")
     layers = [m for m in model.modules() if isinstance(m, IEBN)]
     for m in layers:
-        if impl not in IEBN.IMPLS:
-            raise ValueError(f"unknown IEBN impl '{impl}': choose from {', '.join(IEBN.IMPLS)}")
         m.impl = impl
     return len(layers)
 
