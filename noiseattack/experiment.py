@@ -34,6 +34,7 @@ import torch
 from . import __version__
 from .config import Attack, ConfigError, ExperimentConfig, RunConfig, to_jsonable
 from .fileio import append_jsonl, atomic_write_text, is_locked, locked
+from .norms import iebn_kernels
 from .results import RESULTS_FILE, read_results, write_summaries_locked
 from .train import StopRequested, TrainData, prepare_data, train_run
 
@@ -321,7 +322,9 @@ def _execute_locked(run: RunConfig, exp_dir: Path, data: TrainData, *, keep_chec
         "final_acc": result.final_acc, "best_acc": result.best_acc, "diverged": result.diverged,
         "wall_time_s": round(result.wall_time_s, 3), "epochs_done": len(result.history),
         "history": result.history, "config": run.to_dict(), "noiseattack": __version__,
-        "versions": versions(), "machine": {"device": run.train.device, "threads": torch.get_num_threads()},
+        "versions": versions(), "machine": {"device": run.train.device, "threads": torch.get_num_threads(),
+                                            **({"iebn_kernels": iebn_kernels(run.train.compile_norms)}
+                                               if run.norm == "iebn" else {})},
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     })
     append_jsonl(exp_dir / RESULTS_FILE, record)

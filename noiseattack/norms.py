@@ -286,6 +286,11 @@ class _Compiled:
             return None
 
 
+def iebn_kernels(compile_norms: bool) -> str:
+    """Which kernels IEBN's training steps ran in this process: "compiled" or "eager"."""
+    return "compiled" if compile_norms and not _Compiled.failed else "eager"
+
+
 class _FusedIEBN(torch.autograd.Function):
     """IEBN as y = x * S + T with per-(n, c) S and T, and the hand-derived backward above.
 

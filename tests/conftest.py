@@ -96,3 +96,8 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
         sys.argv = argv
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def cxx_compiler() -> str | None:
+    """A C++ compiler on PATH, which the compiled IEBN kernels need on a CPU (else they fall back to eager)."""
+    return next((c for c in ("g++", "c++", "clang++") if shutil.which(c)), None)

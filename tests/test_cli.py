@@ -11,7 +11,7 @@ import torchvision
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
 
-from conftest import write_fake_cifar100
+from conftest import cxx_compiler, write_fake_cifar100
 from noiseattack.cli import app
 
 TINY = ["--depth", "8", "--epochs", "2", "--batch-size", "32", "--device", "cpu", "--no-progress"]
@@ -65,6 +65,10 @@ def test_constant_and_mix_write_results_summaries_and_tensorboard(fake_mnist, tm
     exp = runs / "constant-a2-b1-mnist-resnet8-e2"
     lines = check_experiment(exp, ["bn", "iebn"], 2)
     assert all(r["config"]["alpha"] == 2 and r["config"]["beta"] == 1 for r in lines)
+    # which IEBN kernels trained it (provenance): compiled by default, wherever a C++ compiler exists
+    expected = "compiled" if cxx_compiler() else "eager"
+    assert [r["machine"].get("iebn_kernels") for r in lines if r["norm"] == "iebn"] == [expected] * 2
+    assert all("iebn_kernels" not in r["machine"] for r in lines if r["norm"] == "bn")
     assert not list((exp / "ckpt").glob("*.pt")) if (exp / "ckpt").exists() else True
 
     result = invoke("mix", "--extra", "mnist", "--k", 16, "--dataset", "mnist", "--norm", "bnse,in", "--repeats", 2,

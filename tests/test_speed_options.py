@@ -2,11 +2,11 @@
 
 import copy
 import math
-import shutil
 import warnings
 
 import pytest
 import torch
+from conftest import cxx_compiler
 
 from noiseattack.config import RunConfig, resolve_train_config
 from noiseattack.models import cifar_resnet
@@ -100,11 +100,7 @@ def test_fused_iebn_under_bf16_autocast_matches_the_reference(impl, layout, mode
         assert err_ours <= 2 * err_ref + 1e-3 * exact.abs().max(), (err_ours, err_ref)
 
 
-def _cxx_compiler() -> str | None:
-    return next((c for c in ("g++", "c++", "clang++") if shutil.which(c)), None)
-
-
-@pytest.mark.skipif(_cxx_compiler() is None, reason="no C++ compiler on this machine: the compiled IEBN kernels "
+@pytest.mark.skipif(cxx_compiler() is None, reason="no C++ compiler on this machine: the compiled IEBN kernels "
                                                     "fall back to the eager ones (tested below)")
 def test_compiled_kernels_really_compile_here():
     """Where a compiler exists, the 'compiled' layers must not have quietly fallen back to eager."""
