@@ -233,7 +233,7 @@ def _forward_kernel(x, weight, bias, weight_r, bias_r, eps: float, alpha: float,
 
 def _backward_kernel(x, g, m, mu, r, a, G, S, wr, alpha: float, beta: float):
     """(compiled; training) The whole backward: A and Bc from one pass over (g, x), then dx from one."""
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
     xf, gf = x.to(S.dtype), g.to(S.dtype)
     A = gf.sum((2, 3))
     Bc = (gf * (xf - mu[None, :, None, None])).sum((2, 3))
@@ -278,7 +278,7 @@ class _Compiled:
             return None
         try:
             return kernels[which](*args)
-        except Exception as e:  # no C++ compiler, an unsupported device, ...: the eager kernels compute the same
+        except Exception as e:  # noqa: BLE001 - no C++ compiler, an unsupported device, ...: eager computes the same
             cls.failed, cls.kernels = True, None
             first_line = (str(e).strip().splitlines() or [""])[0][:200]
             warnings.warn(f"IEBN: compiled kernels unavailable ({type(e).__name__}: {first_line}); "
@@ -302,7 +302,7 @@ class _FusedIEBN(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, weight_r, bias_r, running_mean, running_var, training, momentum, eps,
                 alpha, beta, compiled):
-        n, c, h, w = x.shape
+        n, _, h, w = x.shape
         # Evaluation (a forward pass per test batch, whose sizes vary) runs the eager kernels: the
         # compiled ones serve the training steps, which are the time and have one shape per layer.
         compiled = compiled and training
@@ -333,7 +333,7 @@ class _FusedIEBN(torch.autograd.Function):
 
 
 def _eager_forward(x, weight, bias, weight_r, bias_r, running_mean, running_var, training, eps, alpha, beta):
-    n, c, h, w = x.shape
+    c, h, w = x.shape[1:]
     acc = torch.promote_types(x.dtype, torch.float32)
     lanes = _Lanes(x)
     x3 = lanes.view(x)
@@ -354,7 +354,7 @@ def _eager_forward(x, weight, bias, weight_r, bias_r, running_mean, running_var,
 
 
 def _eager_backward(x, g, m, mu, r, a, G, S, wr, training, alpha, beta):
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
     lanes = _Lanes(x)
     x3, g3 = lanes.view(x), lanes.view(g.to(x.dtype))
     A, B = lanes.sums_nc([g3, g3 * x3], S.dtype).unbind(0)
