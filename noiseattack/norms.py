@@ -282,7 +282,7 @@ class _Compiled:
             cls.failed, cls.kernels = True, None
             first_line = (str(e).strip().splitlines() or [""])[0][:200]
             warnings.warn(f"IEBN: compiled kernels unavailable ({type(e).__name__}: {first_line}); "
-                          "using the eager ones (same results, slower)", RuntimeWarning, stacklevel=3)
+                          "using the eager ones (the same function, slower)", RuntimeWarning, stacklevel=3)
             return None
 
 
