@@ -57,7 +57,7 @@ def _shared_options(
     test_subset: Annotated[Optional[int], typer.Option(help="Evaluate on a fixed (seed 0) subset of N test images.")] = None,
     device: Annotated[str, typer.Option(help="auto (cuda when present), cpu, cuda[:N].")] = "auto",
     channels_last: Annotated[bool, typer.Option(help="channels_last memory format (same results, faster).")] = True,
-    compile_norms: Annotated[bool, typer.Option(help="IEBN's statistics, gate and scale-and-shift as torch.compile'd fused kernels (same results within float rounding; falls back to eager ones where compiling fails).")] = True,
+    compile_norms: Annotated[bool, typer.Option(help="IEBN's statistics, gate and scale-and-shift as torch.compile'd fused kernels (the same function, faster; falls back to the eager kernels where compiling fails).")] = True,
     amp: Annotated[bool, typer.Option(help="bf16 autocast (CUDA, or a CPU with bf16 support). Changes the numerics.")] = False,
     eval_batch_size: Annotated[int, typer.Option(help="Batch size for evaluation.")] = 1000,
     keep_checkpoints: Annotated[bool, typer.Option(help="Keep the checkpoints of finished runs.")] = False,

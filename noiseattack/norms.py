@@ -138,9 +138,7 @@ class IEBN(ConstantNoise, _BatchNorm):
         self.bias = nn.Parameter(torch.zeros(shape))
         self.weight_readjust = nn.Parameter(torch.zeros(shape))
         self.bias_readjust = nn.Parameter(torch.full(shape, -1.0))
-        self.impl = self.default_impl if impl is None else impl
-        if self.impl not in self.IMPLS:
-            raise ValueError(f"unknown IEBN impl '{self.impl}': choose from {', '.join(self.IMPLS)}")
+        self.impl = _checked_impl(self.default_impl if impl is None else impl)
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() != 4:
@@ -165,10 +163,15 @@ class IEBN(ConstantNoise, _BatchNorm):
         return super().extra_repr() + f", impl={self.impl}"
 
 
-def set_iebn_impl(model: nn.Module, impl: str) -> int:
-    """Set `impl` on every IEBN layer of a model; returns how many there are."""
+def _checked_impl(impl: str) -> str:
     if impl not in IEBN.IMPLS:
         raise ValueError(f"unknown IEBN impl '{impl}': choose from {', '.join(IEBN.IMPLS)}")
+    return impl
+
+
+def set_iebn_impl(model: nn.Module, impl: str) -> int:
+    """Set `impl` on every IEBN layer of a model; returns how many there are."""
+    _checked_impl(impl)
     layers = [m for m in model.modules() if isinstance(m, IEBN)]
     for m in layers:
         m.impl = impl

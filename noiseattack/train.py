@@ -27,7 +27,7 @@ from .config import Attack, ConfigError, RunConfig, TrainConfig
 from .data import Normalizer, Split, load_dataset, random_crop_flip
 from .fileio import NoiseattackWarning, atomic_write
 from .models import cifar_resnet
-from .norms import IEBN, set_iebn_impl
+from .norms import set_iebn_impl
 
 CROP_PAD = 4
 
@@ -75,7 +75,8 @@ def build_model(run: RunConfig, num_classes: int) -> nn.Module:
     model = cifar_resnet(cfg.depth, num_classes, run.norm, width=cfg.width, block=cfg.block)
     if cfg.attack is Attack.constant:
         set_constant_noise(model, cfg.alpha, cfg.beta)
-    set_iebn_impl(model, "compiled" if cfg.compile_norms else IEBN.default_impl)
+    if cfg.compile_norms:  # otherwise IEBN layers keep the impl they were built with (IEBN.default_impl)
+        set_iebn_impl(model, "compiled")
     model = model.to(cfg.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from noiseattack.config import RunConfig, resolve_train_config  # noqa: E402
 from noiseattack.data import DataError, Normalizer, Split, load_dataset  # noqa: E402
 from noiseattack.train import TrainData, build_model, train_run  # noqa: E402
+from noiseattack.norms import iebn_kernels  # noqa: E402
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
@@ -144,14 +145,6 @@ def _with_iebn_impl(impl: str, job):
         IEBN.default_impl = saved
 
 
-def iebn_kernels() -> str:
-    from noiseattack.norms import _Compiled
-
-    if _Compiled.failed:
-        return "eager (compiling failed on this machine; see the warning above)"
-    return "compiled (torch.compile)" if _Compiled.kernels is not None else "not used"
-
-
 def write_cifar_files(root: Path, train: Split) -> Path:
     """The CIFAR-100 python pickles of `train` (for the reference's torchvision dataset)."""
     import pickle
@@ -247,7 +240,7 @@ def main() -> None:
     for k, v in med.items():
         print(f"{k:18s} {v:8.1f} img/s   (rounds: {', '.join(f'{x:.0f}' for x in rates[k])})")
     iebn_rate, bn_rate = (med["harness"] if args.norm == n else med[f"harness_{n}"] for n in ("iebn", "bn"))
-    print(f"iebn kernels: {iebn_kernels()}")
+    print(f"iebn kernels: {iebn_kernels(args.compile_norms)}")
 
     if args.paper_epoch:
         paper = resolve_train_config(attack="clean", preset="paper", dataset="cifar100", batch_size=args.batch_size,
