@@ -7,13 +7,13 @@ written; Ctrl-C checkpoints and exits with 130.
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
-import click
 import typer
 
 from . import experiment
@@ -317,15 +317,14 @@ def main() -> None:
 
 
 def _click_classes(name: str) -> tuple[type[BaseException], ...]:
-    """click's exception class `name`, and typer's vendored copy of it: recent typer releases ship
-    their own click (typer._click), whose exceptions are not click's."""
-    classes = [getattr(click.exceptions, name)]
-    try:
-        from typer._click import exceptions as vendored
-    except ImportError:
-        return tuple(classes)
-    if hasattr(vendored, name):
-        classes.append(getattr(vendored, name))
+    """click's exception class `name`, from whichever click typer runs on: older typer releases
+    depend on click, recent ones ship their own copy (typer._click) and do not install click."""
+    classes = []
+    for module in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            classes.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
     return tuple(classes)
 
 
