@@ -9,20 +9,22 @@ import torch.nn as nn
 
 from .config import ConfigError
 from .data import Normalizer, random_crop_flip
-from .norms import ConstantNoise
+from .norms import reach_noise
 
 
 def set_constant_noise(model: nn.Module, alpha: float, beta: float) -> int:
     """Make every norm layer replace its normalized activation x_hat by alpha * x_hat + beta,
-    in training and in eval alike. Returns the number of layers attacked."""
+    in training and in eval alike: our layers, `NORM+ATTN` composites (their norm only), a user's
+    layer through its `set_noise` or the torch normalizations inside it (`noiseattack.norms`).
+    Returns the number of layers attacked; a model the attack cannot reach is a ConfigError."""
     if not (math.isfinite(alpha) and alpha != 0):
         raise ConfigError(f"alpha must be finite and non-zero, got {alpha}")
     if not math.isfinite(beta):
         raise ConfigError(f"beta must be finite, got {beta}")
-    layers = [m for m in model.modules() if isinstance(m, ConstantNoise)]
-    for m in layers:
-        m.set_noise(alpha, beta)
-    return len(layers)
+    n = reach_noise(model, alpha, beta)
+    if n == 0:
+        raise ConfigError("the constant attack reaches no layer of this model (no set_noise, no torch normalization)")
+    return n
 
 
 class ExtraImages:

@@ -34,7 +34,9 @@ def fail(message: str) -> None:
 
 
 def _shared_options(
-    norm: Annotated[str, typer.Option(help="Comma-separated norms (bn, in, bnse, iebn) or 'all'.")] = "all",
+    norm: Annotated[str, typer.Option(help="Comma-separated layers: names from `noiseattack norms`, NORM+ATTN "
+                                           "(bn+eca), your own pkg.module:Class, 'paper' (bn,in,bnse,iebn) "
+                                           "or 'all' (every registered norm).")] = "paper",
     dataset: Annotated[str, typer.Option(help="Primary dataset: cifar100, cifar10, fmnist, mnist.")] = "cifar100",
     data_dir: Annotated[Optional[Path], typer.Option(help="Dataset root [default: $NOISEATTACK_DATA or ./data].")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where experiment dirs go.")] = Path("runs"),
@@ -163,6 +165,30 @@ def mix(
 ) -> None:
     """Mixed-dataset attack: k foreign images join every training batch (batch statistics only)."""
     _run("mix", extra=extra, k=k, **o)
+
+
+@app.command()
+def norms(
+    fmt: Annotated[str, typer.Option("--format", help="table (for people) or json (for programs).")] = "table",
+) -> None:
+    """List every layer: name, origin, parameters at 16/32/64 channels, and what it is."""
+    from . import zoo
+
+    if fmt not in ("table", "json"):
+        fail(f"unknown --format '{fmt}': choose table or json")
+    rows = zoo.describe_layers()
+    if fmt == "json":
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    width = max(len(r["name"]) for r in rows)
+    typer.echo(f"{'name':{width}s}  {'origin':11s}  {'params @16/32/64':>18s}  description")
+    for r in rows:
+        params = "/".join(str(r["params"][str(c)]) for c in zoo.CHECK_CHANNELS)
+        typer.echo(f"{r['name']:{width}s}  {r['origin']:11s}  {params:>18s}  {r['description']}")
+    typer.echo(f"\nAny NORM+ATTN works (norms: {', '.join(zoo.norm_names())}; attention: "
+               f"{', '.join(zoo.attention_names())}), and so does your own layer by import path, "
+               "--norm pkg.module:Class (called with the channel count). 'paper' = bn,in,bnse,iebn; "
+               "'all' = every norm above without an attention module.")
 
 
 @app.command()

@@ -18,9 +18,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """Bad user input. The message is one line, meant for stderr."""
+from .errors import ConfigError
 
 
 class Attack(str, Enum):
@@ -34,7 +32,6 @@ class Preset(str, Enum):
     paper = "paper"
 
 
-NORMS = ("bn", "in", "bnse", "iebn")  # kept in sync with norms.NORM_REGISTRY by a test
 DATASETS = ("cifar100", "cifar10", "fmnist", "mnist")  # kept in sync with data.DATASETS by a test
 
 # Presets: every field a preset sets can be overridden by an explicit option.
@@ -163,17 +160,11 @@ def train_config_from_dict(d: dict[str, Any]) -> TrainConfig:
 # --------------------------------------------------------------------------- resolution
 
 
-def parse_norms(spec: str) -> tuple[str, ...]:
-    """`bn,iebn` or `all` -> ("bn", "iebn"). Order is kept, duplicates are dropped."""
-    if spec.strip().lower() == "all":
-        return NORMS
-    names = [s.strip().lower() for s in spec.split(",") if s.strip()]
-    if not names:
-        raise ConfigError("--norm is empty: name one or more of " + ", ".join(NORMS) + ", or 'all'")
-    for n in names:
-        if n not in NORMS:
-            raise ConfigError(f"unknown norm '{n}': choose from {', '.join(NORMS)}, or 'all'")
-    return tuple(dict.fromkeys(names))
+def parse_norms(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Layer names (`bn,iebn+eca,pkg.mod:MyNorm`, `paper`, `all`) -> canonical names: see `noiseattack.zoo`."""
+    from .zoo import parse_norms as parse
+
+    return parse(spec)
 
 
 def parse_seeds(spec: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:
@@ -364,10 +355,10 @@ def resolve_experiment(
     keep_checkpoints: bool = False,
     overwrite: bool = False,
 ) -> ExperimentConfig:
-    norms = parse_norms(norms) if isinstance(norms, str) else tuple(norms)
-    for n in norms:
-        if n not in NORMS:
-            raise ConfigError(f"unknown norm '{n}': choose from {', '.join(NORMS)}, or 'all'")
+    from .zoo import check_layers
+
+    norms = parse_norms(norms)
+    check_layers(norms, constant=train.attack is Attack.constant, channels_last=train.channels_last)
     _at_least("repeats", repeats, 1)
     seeds = parse_seeds(seeds) if seeds is not None else tuple(seed + i for i in range(repeats))
     if name is not None and (not name or "/" in name or name in (".", "..")):

@@ -34,7 +34,8 @@ import torch
 from . import __version__
 from .config import Attack, ConfigError, ExperimentConfig, RunConfig, to_jsonable
 from .fileio import append_jsonl, atomic_write_text, is_locked, locked
-from .norms import iebn_kernels
+from .iebn import iebn_kernels
+from .zoo import layer_info
 from .results import RESULTS_FILE, read_results, write_summaries_locked
 from .train import StopRequested, TrainData, prepare_data, train_run
 
@@ -175,6 +176,7 @@ def _write_config(exp: ExperimentConfig) -> None:
         "setting": to_jsonable(dataclasses.asdict(exp.train)),
         "identity": exp.train.identity(),
         "norms": norms,
+        "layers": {n: layer_info(n) for n in norms},
         "seeds": seeds,
         "data_dir": str(exp.data_dir),
         "command": cli_command(exp, norms, seeds),  # every norm and seed of the dir
@@ -321,7 +323,7 @@ def _execute_locked(run: RunConfig, exp_dir: Path, data: TrainData, *, keep_chec
         "key": run.key, "experiment": exp_dir.name, "norm": run.norm, "seed": run.seed, "status": result.status,
         "final_acc": result.final_acc, "best_acc": result.best_acc, "diverged": result.diverged,
         "wall_time_s": round(result.wall_time_s, 3), "epochs_done": len(result.history),
-        "history": result.history, "config": run.to_dict(), "noiseattack": __version__,
+        "history": result.history, "config": run.to_dict(), "layer": layer_info(run.norm), "noiseattack": __version__,
         "versions": versions(), "machine": {"device": run.train.device, "threads": torch.get_num_threads(),
                                             **({"iebn_kernels": iebn_kernels(run.train.compile_norms)}
                                                if run.norm == "iebn" else {})},

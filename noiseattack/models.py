@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from .config import resolve_block
-from .norms import make_norm
+from .zoo import make_norm
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:

@@ -37,7 +37,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from scipy import stats
 
-from .config import NORMS, ConfigError, train_config_from_dict
+from .config import ConfigError, train_config_from_dict
+from .zoo import PAPER, attention_names, norm_names
 from .fileio import atomic_write, atomic_write_text
 from .results import RESULTS_FILE, read_results
 
@@ -170,7 +171,7 @@ class Group:
 
 
 _MODEL_FIELDS = ("dataset", "attack", "alpha", "beta", "extra", "k", "depth", "width", "epochs", "train_subset")
-_CKPT_RE = re.compile(r"^(?P<norm>[A-Za-z0-9_]+)-s(?P<seed>-?\d+)\.pt$")
+_CKPT_RE = re.compile(r"^(?P<norm>.+)-s(?P<seed>-?\d+)\.pt$")
 
 
 def model_label(cfg: dict[str, Any]) -> str:
@@ -326,8 +327,14 @@ def _short(v: Any) -> str:
     return str(v)
 
 
+def _known_order() -> tuple[str, ...]:
+    """The paper's four, the other registered norms, then bn+ATTN: the order of rows and colours."""
+    return tuple(dict.fromkeys(PAPER + norm_names() + tuple(f"bn+{a}" for a in attention_names())))
+
+
 def _norm_rank(norm: str) -> tuple[int, str]:
-    return (NORMS.index(norm), norm) if norm in NORMS else (len(NORMS), norm)
+    known = _known_order()
+    return (known.index(norm), norm) if norm in known else (len(known), norm)
 
 
 def _attack_rank(attack: str) -> tuple[int, str]:
@@ -543,9 +550,13 @@ def safe_filename(*parts: str) -> str:
 
 
 def _norm_colors(norms: Iterable[str]) -> dict[str, str]:
-    fixed = {n: f"C{i}" for i, n in enumerate(NORMS)}
-    extra = [n for n in norms if n not in fixed]
-    return {**fixed, **{n: f"C{len(NORMS) + i}" for i, n in enumerate(extra)}}
+    """A registered layer keeps its colour across plots (its place in the registry); others follow."""
+    from matplotlib import colormaps
+
+    palette = [f"C{i}" for i in range(10)] + [colormaps["tab20"](i) for i in range(1, 20, 2)]
+    known = _known_order()
+    extra = sorted({n for n in norms if n not in known})
+    return {n: palette[i % len(palette)] for i, n in enumerate(known + tuple(extra))}
 
 
 def _png(fig) -> bytes:

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import (
-    NORMS, Attack, ConfigError, ExperimentConfig, RunConfig, TrainConfig, parse_norms, resolve_device,
+    Attack, ConfigError, ExperimentConfig, RunConfig, TrainConfig, parse_norms, resolve_device,
     resolve_experiment, resolve_train_config,
 )
 from .experiment import (RunBusy, check_dir, execute, is_running, open_dir, other_setting, run_lock_path, run_paths,
@@ -225,18 +225,13 @@ def parse_grid(doc: dict[str, Any], *, source: str = "<grid>", runs_dir: str | P
     for key in g:
         if key not in GRID_KEYS:
             raise ConfigError(f"unknown key 'grid.{key}': choose from {', '.join(GRID_KEYS)}")
-    norms_v = g.get("norms", "all")
-    if isinstance(norms_v, str):
-        try:
-            norms = parse_norms(norms_v)
-        except ConfigError as e:
-            raise ConfigError(f"grid.norms: {e}") from None
-    else:
-        norms = tuple(n.lower() for n in _axis("grid.norms", norms_v, _STR))
-        for n in norms:
-            if n not in NORMS:
-                raise ConfigError(f"grid.norms: unknown norm '{n}': choose from {', '.join(NORMS)}")
-        norms = tuple(dict.fromkeys(norms))
+    norms_v = g.get("norms", "paper")
+    if not isinstance(norms_v, str):
+        norms_v = list(_axis("grid.norms", norms_v, _STR))
+    try:
+        norms = parse_norms(norms_v)
+    except ConfigError as e:
+        raise ConfigError(f"grid.norms: {e}") from None
     if "seeds" in g and ("repeats" in g or "seed" in g):
         raise ConfigError("grid.seeds: give either seeds = [...] or repeats (and seed), not both")
     if "seeds" in g:

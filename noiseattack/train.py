@@ -27,7 +27,7 @@ from .config import Attack, ConfigError, RunConfig, TrainConfig
 from .data import Normalizer, Split, load_dataset, random_crop_flip
 from .fileio import NoiseattackWarning, atomic_write
 from .models import cifar_resnet
-from .norms import set_iebn_impl
+from .iebn import set_iebn_impl
 
 CROP_PAD = 4
 

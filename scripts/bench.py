@@ -136,7 +136,7 @@ def time_reference(cfg, norm: str, train: Split, steps: int, warmup: int, root: 
 
 def _with_iebn_impl(impl: str, job):
     """Run `job` with IEBN layers built as `impl` (its config must have compile_norms off)."""
-    from noiseattack.norms import IEBN
+    from noiseattack.iebn import IEBN
 
     saved, IEBN.default_impl = IEBN.default_impl, impl
     try:

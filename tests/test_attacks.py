@@ -7,10 +7,12 @@ import torch
 import torch.nn as nn
 
 from noiseattack.attacks import mixed_batch_loss, set_constant_noise
-from noiseattack.config import ConfigError, NORMS, RunConfig, resolve_train_config
+from noiseattack.config import ConfigError, RunConfig, resolve_train_config
 from noiseattack.models import cifar_resnet
-from noiseattack.norms import IEBN, BatchNorm, BatchNormSE, InstanceNorm, make_norm
+from noiseattack.iebn import IEBN
+from noiseattack.norms import BatchNorm, BatchNormSE, InstanceNorm
 from noiseattack.train import prepare_data, train_run
+from noiseattack.zoo import PAPER as NORMS, make_norm
 
 from test_norms import EPS, bc, batch_stats, iebn_by_hand, rand_input, randomize_affine
 

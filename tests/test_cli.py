@@ -101,7 +101,7 @@ def test_rerun_skips_finished_runs(fake_mnist, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["constant", "--alpha", "0"], "alpha must be non-zero"),
-    (["clean", "--norm", "bn,ln"], "unknown norm 'ln'"),
+    (["clean", "--norm", "bn,xn"], "unknown norm 'xn'"),
     (["mix", "--k", "-1"], "k must be >= 0"),
     (["clean", "--dataset", "svhn"], "unknown dataset 'svhn'"),
 ])

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from noiseattack.config import NORMS, ConfigError
+from noiseattack.config import ConfigError
 from noiseattack.models import Bottleneck, cifar_resnet
-from noiseattack.norms import NORM_REGISTRY
+from noiseattack.zoo import PAPER as NORMS, make_norm
 
 
 def expected_params_resnet20_bn(num_classes):
@@ -29,11 +29,12 @@ def test_resnet20_parameter_count():
 @pytest.mark.parametrize("norm", NORMS)
 def test_every_norm_position_uses_the_chosen_norm(norm):
     model = cifar_resnet(20, 10, norm)
-    count = sum(isinstance(m, NORM_REGISTRY[norm]) for m in model.modules())
+    cls = type(make_norm(norm, 16))
+    count = sum(isinstance(m, cls) for m in model.modules())
     assert count == 1 + 9 * 2 + 2  # stem, two per basic block, two projection shortcuts
     others = [type(m).__name__ for m in model.modules()
-              if isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) and not isinstance(m, NORM_REGISTRY[norm])
-              and not (norm == "bnse" and isinstance(m, NORM_REGISTRY["bn"]))]
+              if isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) and not isinstance(m, cls)
+              and not (norm == "bnse" and isinstance(m, type(make_norm("bn", 16))))]
     assert others == []
 
 

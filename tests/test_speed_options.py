@@ -10,7 +10,7 @@ from conftest import cxx_compiler
 
 from noiseattack.config import RunConfig, resolve_train_config
 from noiseattack.models import cifar_resnet
-from noiseattack.norms import IEBN, _Compiled, set_iebn_impl
+from noiseattack.iebn import IEBN, _Compiled, set_iebn_impl
 from noiseattack.train import prepare_data, train_run
 
 

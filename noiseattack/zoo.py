@@ -1,0 +1,369 @@
+"""The layer zoo: one registry of every layer name the harness knows, and the rules for names.
+
+A layer is anything `factory(channels) -> nn.Module` that keeps the shape N x C x H x W. Names:
+
+    bn, iebn, gn, ...        a registered norm (`noiseattack norms` lists them)
+    NORM+ATTN                a norm followed by an attention module on its output (bn+eca,
+                             iebn+cbam, gn+se, ...); ATTN is a registered attention module
+    pkg.module:Name          the researcher's own layer (a class or function called with the
+                             channel count), imported by path; also as NORM or ATTN of a `+`
+    paper, all               shorthands: the paper's four (bn, in, bnse, iebn); every registered norm
+
+An import path resolves to its canonical name `pkg.module:Name@<sha256 of the module's source
+file, 8 hex digits>`, which the run key, the results and the report carry: two versions of a
+user's layer never share a key or a row. A canonical name given back (from a results file)
+must match the source as it is now.
+
+A user's layer is checked on a tiny batch at 16, 32 and 64 channels before anything is written
+(`check_layers`): it builds, it is an nn.Module, its forward keeps the shape and gives finite
+values in training and eval mode, it has a backward, and, under the constant attack, the attack
+can reach it (see `noiseattack.norms`). Registered layers of noiseattack, torch and timm are
+covered by the test suite instead.
+
+timm's attention modules are taken from `timm.layers.get_attn`, the source the field uses.
+Left out on purpose: `nl`, `bat`, `lambda`, `halo`, `bottleneck` (self-attention: far too slow on
+CPU for this harness), `sk`, `splat` (convolution replacements, not gates on a norm's output),
+`ceca`, `gca`, `scoord`, `ela`, `strip` (variants; any of them works as `bn+timm.layers:StripAttn`).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import inspect
+import os
+import re
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from .errors import ConfigError
+
+Factory = Callable[[int], nn.Module]
+ORIGINS = ("noiseattack", "torch", "timm", "user")
+PAPER = ("bn", "in", "bnse", "iebn")  # the IEBN paper's four layers
+CHECK_CHANNELS = (16, 32, 64)
+
+_NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
+_PATH = re.compile(r"^(?P<module>[A-Za-z_][\w.]*):(?P<attr>[A-Za-z_][\w.]*)(?:@(?P<sha>[0-9a-f]{8}))?$")
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """A registered layer: its name, factory, one-line description and where it comes from."""
+
+    name: str
+    factory: Factory
+    description: str
+    origin: str  # one of ORIGINS
+
+
+_NORMS: dict[str, LayerSpec] = {}
+_ATTENTIONS: dict[str, LayerSpec] = {}
+
+
+def _register(table: dict[str, LayerSpec], kind: str, name: str, factory: Factory, description: str,
+              origin: str, replace: bool) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(f"{kind} name {name!r} must be lowercase letters, digits, '_', '-' or '.', "
+                          "starting with a letter (no '+', ':', '@' or ',')")
+    if not callable(factory):
+        raise ConfigError(f"{kind} '{name}': the factory must be callable as factory(channels)")
+    if origin not in ORIGINS:
+        raise ConfigError(f"{kind} '{name}': origin must be one of {', '.join(ORIGINS)}")
+    if name in ("paper", "all") or (not replace and (name in _NORMS or name in _ATTENTIONS)):
+        raise ConfigError(f"{kind} name '{name}' is taken (pass replace=True to replace a registered layer)")
+    table[name] = LayerSpec(name, factory, description.strip().splitlines()[0] if description.strip() else "", origin)
+    resolve.cache_clear()
+
+
+def register_norm(name: str, factory: Factory, description: str = "", *, origin: str = "user",
+                  replace: bool = False) -> None:
+    """Add a norm: `factory(channels) -> nn.Module`, shape-preserving on N x C x H x W.
+
+    A registered name stands for one layer: give a changed layer a new name (or use an import path,
+    whose canonical name carries a hash of the source). Registrations live in this process: a
+    sweep's worker processes and Slurm jobs know only the layers registered on import of
+    noiseattack and import paths."""
+    _register(_NORMS, "norm", name, factory, description, origin, replace)
+
+
+def register_attention(name: str, factory: Factory, description: str = "", *, origin: str = "user",
+                       replace: bool = False) -> None:
+    """Add an attention module usable as the ATTN of `NORM+ATTN`: `factory(channels) -> nn.Module`."""
+    _register(_ATTENTIONS, "attention", name, factory, description, origin, replace)
+
+
+def norm_names() -> tuple[str, ...]:
+    """Every registered norm, in registration order."""
+    return tuple(_NORMS)
+
+
+def attention_names() -> tuple[str, ...]:
+    return tuple(_ATTENTIONS)
+
+
+# --------------------------------------------------------------------------- names
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A layer name resolved: canonical name, factory, description, origin, and for a user's layer
+    imported by path where its source is (module, file, sha256)."""
+
+    name: str
+    factory: Factory
+    description: str
+    origin: str
+    sources: tuple[dict[str, str], ...] = ()
+
+    def info(self) -> dict:
+        """What a results record says about the layer."""
+        out = {"origin": self.origin, "description": self.description}
+        if self.sources:
+            out["sources"] = [dict(s) for s in self.sources]
+        return out
+
+
+@functools.lru_cache(maxsize=None)
+def resolve(name: str) -> Resolved:
+    """The layer a name stands for (see the module docstring); ConfigError if there is none."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError("a layer name is empty")
+    name = name.strip()
+    if name.count("+") > 1:
+        raise ConfigError(f"'{name}': one attention module per norm (NORM+ATTN)")
+    if "+" in name:
+        norm_part, attn_part = (s.strip() for s in name.split("+"))
+        norm, attn = _resolve_one(norm_part, _NORMS, "norm"), _resolve_one(attn_part, _ATTENTIONS, "attention")
+        return Resolved(f"{norm.name}+{attn.name}", _composite(norm.factory, attn.factory),
+                        f"{norm.name} followed by {attn.name}: {attn.description}",
+                        "user" if "user" in (norm.origin, attn.origin) else attn.origin, norm.sources + attn.sources)
+    return _resolve_one(name, _NORMS, "norm")
+
+
+def _composite(norm: Factory, attn: Factory) -> Factory:
+    from .norms import NormAttention
+
+    return lambda channels: NormAttention(norm(channels), attn(channels))
+
+
+def _resolve_one(name: str, table: dict[str, LayerSpec], kind: str) -> Resolved:
+    if ":" in name:
+        return _import_layer(name)
+    key = name.lower()
+    if key not in table:
+        raise ConfigError(f"unknown {kind} '{name}': choose from {', '.join(table)}"
+                          + (", NORM+ATTN, 'paper', 'all'" if kind == "norm" else "")
+                          + ", or an import path pkg.module:Name (see `noiseattack norms`)")
+    spec = table[key]
+    return Resolved(spec.name, spec.factory, spec.description, spec.origin)
+
+
+def _import_layer(path: str) -> Resolved:
+    m = _PATH.match(path)
+    if m is None:
+        raise ConfigError(f"'{path}' is not an import path of the form pkg.module:Name")
+    module_name, attr = m["module"], m["attr"]
+    if os.getcwd() not in sys.path:  # as `python -m` does: the user's package next to their runs
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        raise ConfigError(f"cannot import '{module_name}' for layer '{path}': {e}") from None
+    except Exception as e:  # noqa: BLE001 - any error in the user's module is bad input: one line
+        raise ConfigError(f"importing '{module_name}' for layer '{path}' failed: "
+                          f"{type(e).__name__}: {_first_line(e)}") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"module '{module_name}' has no attribute '{attr}' (layer '{path}')")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"'{path}' is not callable: a layer is a class or function called with the channel count")
+    source = _source_of(obj, module_name)
+    canonical = f"{module_name}:{attr}@{source['sha256'][:8]}"
+    if m["sha"] and m["sha"] != source["sha256"][:8]:
+        raise ConfigError(f"layer '{path}': its source has changed since (now {canonical}); "
+                          f"name it without '@{m['sha']}' to run the current version")
+    doc = (inspect.getdoc(obj) or "").strip().splitlines()
+    return Resolved(canonical, obj, doc[0] if doc else f"user layer {module_name}:{attr}", "user", (source,))
+
+
+def _source_of(obj, module_name: str) -> dict[str, str]:
+    """The file that defines `obj` (or the module imported) and the sha256 of its bytes."""
+    module = inspect.getmodule(obj) or sys.modules[module_name]
+    try:
+        file = inspect.getsourcefile(module) or inspect.getfile(module)
+        data = open(file, "rb").read()
+    except (TypeError, OSError):
+        raise ConfigError(f"'{module_name}' has no source file to fingerprint: a layer imported by path "
+                          "must live in a .py file") from None
+    return {"module": module.__name__, "file": os.path.abspath(file), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
+
+
+def parse_norms(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """`bn,iebn+eca,pkg.mod:MyNorm`, `paper` or `all` -> canonical names, in order, without duplicates."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    names: list[str] = []
+    for item in (str(s).strip() for s in items):
+        if not item:
+            continue
+        if item.lower() == "paper":
+            names += PAPER
+        elif item.lower() == "all":
+            names += norm_names()
+        else:
+            names.append(resolve(item).name)
+    if not names:
+        raise ConfigError("--norm is empty: name one or more layers (see `noiseattack norms`), 'paper' or 'all'")
+    return tuple(dict.fromkeys(names))
+
+
+def make_norm(name: str, channels: int) -> nn.Module:
+    """The layer a name stands for, for `channels` channels."""
+    return resolve(name).factory(int(channels))
+
+
+def layer_info(name: str) -> dict:
+    """Origin, description and (for a user's layer) its source, for a results record."""
+    return resolve(name).info()
+
+
+# --------------------------------------------------------------------------- the contract
+
+
+def param_counts(name: str, channels: tuple[int, ...] = CHECK_CHANNELS) -> dict[int, int]:
+    """Trainable parameters of the layer at each channel count."""
+    out = {}
+    with torch.random.fork_rng():
+        for c in channels:
+            out[c] = sum(p.numel() for p in make_norm(name, c).parameters() if p.requires_grad)
+    return out
+
+
+def check_layers(names: tuple[str, ...], *, constant: bool = False, channels_last: bool = True) -> None:
+    """Refuse (ConfigError, one line naming the rule) a user's layer that breaks the contract."""
+    for name in names:
+        r = resolve(name)
+        if r.origin == "user":
+            check_layer(r, constant=constant, channels_last=channels_last)
+
+
+def check_layer(r: Resolved, *, constant: bool, channels_last: bool) -> None:
+    from .norms import noise_targets
+
+    for c in CHECK_CHANNELS:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            layer = _build(r, c)
+            for training in (True, False):
+                _check_forward(r.name, layer, c, training, channels_last)
+        if constant and not noise_targets(layer):
+            raise ConfigError(f"layer '{r.name}': the constant attack cannot reach it (no set_noise(alpha, beta) "
+                              "method and no torch normalization module inside); run it under mix or clean, "
+                              "or implement set_noise")
+
+
+def _build(r: Resolved, channels: int) -> nn.Module:
+    try:
+        layer = r.factory(channels)
+    except Exception as e:  # noqa: BLE001 - the user's code: any failure is one line
+        raise ConfigError(f"layer '{r.name}': building it for {channels} channels failed: "
+                          f"{type(e).__name__}: {_first_line(e)}") from None
+    if not isinstance(layer, nn.Module):
+        raise ConfigError(f"layer '{r.name}': must be an nn.Module, got {type(layer).__name__} for {channels} channels")
+    return layer
+
+
+def _check_forward(name: str, layer: nn.Module, channels: int, training: bool, channels_last: bool) -> None:
+    mode = "training" if training else "eval"
+    g = torch.Generator().manual_seed(channels)
+    x = torch.randn(4, channels, 8, 8, generator=g)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    layer.train(training)
+    try:
+        y = layer(x)
+    except Exception as e:  # noqa: BLE001
+        hint = " (a channels_last input: use .reshape, not .view, or --no-channels-last)" if channels_last else ""
+        raise ConfigError(f"layer '{name}': forward failed at {channels} channels in {mode} mode{hint}: "
+                          f"{type(e).__name__}: {_first_line(e)}") from None
+    if not isinstance(y, torch.Tensor) or y.shape != x.shape:
+        got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ConfigError(f"layer '{name}': must keep the shape N x C x H x W: {tuple(x.shape)} -> {got} "
+                          f"({mode} mode)")
+    if not torch.isfinite(y).all():
+        raise ConfigError(f"layer '{name}': its output is not finite (NaN or inf) for a finite input "
+                          f"({channels} channels, {mode} mode)")
+    if not y.requires_grad:
+        raise ConfigError(f"layer '{name}': has no backward: its output does not depend differentiably on its input")
+    try:
+        y.float().square().mean().backward()
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(f"layer '{name}': backward failed at {channels} channels: "
+                          f"{type(e).__name__}: {_first_line(e)}") from None
+    if x.grad is None or not torch.isfinite(x.grad).all():
+        raise ConfigError(f"layer '{name}': its input gradient is missing or not finite ({mode} mode)")
+
+
+# --------------------------------------------------------------------------- the built-in zoo
+
+
+def _gn_groups(channels: int) -> int:
+    """GroupNorm's group count: the most groups (at most 32, GN's default) of at least 4 channels
+    each that divide the channels: 4 groups at 16 channels, 8 at 32, 16 at 64, 2 at 8."""
+    return next((g for g in range(min(32, channels // 4), 0, -1) if channels % g == 0), 1)
+
+
+def _builtin() -> None:
+    from timm.layers import LayerNorm2d, get_attn
+
+    from . import iebn, norms
+
+    for name, factory, description, origin in (
+        ("bn", norms.BatchNorm, "BatchNorm2d (batch statistics in training, running ones in eval)", "noiseattack"),
+        ("in", norms.InstanceNorm, "InstanceNorm2d with affine (per-instance statistics, no batch statistics)",
+         "noiseattack"),
+        ("bnse", norms.BatchNormSE, "BN + the paper's SE gate (reduction 16, hidden max(4, C/16))", "noiseattack"),
+        ("iebn", iebn.IEBN, "IEBN: BN whose scale is gated per instance by sigmoid(w * avgpool(x) + b)",
+         "noiseattack"),
+        ("gn", lambda c: nn.GroupNorm(_gn_groups(c), c),
+         "GroupNorm, groups of >= 4 channels (4/8/16 groups at 16/32/64 ch.): no batch statistics", "torch"),
+        ("ln", LayerNorm2d, "LayerNorm over the channels at each position (timm LayerNorm2d, ConvNeXt's)", "timm"),
+    ):
+        register_norm(name, factory, description, origin=origin)
+    for name, kwargs, description in (
+        ("se", {"rd_divisor": 1}, "squeeze-and-excitation, SENet's reduction 16 (hidden C/16, at least 1)"),
+        ("ese", {}, "effective SE: one 1x1 conv, hard-sigmoid gate (CenterMask)"),
+        ("eca", {}, "efficient channel attention: 1D conv across channels, adaptive kernel (ECA-Net)"),
+        ("ecam", {"use_mlp": True}, "ECA with a small MLP in place of the 1D conv"),
+        ("ge", {"use_mlp": False}, "gather-excite, global extent, parameter-free (GENet's GE-theta-minus)"),
+        ("gc", {}, "global context block, scaled fusion (GCNet); contains a LayerNorm"),
+        ("cbam", {}, "CBAM: channel then spatial attention (7x7 conv); its spatial part contains a BatchNorm"),
+        ("lcbam", {}, "light CBAM: channel then spatial attention from mean and max maps; contains a BatchNorm"),
+        ("coord", {}, "coordinate attention (CVPR 2021): pooled along H and W; contains a BatchNorm"),
+    ):
+        register_attention(name, functools.partial(get_attn(name), **kwargs), description, origin="timm")
+
+
+_builtin()
+
+
+def describe_layers() -> list[dict]:
+    """Every registered norm, then every attention module after BN (`bn+ATTN`): name, origin,
+    parameter count at 16/32/64 channels, description. What `noiseattack norms` prints."""
+    rows = []
+    for name in norm_names() + tuple(f"bn+{a}" for a in attention_names()):
+        r = resolve(name)
+        rows.append({"name": r.name, "origin": r.origin, "description": r.description,
+                     "params": {str(c): n for c, n in param_counts(name).items()}})
+    return rows
