@@ -197,7 +197,7 @@ def report(
         metavar="RUNS_DIR", show_default=False,
         help="Dirs searched recursively for results.jsonl [default: runs].")] = None,
     out: Annotated[Optional[Path], typer.Option(
-        help="Where report.md, report.csv and the PNG plots go [default: the first RUNS_DIR].")] = None,
+        help="Where report.md, report.csv, overview.md, overview.csv and the PNG plots go [default: the first RUNS_DIR].")] = None,
     fmt: Annotated[str, typer.Option("--format", help="What to print on stdout: md, csv or json.")] = "md",
     plots: Annotated[bool, typer.Option(help="Write the PNG plots (box plots per attack, accuracy curves).")] = True,
 ) -> None:
@@ -216,7 +216,7 @@ def report(
         typer.echo(f"noiseattack: warning: {w}", err=True)
     where = rep.files[-1].parent if rep.files else Path(".")
     typer.echo(f"noiseattack: {len(rep.rows)} rows from {len(rep.sources)} experiment dir(s); wrote report.md, "
-               f"report.csv and {len(rep.plots)} plot(s) to {where}", err=True)
+               f"report.csv, overview.md, overview.csv and {len(rep.plots)} plot(s) to {where}", err=True)
 
 
 @app.command()

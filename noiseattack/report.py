@@ -14,7 +14,8 @@ comparisons. With fewer than 3 finished runs (in the row or in BN) no interval, 
 verdict is given. Diverged runs (in results.jsonl) and unfinished ones (a checkpoint in `ckpt/`
 without a record) are counted in their own columns and listed, never part of the statistics.
 
-Outputs (in the output dir): report.md, report.csv, and PNG plots: per attack family a box
+Outputs (in the output dir): report.md, report.csv, overview.md and overview.csv (one row per
+norm, one column per setting: `noiseattack.overview`), and PNG plots: per attack family a box
 plot of final accuracy per norm and setting with the seeds overlaid, and per setting the test
 accuracy per epoch (mean +- std over seeds) of each norm.
 """
@@ -39,6 +40,7 @@ from scipy import stats
 
 from .config import ConfigError, train_config_from_dict
 from .zoo import PAPER, attention_names, norm_names
+from . import overview
 from .fileio import atomic_write, atomic_write_text
 from .results import RESULTS_FILE, read_results
 
@@ -423,6 +425,7 @@ class Report:
     alpha: float = ALPHA
     titles: dict[tuple, str] = field(default_factory=dict)  # (dataset, model, variant, attack, setting) -> heading
     files: list[Path] = field(default_factory=list)  # written by write()
+    overview: list[dict[str, Any]] = field(default_factory=list)  # noiseattack.overview.build(rows)
 
     def to_csv(self) -> str:
         return to_csv(self.rows)
@@ -507,7 +510,9 @@ class Report:
             written.append(out_dir / p.filename)
         atomic_write_text(out_dir / "report.csv", self.to_csv())
         atomic_write_text(out_dir / "report.md", self.to_markdown())
-        written += [out_dir / "report.csv", out_dir / "report.md"]
+        atomic_write_text(out_dir / "overview.csv", overview.to_csv(self.overview))
+        atomic_write_text(out_dir / "overview.md", overview.to_markdown(self.overview, self.alpha))
+        written += [out_dir / name for name in ("report.csv", "report.md", "overview.csv", "overview.md")]
         mode = 0o666 & ~_umask()
         for f in written:  # mkstemp creates 0600; results are meant to be read by others too
             os.chmod(f, mode)
@@ -761,7 +766,8 @@ def build_report(
     if not groups:
         raise ReportError("no run records in " + ", ".join(f"'{d}'" for d in dirs)
                           + f" (every {RESULTS_FILE} is empty or unreadable)")
-    report = Report(rows=build_rows(groups, alpha), sources=list(exp_dirs), excluded=_excluded(groups),
+    rows = build_rows(groups, alpha)
+    report = Report(rows=rows, sources=list(exp_dirs), excluded=_excluded(groups), overview=overview.build(rows, alpha),
                     warnings=warn, plots=make_plots(groups) if plots else [], alpha=alpha,
                     titles={g.key.context: _setting_title(g.key.attack, g.key.setting, g.order) for g in groups})
     if out_dir is not None:

@@ -297,7 +297,7 @@ def test_cli_report_on_a_real_runs_dir(tmp_path, fake_mnist):
     assert res.exit_code == 0, res.stderr
     doc = json.loads(res.stdout)
     assert [r["norm"] for r in doc["rows"]] == ["bn", "iebn"] and doc["alpha"] == 0.05
-    assert sorted(p.name for p in out.iterdir()) == ["report.csv", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["overview.csv", "overview.md", "report.csv", "report.md"]
 
     res = cli.invoke(app, ["report", str(runs_dir), "--out", str(out), "--format", "csv", "--no-plots"])
     assert res.exit_code == 0 and res.stdout.startswith("dataset,model,variant,attack,setting,norm,n,")

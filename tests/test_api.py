@@ -1,0 +1,50 @@
+"""The Python API: register a layer, run it against bn under the constant attack, load the results."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch.nn as nn
+
+import noiseattack as na
+from noiseattack import zoo
+
+
+class ScaledBN(nn.BatchNorm2d):
+    """BatchNorm2d whose output is halved: a stand-in for a researcher's layer."""
+
+    def forward(self, x):
+        return super().forward(x) * 0.5
+
+
+@pytest.fixture
+def registered():
+    na.register_norm("halfbn", ScaledBN, "BN, halved")
+    yield "halfbn"
+    zoo._NORMS.pop("halfbn")
+    zoo.resolve.cache_clear()
+
+
+def test_register_run_and_load_results(registered, fake_mnist, tmp_path):
+    data = fake_mnist(n_train=64, n_test=32)
+    result = na.run("constant", norms=f"bn,{registered}", alpha=2, beta=1, dataset="mnist", depth=8, epochs=1,
+                    batch_size=32, repeats=2, device="cpu", runs_dir=tmp_path / "runs", data_dir=data, log=None)
+    assert sorted((r["norm"], r["seed"]) for r in result.records) == [("bn", 0), ("bn", 1), ("halfbn", 0),
+                                                                       ("halfbn", 1)]
+    rows = na.load_results(tmp_path / "runs")
+    assert len(rows) == 4
+    by = {(r["norm"], r["seed"]): r for r in rows}
+    for rec in result.records:
+        row = by[(rec["norm"], rec["seed"])]
+        assert row["final_acc"] == rec["final_acc"] and row["alpha"] == 2.0 and row["setting"] == "a2_b1"
+        assert row["origin"] == ("user" if rec["norm"] == "halfbn" else "noiseattack")
+        assert math.isfinite(row["final_acc"])
+    assert [s["norm"] for s in result.summary] == ["bn", "halfbn"]
+    assert na.load_results(tmp_path / "runs" / result.dir.name / "results.jsonl") == rows
+
+
+def test_bad_input_raises_config_error_before_writing(tmp_path):
+    with pytest.raises(na.ConfigError, match="unknown norm 'nope'"):
+        na.run("clean", norms="nope", dataset="mnist", runs_dir=tmp_path / "runs", data_dir=tmp_path)
+    assert not (tmp_path / "runs").exists()
