@@ -15,7 +15,17 @@ even on a busy machine where absolute numbers swing:
              (RandomCrop(32, 4), RandomHorizontalFlip, ToTensor, Normalize), a DataLoader with 2
              workers, NCHW, fp32 (as they train), the same model and optimizer
 
-The last lines are `ratio <name> <value>`, one per target, for scripts to read.
+    python scripts/bench.py --zoo                 # also: each zoo layer's step time relative to BN
+    python scripts/bench.py --zoo gn,bn+cbam      # ... for the layers named
+
+Every ratio is computed within each round, from measurements taken side by side, and the median
+of those paired per-round ratios is reported with their min and max: on a shared machine the
+absolute rates drift by +-15% between rounds, and a ratio of medians taken at different times
+would carry that drift.
+
+The last lines are `ratio <name> <median> min <min> max <max>`, one per target (and one
+`step_<layer>_vs_bn` per zoo layer), for scripts to read. The CPU kind (its vector capability and
+bf16 support) is printed first: figures from different kinds do not compare.
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from noiseattack.config import RunConfig, resolve_train_config  # noqa: E402
 from noiseattack.data import DataError, Normalizer, Split, load_dataset  # noqa: E402
 from noiseattack.train import TrainData, build_model, train_run  # noqa: E402
-from noiseattack.norms import iebn_kernels  # noqa: E402
+from noiseattack.iebn import iebn_kernels  # noqa: E402
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
@@ -167,8 +177,31 @@ def machine(device: str) -> str:
     except (OSError, StopIteration):
         pass
     gpu = torch.cuda.get_device_name() if device.startswith("cuda") else "none"
-    return (f"cpu: {cpu} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()}); gpu: {gpu}; "
-            f"torch {torch.__version__}; python {platform.python_version()}")
+    return (f"cpu: {cpu} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+            f"{cpu_kind()}); gpu: {gpu}; torch {torch.__version__}; python {platform.python_version()}")
+
+
+def cpu_kind() -> str:
+    """The CPU's vector capability as torch sees it, and whether it has native bf16 (AVX-512 BF16/AMX)."""
+    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return f"{torch.backends.cpu.get_cpu_capability()}, bf16 {'yes' if bf16 else 'no'}"
+
+
+ZOO_DEFAULT = ("bn+se", "bn+eca", "gn", "bn+cbam", "bn+gc")
+
+
+def ratios(r: dict[str, float], norm: str) -> dict[str, float]:
+    """The targets' ratios from one round's rates (img/s); step-time ratios are rate(BN) / rate(layer)."""
+    rate = lambda n: r["harness"] if n == norm else r[f"harness_{n}"]
+    out = {"harness_vs_pure": r["harness"] / r["pure"], "harness_vs_reference": r["harness"] / r["reference"],
+           "iebn_step_vs_bn_step": rate("bn") / rate("iebn"),
+           "constant_step_vs_clean_step": r["harness"] / r["harness_constant"]}
+    if "harness_iebn_eager" in r:
+        out["iebn_eager_step_vs_bn_step"] = rate("bn") / r["harness_iebn_eager"]
+    for k in r:
+        if k.startswith("zoo_"):
+            out[f"step_{k[4:]}_vs_bn"] = rate("bn") / r[k]
+    return out
 
 
 def main() -> None:
@@ -178,7 +211,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=12, help="timed steps per measurement")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (>= 1)")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the median counts")
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved repetitions; ratios are paired per round")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--amp", action="store_true", help="bf16 autocast for pure and harness (the reference stays fp32)")
     ap.add_argument("--no-channels-last", dest="channels_last", action="store_false")
@@ -190,6 +223,8 @@ def main() -> None:
                     help="also time the harness without channels_last, and IEBN with its eager kernels and "
                          "with its reference (unfused) layer")
     ap.add_argument("--paper-epoch", action="store_true", help="also time one paper-preset epoch (ResNet-164)")
+    ap.add_argument("--zoo", nargs="?", const=",".join(ZOO_DEFAULT), default="",
+                    help=f"also time these layers (comma-separated; default {','.join(ZOO_DEFAULT)}) against BN")
     args = ap.parse_args()
     if args.warmup < 1 or args.steps < 1 or args.rounds < 1:
         ap.error("--warmup, --steps and --rounds must be >= 1")
@@ -224,6 +259,8 @@ def main() -> None:
             **{f"harness_{n}": (lambda n=n: time_harness(clean, n, train, args.steps, args.warmup)) for n in others},
             "harness_constant": lambda: time_harness(attacked, args.norm, train, args.steps, args.warmup),
         }
+        for name in (z.strip() for z in args.zoo.split(",") if z.strip()):
+            jobs[f"zoo_{name}"] = lambda name=name: time_harness(clean, name, train, args.steps, args.warmup)
         if args.ablations:
             jobs["harness_nchw"] = lambda: time_harness(dataclasses.replace(clean, channels_last=False), args.norm,
                                                         train, args.steps, args.warmup)
@@ -239,7 +276,7 @@ def main() -> None:
     print()
     for k, v in med.items():
         print(f"{k:18s} {v:8.1f} img/s   (rounds: {', '.join(f'{x:.0f}' for x in rates[k])})")
-    iebn_rate, bn_rate = (med["harness"] if args.norm == n else med[f"harness_{n}"] for n in ("iebn", "bn"))
+    per_round = [ratios({k: v[i] for k, v in rates.items()}, args.norm) for i in range(args.rounds)]
     print(f"iebn kernels: {iebn_kernels(args.compile_norms)}")
 
     if args.paper_epoch:
@@ -257,11 +294,10 @@ def main() -> None:
         sync(device)
         print(f"paper-preset epoch (ResNet-164, {steps} steps + 10000-image evaluation): {time.perf_counter() - t0:.1f} s")
 
-    print()
-    print(f"ratio harness_vs_pure {med['harness'] / med['pure']:.3f}")
-    print(f"ratio harness_vs_reference {med['harness'] / med['reference']:.3f}")
-    print(f"ratio iebn_step_vs_bn_step {bn_rate / iebn_rate:.3f}")
-    print(f"ratio constant_step_vs_clean_step {med['harness'] / med['harness_constant']:.3f}")
+    print(f"\n{cpu_kind()}; median of {args.rounds} paired per-round ratios, with their min and max")
+    for name in per_round[0]:
+        values = [r[name] for r in per_round]
+        print(f"ratio {name} {statistics.median(values):.3f} min {min(values):.3f} max {max(values):.3f}")
 
 
 if __name__ == "__main__":
