@@ -32,11 +32,11 @@ from typing import Any, Callable, Iterator
 import torch
 
 from . import __version__
-from .config import Attack, ConfigError, ExperimentConfig, RunConfig, to_jsonable
+from .config import Attack, ConfigError, ExperimentConfig, RunConfig, TrainConfig, to_jsonable
 from .fileio import append_jsonl, atomic_write_text, is_locked, locked
-from .norms import iebn_kernels
+from .norms import BatchNorm, iebn_kernels
 from .results import RESULTS_FILE, read_results, write_summaries_locked
-from .train import StopRequested, TrainData, prepare_data, train_run
+from .train import StopRequested, TrainData, build_model, prepare_data, train_run
 
 
 class Interrupted(Exception):
@@ -97,8 +97,10 @@ def cli_command(exp: ExperimentConfig, norms: list[str] | tuple[str, ...] | None
         args += ["--repeats", str(len(seeds)), "--seed", str(seeds[0])]
     else:
         args += ["--seeds", ",".join(map(str, seeds))]
-    args += ["--depth", str(t.depth), "--block", t.block, "--width", str(t.width),
-             "--epochs", str(t.epochs), "--batch-size", str(t.batch_size), "--lr", repr(t.lr),
+    args += ["--depth", str(t.depth), "--block", t.block, "--width", str(t.width)]
+    if t.shortcut_norm != "same":  # without --preset (quick), the shortcut norm is "same"
+        args += ["--shortcut-norm", t.shortcut_norm]
+    args += ["--epochs", str(t.epochs), "--batch-size", str(t.batch_size), "--lr", repr(t.lr),
              "--momentum", repr(t.momentum), "--weight-decay", repr(t.weight_decay),
              "--milestones", ",".join(map(str, t.milestones)), "--lr-gamma", repr(t.lr_gamma)]
     if t.train_subset:
@@ -111,6 +113,23 @@ def cli_command(exp: ExperimentConfig, norms: list[str] | tuple[str, ...] | None
              "--compile-norms" if t.compile_norms else "--no-compile-norms", "--eval-batch-size", str(t.eval_batch_size)]
     args += ["--data-dir", str(exp.data_dir), "--name", exp.name, "--runs-dir", str(exp.runs_dir)]
     return shlex.join(args)
+
+
+def check_model_support(train: TrainConfig) -> None:
+    """Refuse (ConfigError) a setting whose architecture `train.build_model` does not build, rather
+    than train another network under this setting's key: shortcut_norm="bn" needs build_model to
+    pass `shortcut_norm` on to `cifar_resnet`. Probed on a CPU ResNet-8 with IN at every other
+    position, the global RNG left as it was."""
+    if train.shortcut_norm == "same":
+        return
+    probe = dataclasses.replace(train, depth=8, block="basic", width=1, attack=Attack.clean, alpha=1.0, beta=0.0,
+                                device="cpu", channels_last=False, compile_norms=False)
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(RunConfig(probe, "in", 0), 10)
+    shortcut = model.layer2[0].downsample[1]
+    if not isinstance(shortcut, BatchNorm):
+        raise ConfigError(f"shortcut norm '{train.shortcut_norm}' is not supported by this version's "
+                          f"train.build_model (it builds {type(shortcut).__name__} shortcuts): nothing was run")
 
 
 # --------------------------------------------------------------------------- the experiment dir
@@ -267,6 +286,7 @@ def execute(
     same run at once. When another process holds it: RunBusy, or, with `wait`, wait for it (a
     requested stop ends the wait with StopRequested). A run found done once the lock is held is
     not trained again: its record comes back with "skipped": true."""
+    check_model_support(run.train)
     lock = run_lock_path(exp_dir, run)
     while True:
         with locked(lock, block=False) as mine:
@@ -376,6 +396,7 @@ def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
     """
     log = log or (lambda s: None)
     check_dir(exp)
+    check_model_support(exp.train)
     data = prepare_data(exp.train, exp.data_dir)  # data errors come before any write
     open_dir(exp)
     done = {r["key"] for r in read_results(exp.dir)}
