@@ -42,7 +42,7 @@ def _shared_options(
     repeats: Annotated[int, typer.Option(help="Seeds per norm: seed, seed+1, ...")] = 5,
     seed: Annotated[int, typer.Option(help="First seed.")] = 0,
     seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds, e.g. 0,5,7 (overrides --repeats and --seed).")] = None,
-    preset: Annotated[str, typer.Option(help="quick (ResNet-20, 30 epochs) or paper (ResNet-164, 164 epochs).")] = "quick",
+    preset: Annotated[str, typer.Option(help="quick (ResNet-20, 30 epochs) or paper (the official IEBN setup: ResNet-164 with BatchNorm shortcuts, 164 epochs).")] = "quick",
     epochs: Annotated[Optional[int], typer.Option(help="Epochs [default: the preset's].")] = None,
     depth: Annotated[Optional[int], typer.Option(help="ResNet depth [default: the preset's].")] = None,
     block: Annotated[str, typer.Option(help="auto (basic up to depth 110, bottleneck above), basic, bottleneck.")] = "auto",
