@@ -44,17 +44,18 @@ def _shared_options(
     repeats: Annotated[int, typer.Option(help="Seeds per norm: seed, seed+1, ...")] = 5,
     seed: Annotated[int, typer.Option(help="First seed.")] = 0,
     seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds, e.g. 0,5,7 (overrides --repeats and --seed).")] = None,
-    preset: Annotated[str, typer.Option(help="quick (ResNet-20, 30 epochs) or paper (ResNet-164, 164 epochs).")] = "quick",
+    preset: Annotated[str, typer.Option(help="quick (ResNet-20, 30 epochs) or paper (the official IEBN setup: ResNet-164 with BatchNorm shortcuts, 164 epochs).")] = "quick",
     epochs: Annotated[Optional[int], typer.Option(help="Epochs [default: the preset's].")] = None,
     depth: Annotated[Optional[int], typer.Option(help="ResNet depth [default: the preset's].")] = None,
     block: Annotated[str, typer.Option(help="auto (basic up to depth 110, bottleneck above), basic, bottleneck.")] = "auto",
     width: Annotated[int, typer.Option(help="Channel multiplier.")] = 1,
-    batch_size: Annotated[int, typer.Option(help="Labelled images per step.")] = 128,
-    lr: Annotated[float, typer.Option(help="Initial learning rate (SGD).")] = 0.1,
-    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
-    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 1e-4,
+    shortcut_norm: Annotated[Optional[str], typer.Option(help="Norm of the projection shortcuts: same (the norm under test, as everywhere else) or bn (plain BatchNorm, the official IEBN architecture) [default: the preset's: same; bn for paper].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Labelled images per step [default: the preset's: 128].")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Initial learning rate (SGD) [default: the preset's: 0.1].")] = None,
+    momentum: Annotated[Optional[float], typer.Option(help="SGD momentum [default: the preset's: 0.9].")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay [default: the preset's: 1e-4].")] = None,
     milestones: Annotated[Optional[str], typer.Option(help="Comma-separated epochs after which lr *= lr-gamma [default: 50% and 75% of the epochs; 81,122 for the paper preset].")] = None,
-    lr_gamma: Annotated[float, typer.Option(help="lr factor at each milestone.")] = 0.1,
+    lr_gamma: Annotated[Optional[float], typer.Option(help="lr factor at each milestone [default: the preset's: 0.1].")] = None,
     train_subset: Annotated[Optional[int], typer.Option(help="Train on a fixed (seed 0) subset of N images.")] = None,
     test_subset: Annotated[Optional[int], typer.Option(help="Evaluate on a fixed (seed 0) subset of N test images.")] = None,
     device: Annotated[str, typer.Option(help="auto (cuda when present), cpu, cuda[:N].")] = "auto",
@@ -65,6 +66,7 @@ def _shared_options(
     keep_checkpoints: Annotated[bool, typer.Option(help="Keep the checkpoints of finished runs.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing experiment dir that holds another setting.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Resolve and print the setting and its runs; train nothing, write nothing.")] = False,
 ) -> None:
     """Options shared by clean, constant and mix (merged into their signatures by `_with_shared`)."""
 
@@ -99,7 +101,8 @@ def _run(attack: str, alpha: float = 1.0, beta: float = 0.0, extra: str | None =
     try:
         train = resolve_train_config(
             attack=attack, dataset=o["dataset"], alpha=alpha, beta=beta, extra=extra, k=k, preset=o["preset"],
-            depth=o["depth"], block=o["block"], width=o["width"], epochs=o["epochs"], batch_size=o["batch_size"],
+            depth=o["depth"], block=o["block"], width=o["width"], shortcut_norm=o["shortcut_norm"],
+            epochs=o["epochs"], batch_size=o["batch_size"],
             lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
             milestones=_parse_milestones(o["milestones"]), lr_gamma=o["lr_gamma"], train_subset=o["train_subset"],
             test_subset=o["test_subset"], amp=o["amp"], device=o["device"], channels_last=o["channels_last"],
@@ -112,9 +115,12 @@ def _run(attack: str, alpha: float = 1.0, beta: float = 0.0, extra: str | None =
         experiment.check_dir(exp)
         console.print(f"[bold]{exp.name}[/bold] -> {exp.dir}")
         console.print_json(json.dumps({"norms": list(exp.norms), "seeds": list(exp.seeds),
-                                       **train.identity(), "device": train.device,
-                                       "channels_last": train.channels_last,
+                                       **train.identity(), "shortcut_norm": train.shortcut_norm,
+                                       "device": train.device, "channels_last": train.channels_last,
                                        "compile_norms": train.compile_norms}))
+        if o["dry_run"]:
+            _print_runs(exp)
+            return
         result = experiment.run(exp, progress=o["progress"], log=console.print)
     except ConfigError as e:
         fail(str(e))
@@ -122,6 +128,19 @@ def _run(attack: str, alpha: float = 1.0, beta: float = 0.0, extra: str | None =
         typer.echo(f"noiseattack: interrupted ({e}); checkpoint written. Re-run the same command to resume.", err=True)
         raise typer.Exit(EXIT_INTERRUPTED)
     _print_summary(console, result.summary, exp.dir)
+
+
+def _print_runs(exp) -> None:
+    """--dry-run: one line per run (done, diverged or pending, its key) and a count."""
+    from .results import read_results
+
+    records = {r["key"]: r for r in read_results(exp.dir)}
+    for r in exp.runs():
+        state = records[r.key]["status"] if r.key in records else "pending"
+        typer.echo(f"{state:8s} {r.key}  {r.norm:4s} seed {r.seed}")
+    n_done = sum(r.key in records for r in exp.runs())
+    typer.echo(f"{exp.name}: {len(exp.runs())} runs, {n_done} done or diverged, "
+               f"{len(exp.runs()) - n_done} to run (dry run: nothing trained or written)")
 
 
 def _print_summary(console, rows: list[dict[str, Any]], exp_dir: Path) -> None:

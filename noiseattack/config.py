@@ -33,12 +33,24 @@ class Preset(str, Enum):
 
 
 DATASETS = ("cifar100", "cifar10", "fmnist", "mnist")  # kept in sync with data.DATASETS by a test
+# The norm of the projection shortcuts: "same" (the norm under test, as at every other position)
+# or "bn" (a plain BatchNorm, as in the official IEBN code). See noiseattack/models.py.
+SHORTCUT_NORMS = ("same", "bn")
+
+# What every preset starts from; a preset's own entries replace these.
+BASE_SETTING: dict[str, Any] = {
+    "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "lr_gamma": 0.1, "shortcut_norm": "same",
+}
 
 # Presets: every field a preset sets can be overridden by an explicit option.
 PRESETS: dict[Preset, dict[str, Any]] = {
     Preset.quick: {"depth": 20, "epochs": 30},
-    # The paper: ResNet-164 (bottleneck), 164 epochs, lr x0.1 after epochs 81 and 122.
-    Preset.paper: {"depth": 164, "epochs": 164, "milestones": (81, 122)},
+    # The official IEBN setup (gbup-group/IEBN: `cifar.py -a iebn_resnet --block-name bottleneck
+    # --depth 164 --epochs 164 --schedule 81 122 --gamma 0.1 --wd 1e-4`, with cifar.py's defaults
+    # lr 0.1, train-batch 128, momentum 0.9): ResNet-164 (bottleneck blocks: `block` auto), plain
+    # BatchNorm in the projection shortcuts. Every value is spelled out, not inherited.
+    Preset.paper: {"depth": 164, "epochs": 164, "milestones": (81, 122), "lr_gamma": 0.1, "lr": 0.1,
+                   "batch_size": 128, "momentum": 0.9, "weight_decay": 1e-4, "shortcut_norm": "bn"},
 }
 
 # Fields that change speed but not the mathematics of a run: they are not part of a run's
@@ -59,6 +71,7 @@ class TrainConfig:
     depth: int = 20
     block: str = "basic"  # resolved: "basic" or "bottleneck"
     width: int = 1
+    shortcut_norm: str = "same"  # the projection shortcuts' norm: "same" or "bn" (SHORTCUT_NORMS)
     epochs: int = 30
     batch_size: int = 128
     lr: float = 0.1
@@ -76,10 +89,15 @@ class TrainConfig:
     eval_batch_size: int = 1000
 
     def identity(self) -> dict[str, Any]:
-        """The fields that determine results, as plain JSON values."""
+        """The fields that determine results, as plain JSON values.
+
+        `shortcut_norm` appears only when it is not "same": the identity (and so every run key)
+        of a setting from before the field existed stays what it was."""
         d = to_jsonable(dataclasses.asdict(self))
         for name in PERFORMANCE_FIELDS:
             d.pop(name)
+        if d["shortcut_norm"] == "same":
+            del d["shortcut_norm"]
         return d
 
     def setting_label(self) -> str:
@@ -149,7 +167,8 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def train_config_from_dict(d: dict[str, Any]) -> TrainConfig:
-    """Inverse of `dataclasses.asdict` for a TrainConfig read back from JSON."""
+    """Inverse of `dataclasses.asdict` for a TrainConfig read back from JSON (or of `identity()`).
+    Missing fields take their defaults: a dict written before `shortcut_norm` existed reads as "same"."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     kw = {k: v for k, v in d.items() if k in names}
     kw["attack"] = Attack(kw.get("attack", "clean"))
@@ -216,6 +235,22 @@ def _at_least(name: str, value: int | float | None, low: int | float) -> None:
         raise ConfigError(f"{name} must be >= {low}, got {value}")
 
 
+def _apply_preset(preset: Preset, **o: Any) -> dict[str, Any]:
+    """The options `o`, in their order, each None replaced by the preset's value (`PRESETS` on top of
+    `BASE_SETTING`). The preset's milestones hold only for its own epoch count: explicit epochs
+    without explicit milestones decay lr after 50% and 75% of the epochs (once, where they coincide)."""
+    p = {**BASE_SETTING, **PRESETS[preset]}
+    out = {k: (p[k] if v is None and k in p and k != "milestones" else v) for k, v in o.items()}
+    if out["milestones"] is None and o["epochs"] is None:
+        out["milestones"] = p.get("milestones")
+    _at_least("epochs", out["epochs"], 1)
+    if out["milestones"] is None:
+        e = out["epochs"]
+        out["milestones"] = {max(1, int(e * 0.5)), max(1, int(e * 0.75))}
+    out["milestones"] = tuple(sorted(int(m) for m in out["milestones"]))
+    return out
+
+
 def resolve_train_config(
     *,
     attack: Attack | str = Attack.clean,
@@ -228,13 +263,14 @@ def resolve_train_config(
     depth: int | None = None,
     block: str = "auto",
     width: int = 1,
+    shortcut_norm: str | None = None,
     epochs: int | None = None,
-    batch_size: int = 128,
-    lr: float = 0.1,
-    momentum: float = 0.9,
-    weight_decay: float = 1e-4,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    momentum: float | None = None,
+    weight_decay: float | None = None,
     milestones: tuple[int, ...] | None = None,
-    lr_gamma: float = 0.1,
+    lr_gamma: float | None = None,
     train_subset: int | None = None,
     test_subset: int | None = None,
     amp: bool = False,
@@ -243,7 +279,9 @@ def resolve_train_config(
     compile_norms: bool = True,
     eval_batch_size: int = 1000,
 ) -> TrainConfig:
-    """Apply the preset, then the explicit options, then check every value."""
+    """Apply the preset, then the explicit options, then check every value.
+
+    An option left at None takes the preset's value (`PRESETS`, on top of `BASE_SETTING`)."""
     try:
         attack = Attack(attack)
     except ValueError:
@@ -256,18 +294,11 @@ def resolve_train_config(
     if dataset not in DATASETS:
         raise ConfigError(f"unknown dataset '{dataset}': choose from {', '.join(DATASETS)}")
 
-    p = PRESETS[preset]
-    depth = p["depth"] if depth is None else depth
-    if milestones is None:
-        # The preset's explicit milestones only hold for the preset's own epoch count.
-        if epochs is None and "milestones" in p:
-            milestones = p["milestones"]
-    epochs = p["epochs"] if epochs is None else epochs
-    _at_least("epochs", epochs, 1)
-    if milestones is None:
-        # after 50% and 75% of the epochs; for short runs these can coincide and count once
-        milestones = tuple(sorted({max(1, int(epochs * 0.5)), max(1, int(epochs * 0.75))}))
-    milestones = tuple(sorted(int(m) for m in milestones))
+    o = _apply_preset(preset, depth=depth, epochs=epochs, milestones=milestones, batch_size=batch_size, lr=lr,
+                      momentum=momentum, weight_decay=weight_decay, lr_gamma=lr_gamma, shortcut_norm=shortcut_norm)
+    depth, epochs, milestones, batch_size, lr, momentum, weight_decay, lr_gamma, shortcut_norm = o.values()
+    if shortcut_norm not in SHORTCUT_NORMS:
+        raise ConfigError(f"unknown shortcut norm '{shortcut_norm}': choose {' or '.join(SHORTCUT_NORMS)}")
 
     if attack is Attack.constant:
         _finite("alpha", alpha)
@@ -308,7 +339,7 @@ def resolve_train_config(
     device = resolve_device(device)
     return TrainConfig(
         dataset=dataset, attack=attack, alpha=float(alpha), beta=float(beta), extra=extra, k=int(k),
-        depth=int(depth), block=block, width=int(width), epochs=int(epochs), batch_size=int(batch_size),
+        depth=int(depth), block=block, width=int(width), shortcut_norm=shortcut_norm, epochs=int(epochs), batch_size=int(batch_size),
         lr=float(lr), momentum=float(momentum), weight_decay=float(weight_decay), milestones=milestones,
         lr_gamma=float(lr_gamma), train_subset=train_subset, test_subset=test_subset, amp=amp, device=device,
         channels_last=channels_last, compile_norms=bool(compile_norms), eval_batch_size=int(eval_batch_size),
@@ -316,7 +347,8 @@ def resolve_train_config(
 
 
 def default_name(cfg: TrainConfig) -> str:
-    """`constant-a2-b1-cifar100-resnet20`, `mix-fmnist-k32-cifar100-resnet20`, `clean-cifar100-resnet20`."""
+    """`constant-a2-b1-cifar100-resnet20-e30`, `mix-fmnist-k32-cifar100-resnet20-e30`,
+    `clean-cifar100-resnet164-bnshortcut-e164` (BatchNorm shortcuts: the paper preset)."""
     if cfg.attack is Attack.constant:
         head = f"constant-a{cfg.alpha:g}-b{cfg.beta:g}"
     elif cfg.attack is Attack.mix:
@@ -325,6 +357,8 @@ def default_name(cfg: TrainConfig) -> str:
         head = "clean"
     model = f"resnet{cfg.depth}" + (f"w{cfg.width}" if cfg.width != 1 else "")
     parts = [head, cfg.dataset, model]
+    if cfg.shortcut_norm != "same":
+        parts.append(f"{cfg.shortcut_norm}shortcut")
     if cfg.train_subset:
         parts.append(f"n{cfg.train_subset}")
     parts.append(f"e{cfg.epochs}")

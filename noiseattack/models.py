@@ -1,11 +1,19 @@
 """The CIFAR ResNet of the IEBN authors' code (after bearpaw/pytorch-classification), with the
-norm as a keyword: `cifar_resnet(depth, num_classes, norm, width=1)`.
+norm as a keyword: `cifar_resnet(depth, num_classes, norm, width=1, block="auto", shortcut_norm="same")`.
 
 Stem conv3x3(16) + norm + ReLU; three stages of 16, 32, 64 planes (times `width`); basic blocks
 for depth 6n+2, bottleneck blocks (expansion 4) for depth 9n+2; a conv1x1 + norm projection
-shortcut where the shape changes; global average pool; linear. Every norm position, the
-shortcuts included, uses the chosen norm (the official IEBN code keeps plain BatchNorm2d in
-the shortcuts; we do not, so that the comparison is between norms everywhere).
+shortcut (`downsample`) where the shape changes; global average pool; linear.
+
+Two architectures, by the norm of the projection shortcuts:
+  shortcut_norm="same" (our default): every norm position, the shortcuts included, uses the
+      chosen norm, so that the comparison is between norms everywhere.
+  shortcut_norm="bn" (the official IEBN code, gbup-group/IEBN models/cifar/iebn_resnet.py): the
+      shortcuts keep a plain BatchNorm, every other position uses the chosen norm. The shortcut
+      BN is noiseattack's `BatchNorm` (its state_dict is exactly nn.BatchNorm2d's, so an
+      official model's state_dict loads strictly), and like every other norm layer it carries
+      the constant attack: under `constant` the shortcut BNs are attacked too.
+With norm="bn" both architectures are the same network.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .config import resolve_block
+from .config import SHORTCUT_NORMS, resolve_block
 from .zoo import make_norm
 
 
@@ -26,14 +34,14 @@ def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, cin: int, planes: int, stride: int, norm: str):
+    def __init__(self, cin: int, planes: int, stride: int, norm: str, shortcut_norm: str = "same"):
         super().__init__()
         self.conv1 = conv3x3(cin, planes, stride)
         self.bn1 = make_norm(norm, planes)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = make_norm(norm, planes)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = _shortcut(cin, planes * self.expansion, stride, norm)
+        self.downsample = _shortcut(cin, planes * self.expansion, stride, norm, shortcut_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -44,7 +52,7 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, cin: int, planes: int, stride: int, norm: str):
+    def __init__(self, cin: int, planes: int, stride: int, norm: str, shortcut_norm: str = "same"):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
         self.bn1 = make_norm(norm, planes)
@@ -53,7 +61,7 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
         self.bn3 = make_norm(norm, planes * 4)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = _shortcut(cin, planes * self.expansion, stride, norm)
+        self.downsample = _shortcut(cin, planes * self.expansion, stride, norm, shortcut_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -62,15 +70,21 @@ class Bottleneck(nn.Module):
         return self.relu(out + (self.downsample(x) if self.downsample is not None else x))
 
 
-def _shortcut(cin: int, cout: int, stride: int, norm: str) -> nn.Module | None:
+def _shortcut(cin: int, cout: int, stride: int, norm: str, shortcut_norm: str) -> nn.Module | None:
+    """The projection shortcut conv1x1 + norm where the shape changes (None: the identity). Its norm
+    is `norm` for shortcut_norm="same", noiseattack's BatchNorm for "bn"."""
     if stride == 1 and cin == cout:
         return None
-    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), make_norm(norm, cout))
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
+                         make_norm(norm if shortcut_norm == "same" else "bn", cout))
 
 
 class CifarResNet(nn.Module):
-    def __init__(self, depth: int, num_classes: int, norm: str, width: int = 1, block: str = "auto"):
+    def __init__(self, depth: int, num_classes: int, norm: str, width: int = 1, block: str = "auto",
+                 shortcut_norm: str = "same"):
         super().__init__()
+        if shortcut_norm not in SHORTCUT_NORMS:
+            raise ValueError(f"unknown shortcut norm '{shortcut_norm}': choose {' or '.join(SHORTCUT_NORMS)}")
         block = resolve_block(depth, block)
         block_cls, n = (BasicBlock, (depth - 2) // 6) if block == "basic" else (Bottleneck, (depth - 2) // 9)
         planes = [16 * width, 32 * width, 64 * width]
@@ -82,7 +96,7 @@ class CifarResNet(nn.Module):
         for i, p in enumerate(planes):
             blocks = []
             for j in range(n):
-                blocks.append(block_cls(cin, p, 2 if (i > 0 and j == 0) else 1, norm))
+                blocks.append(block_cls(cin, p, 2 if (i > 0 and j == 0) else 1, norm, shortcut_norm))
                 cin = p * block_cls.expansion
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages
@@ -98,5 +112,7 @@ class CifarResNet(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-def cifar_resnet(depth: int, num_classes: int, norm: str, width: int = 1, block: str = "auto") -> CifarResNet:
-    return CifarResNet(depth, num_classes, norm, width, block)
+def cifar_resnet(depth: int, num_classes: int, norm: str, width: int = 1, block: str = "auto",
+                 shortcut_norm: str = "same") -> CifarResNet:
+    """The CIFAR ResNet (see the module docstring); shortcut_norm="bn" is the official IEBN architecture."""
+    return CifarResNet(depth, num_classes, norm, width, block, shortcut_norm)

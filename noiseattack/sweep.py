@@ -72,7 +72,7 @@ _INT, _FLOAT, _STR, _BOOL, _INTS = "an integer", "a number", "a string", "a bool
 
 # [train]: the options of the single-run commands (minus norm, repeats, seed: see [grid]).
 TRAIN_KEYS: dict[str, str] = {
-    "dataset": _STR, "preset": _STR, "epochs": _INT, "depth": _INT, "block": _STR, "width": _INT,
+    "dataset": _STR, "preset": _STR, "epochs": _INT, "depth": _INT, "block": _STR, "width": _INT, "shortcut_norm": _STR,
     "batch_size": _INT, "lr": _FLOAT, "momentum": _FLOAT, "weight_decay": _FLOAT, "milestones": _INTS,
     "lr_gamma": _FLOAT, "train_subset": _INT, "test_subset": _INT, "amp": _BOOL, "device": _STR,
     "channels_last": _BOOL, "compile_norms": _BOOL, "eval_batch_size": _INT,
