@@ -1,0 +1,81 @@
+"""`noiseattack report`: statistics over seeds, verdicts against BN, and plots, across experiments.
+
+Every `results.jsonl` under the given dirs is read; runs are grouped by (dataset, model, attack,
+setting, norm), where the model includes the width and the training length (train subset,
+epochs), so that runs of different length are never pooled. When two experiments of the same
+(dataset, model) differ in any other field of their identity (lr, batch size, milestones, test
+subset, ...), a `variant` label names the differing fields and keeps them apart as well.
+
+Per group, over the finished runs: n, mean, std and variance (n-1), the 95% t-interval of the
+mean, min, max; against BN in the same (dataset, model, variant, attack, setting): the
+difference of the means, Welch's t-test and the Brown-Forsythe test of equal variance
+(`scipy.stats.levene(center="median")`), both two-sided, alpha 0.05, no correction for multiple
+comparisons. With fewer than 3 finished runs (in the row or in BN) no interval, p-value or
+verdict is given. Diverged runs (in results.jsonl) and unfinished ones (a checkpoint in `ckpt/`
+without a record) are counted in their own columns and listed, never part of the statistics.
+
+Outputs (in the output dir): report.md, report.csv, overview.md and overview.csv (one row per
+norm, one column per setting: `noiseattack.overview`), and PNG plots: per attack family a box
+plot of final accuracy per norm and setting with the seeds overlaid, and per setting the test
+accuracy per epoch (mean +- std over seeds) of each norm.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from .. import overview
+from ..results import RESULTS_FILE
+from .collect import (ATTACK_ORDER, Group, GroupKey, ReportError, _excluded, collect, find_experiment_dirs,
+                      model_label)
+from .plots import Plot, _setting_title, make_plots, safe_filename
+from .render import COLUMNS, FORMATS, Report, build_rows, to_csv
+from .stats import (ALPHA, MIN_N, NO_REFERENCE, NOT_MEANINGFUL, REFERENCE, compare, describe, fmt_p, variance_test,
+                    welch_test)
+
+__all__ = ["ALPHA", "ATTACK_ORDER", "COLUMNS", "FORMATS", "MIN_N", "NO_REFERENCE", "NOT_MEANINGFUL", "REFERENCE",
+           "Group", "GroupKey", "Plot", "Report", "ReportError", "build_report", "build_rows", "check_out_dir",
+           "collect", "compare", "describe", "find_experiment_dirs", "fmt_p", "make_plots", "model_label",
+           "safe_filename", "to_csv", "variance_test", "welch_test"]
+
+
+def check_out_dir(path: Path) -> None:
+    """`path` is a dir, or can be created as one, and is writable."""
+    p = Path(path).absolute()
+    if p.exists() and not p.is_dir():
+        raise ReportError(f"output dir '{path}' is not a directory")
+    while not p.exists():
+        p = p.parent
+    if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
+        raise ReportError(f"output dir '{path}' is not writable")
+
+
+
+def build_report(
+    dirs: Sequence[str | Path],
+    out_dir: str | Path | None = None,
+    *,
+    plots: bool = True,
+    alpha: float = ALPHA,
+) -> Report:
+    """Read every results.jsonl under `dirs` (recursively), compute the rows, render the plots,
+    and, when `out_dir` is given, write report.md, report.csv and the PNGs there.
+
+    Bad input (a dir that does not exist or holds no results.jsonl, an output dir that cannot be
+    written) raises ReportError before anything is written."""
+    exp_dirs = find_experiment_dirs(dirs)
+    if out_dir is not None:
+        check_out_dir(Path(out_dir))
+    groups, warn = collect(exp_dirs)
+    if not groups:
+        raise ReportError("no run records in " + ", ".join(f"'{d}'" for d in dirs)
+                          + f" (every {RESULTS_FILE} is empty or unreadable)")
+    rows = build_rows(groups, alpha)
+    report = Report(rows=rows, sources=list(exp_dirs), excluded=_excluded(groups), overview=overview.build(rows, alpha),
+                    warnings=warn, plots=make_plots(groups) if plots else [], alpha=alpha,
+                    titles={g.key.context: _setting_title(g.key.attack, g.key.setting, g.order) for g in groups})
+    if out_dir is not None:
+        report.write(Path(out_dir))
+    return report

@@ -1,0 +1,265 @@
+"""Finding experiment dirs and grouping their runs by (dataset, model, variant, attack, setting, norm)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..config import ConfigError, train_config_from_dict
+from ..results import RESULTS_FILE, read_results
+from ..zoo import PAPER, attention_names, norm_names
+
+
+NO_REFERENCE = "no BN runs to compare with"
+ATTACK_ORDER = ("clean", "constant", "mix")
+
+
+
+class ReportError(ConfigError):
+    """Bad input for the report (no such dir, no results). One line, meant for stderr."""
+
+
+
+@dataclass(frozen=True)
+class GroupKey:
+    dataset: str
+    model: str  # resnet<depth>[w<width>][-n<train_subset>]-e<epochs>
+    variant: str  # the other identity fields where experiments of this (dataset, model) differ; usually ""
+    attack: str
+    setting: str  # clean / a2_b1 / mnist_k32
+    norm: str
+
+    @property
+    def context(self) -> tuple[str, str, str, str, str]:
+        """Everything but the norm: the rows compared with one another."""
+        return self.dataset, self.model, self.variant, self.attack, self.setting
+
+
+
+@dataclass
+class Group:
+    key: GroupKey
+    order: tuple  # sort key of the setting: (alpha, beta) or (extra, k)
+    finished: list[dict[str, Any]] = field(default_factory=list)  # records
+    diverged: list[dict[str, Any]] = field(default_factory=list)
+    unfinished: list[str] = field(default_factory=list)  # "<experiment dir>/ckpt/<run id>.pt"
+    experiments: set[str] = field(default_factory=set)
+
+    @property
+    def accs(self) -> list[float]:
+        return [float(r["final_acc"]) for r in self.finished]
+
+
+
+_MODEL_FIELDS = ("dataset", "attack", "alpha", "beta", "extra", "k", "depth", "width", "epochs", "train_subset")
+
+
+_MODEL_FIELDS = ("dataset", "attack", "alpha", "beta", "extra", "k", "depth", "width", "epochs", "train_subset")
+_CKPT_RE = re.compile(r"^(?P<norm>.+)-s(?P<seed>-?\d+)\.pt$")
+
+
+
+def model_label(cfg: dict[str, Any]) -> str:
+    label = f"resnet{cfg['depth']}" + (f"w{cfg['width']}" if cfg.get("width", 1) != 1 else "")
+    if cfg.get("train_subset"):
+        label += f"-n{cfg['train_subset']}"
+    return label + f"-e{cfg['epochs']}"
+
+
+
+def _identity(cfg: dict[str, Any]) -> tuple[dict[str, Any], str, tuple]:
+    """(identity, setting label, setting sort key) of a flat config dict (a record's `config`)."""
+    t = train_config_from_dict(cfg)
+    ident = t.identity()
+    if t.attack.value == "constant":
+        order: tuple = (t.alpha, t.beta)
+    elif t.attack.value == "mix":
+        order = (t.extra or "", t.k)
+    else:
+        order = ()
+    return ident, t.setting_label(), order
+
+
+
+def find_experiment_dirs(dirs: Sequence[str | Path]) -> list[Path]:
+    """Every experiment dir under `dirs`, recursively: one holding results.jsonl, or a config.json
+    and a checkpoint (its first run in progress). A dir that does not exist, or holds no
+    results.jsonl, raises ReportError."""
+    if not dirs:
+        raise ReportError("no runs dir given")
+    found: dict[Path, None] = {}
+    for d in dirs:
+        d = Path(d)
+        if not d.exists():
+            raise ReportError(f"runs dir '{d}' does not exist")
+        if not d.is_dir():
+            raise ReportError(f"'{d}' is not a directory")
+        files = sorted(d.rglob(RESULTS_FILE))
+        if not files:
+            raise ReportError(f"'{d}' holds no {RESULTS_FILE} (no experiment has finished a run there yet)")
+        for f in files:
+            found.setdefault(f.parent.resolve(), None)
+        for ck in sorted(d.rglob("ckpt/*.pt")):
+            exp_dir = ck.parent.parent
+            if (exp_dir / "config.json").is_file():
+                found.setdefault(exp_dir.resolve(), None)
+    return list(found)
+
+
+
+def _dir_setting(exp_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The setting of an experiment dir: from config.json, else from one of its records."""
+    try:
+        return json.loads((exp_dir / "config.json").read_text())["setting"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        pass
+    for r in records:
+        if isinstance(r.get("config"), dict):
+            return r["config"]
+    return None
+
+
+
+def collect(exp_dirs: Sequence[Path]) -> tuple[list[Group], list[str]]:
+    """Group the runs of the experiment dirs; returns the groups and warnings (lines)."""
+    warn: list[str] = []
+    raw: list[tuple[dict[str, Any], dict[str, Any], Path]] = []  # config, record, experiment dir
+    pending: list[tuple[dict[str, Any], str, Path]] = []  # cfg, ckpt path, dir (unfinished runs)
+    seen_keys: dict[str, Path] = {}
+    duplicates = 0
+    for exp_dir in exp_dirs:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            records = read_results(exp_dir)
+        warn += [str(w.message) for w in caught]
+        for rec in records:
+            if rec["key"] in seen_keys:
+                duplicates += 1
+                continue
+            seen_keys[rec["key"]] = exp_dir
+            cfg = rec.get("config")
+            if not isinstance(cfg, dict) or "norm" not in rec:
+                warn.append(f"{exp_dir / RESULTS_FILE}: a record without a config (key {rec['key']}) is ignored")
+                continue
+            raw.append((cfg, rec, exp_dir))
+        done_ids = {f"{r.get('norm')}-s{r.get('seed')}" for r in records}
+        ckpts = sorted((exp_dir / "ckpt").glob("*.pt")) if (exp_dir / "ckpt").is_dir() else []
+        setting = _dir_setting(exp_dir, records)
+        for ck in ckpts:
+            m = _CKPT_RE.match(ck.name)
+            if m is None or ck.stem in done_ids:
+                continue
+            if setting is None:
+                warn.append(f"{ck}: an unfinished run whose setting is unknown (no config.json) is not counted")
+                continue
+            pending.append(({**setting, "norm": m["norm"], "seed": int(m["seed"])}, str(ck), exp_dir))
+    if duplicates:
+        warn.append(f"{duplicates} run record(s) found in more than one experiment dir (same key): counted once")
+
+    # Identities, and the variant labels of (dataset, model) pairs whose other fields differ.
+    entries = []
+    for cfg, rec, exp_dir in raw:
+        try:
+            ident, setting, order = _identity(cfg)
+        except (ValueError, TypeError, KeyError) as e:
+            warn.append(f"{exp_dir / RESULTS_FILE}: unreadable config ({e}); record {rec['key']} is ignored")
+            continue
+        entries.append((ident, setting, order, rec["norm"], rec, None, exp_dir))
+    for cfg, ck, exp_dir in pending:
+        try:
+            ident, setting, order = _identity(cfg)
+        except (ValueError, TypeError, KeyError) as e:
+            warn.append(f"{exp_dir}/config.json: unreadable setting ({e}); unfinished run {ck} is not counted")
+            continue
+        entries.append((ident, setting, order, cfg["norm"], None, ck, exp_dir))
+
+    rests: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for ident, *_ in entries:
+        rest = {k: v for k, v in ident.items() if k not in _MODEL_FIELDS}
+        rests[(ident["dataset"], model_label(ident))][json.dumps(rest, sort_keys=True)] = rest
+    variant_of: dict[tuple[str, str, str], str] = {}
+    for dm, variants in rests.items():
+        if len(variants) == 1:
+            variant_of[(*dm, next(iter(variants)))] = ""
+            continue
+        differing = sorted(k for k in set().union(*variants.values())
+                           if len({json.dumps(v.get(k)) for v in variants.values()}) > 1)
+        for blob, rest in variants.items():
+            variant_of[(*dm, blob)] = ",".join(f"{k}={_short(rest.get(k))}" for k in differing)
+
+    groups: dict[GroupKey, Group] = {}
+    for ident, setting, order, norm, rec, ck, exp_dir in entries:
+        model = model_label(ident)
+        blob = json.dumps({k: v for k, v in ident.items() if k not in _MODEL_FIELDS}, sort_keys=True)
+        variant = variant_of[(ident["dataset"], model, blob)]
+        key = GroupKey(ident["dataset"], model, variant, ident["attack"], setting, norm)
+        g = groups.setdefault(key, Group(key, order))
+        g.experiments.add(exp_dir.name)
+        if ck is not None:
+            g.unfinished.append(ck)
+        elif rec["status"] == "finished" and _finite(rec.get("final_acc")):
+            g.finished.append(rec)
+        else:
+            g.diverged.append(rec)
+    return sorted(groups.values(), key=_group_sort_key), warn
+
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return "/".join(_short(x) for x in v) or "none"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+
+def _known_order() -> tuple[str, ...]:
+    """The paper's four, the other registered norms, then bn+ATTN: the order of rows and colours."""
+    return tuple(dict.fromkeys(PAPER + norm_names() + tuple(f"bn+{a}" for a in attention_names())))
+
+
+
+def _norm_rank(norm: str) -> tuple[int, str]:
+    known = _known_order()
+    return (known.index(norm), norm) if norm in known else (len(known), norm)
+
+
+
+def _attack_rank(attack: str) -> tuple[int, str]:
+    return (ATTACK_ORDER.index(attack), attack) if attack in ATTACK_ORDER else (len(ATTACK_ORDER), attack)
+
+
+
+def _group_sort_key(g: Group) -> tuple:
+    k = g.key
+    return (k.dataset, k.model, k.variant, _attack_rank(k.attack), g.order, k.setting, _norm_rank(k.norm))
+
+
+
+def _excluded(groups: Sequence[Group]) -> list[dict[str, Any]]:
+    out = []
+    for g in groups:
+        for r in sorted(g.diverged, key=lambda r: r.get("seed", 0)):
+            d = r.get("diverged") or {}
+            detail = (f"diverged in epoch {d['epoch']} (lr {d['lr']:g})" if "epoch" in d and "lr" in d
+                      else "no finite final accuracy")
+            out.append({"experiment": r.get("experiment", ""), "norm": g.key.norm, "seed": r.get("seed"),
+                        "status": r.get("status", "diverged"), "detail": detail})
+        for ck in sorted(g.unfinished):
+            m = _CKPT_RE.match(Path(ck).name)
+            out.append({"experiment": Path(ck).parent.parent.name, "norm": g.key.norm,
+                        "seed": int(m["seed"]) if m else None, "status": "unfinished",
+                        "detail": f"checkpoint {Path(ck).name}, no record yet (re-run the experiment to resume)"})
+    return out

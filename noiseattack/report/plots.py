@@ -1,0 +1,229 @@
+"""The report's figures: box plots of final accuracy per attack family, curves per setting."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .collect import Group, _finite, _group_sort_key, _known_order, _norm_rank
+
+
+
+def _setting_title(attack: str, setting: str, order: tuple) -> str:
+    if attack == "constant" and len(order) == 2:
+        return f"constant attack α={order[0]:g}, β={order[1]:g}"
+    if attack == "mix" and len(order) == 2:
+        return f"mix attack: {order[1]} {order[0]} images per batch"
+    return f"{attack} ({setting})" if attack != "clean" else "clean (no attack)"
+
+
+
+@dataclass
+class Plot:
+    filename: str
+    title: str
+    kind: str  # "box" or "curves"
+    context: tuple  # (dataset, model, variant, attack) for box, + setting for curves
+    png: bytes = b""
+
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+
+def safe_filename(*parts: str) -> str:
+    """Parts joined by '_', every character outside [A-Za-z0-9._-] replaced, ending in .png."""
+    name = "_".join(_SAFE.sub("-", p.replace("+", "")) for p in parts if p != "")  # 1e+06 -> 1e06
+    return name + ".png"
+
+
+
+def _norm_colors(norms: Iterable[str]) -> dict[str, str]:
+    """A registered layer keeps its colour across plots (its place in the registry); others follow."""
+    from matplotlib import colormaps
+
+    palette = [f"C{i}" for i in range(10)] + [colormaps["tab20"](i) for i in range(1, 20, 2)]
+    known = _known_order()
+    extra = sorted({n for n in norms if n not in known})
+    return {n: palette[i % len(palette)] for i, n in enumerate(known + tuple(extra))}
+
+
+
+def _png(fig) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    return buf.getvalue()
+
+
+
+def box_plot(groups: Sequence[Group], title: str, xlabel: str) -> bytes:
+    """Final accuracy per norm (side by side) for each setting (one group on the x-axis each),
+    the seeds overlaid as points, and the diverged/unfinished runs counted under the boxes."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.transforms import blended_transform_factory
+
+    settings: dict[str, tuple] = {}
+    for g in sorted(groups, key=_group_sort_key):
+        settings.setdefault(g.key.setting, (g.order, g.key.attack))
+    norms = sorted({g.key.norm for g in groups}, key=_norm_rank)
+    by = {(g.key.setting, g.key.norm): g for g in groups}
+    colors = _norm_colors(norms)
+    m = len(norms)
+    width = 0.8 / max(m, 2)
+    fig = Figure(figsize=(max(7.0, 2.5 + len(settings) * (0.6 + 0.45 * m)), 4.8))
+    ax = fig.add_subplot()
+    trans = blended_transform_factory(ax.transData, ax.transAxes)
+    rng = np.random.default_rng(0)
+    any_note = False
+    for i, setting in enumerate(settings):
+        for j, norm in enumerate(norms):
+            g = by.get((setting, norm))
+            if g is None:
+                continue
+            pos = i + (j - (m - 1) / 2) * width
+            accs = g.accs
+            if accs:
+                bp = ax.boxplot([accs], positions=[pos], widths=width * 0.8, patch_artist=True, showfliers=False,
+                                manage_ticks=False, medianprops={"color": "black"})
+                for patch in bp["boxes"]:
+                    patch.set_facecolor(colors[norm])
+                    patch.set_alpha(0.55)
+                jitter = rng.uniform(-width * 0.22, width * 0.22, len(accs))
+                ax.scatter(pos + jitter, accs, s=16, color=colors[norm], edgecolors="black", linewidths=0.5, zorder=3)
+            notes = [f"{len(g.diverged)} div." if g.diverged else "",
+                     f"{len(g.unfinished)} unf." if g.unfinished else ""]
+            note = "\n".join(s for s in notes if s)
+            if note:
+                any_note = True
+                ax.text(pos, 0.02, note, transform=trans, ha="center", va="bottom", fontsize=7, color="firebrick")
+    ax.set_xticks(range(len(settings)))
+    ax.set_xticklabels([_tick_label(a, s, o) for s, (o, a) in settings.items()])
+    ax.set_xlim(-0.6, len(settings) - 0.4)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("final test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    handles = [Patch(facecolor=colors[n], alpha=0.55, edgecolor="black", label=n) for n in norms]
+    handles.append(Line2D([], [], marker="o", linestyle="", color="gray", markeredgecolor="black",
+                          markersize=4, label="one seed"))
+    ax.margins(y=0.1)  # room under the boxes for the diverged/unfinished counts
+    ax.legend(handles=handles, title="norm", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    if any_note:
+        ax.text(1.02, 0.0, "not in the boxes:\ndiv. = diverged runs\nunf. = unfinished runs", transform=ax.transAxes,
+                ha="left", va="bottom", fontsize=7, color="firebrick")
+    fig.tight_layout()
+    return _png(fig)
+
+
+
+def _tick_label(attack: str, setting: str, order: tuple) -> str:
+    if attack == "constant" and len(order) == 2:
+        return f"α={order[0]:g}, β={order[1]:g}"
+    if attack == "mix" and len(order) == 2:
+        return f"{order[0]}, k={order[1]}"
+    return setting
+
+
+
+def curve_plot(groups: Sequence[Group], title: str) -> bytes:
+    """Test accuracy per epoch, per norm: mean +- std over the finished seeds; the partial curves
+    of diverged runs dotted."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(8.0, 4.6))
+    ax = fig.add_subplot()
+    norms = sorted(groups, key=lambda g: _norm_rank(g.key.norm))
+    colors = _norm_colors(g.key.norm for g in norms)
+    epochs = {int(h["epoch"]) for g in norms for r in g.finished + g.diverged for h in r.get("history") or []
+              if "epoch" in h}
+    single = len(epochs) <= 1  # one epoch: error bars side by side instead of bands
+    for j, g in enumerate(norms):
+        c = colors[g.key.norm]
+        per_epoch: dict[int, list[float]] = defaultdict(list)
+        for r in g.finished:
+            for h in r.get("history") or []:
+                if _finite(h.get("test_acc")) and "epoch" in h:
+                    per_epoch[int(h["epoch"])].append(float(h["test_acc"]))
+        if per_epoch:
+            ep = np.array(sorted(per_epoch))
+            mean = np.array([np.mean(per_epoch[e]) for e in ep])
+            std = np.array([np.std(per_epoch[e], ddof=1) if len(per_epoch[e]) > 1 else 0.0 for e in ep])
+            label = f"{g.key.norm} (n={len(g.finished)})"
+            if single:
+                x = ep + (j - (len(norms) - 1) / 2) * 0.06
+                ax.errorbar(x, mean, yerr=std, color=c, marker="o", markersize=4, capsize=4, label=label)
+            else:
+                ax.plot(ep, mean, marker="o", markersize=3, color=c, label=label)
+                ax.fill_between(ep, mean - std, mean + std, color=c, alpha=0.2, linewidth=0)
+        for i, r in enumerate(g.diverged):
+            hist = [h for h in r.get("history") or [] if _finite(h.get("test_acc"))]
+            if hist:
+                ax.plot([h["epoch"] for h in hist], [h["test_acc"] for h in hist], linestyle=":", color=c,
+                        linewidth=1, label=f"{g.key.norm} diverged (n={len(g.diverged)})" if i == 0 else None)
+    if single and epochs:
+        e = next(iter(epochs))
+        ax.set_xticks([e])
+        ax.set_xlim(e - 0.5, e + 0.5)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(title="norm (finished seeds)\nmean ± std", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+
+def make_plots(groups: Sequence[Group]) -> list[Plot]:
+    """A box plot per (dataset, model, variant, attack) and a curve plot per setting, rendered to PNG bytes."""
+    families: dict[tuple, list[Group]] = defaultdict(list)
+    contexts: dict[tuple, list[Group]] = defaultdict(list)
+    for g in groups:
+        k = g.key
+        families[(k.dataset, k.model, k.variant, k.attack)].append(g)
+        contexts[k.context].append(g)
+    plots: list[Plot] = []
+    used: set[str] = set()
+
+    def unique(name: str) -> str:
+        base, i = name[:-4], 2
+        while name in used:
+            name, i = f"{base}-{i}.png", i + 1
+        used.add(name)
+        return name
+
+    def vtag(variant: str) -> str:
+        return hashlib.sha256(variant.encode()).hexdigest()[:6] if variant else ""
+
+    xlabels = {"constant": "constant attack setting (x̂ → α·x̂ + β in every norm)",
+               "mix": "mixed-dataset attack: foreign dataset, k foreign images per batch", "clean": ""}
+    for (dataset, model, variant, attack), gs in families.items():
+        where = f"{dataset} · {model}" + (f" [{variant}]" if variant else "")
+        title = f"{where} · {attack} attack\nfinal test accuracy (%) over seeds, per norm and setting"
+        name = unique(safe_filename("box", dataset, model, vtag(variant), attack))
+        plots.append(Plot(name, title.replace("\n", ": "), "box", (dataset, model, variant, attack),
+                          box_plot(gs, title, xlabels.get(attack, f"{attack} setting"))))
+    for ctx, gs in contexts.items():
+        dataset, model, variant, attack, setting = ctx
+        where = f"{dataset} · {model}" + (f" [{variant}]" if variant else "")
+        title = (f"{where} · {_setting_title(attack, setting, gs[0].order)}\n"
+                 "test accuracy per epoch (mean ± std over seeds)")
+        name = unique(safe_filename("curves", dataset, model, vtag(variant), attack, setting))
+        plots.append(Plot(name, title.replace("\n", ": "), "curves", ctx, curve_plot(gs, title)))
+    return plots

@@ -1,0 +1,189 @@
+"""The report's rows (statistics per group, compared with BN) and their markdown, CSV and JSON forms."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from .. import overview
+from ..fileio import atomic_write, atomic_write_text
+from .collect import Group, ReportError
+from .plots import Plot
+from .stats import ALPHA, MIN_N, NO_REFERENCE, NOT_MEANINGFUL, REFERENCE, compare, describe, fmt_p
+
+
+ATTACK_ORDER = ("clean", "constant", "mix")
+FORMATS = ("md", "csv", "json")
+
+
+
+COLUMNS = (
+    "dataset", "model", "variant", "attack", "setting", "norm", "n", "diverged", "unfinished",
+    "mean", "std", "var", "ci95_low", "ci95_high", "min", "max", "diff_vs_bn", "welch_p", "bf_p",
+    "accuracy_verdict", "stability_verdict", "seeds", "experiments",
+)
+
+
+
+def build_rows(groups: Sequence[Group], alpha: float = ALPHA) -> list[dict[str, Any]]:
+    """One row per group (see COLUMNS): statistics over the finished runs, and the comparison
+    with BN in the same context."""
+    ref = {g.key.context: g.accs for g in groups if g.key.norm == REFERENCE}
+    rows = []
+    for g in groups:
+        k = g.key
+        accs = g.accs
+        row: dict[str, Any] = {"dataset": k.dataset, "model": k.model, "variant": k.variant, "attack": k.attack,
+                               "setting": k.setting, "norm": k.norm, "diverged": len(g.diverged),
+                               "unfinished": len(g.unfinished), **describe(accs)}
+        if len(accs) < MIN_N:
+            row["ci95_low"] = row["ci95_high"] = None
+        if k.norm == REFERENCE:
+            verdict = "reference" if len(accs) >= MIN_N else f"reference ({NOT_MEANINGFUL})"
+            row.update(diff_vs_bn=None, welch_p=None, bf_p=None, accuracy_verdict=verdict, stability_verdict=verdict)
+        elif k.context not in ref:
+            row.update(diff_vs_bn=None, welch_p=None, bf_p=None, accuracy_verdict=NO_REFERENCE,
+                       stability_verdict=NO_REFERENCE)
+        else:
+            row.update(compare(accs, ref[k.context], alpha))
+        row["seeds"] = " ".join(str(r["seed"]) for r in sorted(g.finished, key=lambda r: r["seed"]))
+        row["experiments"] = " ".join(sorted(g.experiments))
+        rows.append({c: row[c] for c in COLUMNS})
+    return rows
+
+
+
+def _cell(v: Any, digits: int = 2) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+
+def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: "" if r[c] is None else (repr(r[c]) if isinstance(r[c], float) else r[c]) for c in COLUMNS})
+    return buf.getvalue()
+
+
+
+@dataclass
+class Report:
+    rows: list[dict[str, Any]]  # one per (dataset, model, variant, attack, setting, norm); see COLUMNS
+    sources: list[Path]  # the experiment dirs read
+    excluded: list[dict[str, Any]]  # diverged and unfinished runs: experiment, norm, seed, status, detail
+    warnings: list[str]
+    plots: list[Plot]
+    alpha: float = ALPHA
+    titles: dict[tuple, str] = field(default_factory=dict)  # (dataset, model, variant, attack, setting) -> heading
+    files: list[Path] = field(default_factory=list)  # written by write()
+    overview: list[dict[str, Any]] = field(default_factory=list)  # noiseattack.overview.build(rows)
+
+    def to_csv(self) -> str:
+        return to_csv(self.rows)
+
+    def to_json(self) -> str:
+        doc = {"alpha": self.alpha, "min_n": MIN_N, "sources": [str(s) for s in self.sources], "rows": self.rows,
+               "excluded_runs": self.excluded, "plots": [p.filename for p in self.plots], "warnings": self.warnings}
+        return json.dumps(doc, indent=2, allow_nan=False) + "\n"
+
+    def to_markdown(self) -> str:
+        out = [
+            "# noiseattack report", "",
+            f"Final test accuracy (%) after the last epoch, over seeds, from {len(self.sources)} experiment dir(s). "
+            "Statistics are over the finished runs; diverged and unfinished runs are counted in their own "
+            "columns and listed below.", "",
+            "- **95% CI**: t-interval of the mean; std and var with n-1.",
+            "- **Δ BN**: mean minus BN's mean in the same dataset, model, attack and setting.",
+            "- **Welch p**: Welch's t-test (unequal variances) of equal means, two-sided.",
+            "- **BF p**: Brown–Forsythe test of equal variance (Levene's test centred on the median); "
+            "*more stable* = significantly smaller variance than BN.",
+            f"- Verdicts at α = {self.alpha:g}, with no correction for multiple comparisons. With fewer than "
+            f"{MIN_N} finished runs (in a row or in BN) no interval, p-value or verdict is given.", "",
+        ]
+        head = ["norm", "n", "diverged", "unfinished", "mean", "std", "var", "95% CI", "min", "max", "Δ BN",
+                "Welch p", "BF p", "accuracy", "stability"]
+        plots = {p.context: p for p in self.plots}
+        contexts: dict[tuple, list[dict[str, Any]]] = {}
+        for r in self.rows:
+            contexts.setdefault((r["dataset"], r["model"], r["variant"], r["attack"], r["setting"]), []).append(r)
+        family_done: set[tuple] = set()
+        for ctx, rows in contexts.items():
+            dataset, model, variant, attack, setting = ctx
+            family = (dataset, model, variant, attack)
+            if family not in family_done:
+                family_done.add(family)
+                name = f"{dataset} · {model}" + (f" [{variant}]" if variant else "") + f" · {attack}"
+                out += [f"## {name}", ""]
+                if family in plots:
+                    out += [f"![{plots[family].title}]({plots[family].filename})", ""]
+            out += [f"### {self.titles.get(ctx, f'{attack} · {setting}')}", "",
+                    "experiments: " + ", ".join(f"`{e}`" for e in sorted({e for r in rows
+                                                                          for e in r["experiments"].split()})),
+                    "", "| " + " | ".join(head) + " |",
+                    "|" + "|".join("---" if h in ("norm", "accuracy", "stability") else "---:" for h in head) + "|"]
+            for r in rows:
+                ci = "—" if r["ci95_low"] is None else f"[{r['ci95_low']:.2f}, {r['ci95_high']:.2f}]"
+                cells = [r["norm"], r["n"], r["diverged"], r["unfinished"], _cell(r["mean"]), _cell(r["std"]),
+                         _cell(r["var"], 3), ci, _cell(r["min"]), _cell(r["max"]),
+                         "—" if r["diff_vs_bn"] is None else f"{r['diff_vs_bn']:+.2f}",
+                         "—" if r["welch_p"] is None else fmt_p(r["welch_p"]),
+                         "—" if r["bf_p"] is None else fmt_p(r["bf_p"]),
+                         r["accuracy_verdict"], r["stability_verdict"]]
+                out.append("| " + " | ".join(str(c) for c in cells) + " |")
+            out.append("")
+            if ctx in plots:
+                out += [f"![{plots[ctx].title}]({plots[ctx].filename})", ""]
+        if self.excluded:
+            out += ["## Runs not in the statistics", "",
+                    "| experiment | norm | seed | status | detail |", "|---|---|---:|---|---|"]
+            out += [f"| `{e['experiment']}` | {e['norm']} | {e['seed']} | {e['status']} | {e['detail']} |"
+                    for e in self.excluded]
+            out.append("")
+        if self.warnings:
+            out += ["## Warnings", ""] + [f"- {w}" for w in self.warnings] + [""]
+        return "\n".join(out)
+
+    def render(self, fmt: str) -> str:
+        if fmt == "md":
+            return self.to_markdown()
+        if fmt == "csv":
+            return self.to_csv()
+        if fmt == "json":
+            return self.to_json()
+        raise ReportError(f"unknown format '{fmt}': choose {', '.join(FORMATS)}")
+
+    def write(self, out_dir: str | Path) -> list[Path]:
+        """report.md, report.csv and the PNGs into `out_dir` (each file written atomically)."""
+        out_dir = Path(out_dir)
+        written = []
+        for p in self.plots:
+            atomic_write(out_dir / p.filename, lambda f, b=p.png: f.write(b))
+            written.append(out_dir / p.filename)
+        atomic_write_text(out_dir / "report.csv", self.to_csv())
+        atomic_write_text(out_dir / "report.md", self.to_markdown())
+        atomic_write_text(out_dir / "overview.csv", overview.to_csv(self.overview))
+        atomic_write_text(out_dir / "overview.md", overview.to_markdown(self.overview, self.alpha))
+        written += [out_dir / name for name in ("report.csv", "report.md", "overview.csv", "overview.md")]
+        mode = 0o666 & ~_umask()
+        for f in written:  # mkstemp creates 0600; results are meant to be read by others too
+            os.chmod(f, mode)
+        self.files = written
+        return written
+
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
