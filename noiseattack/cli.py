@@ -218,7 +218,10 @@ def report(
     out: Annotated[Optional[Path], typer.Option(
         help="Where report.md, report.csv, overview.md, overview.csv and the PNG plots go [default: the first RUNS_DIR].")] = None,
     fmt: Annotated[str, typer.Option("--format", help="What to print on stdout: md, csv or json.")] = "md",
-    plots: Annotated[bool, typer.Option(help="Write the PNG plots (box plots per attack, accuracy curves).")] = True,
+    plots: Annotated[bool, typer.Option(help="Write the plots (box plots per attack, accuracy curves).")] = True,
+    plot_format: Annotated[str, typer.Option(help="Plot files, comma-separated: png, svg, pdf (PNG is always "
+                                                  "written: report.md shows it).")] = "png,svg",
+    dpi: Annotated[int, typer.Option(help="Resolution of the PNG plots (50..1200).")] = 150,
 ) -> None:
     """Statistics over seeds, verdicts against BN (Welch, Brown-Forsythe), and plots, for every experiment found."""
     from . import report as report_lib
@@ -227,7 +230,8 @@ def report(
     if fmt not in report_lib.FORMATS:
         fail(f"unknown --format '{fmt}': choose {', '.join(report_lib.FORMATS)}")
     try:
-        rep = report_lib.build_report(dirs, out if out is not None else dirs[0], plots=plots)
+        rep = report_lib.build_report(dirs, out if out is not None else dirs[0], plots=plots, dpi=dpi,
+                                      plot_formats=[f.strip().lower() for f in plot_format.split(",") if f.strip()])
     except ConfigError as e:
         fail(str(e))
     typer.echo(rep.render(fmt), nl=False)
@@ -235,7 +239,8 @@ def report(
         typer.echo(f"noiseattack: warning: {w}", err=True)
     where = rep.files[-1].parent if rep.files else Path(".")
     typer.echo(f"noiseattack: {len(rep.rows)} rows from {len(rep.sources)} experiment dir(s); wrote report.md, "
-               f"report.csv, overview.md, overview.csv and {len(rep.plots)} plot(s) to {where}", err=True)
+               f"report.csv, overview.md, overview.csv and {len(rep.plots)} plot(s) "
+               f"({', '.join(sorted({f for p in rep.plots for f in p.files}))}) to {where}", err=True)
 
 
 @app.command()

@@ -313,3 +313,35 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, args):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("noiseattack: error: ")
     assert not (tmp_path / "out").exists() and list((tmp_path / "empty").iterdir()) == []
+
+
+def test_plot_titles_formats_and_dpi(tmp_path):
+    write_exp(tmp_path / "runs", "a", runs("bn", LOW) + runs("iebn", HIGH))
+    out = tmp_path / "out"
+    rep = R.build_report([tmp_path / "runs"], out, plot_formats=["svg", "pdf"], dpi=80)
+    box = next(p for p in rep.plots if p.kind == "box")
+    assert box.title.startswith("MNIST · ResNet-8, full training set, 3 epochs")
+    assert "resnet8-e3" not in box.title
+    for stem in ("box_mnist_resnet8-e3_constant", "curves_mnist_resnet8-e3_constant_a2_b1"):
+        assert (out / f"{stem}.png").read_bytes()[:8] == PNG_SIGNATURE
+        assert b"<svg" in (out / f"{stem}.svg").read_bytes()[:500]
+        assert (out / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
+    from PIL import Image
+
+    small = Image.open(out / "box_mnist_resnet8-e3_constant.png").size
+    R.build_report([tmp_path / "runs"], out, plot_formats=["png"], dpi=160)
+    big = Image.open(out / "box_mnist_resnet8-e3_constant.png").size
+    assert big[0] == pytest.approx(2 * small[0], rel=0.02)  # twice the dpi, twice the pixels
+    for kw, message in [({"plot_formats": ["gif"]}, "unknown plot format 'gif'"), ({"dpi": 5}, "dpi must be in")]:
+        with pytest.raises(R.ReportError, match=message):
+            R.build_report([tmp_path / "runs"], tmp_path / "never", **kw)
+    assert not (tmp_path / "never").exists()
+
+
+def test_report_without_clean_runs_says_so(tmp_path):
+    write_exp(tmp_path / "runs", "a", runs("bn", LOW) + runs("iebn", HIGH))
+    rep = R.build_report([tmp_path / "runs"], None, plots=False)
+    assert any("no clean runs for mnist · resnet8-e3" in w and "clean reference is missing" in w for w in rep.warnings)
+    write_exp(tmp_path / "runs", "c", runs("bn", LOW, attack="clean") + runs("iebn", HIGH, attack="clean"))
+    rep = R.build_report([tmp_path / "runs"], None, plots=False)
+    assert not any("no clean runs" in w for w in rep.warnings)

@@ -29,8 +29,8 @@ from typing import Sequence
 from .. import overview
 from ..results import RESULTS_FILE
 from .collect import (ATTACK_ORDER, Group, GroupKey, ReportError, _excluded, collect, find_experiment_dirs,
-                      model_label)
-from .plots import Plot, _setting_title, make_plots, safe_filename
+                      missing_clean, model_label)
+from .plots import DPI, PLOT_FORMATS, Plot, _setting_title, make_plots, safe_filename
 from .render import COLUMNS, FORMATS, Report, build_rows, to_csv
 from .stats import (ALPHA, MIN_N, NO_REFERENCE, NOT_MEANINGFUL, REFERENCE, compare, describe, fmt_p, variance_test,
                     welch_test)
@@ -52,19 +52,27 @@ def check_out_dir(path: Path) -> None:
         raise ReportError(f"output dir '{path}' is not writable")
 
 
-
 def build_report(
     dirs: Sequence[str | Path],
     out_dir: str | Path | None = None,
     *,
     plots: bool = True,
     alpha: float = ALPHA,
+    plot_formats: Sequence[str] = ("png", "svg"),
+    dpi: int = DPI,
 ) -> Report:
-    """Read every results.jsonl under `dirs` (recursively), compute the rows, render the plots,
-    and, when `out_dir` is given, write report.md, report.csv and the PNGs there.
+    """Read every results.jsonl under `dirs` (recursively), compute the rows and the overview,
+    render the plots (each in `plot_formats`: png at `dpi`, svg, pdf), and, when `out_dir` is
+    given, write report.md, report.csv, overview.md, overview.csv and the plots there.
 
     Bad input (a dir that does not exist or holds no results.jsonl, an output dir that cannot be
-    written) raises ReportError before anything is written."""
+    written, an unknown plot format, a dpi outside 50..1200) raises ReportError before anything
+    is written."""
+    bad = [f for f in plot_formats if f not in PLOT_FORMATS]
+    if bad or (plots and not plot_formats):
+        raise ReportError(f"unknown plot format '{bad[0] if bad else ''}': choose from {', '.join(PLOT_FORMATS)}")
+    if not 50 <= dpi <= 1200:
+        raise ReportError(f"dpi must be in 50..1200, got {dpi}")
     exp_dirs = find_experiment_dirs(dirs)
     if out_dir is not None:
         check_out_dir(Path(out_dir))
@@ -73,8 +81,10 @@ def build_report(
         raise ReportError("no run records in " + ", ".join(f"'{d}'" for d in dirs)
                           + f" (every {RESULTS_FILE} is empty or unreadable)")
     rows = build_rows(groups, alpha)
+    warn += missing_clean(groups)
+    formats = tuple(dict.fromkeys(("png", *plot_formats)))  # the markdown shows the PNGs
     report = Report(rows=rows, sources=list(exp_dirs), excluded=_excluded(groups), overview=overview.build(rows, alpha),
-                    warnings=warn, plots=make_plots(groups) if plots else [], alpha=alpha,
+                    warnings=warn, plots=make_plots(groups, formats, dpi) if plots else [], alpha=alpha,
                     titles={g.key.context: _setting_title(g.key.attack, g.key.setting, g.order) for g in groups})
     if out_dir is not None:
         report.write(Path(out_dir))

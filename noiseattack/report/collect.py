@@ -20,10 +20,8 @@ NO_REFERENCE = "no BN runs to compare with"
 ATTACK_ORDER = ("clean", "constant", "mix")
 
 
-
 class ReportError(ConfigError):
     """Bad input for the report (no such dir, no results). One line, meant for stderr."""
-
 
 
 @dataclass(frozen=True)
@@ -41,7 +39,6 @@ class GroupKey:
         return self.dataset, self.model, self.variant, self.attack, self.setting
 
 
-
 @dataclass
 class Group:
     key: GroupKey
@@ -50,11 +47,11 @@ class Group:
     diverged: list[dict[str, Any]] = field(default_factory=list)
     unfinished: list[str] = field(default_factory=list)  # "<experiment dir>/ckpt/<run id>.pt"
     experiments: set[str] = field(default_factory=set)
+    dirs: set[Path] = field(default_factory=set)  # the experiment dirs the runs come from
 
     @property
     def accs(self) -> list[float]:
         return [float(r["final_acc"]) for r in self.finished]
-
 
 
 _MODEL_FIELDS = ("dataset", "attack", "alpha", "beta", "extra", "k", "depth", "width", "epochs", "train_subset")
@@ -64,13 +61,11 @@ _MODEL_FIELDS = ("dataset", "attack", "alpha", "beta", "extra", "k", "depth", "w
 _CKPT_RE = re.compile(r"^(?P<norm>.+)-s(?P<seed>-?\d+)\.pt$")
 
 
-
 def model_label(cfg: dict[str, Any]) -> str:
     label = f"resnet{cfg['depth']}" + (f"w{cfg['width']}" if cfg.get("width", 1) != 1 else "")
     if cfg.get("train_subset"):
         label += f"-n{cfg['train_subset']}"
     return label + f"-e{cfg['epochs']}"
-
 
 
 def _identity(cfg: dict[str, Any]) -> tuple[dict[str, Any], str, tuple]:
@@ -84,7 +79,6 @@ def _identity(cfg: dict[str, Any]) -> tuple[dict[str, Any], str, tuple]:
     else:
         order = ()
     return ident, t.setting_label(), order
-
 
 
 def find_experiment_dirs(dirs: Sequence[str | Path]) -> list[Path]:
@@ -112,7 +106,6 @@ def find_experiment_dirs(dirs: Sequence[str | Path]) -> list[Path]:
     return list(found)
 
 
-
 def _dir_setting(exp_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The setting of an experiment dir: from config.json, else from one of its records."""
     try:
@@ -123,7 +116,6 @@ def _dir_setting(exp_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any]
         if isinstance(r.get("config"), dict):
             return r["config"]
     return None
-
 
 
 def collect(exp_dirs: Sequence[Path]) -> tuple[list[Group], list[str]]:
@@ -201,6 +193,7 @@ def collect(exp_dirs: Sequence[Path]) -> tuple[list[Group], list[str]]:
         key = GroupKey(ident["dataset"], model, variant, ident["attack"], setting, norm)
         g = groups.setdefault(key, Group(key, order))
         g.experiments.add(exp_dir.name)
+        g.dirs.add(exp_dir)
         if ck is not None:
             g.unfinished.append(ck)
         elif rec["status"] == "finished" and _finite(rec.get("final_acc")):
@@ -210,10 +203,8 @@ def collect(exp_dirs: Sequence[Path]) -> tuple[list[Group], list[str]]:
     return sorted(groups.values(), key=_group_sort_key), warn
 
 
-
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
-
 
 
 def _short(v: Any) -> str:
@@ -224,11 +215,9 @@ def _short(v: Any) -> str:
     return str(v)
 
 
-
 def _known_order() -> tuple[str, ...]:
     """The paper's four, the other registered norms, then bn+ATTN: the order of rows and colours."""
     return tuple(dict.fromkeys(PAPER + norm_names() + tuple(f"bn+{a}" for a in attention_names())))
-
 
 
 def _norm_rank(norm: str) -> tuple[int, str]:
@@ -236,16 +225,13 @@ def _norm_rank(norm: str) -> tuple[int, str]:
     return (known.index(norm), norm) if norm in known else (len(known), norm)
 
 
-
 def _attack_rank(attack: str) -> tuple[int, str]:
     return (ATTACK_ORDER.index(attack), attack) if attack in ATTACK_ORDER else (len(ATTACK_ORDER), attack)
-
 
 
 def _group_sort_key(g: Group) -> tuple:
     k = g.key
     return (k.dataset, k.model, k.variant, _attack_rank(k.attack), g.order, k.setting, _norm_rank(k.norm))
-
 
 
 def _excluded(groups: Sequence[Group]) -> list[dict[str, Any]]:
@@ -262,4 +248,40 @@ def _excluded(groups: Sequence[Group]) -> list[dict[str, Any]]:
             out.append({"experiment": Path(ck).parent.parent.name, "norm": g.key.norm,
                         "seed": int(m["seed"]) if m else None, "status": "unfinished",
                         "detail": f"checkpoint {Path(ck).name}, no record yet (re-run the experiment to resume)"})
+    return out
+
+
+def missing_clean(groups: Sequence[Group]) -> list[str]:
+    """A warning per (dataset, model, variant) with attacked runs but no clean ones: without the clean
+    reference the cost of an attack cannot be read off. Each names the command that adds it."""
+    import shlex
+
+    attacked: dict[tuple, Group] = {}
+    clean = {g.key.context[:3] for g in groups if g.key.attack == "clean"}
+    for g in groups:
+        ctx = g.key.context[:3]
+        if g.key.attack != "clean" and ctx not in clean and (g.finished or g.diverged):
+            attacked.setdefault(ctx, g)
+    out = []
+    for (dataset, model, variant), g in attacked.items():
+        norms = sorted({h.key.norm for h in groups if h.key.context[:3] == (dataset, model, variant)}, key=_norm_rank)
+        cmd = ""
+        try:
+            cfg = json.loads((sorted(g.dirs)[0] / "config.json").read_text())
+        except (OSError, json.JSONDecodeError, IndexError):
+            cfg = None
+        if cfg and isinstance(cfg.get("command"), str):
+            args = shlex.split(cfg["command"])
+            keep, skip = [], 0
+            for a in args[2:]:
+                if skip:
+                    skip -= 1
+                elif a in ("--alpha", "--beta", "--extra", "--k", "--name", "--norm"):
+                    skip = 1
+                else:
+                    keep.append(a)
+            cmd = ": " + shlex.join(["noiseattack", "clean", "--norm", ",".join(norms), *keep])
+        where = f"{dataset} · {model}" + (f" [{variant}]" if variant else "")
+        out.append(f"no clean runs for {where}: the clean reference is missing, so the cost of the attack cannot "
+                   f"be read off; add it with the same options{cmd or ' under `noiseattack clean`'}")
     return out

@@ -6,13 +6,12 @@ import hashlib
 import io
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from .collect import Group, _finite, _group_sort_key, _known_order, _norm_rank
-
 
 
 def _setting_title(attack: str, setting: str, order: tuple) -> str:
@@ -23,26 +22,30 @@ def _setting_title(attack: str, setting: str, order: tuple) -> str:
     return f"{attack} ({setting})" if attack != "clean" else "clean (no attack)"
 
 
+PLOT_FORMATS = ("png", "svg", "pdf")
+DPI = 150
+
 
 @dataclass
 class Plot:
-    filename: str
+    filename: str  # the PNG's name; the other formats share its stem
     title: str
     kind: str  # "box" or "curves"
     context: tuple  # (dataset, model, variant, attack) for box, + setting for curves
-    png: bytes = b""
+    files: dict[str, bytes] = field(default_factory=dict)  # format ("png", "svg", "pdf") -> bytes
 
+    def names(self) -> dict[str, str]:
+        stem = self.filename.rsplit(".", 1)[0]
+        return {fmt: f"{stem}.{fmt}" for fmt in self.files}
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
 
 
 def safe_filename(*parts: str) -> str:
     """Parts joined by '_', every character outside [A-Za-z0-9._-] replaced, ending in .png."""
     name = "_".join(_SAFE.sub("-", p.replace("+", "")) for p in parts if p != "")  # 1e+06 -> 1e06
     return name + ".png"
-
 
 
 def _norm_colors(norms: Iterable[str]) -> dict[str, str]:
@@ -55,18 +58,24 @@ def _norm_colors(norms: Iterable[str]) -> dict[str, str]:
     return {n: palette[i % len(palette)] for i, n in enumerate(known + tuple(extra))}
 
 
-
-def _png(fig) -> bytes:
+def render(fig, formats: Sequence[str] = ("png",), dpi: int = DPI) -> dict[str, bytes]:
+    """The figure in each format: PNG at `dpi`, SVG and PDF as vector graphics (fonts as paths in
+    SVG, so that it looks the same everywhere; no timestamps, so that the bytes are reproducible)."""
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    return buf.getvalue()
+    out = {}
+    for fmt in formats:
+        buf = io.BytesIO()
+        meta = {"Date": None} if fmt in ("svg", "pdf") else {}
+        with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": "noiseattack"}):
+            fig.savefig(buf, format=fmt, dpi=dpi, metadata=meta or None)
+        out[fmt] = buf.getvalue()
+    return out
 
 
-
-def box_plot(groups: Sequence[Group], title: str, xlabel: str) -> bytes:
+def box_plot(groups: Sequence[Group], title: str, xlabel: str):
     """Final accuracy per norm (side by side) for each setting (one group on the x-axis each),
     the seeds overlaid as points, and the diverged/unfinished runs counted under the boxes."""
     from matplotlib.figure import Figure
@@ -124,8 +133,7 @@ def box_plot(groups: Sequence[Group], title: str, xlabel: str) -> bytes:
         ax.text(1.02, 0.0, "not in the boxes:\ndiv. = diverged runs\nunf. = unfinished runs", transform=ax.transAxes,
                 ha="left", va="bottom", fontsize=7, color="firebrick")
     fig.tight_layout()
-    return _png(fig)
-
+    return fig
 
 
 def _tick_label(attack: str, setting: str, order: tuple) -> str:
@@ -136,8 +144,7 @@ def _tick_label(attack: str, setting: str, order: tuple) -> str:
     return setting
 
 
-
-def curve_plot(groups: Sequence[Group], title: str) -> bytes:
+def curve_plot(groups: Sequence[Group], title: str):
     """Test accuracy per epoch, per norm: mean +- std over the finished seeds; the partial curves
     of diverged runs dotted."""
     from matplotlib.figure import Figure
@@ -186,12 +193,24 @@ def curve_plot(groups: Sequence[Group], title: str) -> bytes:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(title="norm (finished seeds)\nmean ± std", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
-    return _png(fig)
+    return fig
 
 
+def describe_context(dataset: str, model: str, variant: str = "") -> str:
+    """`fmnist`, `resnet20w2-n4000-e3` -> `FashionMNIST · ResNet-20 (2× width), 4000 training images, 3 epochs`."""
+    names = {"cifar100": "CIFAR-100", "cifar10": "CIFAR-10", "fmnist": "FashionMNIST", "mnist": "MNIST"}
+    m = re.fullmatch(r"resnet(?P<depth>\d+)(?:w(?P<width>[\d.]+))?(?:-n(?P<n>\d+))?-e(?P<epochs>\d+)", model)
+    if m is None:
+        text = model
+    else:
+        text = f"ResNet-{m['depth']}" + (f" ({m['width']}× width)" if m["width"] else "")
+        text += f", {m['n']} training images" if m["n"] else ", full training set"
+        text += f", {m['epochs']} epoch" + ("s" if m["epochs"] != "1" else "")
+    return f"{names.get(dataset, dataset)} · {text}" + (f" [{variant}]" if variant else "")
 
-def make_plots(groups: Sequence[Group]) -> list[Plot]:
-    """A box plot per (dataset, model, variant, attack) and a curve plot per setting, rendered to PNG bytes."""
+
+def make_plots(groups: Sequence[Group], formats: Sequence[str] = ("png",), dpi: int = DPI) -> list[Plot]:
+    """A box plot per (dataset, model, variant, attack) and a curve plot per setting, rendered in each format."""
     families: dict[tuple, list[Group]] = defaultdict(list)
     contexts: dict[tuple, list[Group]] = defaultdict(list)
     for g in groups:
@@ -214,16 +233,15 @@ def make_plots(groups: Sequence[Group]) -> list[Plot]:
     xlabels = {"constant": "constant attack setting (x̂ → α·x̂ + β in every norm)",
                "mix": "mixed-dataset attack: foreign dataset, k foreign images per batch", "clean": ""}
     for (dataset, model, variant, attack), gs in families.items():
-        where = f"{dataset} · {model}" + (f" [{variant}]" if variant else "")
-        title = f"{where} · {attack} attack\nfinal test accuracy (%) over seeds, per norm and setting"
+        title = (f"{describe_context(dataset, model, variant)}\n{attack} attack: final test accuracy (%) over seeds, "
+                 "per norm and setting")
         name = unique(safe_filename("box", dataset, model, vtag(variant), attack))
         plots.append(Plot(name, title.replace("\n", ": "), "box", (dataset, model, variant, attack),
-                          box_plot(gs, title, xlabels.get(attack, f"{attack} setting"))))
+                          render(box_plot(gs, title, xlabels.get(attack, f"{attack} setting")), formats, dpi)))
     for ctx, gs in contexts.items():
         dataset, model, variant, attack, setting = ctx
-        where = f"{dataset} · {model}" + (f" [{variant}]" if variant else "")
-        title = (f"{where} · {_setting_title(attack, setting, gs[0].order)}\n"
+        title = (f"{describe_context(dataset, model, variant)}\n{_setting_title(attack, setting, gs[0].order)}: "
                  "test accuracy per epoch (mean ± std over seeds)")
         name = unique(safe_filename("curves", dataset, model, vtag(variant), attack, setting))
-        plots.append(Plot(name, title.replace("\n", ": "), "curves", ctx, curve_plot(gs, title)))
+        plots.append(Plot(name, title.replace("\n", ": "), "curves", ctx, render(curve_plot(gs, title), formats, dpi)))
     return plots

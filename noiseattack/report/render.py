@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from .. import overview
 from ..fileio import atomic_write, atomic_write_text
 from .collect import Group, ReportError
-from .plots import Plot
+from .plots import Plot, describe_context
 from .stats import ALPHA, MIN_N, NO_REFERENCE, NOT_MEANINGFUL, REFERENCE, compare, describe, fmt_p
 
 
@@ -21,13 +21,11 @@ ATTACK_ORDER = ("clean", "constant", "mix")
 FORMATS = ("md", "csv", "json")
 
 
-
 COLUMNS = (
     "dataset", "model", "variant", "attack", "setting", "norm", "n", "diverged", "unfinished",
     "mean", "std", "var", "ci95_low", "ci95_high", "min", "max", "diff_vs_bn", "welch_p", "bf_p",
     "accuracy_verdict", "stability_verdict", "seeds", "experiments",
 )
-
 
 
 def build_rows(groups: Sequence[Group], alpha: float = ALPHA) -> list[dict[str, Any]]:
@@ -57,14 +55,12 @@ def build_rows(groups: Sequence[Group], alpha: float = ALPHA) -> list[dict[str, 
     return rows
 
 
-
 def _cell(v: Any, digits: int = 2) -> str:
     if v is None:
         return "—"
     if isinstance(v, float):
         return f"{v:.{digits}f}"
     return str(v)
-
 
 
 def to_csv(rows: Sequence[dict[str, Any]]) -> str:
@@ -74,7 +70,6 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
     for r in rows:
         w.writerow({c: "" if r[c] is None else (repr(r[c]) if isinstance(r[c], float) else r[c]) for c in COLUMNS})
     return buf.getvalue()
-
 
 
 @dataclass
@@ -123,7 +118,7 @@ class Report:
             family = (dataset, model, variant, attack)
             if family not in family_done:
                 family_done.add(family)
-                name = f"{dataset} · {model}" + (f" [{variant}]" if variant else "") + f" · {attack}"
+                name = f"{describe_context(dataset, model, variant)} · {attack}"
                 out += [f"## {name}", ""]
                 if family in plots:
                     out += [f"![{plots[family].title}]({plots[family].filename})", ""]
@@ -168,8 +163,9 @@ class Report:
         out_dir = Path(out_dir)
         written = []
         for p in self.plots:
-            atomic_write(out_dir / p.filename, lambda f, b=p.png: f.write(b))
-            written.append(out_dir / p.filename)
+            for fmt, name in p.names().items():
+                atomic_write(out_dir / name, lambda f, b=p.files[fmt]: f.write(b))
+                written.append(out_dir / name)
         atomic_write_text(out_dir / "report.csv", self.to_csv())
         atomic_write_text(out_dir / "report.md", self.to_markdown())
         atomic_write_text(out_dir / "overview.csv", overview.to_csv(self.overview))
@@ -180,7 +176,6 @@ class Report:
             os.chmod(f, mode)
         self.files = written
         return written
-
 
 
 def _umask() -> int:

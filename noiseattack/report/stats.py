@@ -10,7 +10,6 @@ import numpy as np
 from scipy import stats
 
 
-
 ALPHA = 0.05
 
 
@@ -28,7 +27,6 @@ NOT_MEANINGFUL = "n<3: statistics not meaningful"
 
 NOT_MEANINGFUL = "n<3: statistics not meaningful"
 NO_REFERENCE = "no BN runs to compare with"
-
 
 
 def describe(values: Iterable[float], confidence: float = 0.95) -> dict[str, Any]:
@@ -49,11 +47,9 @@ def describe(values: Iterable[float], confidence: float = 0.95) -> dict[str, Any
     return out
 
 
-
 def _nan_to_none(v: float) -> float | None:
     v = float(v)
     return v if math.isfinite(v) else None
-
 
 
 def welch_test(a: Sequence[float], b: Sequence[float]) -> tuple[float | None, float | None]:
@@ -65,7 +61,6 @@ def welch_test(a: Sequence[float], b: Sequence[float]) -> tuple[float | None, fl
     return _nan_to_none(res.statistic), _nan_to_none(res.pvalue)
 
 
-
 def variance_test(a: Sequence[float], b: Sequence[float]) -> tuple[float | None, float | None]:
     """(W, p) of the Brown-Forsythe test of equal variance (Levene's test centred on the median);
     None where undefined (no spread in either sample)."""
@@ -75,12 +70,10 @@ def variance_test(a: Sequence[float], b: Sequence[float]) -> tuple[float | None,
     return _nan_to_none(res.statistic), _nan_to_none(res.pvalue)
 
 
-
 def fmt_p(p: float | None) -> str:
     if p is None:
         return "undefined"
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
-
 
 
 def compare(values: Sequence[float], reference: Sequence[float], alpha: float = ALPHA) -> dict[str, Any]:
