@@ -62,12 +62,7 @@ import typing
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
-
-from pydantic import (
-    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr,
-    ValidationError, create_model,
-)
+from typing import Any, Union
 
 from ..config import (
     PERFORMANCE_FIELDS, ConfigError, ExperimentConfig, RunConfig, TrainConfig, default_name, parse_norms,
@@ -78,195 +73,125 @@ from ..experiment import check_dir
 # --------------------------------------------------------------------------- the schema
 
 ATTACK_FIELDS = ("attack", "alpha", "beta", "extra", "k")  # TrainConfig fields that [[attack]] tables set
-EXPERIMENT_KEYS: dict[str, type] = {"runs_dir": str, "data_dir": str, "keep_checkpoints": bool, "overwrite": bool}
-GRID_KEYS = ("norms", "seeds", "repeats", "seed")
-_STRICT = {bool: StrictBool, int: StrictInt, float: StrictFloat, str: StrictStr}  # no "4" for 4, 20.0 for 20, true for 1
-
-
-def _toml_type(tp: Any) -> Any:
-    """A dataclass field's type as TOML writes it: strict scalars (ints are numbers too), lists for
-    tuples, strings for enums and paths; `X | None` is X (None means: not given)."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        rest = tuple(_toml_type(a) for a in args if a is not type(None))
-        return rest[0] if len(rest) == 1 else Union[rest]
-    if origin in (tuple, list):
-        return list[_toml_type(args[0])]
-    if isinstance(tp, type) and issubclass(tp, (Enum, Path)):
-        return StrictStr
-    return _STRICT.get(tp, Any)
+EXPERIMENT_KEYS: dict[str, Any] = {"runs_dir": str, "data_dir": str, "keep_checkpoints": bool, "overwrite": bool}
 
 
 def _train_keys() -> dict[str, Any]:
     """[train]'s keys and types: TrainConfig's fields that resolve_train_config takes (less the
     attack's), typed as the dataclass types them, and its other options (the preset: a string)."""
-    hints = typing.get_type_hints(TrainConfig)
-    options = inspect.signature(resolve_train_config).parameters
+    hints, options = typing.get_type_hints(TrainConfig), inspect.signature(resolve_train_config).parameters
     keys = {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig) if f.name in options}
-    keys.update({name: str for name in options if name not in keys})
-    return {name: _toml_type(tp) for name, tp in keys.items() if name not in ATTACK_FIELDS}
+    return {name: keys.get(name, str) for name in [*keys, *options] if name not in ATTACK_FIELDS}
 
 
 TRAIN_KEYS = _train_keys()
 SWEEPABLE = tuple(k for k in TRAIN_KEYS if k not in PERFORMANCE_FIELDS)  # the rest do not change results
-
-
-def _listify(v: Any) -> Any:
-    return v if isinstance(v, list) else [v]
-
-
-def _distinct(v: list[Any]) -> list[Any]:
-    if len(set(map(repr, v))) != len(v):
-        raise ValueError(f"has duplicates: {v}")
-    return v
-
-
-def _pair(v: Any) -> Any:
-    if not (isinstance(v, list) and len(v) == 2):
-        raise ValueError(f"must be an [alpha, beta] pair, got {v!r}")
-    return v
-
-
-def _one_or_more(tp: Any) -> Any:
-    """A value or a non-empty list of values, as a list."""
-    return Annotated[list[tp], BeforeValidator(_listify), Field(min_length=1)]
-
-
-class _Table(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CleanAttack(_Table):
-    kind: Literal["clean"]
-    name: Optional[StrictStr] = None
-
-    def settings_(self) -> list[dict[str, Any]]:
-        return [{"attack": "clean"}]
-
-
-class ConstantAttack(_Table):
-    kind: Literal["constant"]
-    settings: Annotated[list[Annotated[list[StrictFloat], BeforeValidator(_pair)]], Field(min_length=1)]
-    name: Optional[StrictStr] = None
-
-    def settings_(self) -> list[dict[str, Any]]:
-        return [{"attack": "constant", "alpha": a, "beta": b} for a, b in self.settings]
-
-
-class MixAttack(_Table):
-    kind: Literal["mix"]
-    extra: _one_or_more(StrictStr)
-    k: _one_or_more(StrictInt)
-    name: Optional[StrictStr] = None
-
-    def settings_(self) -> list[dict[str, Any]]:
-        return [{"attack": "mix", "extra": e, "k": k} for e in self.extra for k in self.k]
-
-
-ATTACKS = {"clean": CleanAttack, "constant": ConstantAttack, "mix": MixAttack}
-
-TrainTable = create_model(
-    "TrainTable", __base__=_Table,
-    **{key: (Optional[tp], None) for key, tp in {**TRAIN_KEYS, **EXPERIMENT_KEYS}.items()},
-)
-GridTable = create_model(
-    "GridTable", __base__=_Table,
-    norms=(_one_or_more(StrictStr), ["all"]),
-    seeds=(Optional[Annotated[_one_or_more(Annotated[StrictInt, Field(ge=0)]), AfterValidator(_distinct)]], None),
-    repeats=(Annotated[StrictInt, Field(ge=1)], 5),
-    seed=(Annotated[StrictInt, Field(ge=0)], 0),
-    **{key: (Optional[Annotated[list[TRAIN_KEYS[key]], Field(min_length=1)]], None) for key in SWEEPABLE},
-)
-
-
-class GridFile(_Table):
-    train: TrainTable = TrainTable()  # type: ignore[valid-type]
-    grid: GridTable = GridTable()  # type: ignore[valid-type]
-    attack: Annotated[list[Annotated[Union[CleanAttack, ConstantAttack, MixAttack], Field(discriminator="kind")]],
-                      Field(min_length=1)]
-
-
-# --------------------------------------------------------------------------- one-line errors
-
-_WANT = {"int_type": "an integer", "float_type": "a number", "string_type": "a string",
-         "bool_type": "a boolean (true or false)", "list_type": "a list", "model_type": "a table",
-         "model_attributes_type": "a table", "dict_type": "a table"}
-_ADD_ATTACKS = "add [[attack]] tables (kind = clean, constant or mix)"
-_MISSING = {"settings": ": a list of [alpha, beta] pairs"}
+GRID_KEYS: dict[str, Any] = {"norms": Any, "seeds": list[int], "repeats": int, "seed": int,
+                             **{key: list[TRAIN_KEYS[key]] for key in SWEEPABLE}}  # axes: lists of values
+ATTACK_KEYS: dict[str, dict[str, Any]] = {
+    "clean": {"kind": str, "name": str},
+    "constant": {"kind": str, "settings": list[tuple[float, float]], "name": str},
+    "mix": {"kind": str, "extra": list[str], "k": list[int], "name": str},
+}
+ONE_OR_MORE = ("seeds", "extra", "k")  # a value or a list of values
+_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}
 _HINTS = {
-    "norm": "set the norms in [grid] (norms = [...])", "repeats": "set it in [grid]", "seed": "set it in [grid]",
-    "seeds": "set it in [grid]", "norms": "set it in [grid]", "attack": "use [[attack]] tables",
-    "alpha": "use [[attack]] kind = \"constant\" with settings = [[alpha, beta], ...]",
-    "beta": "use [[attack]] kind = \"constant\" with settings = [[alpha, beta], ...]",
+    **dict.fromkeys(("repeats", "seed", "seeds", "norms"), "set it in [grid]"), "attack": "use [[attack]] tables",
+    **dict.fromkeys(("alpha", "beta"), "use [[attack]] kind = \"constant\" with settings = [[alpha, beta], ...]"),
     "extra": "use [[attack]] kind = \"mix\" with extra = [...]", "k": "use [[attack]] kind = \"mix\" with k = [...]",
-    "name": "name an experiment in its [[attack]] table", "progress": "a command-line option (--progress)",
+    "norm": "set the norms in [grid] (norms = [...])", "name": "name an experiment in its [[attack]] table",
+    "progress": "a command-line option (--progress)",
 }
 
 
-def _typename(v: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "a table"}.get(type(v), type(v).__name__)
+def _got(v: Any) -> str:
+    return f"got {v!r} ({_NAMES.get(type(v), type(v).__name__)})"
 
 
-def _where(loc: tuple[Any, ...]) -> str:
-    """("attack", 0, "mix", "k", 1) -> "attack[1].k[2]": items count from 1; the attack's kind is not a key."""
-    out = ""
-    for i, part in enumerate(loc):
-        if isinstance(part, int):
-            out += f"[{part + 1}]"
-        elif not (i == 2 and loc[0] == "attack" and part in ATTACKS):
-            out += f".{part}" if out else str(part)
+def check(where: str, v: Any, tp: Any) -> Any:
+    """`v` as type `tp` (a dataclass field's type, or a list of them) as TOML writes it, or a
+    one-line ConfigError naming `where`: ints are numbers too, booleans are not numbers, tuples
+    are lists (items count from 1: `grid.lr[2]`), `X | None` is X; other types are not checked here."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        return check(where, v, next(a for a in args if a is not type(None)))
+    if origin in (list, tuple):
+        fixed = origin is tuple and Ellipsis not in args
+        if not isinstance(v, list) or (fixed and len(v) != len(args)):
+            want = f"a list of {len(args)} values" if fixed else "a list"
+            raise ConfigError(f"{where} must be {want}, {_got(v)}")
+        return [check(f"{where}[{i}]", x, args[i - 1] if fixed else args[0]) for i, x in enumerate(v, 1)]
+    if tp in _NAMES and (isinstance(v, bool) != (tp is bool) or not isinstance(v, (int, float) if tp is float else tp)):
+        raise ConfigError(f"{where} must be {_NAMES[tp]}, {_got(v)}")
+    return float(v) if tp is float else v
+
+
+def check_table(where: str, table: Any, keys: dict[str, Any], kind: str = "", axes: bool = False) -> dict[str, Any]:
+    """A table's values checked against `keys` (name -> type); an axis table's lists must not be empty."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table, got {_NAMES.get(type(table), type(table).__name__)}")
+    out = {}
+    for key, v in table.items():
+        if key not in keys:
+            raise ConfigError(_unknown_key(where, key, kind))
+        v = [v] if key in ONE_OR_MORE and not isinstance(v, list) else v
+        if axes and key in SWEEPABLE and not isinstance(v, list):
+            raise ConfigError(f"{where}.{key} must be a list of the values to sweep (one value goes into [train])")
+        if axes and v == []:
+            raise ConfigError(f"{where}.{key} is empty: give at least one value")
+        out[key] = check(f"{where}.{key}", v, keys[key])
     return out
 
 
-def _unknown_key(loc: tuple[Any, ...], where: str) -> str:
-    key = loc[-1]
-    if len(loc) == 1:
-        return f"unknown key '{key}': a grid has [train], [grid] and [[attack]] tables"
-    if loc[0] == "grid" and (key in TRAIN_KEYS or key in EXPERIMENT_KEYS):
-        why = "it changes speed, not results" if key in TRAIN_KEYS else "it says where and how runs are kept"
-        return f"{where} cannot be swept ({why}): set it in [train]"
-    if loc[0] == "train":
-        hint = _HINTS.get(key, "choose from " + ", ".join([*TRAIN_KEYS, *EXPERIMENT_KEYS]))
-    elif loc[0] == "grid":
-        hint = _HINTS.get(key) if key in ATTACK_FIELDS else None
-        hint = hint or f"choose from {', '.join(GRID_KEYS)}, or a [train] option to sweep: {', '.join(SWEEPABLE)}"
-    else:
-        kind = loc[2]
+def _unknown_key(table: str, key: str, kind: str) -> str:
+    """The error for a key that `table` (an [[attack]] table: `kind`) does not take, with a hint."""
+    if table == "grid" and (key in TRAIN_KEYS or key in EXPERIMENT_KEYS):
+        return f"grid.{key} cannot be swept (it changes speed or where runs go, not results): set it in [train]"
+    if kind:
         hint = ("train options go into [train] (or, as lists, into [grid] to sweep them)" if key in TRAIN_KEYS
-                else f"a {kind} attack takes {', '.join(ATTACKS[kind].model_fields)}")
-    return f"unknown key '{where}': {hint}"
+                else f"a {kind} attack takes {', '.join(ATTACK_KEYS[kind])}")
+    else:
+        hint = _HINTS.get(key, "choose from " + ", ".join(GRID_KEYS if table == "grid"
+                                                         else [*TRAIN_KEYS, *EXPERIMENT_KEYS]))
+    return f"unknown key '{table}.{key}': {hint}"
 
 
-def error_line(err: dict[str, Any]) -> str:
-    """One line naming the key, from one of pydantic's errors."""
-    loc, kind, v, ctx = err["loc"], err["type"], err.get("input"), err.get("ctx", {})
-    where = _where(loc)
-    if kind == "extra_forbidden":
-        return _unknown_key(loc, where)
-    if kind == "missing":
-        if where == "attack":
-            return f"attack: the grid names no attack: {_ADD_ATTACKS}"
-        return f"{where} is missing{_MISSING.get(str(loc[-1]), '')}"
-    if kind == "union_tag_not_found":
-        return f"{where}.kind is missing: choose clean, constant or mix"
-    if kind == "union_tag_invalid":
-        return f"{where}.kind: unknown attack '{ctx.get('tag')}': choose clean, constant or mix"
-    if kind == "too_short" and not v:
-        return f"{where} is empty: " + (_ADD_ATTACKS if where == "attack" else "give at least one value")
-    if kind in ("greater_than_equal", "greater_than"):
-        return f"{where} must be {'>=' if 'ge' in ctx else '>'} {ctx.get('ge', ctx.get('gt'))}, got {v!r}"
-    if kind == "value_error":
-        return f"{where} {ctx.get('error')}"
-    if where == "attack" and kind == "list_type":
-        return f"attack must be a list of tables ([[attack]]), got {_typename(v)}"
-    if len(loc) == 1 and kind in _WANT:
-        return f"{where} must be a table ([{where}]), got {_typename(v)}"
-    if len(loc) == 2 and loc[0] == "grid" and loc[1] in SWEEPABLE and kind == "list_type":
-        return f"{where} must be a list of the values to sweep, got {v!r} ({_typename(v)}): one value goes into [train]"
-    if kind in _WANT:
-        return f"{where} must be {_WANT[kind]}, got {v!r} ({_typename(v)})"
-    return f"{where}: {err['msg']}"
+def _norms(v: Any) -> tuple[str, ...]:
+    """"all", "bn,iebn" or a list of names, checked only by config.parse_norms (which knows the norms)."""
+    names = v if isinstance(v, list) else [v]
+    if not (names and all(isinstance(n, str) and n.strip() and (len(names) == 1 or "," not in n) for n in names)):
+        raise ConfigError(f"grid.norms must be a norm name, a list of them, \"bn,iebn\" or \"all\", got {v!r}")
+    try:
+        return tuple(dict.fromkeys(n for name in names for n in parse_norms(name)))
+    except ConfigError as e:
+        raise ConfigError(f"grid.norms: {e}") from None
+
+
+def _attack_settings(attacks: Any, n_combos: int) -> list[tuple[str, dict[str, Any], str | None]]:
+    """The [[attack]] tables, checked: (where, attack options, name) of every setting, without repeats."""
+    if not attacks:
+        raise ConfigError("attack: the grid names no attack: add [[attack]] tables (kind = clean, constant or mix)")
+    if not isinstance(attacks, list):
+        raise ConfigError(f"attack must be a list of tables ([[attack]]), got {_NAMES.get(type(attacks))}")
+    out = []
+    for i, a in enumerate(attacks, 1):
+        where, kind = f"attack[{i}]", a.get("kind") if isinstance(a, dict) else None
+        if isinstance(a, dict) and not (isinstance(kind, str) and kind in ATTACK_KEYS):
+            raise ConfigError(f"{where}.kind: unknown attack {kind!r}: choose clean, constant or mix" if "kind" in a
+                              else f"{where}.kind is missing: choose clean, constant or mix")
+        a = check_table(where, a, ATTACK_KEYS.get(kind, {}), kind, axes=True)
+        missing = [key for key in ATTACK_KEYS[kind] if key not in a and key != "name"]
+        if missing:
+            raise ConfigError(f"{where}.{missing[0]} is missing")
+        expanded = ([{"attack": "constant", "alpha": x, "beta": y} for x, y in a["settings"]] if kind == "constant"
+                    else [{"attack": "mix", "extra": e, "k": k} for e in a["extra"] for k in a["k"]]
+                    if kind == "mix" else [{"attack": "clean"}])
+        unique = list({tuple(sorted(s.items())): s for s in expanded}.values())  # [2, 1] and [2.0, 1]: one
+        if a.get("name") is not None and len(unique) * n_combos > 1:
+            raise ConfigError(f"{where}.name: a name is one experiment dir, but this attack has "
+                              f"{len(unique) * n_combos} settings" + (" with the grid's axes" if n_combos > 1 else ""))
+        out += [(where, s, a.get("name")) for s in unique]
+    return out
 
 
 # --------------------------------------------------------------------------- parsing and expansion
@@ -357,32 +282,26 @@ def _label(where: str, values: dict[str, Any]) -> str:
 def parse_grid(doc: dict[str, Any], *, source: str = "<grid>", runs_dir: str | Path | None = None,
                data_dir: str | Path | None = None, defer_device: bool = False) -> Grid:
     """Validate a parsed grid and expand it into experiments. Raises ConfigError naming the key."""
-    try:
-        g = GridFile.model_validate(doc)
-    except ValidationError as e:
-        raise ConfigError(error_line(e.errors(include_url=False)[0])) from None
-    given = {k: getattr(g.train, k) for k in g.train.model_fields_set}
+    for key in doc:
+        if key not in ("train", "grid", "attack"):
+            raise ConfigError(f"unknown key '{key}': a grid has [train], [grid] and [[attack]] tables")
+    given = check_table("train", doc.get("train", {}), {**TRAIN_KEYS, **EXPERIMENT_KEYS})
+    grid = check_table("grid", doc.get("grid", {}), GRID_KEYS, axes=True)
     train_opts = {k: v for k, v in given.items() if k in TRAIN_KEYS}
     exp_opts = {"runs_dir": "runs", **{k: v for k, v in given.items() if k in EXPERIMENT_KEYS}}
     exp_opts.update({k: str(v) for k, v in (("runs_dir", runs_dir), ("data_dir", data_dir)) if v is not None})
-    axes = {k: getattr(g.grid, k) for k in doc.get("grid", {}) if k in SWEEPABLE}  # in the file's order
+    axes = {k: v for k, v in grid.items() if k in SWEEPABLE}  # in the file's order
     for key in axes:
         if key in train_opts:
             raise ConfigError(f"grid.{key}: also set in [train]: give an option in one of the two tables")
-    raw = doc.get("grid", {}).get("norms", "all")
-    names = [(f"grid.norms[{i}]" if isinstance(raw, list) else "grid.norms", n) for i, n in enumerate(g.grid.norms, 1)]
-    norms: tuple[str, ...] = ()
-    for where, n in names:  # a string: "all" or "bn,iebn"; a list: one norm per item
-        try:
-            if isinstance(raw, list) and ("," in n or not n.strip()):
-                raise ConfigError(f"'{n}' is not one norm name")
-            norms += parse_norms(n)
-        except ConfigError as e:
-            raise ConfigError(f"{where}: {e}") from None
-    if g.grid.seeds is not None and g.grid.model_fields_set & {"repeats", "seed"}:
+    if "seeds" in grid and ("repeats" in grid or "seed" in grid):
         raise ConfigError("grid.seeds: give either seeds = [...] or repeats (and seed), not both")
-    seeds = tuple(g.grid.seeds or range(g.grid.seed, g.grid.seed + g.grid.repeats))
-
+    if grid.get("repeats", 1) < 1:
+        raise ConfigError(f"grid.repeats must be >= 1, got {grid['repeats']}")
+    seeds = grid.get("seeds") or list(range(grid.get("seed", 0), grid.get("seed", 0) + grid.get("repeats", 5)))
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ConfigError(f"grid.seeds must be distinct and >= 0, got {seeds}")
+    exp_kw = dict(norms=_norms(grid.get("norms", "all")), seeds=tuple(seeds), **exp_opts)
     device = train_opts.pop("device", "auto")
     check_device = device
     if defer_device and (device == "auto" or device.startswith("cuda")):
@@ -390,29 +309,15 @@ def parse_grid(doc: dict[str, Any], *, source: str = "<grid>", runs_dir: str | P
             raise ConfigError(f"train.device: unknown device '{device}': use auto, cpu or cuda[:N]")
         check_device = "cpu"  # everything else is checked here; the device where the run trains
     combos = [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+    settings = _attack_settings(doc.get("attack"), len(combos))
     for combo in combos:  # the shared options first: their errors name [train]
         try:
             base = resolve_train_config(**train_opts, **combo, device=check_device)
         except ConfigError as e:
             raise ConfigError(f"{_label('[train] with [grid]', combo) if combo else '[train]'}: {e}") from None
     device = base.device if check_device == device else device
-    exp_kw = dict(norms=tuple(dict.fromkeys(norms)), seeds=seeds, **exp_opts)
-    settings = _attack_settings(g.attack, len(combos))
     experiments = _experiments(settings, combos, {**train_opts, "device": check_device}, exp_kw)
     return Grid(source=source, experiments=experiments, device=device)
-
-
-def _attack_settings(attacks: list[Any], n_combos: int) -> list[tuple[str, dict[str, Any], str | None]]:
-    """(where, attack options, name) of every attack setting, in the grid's order, without repeats."""
-    out = []
-    for i, a in enumerate(attacks, 1):
-        unique = list({tuple(sorted(s.items())): s for s in a.settings_()}.values())  # [2, 1] and [2.0, 1]: one
-        n = len(unique) * n_combos
-        if a.name is not None and n > 1:
-            raise ConfigError(f"attack[{i}].name: a name is one experiment dir, but this attack has {n} settings"
-                              + (" with the grid's axes" if n_combos > 1 else ""))
-        out += [(f"attack[{i}]", s, a.name) for s in unique]
-    return out
 
 
 def _experiments(settings: list[tuple[str, dict[str, Any], str | None]], combos: list[dict[str, Any]],
@@ -432,13 +337,13 @@ def _experiments(settings: list[tuple[str, dict[str, Any], str | None]], combos:
             except ConfigError as e:
                 raise ConfigError(f"{label}: {e}") from None
             ident = repr(sorted(train.identity().items()))
+            if by_identity.get(ident, exp.name) != exp.name:
+                raise ConfigError(f"{label}: the same setting as {origin[by_identity[ident]]} under another name")
             if exp.name in experiments:
-                if repr(sorted(experiments[exp.name].train.identity().items())) == ident:
+                if ident in by_identity:
                     continue  # the same setting twice: one experiment
                 raise ConfigError(f"{label}: its experiment dir '{exp.name}' is also that of {origin[exp.name]}, "
                                   f"a different setting: give one of them a name")
-            if ident in by_identity:
-                raise ConfigError(f"{label}: the same setting as {origin[by_identity[ident]]} under another name")
             try:
                 check_dir(exp)
             except ConfigError as e:
