@@ -3,6 +3,7 @@ resuming, the dry run, the grid validation, and the ready grids in scripts/."""
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import re
@@ -14,7 +15,7 @@ import pytest
 from conftest import run_cli
 
 from noiseattack import sweep as S
-from noiseattack.config import ConfigError, resolve_experiment, resolve_train_config
+from noiseattack.config import ConfigError, TrainConfig, resolve_experiment, resolve_train_config
 from noiseattack.results import read_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -166,7 +167,7 @@ BAD_GRIDS = {
     "zero epochs": ('[train]\nepochs = 0\n', "epochs"),
     "bad depth": ('[train]\ndepth = 9\n', "depth"),
     "bad dataset": ('[train]\ndataset = "svhn"\n', "dataset 'svhn'"),
-    "bad norm": ('[grid]\nnorms = ["bn", "gn"]\n', "grid.norms"),
+    "bad norm": ('[grid]\nnorms = ["bn", "xn"]\n', "grid.norms"),
     "zero repeats": ('[grid]\nrepeats = 0\n', "grid.repeats"),
     "zero alpha": ('[[attack]]\nkind = "constant"\nsettings = [[0, 1]]\n', "alpha"),
     "bad kind": ('[[attack]]\nkind = "noise"\n', "attack[1].kind"),
@@ -174,6 +175,18 @@ BAD_GRIDS = {
     "negative k": ('[[attack]]\nkind = "mix"\nextra = "mnist"\nk = [-1]\n', "k must be >= 0"),
     "name for many": ('[[attack]]\nkind = "mix"\nextra = "mnist"\nk = [8, 16]\nname = "x"\n', "attack[1].name"),
     "not toml": ('[train\n', "not valid TOML"),
+    # a bad axis
+    "unknown axis": ('[grid]\nwidht = [1, 2]\n', "grid.widht"),
+    "axis element type": ('[grid]\nlr = [0.1, "0.05"]\n', "grid.lr[2]"),
+    "axis float for int": ('[grid]\nbatch_size = [32, 64.0]\n', "grid.batch_size[2]"),
+    "empty axis": ('[grid]\nbatch_size = []\n', "grid.batch_size is empty"),
+    "axis not a list": ('[grid]\nwidth = 2\n', "grid.width must be a list"),
+    "axis cannot be swept": ('[grid]\ndevice = ["cpu", "auto"]\n', "grid.device cannot be swept"),
+    "experiment key as axis": ('[grid]\nruns_dir = ["a", "b"]\n', "grid.runs_dir cannot be swept"),
+    "attack field as axis": ('[grid]\nk = [8, 16]\n', "grid.k"),
+    "axis also in train": ('[train]\nwidth = 2\n[grid]\nwidth = [1, 2]\n', "grid.width"),
+    "bad axis value": ('[grid]\ndepth = [20, 9]\n', "depth 9"),
+    "name for many with axes": ('[grid]\nlr = [0.1, 0.2]\n[[attack]]\nkind = "clean"\nname = "x"\n', "attack[1].name"),
 }
 
 
@@ -306,3 +319,111 @@ def test_paper_grid(tmp_path):
     assert all(e.norms == ("bn", "in", "bnse", "iebn") and e.seeds == (0, 1, 2, 3, 4) for e in g.experiments)
     assert len(jobs) == len(g.experiments) * 20 and len({j.key for j in jobs}) == len(jobs)
     assert g.device == "auto"  # resolved on each Slurm job's node
+
+
+# --------------------------------------------------------------------------- axes over train options
+
+AXES_GRID = """\
+[train]
+dataset = "mnist"
+depth = 8
+epochs = 1
+device = "cpu"
+
+[grid]
+norms = ["bn", "iebn"]
+seeds = [0, 1]
+width = [1, 2]
+batch_size = [32, 64]
+lr = [0.1, 0.05]
+
+[[attack]]
+kind = "clean"
+
+[[attack]]
+kind = "constant"
+settings = [[2, 1]]
+"""
+
+
+def _single_run_keys(name: str, **options) -> list[str]:
+    """The keys the single-run command (`noiseattack clean/constant ...`) gives these options, norms bn, iebn, seeds 0, 1."""
+    train = resolve_train_config(dataset="mnist", depth=8, epochs=1, device="cpu", **options)
+    exp = resolve_experiment(train, norms="bn,iebn", seeds="0,1", name=name, runs_dir="unused")
+    return [r.key for r in exp.runs()]
+
+
+def test_axes_expand_to_the_product_with_names_and_single_run_keys(tmp_path, capsys):
+    grid = tmp_path / "axes.toml"
+    grid.write_text(AXES_GRID)
+    expected_names, expected_keys = [], []
+    for width in (1, 2):  # the first axis varies slowest, then the attacks
+        for bs in (32, 64):
+            for lr in (0.1, 0.05):
+                for head, attack in (("clean", {"attack": "clean"}),
+                                     ("constant-a2-b1", {"attack": "constant", "alpha": 2, "beta": 1})):
+                    name = f"{head}-mnist-resnet8{'w2' if width == 2 else ''}-e1-bs{bs}-lr{lr}"
+                    expected_names.append(name)
+                    expected_keys += _single_run_keys(name, width=width, batch_size=bs, lr=lr, **attack)
+    g = S.load_grid(grid, runs_dir=tmp_path / "runs")
+    assert [e.name for e in g.experiments] == expected_names and len(expected_names) == 16
+    assert [j.key for j in g.jobs()] == expected_keys and len(set(expected_keys)) == 64
+    assert [j.key for j in S.load_grid(grid, runs_dir=tmp_path / "elsewhere").jobs()] == expected_keys  # stable
+
+    code, out, err = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(tmp_path / "runs"), "--dry-run")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert [line.split()[1] for line in lines[:-1]] == expected_keys
+    assert {Path(line.split()[2]).name for line in lines[:-1]} == set(expected_names)
+    assert "64 runs in 16 experiments: 0 done" in lines[-1] and not (tmp_path / "runs").exists()
+
+
+def test_other_axes_are_named_by_their_tags(tmp_path):
+    doc = {"train": {"dataset": "mnist", "depth": 8, "epochs": 4, "device": "cpu"},
+           "grid": {"norms": "bn", "seeds": [0], "milestones": [[1], [2, 3]], "momentum": [0.8],
+                    "weight_decay": [0.0005], "lr_gamma": [0.2], "test_subset": [100], "train_subset": [200],
+                    "block": ["auto"], "amp": [False]},
+           "attack": [{"kind": "mix", "extra": "fmnist", "k": 8}]}
+    g = S.parse_grid(doc, runs_dir=tmp_path)
+    tail = "-mom0.8-wd0.0005-gamma0.2-nt100-basic-noamp"
+    assert [e.name for e in g.experiments] == [f"mix-fmnist-k8-mnist-resnet8-n200-e4-ms1{tail}",
+                                               f"mix-fmnist-k8-mnist-resnet8-n200-e4-ms2_3{tail}"]
+    assert [e.train.milestones for e in g.experiments] == [(1,), (2, 3)]
+    assert all(e.train.train_subset == 200 and e.train.momentum == 0.8 for e in g.experiments)
+
+
+def test_every_result_changing_train_option_is_an_axis():
+    """The schema follows TrainConfig: its fields (less the attack's, which [[attack]] sets) are [train] keys,
+    and all but the speed-only ones are axes."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(S.TRAIN_KEYS) == fields - {"attack", "alpha", "beta", "extra", "k"} | {"preset"}
+    assert set(S.SWEEPABLE) == set(S.TRAIN_KEYS) - {"device", "channels_last", "compile_norms", "eval_batch_size"}
+
+
+@pytest.mark.slow
+def test_axes_sweep_resumes_and_shares_keys_with_the_single_run_command(tmp_path, fake_mnist, capsys):
+    data = fake_mnist(n_train=256, n_test=128)
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f'[train]\ndataset = "mnist"\ndepth = 8\nepochs = 1\ndevice = "cpu"\ndata_dir = "{data}"\n'
+                    '[grid]\nnorms = ["bn"]\nseeds = [0]\nbatch_size = [32, 64]\n[[attack]]\nkind = "clean"\n')
+    runs = tmp_path / "runs"
+    first = S.run_sweep(S.load_grid(grid, runs_dir=runs), progress=False)
+    assert [r["status"] for r in first.ran] == ["finished", "finished"] and not first.pending
+    names = ["clean-mnist-resnet8-e1-bs32", "clean-mnist-resnet8-e1-bs64"]
+    assert sorted(p.name for p in runs.iterdir()) == names
+    recs = [read_results(runs / n) for n in names]
+    assert [[r["config"]["batch_size"] for r in rs] for rs in recs] == [[32], [64]]
+
+    before = {p: p.read_bytes() for p in runs.rglob("*") if p.is_file()}
+    again = S.run_sweep(S.load_grid(grid, runs_dir=runs), progress=False)
+    assert again.ran == [] and again.skipped == 2 and len(again.records) == 2
+    code, out, _ = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(runs), "--dry-run")
+    assert code == 0 and [line.split()[0] for line in out.splitlines()[:-1]] == ["done", "done"]
+    # the single-run command with the same options, in that dir, finds its run done
+    code, out, err = run_cli(capsys, "clean", "--dataset", "mnist", "--depth", "8", "--epochs", "1", "--batch-size",
+                             "32", "--norm", "bn", "--seeds", "0", "--device", "cpu", "--name", names[0], "--runs-dir",
+                             str(runs), "--data-dir", str(data), "--no-progress")
+    assert code == 0, err
+    assert read_results(runs / names[0]) == recs[0]
+    assert {p for p in runs.rglob("*") if p.is_file()} == set(before)  # nothing trained: no new tb/ or checkpoint
+    assert all(p.read_bytes() == b for p, b in before.items() if p.name == "results.jsonl")

@@ -1,0 +1,320 @@
+"""The state of a sweep's runs (`status`) and `run_sweep`, which runs the pending ones with an executor."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import Attack, ConfigError, ExperimentConfig
+from ..experiment import is_running, open_dir, other_setting, run_paths, sigint_requests_stop
+from ..results import read_results
+from ..train import prepare_data
+from .executors import (
+    EXECUTORS, SlurmOptions, Task, _InlineRunner, _PoolRunner, _Runner, _SubmititRunner, _visible_gpus, cpu_count,
+    write_summaries_locked,
+)
+from .grid import Grid, SweepJob
+
+# --------------------------------------------------------------------------- the state of a sweep
+
+DONE, DIVERGED, RUNNING, PARTIAL, PENDING = "done", "diverged", "running", "partial", "pending"
+STATES = (DONE, DIVERGED, RUNNING, PARTIAL, PENDING)
+
+
+def status(grid: Grid) -> list[tuple[SweepJob, str, dict[str, Any] | None]]:
+    """Every run of the grid with its state and its record when it has one. States: done,
+    diverged (both over), running (another process trains it now), partial (a checkpoint, nobody
+    training it), pending. Reads only."""
+    out = []
+    for exp in grid.experiments:
+        replaced = exp.overwrite and other_setting(exp) is not None  # open_dir will start it afresh
+        records = {} if replaced else {r["key"]: r for r in read_results(exp.dir)}
+        for run in exp.runs():
+            job = SweepJob(exp, run, grid.device)
+            rec = records.get(run.key)
+            if rec is not None:
+                state = DIVERGED if rec["status"] == "diverged" else DONE
+            elif replaced:
+                state = PENDING
+            elif is_running(exp.dir, run):  # its lock: held by the process training it
+                state = RUNNING
+            elif run_paths(exp.dir, run)[0].exists():
+                state = PARTIAL
+            else:
+                state = PENDING
+            out.append((job, state, rec))
+    return out
+
+
+def check_data(grid: Grid) -> None:
+    """Load (downloading where possible) every dataset the grid trains on, and check the subset
+    sizes, so that missing data is one ConfigError before anything is written."""
+    seen = set()
+    for exp in grid.experiments:
+        t = exp.train
+        sig = (t.dataset, t.extra if t.attack is Attack.mix and t.k > 0 else None, t.train_subset, t.test_subset,
+               str(exp.data_dir))
+        if sig in seen:
+            continue
+        seen.add(sig)
+        prepare_data(dataclasses.replace(t, device="cpu"), exp.data_dir)
+
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+class Interrupted(Exception):
+    """The sweep stopped on Ctrl-C: the runs in progress wrote their checkpoints (a Slurm array
+    keeps running); re-running the sweep resumes it. `result` is what was done until then."""
+
+    def __init__(self, message: str, result: "SweepResult") -> None:
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class SweepResult:
+    records: list[dict[str, Any]]  # the grid's finished and diverged runs (this time or before), grid order
+    ran: list[dict[str, Any]]  # what this invocation did: records, and failed / interrupted outcomes
+    failed: list[dict[str, Any]]
+    pending: list[SweepJob]  # runs not done when the sweep ended (failed, interrupted, not waited for)
+    skipped: int  # runs that were done before the sweep started
+    interrupted: bool = False
+    job_ids: list[str] = field(default_factory=list)  # submitit's job ids
+
+
+def _progress(enabled: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"),
+                    console=Console(stderr=True), disable=not enabled, transient=False)
+
+
+def _fmt_eta(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-:--:--"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def describe(outcome: dict[str, Any]) -> str:
+    """One line about a run's outcome."""
+    head = f"{outcome['experiment']} {outcome['norm']} seed {outcome['seed']}"
+    st = outcome["status"]
+    if st == "finished":
+        return f"{head}: final {outcome['final_acc']:.2f}%  best {outcome['best_acc']:.2f}%  ({outcome['wall_time_s']:.0f} s)"
+    if st == "diverged":
+        d = outcome.get("diverged") or {}
+        return f"{head}: diverged at epoch {d.get('epoch')} (lr {d.get('lr', float('nan')):g})"
+    return f"{head}: {st}: {outcome.get('error', '')}"
+
+
+def run_sweep(
+    grid: Grid,
+    *,
+    executor: str = "local",
+    workers: int = 1,
+    threads: int | None = None,
+    runs_per_job: int = 1,
+    slurm: SlurmOptions | None = None,
+    wait: bool = True,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> SweepResult:
+    """Run every run of the grid that is not done yet and return the records.
+
+    executor: "local" (in this process when workers == 1, else `workers` spawned processes, each
+    pinned to one GPU in turn), "submitit-local" (submitit's local executor, `workers` jobs at a
+    time) or "slurm" (a submitit job array; `slurm` holds what each job asks for). threads: torch
+    threads per worker [default: CPUs // workers when workers > 1; --cpus-per-job on Slurm].
+    Bad input raises ConfigError before anything is written. A run that fails does not stop the
+    others: it is in `failed` and stays pending. Ctrl-C stops the runs in progress at their next
+    step (after a checkpoint) and raises Interrupted; a Slurm array keeps running.
+    """
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor '{executor}': choose {', '.join(EXECUTORS)}")
+    for name, v in (("workers", workers), ("runs per job", runs_per_job)):
+        if v < 1:
+            raise ConfigError(f"{name} must be >= 1, got {v}")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
+    slurm = slurm or SlurmOptions()
+    if executor != "local":
+        try:
+            import submitit  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"--executor {executor} needs submitit: pip install -e '.[slurm]'") from None
+    if executor == "slurm":
+        if shutil.which("sbatch") is None:
+            raise ConfigError("--executor slurm needs Slurm's sbatch on the PATH (run it on a login node), "
+                              "or use --executor submitit-local")
+        if slurm.array_parallelism < 1:
+            raise ConfigError(f"array parallelism must be >= 1, got {slurm.array_parallelism}")
+        if slurm.gpus_per_job < 0:
+            raise ConfigError(f"gpus per job must be >= 0, got {slurm.gpus_per_job}")
+    check_data(grid)  # missing data: one error before anything is written
+
+    states = status(grid)
+    todo = [job for job, st, _ in states if st not in (DONE, DIVERGED, RUNNING)]
+    skipped = sum(st in (DONE, DIVERGED) for _, st, _ in states)
+    log = log or (lambda s: None)
+    elsewhere = sum(st == RUNNING for _, st, _ in states)
+    if elsewhere:
+        log(f"{elsewhere} runs are being trained by another process: not started here")
+
+    # Slots and what each task gets: a GPU (local executors) and a number of torch threads.
+    if executor == "slurm":
+        capacity, gpus = max(1, -(-len(todo) // runs_per_job)), []
+        threads = threads or slurm.cpus_per_job
+    else:
+        capacity = workers
+        gpus = _visible_gpus(grid.device) if (executor != "local" or workers > 1) else []
+        if threads is None and workers > 1:
+            threads = max(1, cpu_count() // workers)
+    tasks = deque(Task(tuple(todo[i:i + runs_per_job])) for i in range(0, len(todo), runs_per_job))
+
+    result = SweepResult(records=[], ran=[], failed=[], pending=[], skipped=skipped)
+    for exp in {job.exp.name: job.exp for job in todo}.values():  # the dirs with work to do
+        open_dir(exp)
+    if executor != "local":  # a job may start in another working directory
+        tasks = deque(Task(tuple(_absolute(j) for j in t.jobs)) for t in tasks)
+
+    grid_jobs = [job for job, _, _ in states]
+    by_key = {job.key: job for job in grid_jobs}
+    touched: dict[str, ExperimentConfig] = {}
+    counts = {"done": skipped, "diverged": sum(st == DIVERGED for _, st, _ in states), "failed": 0,
+              "running": 0, "pending": len(todo)}
+    t0 = time.monotonic()
+    completed_now = 0
+
+    def counts_text() -> str:
+        return (f"done {counts['done']} · diverged {counts['diverged']} · failed {counts['failed']} · "
+                f"running {counts['running']} · pending {counts['pending']}")
+
+    def eta() -> str:
+        left = counts["running"] + counts["pending"]
+        if not left:
+            return _fmt_eta(0)
+        if not completed_now:
+            return _fmt_eta(None)
+        return _fmt_eta((time.monotonic() - t0) / completed_now * left)
+
+    runner: _Runner | None = None
+    show = progress and bool(todo) and (wait or executor != "slurm")
+    with _progress(show) as bar, sigint_requests_stop() as should_stop:
+        task_id = bar.add_task(f"sweep {Path(grid.source).name}", total=len(todo), counts=counts_text(), eta=eta())
+
+        def refresh() -> None:
+            bar.update(task_id, counts=counts_text(), eta=eta())
+
+        def on_epoch(job: SweepJob, rec: dict[str, float]) -> None:
+            bar.update(task_id, description=f"{job.label} · epoch {int(rec['epoch'])}/{job.exp.train.epochs}")
+
+        if todo:
+            if executor == "local" and workers == 1:
+                runner = _InlineRunner(on_epoch)
+            elif executor == "local":
+                runner = _PoolRunner(workers)
+            else:
+                folder = slurm.folder or (grid.experiments[0].runs_dir / ".submitit")
+                params: dict[str, Any] = {"name": "noiseattack-sweep",
+                                          "timeout_min": slurm.time_min or (7 * 24 * 60 if executor != "slurm" else None)}
+                if executor == "slurm":
+                    params.update(gpus_per_node=slurm.gpus_per_job, cpus_per_task=slurm.cpus_per_job,
+                                  mem_gb=slurm.mem_gb, slurm_partition=slurm.partition,
+                                  slurm_array_parallelism=slurm.array_parallelism,
+                                  slurm_additional_parameters=dict(slurm.extra) or None)
+                runner = _SubmititRunner("local" if executor == "submitit-local" else "slurm", folder, capacity, params)
+        try:
+            free = list(range(capacity))
+            in_flight = 0
+            def stopping() -> bool:  # Ctrl-C here, or a run that stopped on it (in its own process group)
+                return should_stop() or result.interrupted
+
+            while tasks or in_flight:
+                if stopping():
+                    result.interrupted = True
+                    if runner.detach_on_stop or not in_flight:
+                        break
+                batch = []
+                while tasks and free and not stopping():
+                    slot = free.pop(0)
+                    task = dataclasses.replace(tasks.popleft(), gpu=gpus[slot % len(gpus)] if gpus else None,
+                                               threads=threads)
+                    batch.append((slot, task))
+                if batch:
+                    runner.submit(batch)
+                    in_flight += len(batch)
+                    n = sum(len(t.jobs) for _, t in batch)
+                    counts["running"] += n
+                    counts["pending"] -= n
+                    if isinstance(runner, _SubmititRunner) and executor == "slurm":
+                        log(f"submitted {n} runs as Slurm job array {runner.job_ids[0].split('_')[0]}")
+                    if not wait and executor == "slurm" and not tasks:
+                        refresh()
+                        break
+                refresh()
+                for slot, task, outcomes in runner.wait(runner.poll_s):
+                    free.append(slot)
+                    free.sort()
+                    in_flight -= 1
+                    for job, out in zip(task.jobs, outcomes):
+                        counts["running"] -= 1
+                        result.ran.append(out)
+                        touched[job.exp.name] = job.exp
+                        st = out["status"]
+                        if st in ("finished", "diverged"):
+                            completed_now += 1
+                            counts["done"] += 1
+                            counts["diverged"] += st == "diverged"
+                            bar.advance(task_id)
+                        elif st == "failed":
+                            completed_now += 1
+                            counts["failed"] += 1
+                            result.failed.append(out)
+                            bar.advance(task_id)
+                        elif st == "busy":  # another sweep trains it: still pending here
+                            counts["pending"] += 1
+                        else:
+                            counts["pending"] += 1
+                            result.interrupted = True
+                        mark = {"finished": "✓ ", "diverged": "! ", "busy": "· ", "interrupted": "‖ "}.get(st, "✗ ")
+                        log(mark + describe(out))
+                    refresh()
+            if isinstance(runner, _SubmititRunner):
+                result.job_ids = list(runner.job_ids)
+        finally:
+            if runner is not None and not (runner.detach_on_stop and result.interrupted):
+                runner.close()
+
+    for exp in touched.values():
+        write_summaries_locked(exp)
+    done_keys = set()
+    for exp in grid.experiments:
+        wanted = {r.key for r in exp.runs()}
+        for rec in read_results(exp.dir):
+            if rec["key"] in wanted:
+                result.records.append(rec)
+                done_keys.add(rec["key"])
+    order = {job.key: i for i, job in enumerate(grid_jobs)}
+    result.records.sort(key=lambda r: order[r["key"]])
+    result.pending = [by_key[k] for k in order if k not in done_keys]
+    if result.interrupted:
+        where = (f"Slurm job array {result.job_ids[0].split('_')[0]} keeps running (scancel it to stop it)"
+                 if executor == "slurm" and result.job_ids else "runs in progress wrote their checkpoints")
+        raise Interrupted(f"{len(result.pending)} runs not done; {where}", result)
+    return result
+
+
+def _absolute(job: SweepJob) -> SweepJob:
+    exp = dataclasses.replace(job.exp, runs_dir=job.exp.runs_dir.absolute(), data_dir=job.exp.data_dir.absolute())
+    return dataclasses.replace(job, exp=exp)
