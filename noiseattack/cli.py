@@ -11,12 +11,14 @@ import importlib
 import inspect
 import json
 import sys
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
 
 from . import experiment
+from .data import DATASETS
 from .config import ConfigError, resolve_experiment, resolve_train_config
 
 app = typer.Typer(
@@ -25,6 +27,7 @@ app = typer.Typer(
 )
 
 EXIT_BAD_INPUT = 2
+DATASET_NAMES = ", ".join(DATASETS)  # for the help of --dataset and --extra
 EXIT_INTERRUPTED = 130
 
 
@@ -35,7 +38,7 @@ def fail(message: str) -> None:
 
 def _shared_options(
     norm: Annotated[str, typer.Option(help="Comma-separated norms (bn, in, bnse, iebn) or 'all'.")] = "all",
-    dataset: Annotated[str, typer.Option(help="Primary dataset: cifar100, cifar10, fmnist, mnist.")] = "cifar100",
+    dataset: Annotated[str, typer.Option(help=f"Primary dataset: {DATASET_NAMES}.")] = "cifar100",
     data_dir: Annotated[Optional[Path], typer.Option(help="Dataset root [default: $NOISEATTACK_DATA or ./data].")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where experiment dirs go.")] = Path("runs"),
     name: Annotated[Optional[str], typer.Option(help="Experiment dir name [default: from the settings].")] = None,
@@ -67,17 +70,27 @@ def _shared_options(
     """Options shared by clean, constant and mix (merged into their signatures by `_with_shared`)."""
 
 
+def _resolved_parameters(fn: Callable[..., Any]) -> list[inspect.Parameter]:
+    """fn's parameters (but **kwargs) with their annotations evaluated, `Annotated` extras kept.
+
+    Under `from __future__ import annotations` they are strings; typer evaluates them itself
+    only for a signature it computes, not for the `__signature__` set below, where a string
+    annotation would hide the `typer.Option(help=...)` inside it."""
+    hints = typing.get_type_hints(fn, include_extras=True)
+    return [p.replace(annotation=hints.get(p.name, p.annotation)) for p in inspect.signature(fn).parameters.values()
+            if p.kind is not inspect.Parameter.VAR_KEYWORD]
+
+
 def _with_shared(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Give a command the shared options as well as its own."""
-    own = [p for p in inspect.signature(fn).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    shared = list(inspect.signature(_shared_options).parameters.values())
+    params = _resolved_parameters(fn) + _resolved_parameters(_shared_options)
 
     @functools.wraps(fn)
     def command(**kwargs: Any) -> Any:
         return fn(**kwargs)
 
-    command.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
-    command.__annotations__ = {**_shared_options.__annotations__, **fn.__annotations__}
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
     return command
 
 
@@ -157,7 +170,7 @@ def constant(
 @app.command()
 @_with_shared
 def mix(
-    extra: Annotated[str, typer.Option(help="Foreign dataset whose images join every batch: mnist, fmnist, ...")] = "fmnist",
+    extra: Annotated[str, typer.Option(help=f"Foreign dataset whose images join every batch: {DATASET_NAMES}.")] = "fmnist",
     k: Annotated[int, typer.Option(help="Foreign images per batch (unlabelled, outside the loss).")] = 32,
     **o: Any,
 ) -> None:
