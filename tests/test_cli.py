@@ -106,7 +106,9 @@ def test_rerun_skips_finished_runs(fake_mnist, tmp_path):
     (["clean", "--dataset", "svhn"], "unknown dataset 'svhn'"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, args, message):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # this checkout's package, not whichever one `pip install -e` points at (cwd is tmp_path)
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, "-m", "noiseattack", *args, "--runs-dir", str(tmp_path / "runs"),
                            "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 2
