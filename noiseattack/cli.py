@@ -19,7 +19,7 @@ import typer
 
 from . import experiment
 from .data import DATASETS
-from .config import ConfigError, resolve_experiment, resolve_train_config
+from .config import ConfigError, check_memory, resolve_experiment, resolve_train_config
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -116,6 +116,7 @@ def _run(attack: str, alpha: float = 1.0, beta: float = 0.0, extra: str | None =
             test_subset=o["test_subset"], amp=o["amp"], device=o["device"], channels_last=o["channels_last"],
             compile_norms=o["compile_norms"], eval_batch_size=o["eval_batch_size"],
         )
+        check_memory(train)
         exp = resolve_experiment(
             train, norms=o["norm"], repeats=o["repeats"], seed=o["seed"], seeds=o["seeds"], name=o["name"], runs_dir=o["runs_dir"],
             data_dir=o["data_dir"], keep_checkpoints=o["keep_checkpoints"], overwrite=o["overwrite"],
