@@ -36,7 +36,7 @@ from .config import Attack, ConfigError, ExperimentConfig, RunConfig, to_jsonabl
 from .fileio import append_jsonl, atomic_write_text, is_locked, locked
 from .norms import iebn_kernels
 from .results import RESULTS_FILE, read_results, write_summaries_locked
-from .train import StopRequested, TrainData, prepare_data, train_run
+from .train import StopRequested, TrainData, prepare_data, read_checkpoint, train_run
 
 
 class Interrupted(Exception):
@@ -223,10 +223,10 @@ def checkpoint_progress(path: Path, run: RunConfig, steps_per_epoch: int) -> int
     if not path.exists():
         return 0
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:
+        payload = read_checkpoint(path)
+    except Exception:  # noqa: BLE001 - unreadable: the run starts afresh (train.load_checkpoint warns)
         return 0
-    if payload.get("key") != run.key:
+    if not isinstance(payload, dict) or payload.get("key") != run.key:
         return 0
     s = payload["state"]
     return s["epoch"] * steps_per_epoch + s["step"]

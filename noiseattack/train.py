@@ -155,12 +155,19 @@ def save_checkpoint(path: Path, run: RunConfig, model, optimizer, state: _State,
     atomic_write(path, lambda f: f.write(buf.getbuffer()))
 
 
+def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """A checkpoint's payload, unpickled with `weights_only=True`: tensors and plain containers only, so
+    a planted file cannot run code. What save_checkpoint writes needs nothing beyond that; anything
+    else raises (and the caller treats the file as unreadable)."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
 def load_checkpoint(path: Path, run: RunConfig, model, optimizer, generator) -> _State | None:
     """Restore a run from its checkpoint; None when there is none (or it belongs to another run)."""
     if not path.exists():
         return None
     try:
-        payload = torch.load(path, map_location=run.train.device, weights_only=False)
+        payload = read_checkpoint(path, map_location=run.train.device)
     except Exception as e:  # noqa: BLE001 - not written by save_checkpoint (its writes are atomic)
         warnings.warn(f"{path}: unreadable checkpoint ({type(e).__name__}); {run.run_id} starts afresh",
                       NoiseattackWarning, stacklevel=2)

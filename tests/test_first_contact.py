@@ -4,8 +4,10 @@ resume messages, an 80-column terminal, --amp on a CPU, and checkpoints that can
 from __future__ import annotations
 
 import inspect
+import json
 import re
 import typing
+from pathlib import Path
 
 import pytest
 import torch
@@ -138,3 +140,42 @@ def test_amp_is_allowed_on_cuda_whatever_the_cpu(monkeypatch):
 
 def test_the_bf16_probe_answers_for_this_cpu():
     assert config.cpu_supports_bf16() is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+# --------------------------------------------------------------------------- 10. checkpoints cannot run code
+
+TINY = ("--dataset", "mnist", "--norm", "bn", "--repeats", "1", "--depth", "8", "--epochs", "1", "--batch-size", "32",
+        "--device", "cpu", "--no-compile-norms", "--name", "exp")
+
+
+class Planted:
+    """Unpickling it (weights_only=False) runs code: it creates `marker`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def _plant(path: Path, marker: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"key": "whatever", "model": Planted(marker), "state": {"epoch": 0, "step": 3}}, path)
+
+
+def test_a_planted_checkpoint_does_not_run_and_the_run_starts_afresh(capsys, tmp_path, fake_mnist):
+    control = tmp_path / "control-marker"
+    _plant(tmp_path / "control.pt", control)
+    torch.load(tmp_path / "control.pt", weights_only=False)  # the plant is live: a full unpickler runs it
+    assert control.exists()
+
+    runs, marker = tmp_path / "runs", tmp_path / "marker"
+    _plant(runs / "exp" / "ckpt" / "bn-s0.pt", marker)
+    code, out, err = run_cli(capsys, "clean", *TINY, "--data-dir", fake_mnist(n_train=64, n_test=32),
+                             "--runs-dir", runs, "--no-progress")
+    assert code == 0, err
+    assert not marker.exists()
+    assert "bn-s0.pt: unreadable checkpoint" in err and "starts afresh" in err
+    (rec,) = [json.loads(line) for line in (runs / "exp" / "results.jsonl").read_text().splitlines()]
+    assert rec["status"] == "finished" and rec["epochs_done"] == 1 and len(rec["history"]) == 1
+    assert not (runs / "exp" / "ckpt" / "bn-s0.pt").exists()
