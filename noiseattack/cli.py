@@ -20,6 +20,7 @@ import typer
 from . import experiment
 from .data import DATASETS
 from .config import ConfigError, check_memory, resolve_experiment, resolve_train_config
+from .train import check_data
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -122,6 +123,7 @@ def _run(attack: str, alpha: float = 1.0, beta: float = 0.0, extra: str | None =
             data_dir=o["data_dir"], keep_checkpoints=o["keep_checkpoints"], overwrite=o["overwrite"],
         )
         experiment.check_dir(exp)
+        check_data(train, exp.data_dir)  # every missing dataset, before the settings are shown
         console.print(f"[bold]{exp.name}[/bold] -> {exp.dir}")
         console.print_json(json.dumps({"norms": list(exp.norms), "seeds": list(exp.seeds),
                                        **train.identity(), "device": train.device,

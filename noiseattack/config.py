@@ -231,7 +231,7 @@ MAX_EPOCHS = 10_000
 MAX_DEPTH = 1202  # the deepest CIFAR ResNet of He et al.
 MAX_WIDTH = 64
 MAX_BATCH_SIZE = 65_536  # training and evaluation batches; memory usually bounds them first
-MAX_LR = 10.0
+MAX_LR = 1e6  # room for divergence studies (a diverged run is recorded as such)
 MAX_NOISE = 1000.0  # |alpha| and |beta| of the constant attack
 MAX_SEED = 2**32 - 1
 MAX_REPEATS = 1000
@@ -501,7 +501,10 @@ def resolve_experiment(
     if name is not None and (not name or "/" in name or name in (".", "..")):
         raise ConfigError(f"--name '{name}' must be a plain directory name")
     runs_dir = Path(runs_dir)
-    check_writable_dir(runs_dir)
+    try:
+        check_writable_dir(runs_dir)
+    except OSError as e:  # e.g. a parent that cannot be searched
+        raise ConfigError(f"runs dir '{runs_dir}' cannot be used: {e.strerror or e}") from None
     if data_dir is None:
         data_dir = os.environ.get("NOISEATTACK_DATA", "data")
     return ExperimentConfig(

@@ -366,6 +366,19 @@ def _progress(enabled: bool):
                     console=Console(stderr=True), disable=not enabled, transient=False)
 
 
+def prepare(exp: ExperimentConfig) -> TrainData:
+    """Check the dir and the data (before any write), then create the experiment dir and its config.json.
+    Every error, an OS error included (a runs dir that cannot be created), is a one-line ConfigError."""
+    check_dir(exp)
+    data = prepare_data(exp.train, exp.data_dir)
+    try:
+        open_dir(exp)
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename and str(e.filename) != str(exp.dir) else ""
+        raise ConfigError(f"cannot create the experiment dir {exp.dir}{where}: {e.strerror or e}") from None
+    return data
+
+
 def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], None] | None = None) -> ExperimentResult:
     """Run every (norm, seed) of an experiment that is not done yet, then write the summaries.
 
@@ -375,9 +388,7 @@ def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
     runs go first, then this process waits for it to end (and resumes it if that process died).
     """
     log = log or (lambda s: None)
-    check_dir(exp)
-    data = prepare_data(exp.train, exp.data_dir)  # data errors come before any write
-    open_dir(exp)
+    data = prepare(exp)
     done = {r["key"] for r in read_results(exp.dir)}
     if not exp.keep_checkpoints:  # a kill between a run's record and its cleanup leaves a checkpoint
         for r in exp.runs():

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .attacks import ExtraImages, mixed_batch_loss, set_constant_noise
 from .config import Attack, ConfigError, RunConfig, TrainConfig
-from .data import Normalizer, Split, load_dataset, random_crop_flip
+from .data import Dataset, Normalizer, Split, load_datasets, random_crop_flip
 from .fileio import NoiseattackWarning, atomic_write
 from .models import cifar_resnet
 from .norms import set_iebn_impl
@@ -48,16 +48,27 @@ class TrainData:
     normalize: Normalizer
 
 
-def prepare_data(cfg: TrainConfig, data_dir: str | Path) -> TrainData:
-    primary = load_dataset(cfg.dataset, data_dir)
+def check_data(cfg: TrainConfig, data_dir: str | Path) -> tuple[Dataset, Dataset | None]:
+    """Load (on the CPU) the datasets a setting reads, (primary, extra or None), and check the subsets and
+    the batch against them. Every dataset that is missing is named in one DataError."""
+    mixing = cfg.attack is Attack.mix and cfg.k > 0
+    loaded = load_datasets([cfg.dataset] + ([cfg.extra] if mixing else []), data_dir)
+    primary = loaded[cfg.dataset]
     if cfg.train_subset is not None and cfg.train_subset > len(primary.train):
         raise ConfigError(
             f"train subset {cfg.train_subset} is larger than {cfg.dataset}'s training split ({len(primary.train)})")
     if cfg.test_subset is not None and cfg.test_subset > len(primary.test):
         raise ConfigError(f"test subset {cfg.test_subset} is larger than {cfg.dataset}'s test split ({len(primary.test)})")
-    extra = None
-    if cfg.attack is Attack.mix and cfg.k > 0:
-        extra = load_dataset(cfg.extra, data_dir).train.to(cfg.device)
+    n_train = cfg.train_subset or len(primary.train)
+    if cfg.batch_size > n_train:
+        raise ConfigError(f"batch size {cfg.batch_size} is larger than the {n_train} training images of {cfg.dataset}: "
+                          f"use --batch-size {n_train} or less")
+    return primary, loaded[cfg.extra] if mixing else None
+
+
+def prepare_data(cfg: TrainConfig, data_dir: str | Path) -> TrainData:
+    primary, extra_ds = check_data(cfg, data_dir)
+    extra = extra_ds.train.to(cfg.device) if extra_ds is not None else None
     return TrainData(
         train=primary.train.subset(cfg.train_subset).to(cfg.device),
         test=primary.test.subset(cfg.test_subset).to(cfg.device),

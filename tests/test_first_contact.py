@@ -3,11 +3,18 @@ resume messages, an 80-column terminal, --amp on a CPU, and checkpoints that can
 
 from __future__ import annotations
 
+import gzip
 import inspect
 import json
+import os
 import re
+import shlex
+import shutil
+import subprocess
+import sys
 import typing
 from pathlib import Path
+from urllib.error import URLError
 
 import pytest
 import torch
@@ -15,6 +22,8 @@ import typer.models
 
 from conftest import run_cli
 from noiseattack import cli, config, data as data_lib
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _option_helps(fn) -> dict[str, str]:
@@ -91,7 +100,7 @@ def _refused(capsys, tmp_path, *args) -> str:
     (["clean", "--width", "1000"], "width must be <= 64, got 1000"),
     (["clean", "--batch-size", "100000"], "batch size must be <= 65536, got 100000"),
     (["clean", "--eval-batch-size", "1000000"], "eval batch size must be <= 65536, got 1000000"),
-    (["clean", "--lr", "1000"], "lr must be <= 10, got 1000"),
+    (["clean", "--lr", "1e7"], "lr must be <= 1e+06, got 1e+07"),
     (["clean", "--momentum", "1.5"], "momentum and weight decay must be < 1"),
     (["clean", "--weight-decay", "2"], "momentum and weight decay must be < 1"),
     (["clean", "--epochs", "4", "--milestones", "2,9"], "milestones must be epochs <= 4"),
@@ -179,3 +188,110 @@ def test_a_planted_checkpoint_does_not_run_and_the_run_starts_afresh(capsys, tmp
     (rec,) = [json.loads(line) for line in (runs / "exp" / "results.jsonl").read_text().splitlines()]
     assert rec["status"] == "finished" and rec["epochs_done"] == 1 and len(rec["history"]) == 1
     assert not (runs / "exp" / "ckpt" / "bn-s0.pt").exists()
+
+
+# --------------------------------------------------------------------------- 3. data errors that tell the truth
+
+SMALL = ("--norm", "bn", "--repeats", "1", "--depth", "8", "--epochs", "1", "--batch-size", "32", "--device", "cpu",
+         "--no-compile-norms", "--no-progress", "--train-subset", "64", "--test-subset", "32")
+
+
+def _no_network(monkeypatch):
+    def no_network(url, *args, **kwargs):  # as on a machine without internet, but at once
+        raise URLError("no network")
+
+    monkeypatch.setattr("torchvision.datasets.mnist.download_and_extract_archive", no_network)
+
+
+def _tree(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*"))} if root.exists() else {}
+
+
+def test_every_missing_dataset_is_reported_at_once_before_the_settings(capsys, tmp_path, monkeypatch):
+    _no_network(monkeypatch)
+    runs, data = tmp_path / "runs", tmp_path / "data"
+    code, out, err = run_cli(capsys, "mix", "--dataset", "mnist", "--extra", "fmnist", *SMALL, "--data-dir", data,
+                             "--runs-dir", runs)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"mnist: data missing in {data.absolute() / 'MNIST' / 'raw'}" in err
+    assert f"fmnist: data missing in {data.absolute() / 'FashionMNIST' / 'raw'}" in err
+    assert out == ""  # the error comes before the resolved settings are printed
+    assert not runs.exists() and not data.exists()
+
+
+def _extract(raw: Path) -> None:
+    for gz in raw.glob("*.gz"):
+        gz.with_suffix("").write_bytes(gzip.decompress(gz.read_bytes()))
+
+
+def test_a_truncated_extracted_file_is_named_and_deleting_it_repairs(capsys, tmp_path, shared_data):
+    raw = shared_data / "MNIST" / "raw"
+    _extract(raw)
+    bad = raw / "train-images-idx3-ubyte"
+    bad.write_bytes(bad.read_bytes()[: 16 + 28 * 28 * 1000])  # the header says 60000 images
+    runs = tmp_path / "runs"
+    args = ("clean", "--dataset", "mnist", *SMALL, "--data-dir", shared_data, "--runs-dir", runs)
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"corrupt extracted file {bad.absolute()}" in err
+    assert f"{16 + 28 * 28 * 1000} bytes where its header says {16 + 28 * 28 * 60000}" in err
+    assert "delete it and it is re-extracted from train-images-idx3-ubyte.gz" in err
+    assert "missing" not in err and "download" not in err and out == "" and not runs.exists()
+
+    bad.unlink()  # as the message says
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert bad.read_bytes() == gzip.decompress((raw / "train-images-idx3-ubyte.gz").read_bytes())
+
+
+def _run_on_read_only(tmp_path: Path, data: Path, args: list[str]) -> tuple[int, str, str]:
+    """The CLI with `data` read-only: a read-only bind mount (root ignores file modes) in a private
+    mount namespace, else (not root) the file modes."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    cli = shlex.join([sys.executable, "-m", "noiseattack", *map(str, args)])
+    if os.geteuid() == 0:
+        if not shutil.which("unshare"):
+            pytest.skip("root, and no unshare for a read-only mount")
+        d = shlex.quote(str(data))
+        cmd = ["unshare", "-m", "sh", "-c", f"mount --bind {d} {d} && mount -o remount,bind,ro {d} && exec {cli}"]
+    else:
+        for p in [data, *data.rglob("*")]:
+            if p.is_dir():
+                p.chmod(0o555)
+        cmd = ["sh", "-c", f"exec {cli}"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
+    finally:
+        for p in [data, *data.rglob("*")]:
+            if p.is_dir():
+                p.chmod(0o755)
+    if os.geteuid() == 0 and "mount" in proc.stderr and "noiseattack" not in proc.stderr:
+        pytest.skip(f"no read-only bind mount here: {proc.stderr.strip()}")
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_archives_in_a_read_only_dir_are_not_called_missing(tmp_path, shared_data):
+    runs = tmp_path / "runs"
+    before = _tree(shared_data)
+    code, out, err = _run_on_read_only(tmp_path, shared_data, ["clean", "--dataset", "mnist", *SMALL, "--data-dir",
+                                                                shared_data, "--runs-dir", runs])
+    assert code == 2 and err.count("\n") == 1, err
+    raw = shared_data / "MNIST" / "raw"
+    assert f"mnist: {raw} holds train-images-idx3-ubyte.gz" in err
+    assert "cannot be extracted there (read-only)" in err
+    assert f"copy {shared_data / 'MNIST'} into a writable dir and pass that dir as --data-dir" in err
+    assert "missing" not in err and "download" not in err
+    assert _tree(shared_data) == before and not runs.exists()
+
+
+# --------------------------------------------------------------------------- 4. OS errors while preparing a run
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_a_runs_dir_that_cannot_exist_is_one_line(capsys, tmp_path, fake_mnist):
+    code, out, err = run_cli(capsys, "clean", "--dataset", "mnist", *SMALL, "--data-dir", fake_mnist(),
+                             "--runs-dir", "/proc/noiseattack-runs")
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("noiseattack: error: cannot create the experiment dir /proc/noiseattack-runs/")
+    assert not Path("/proc/noiseattack-runs").exists()
