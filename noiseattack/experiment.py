@@ -218,18 +218,18 @@ def drop_checkpoint(exp_dir: Path, run: RunConfig) -> None:
         pass
 
 
-def checkpoint_progress(path: Path, run: RunConfig, steps_per_epoch: int) -> int:
-    """Steps a run's checkpoint has already done (0 without a checkpoint)."""
+def checkpoint_position(path: Path, run: RunConfig) -> tuple[int, int] | None:
+    """(epoch in progress, 0-based; steps of it done) of a run's checkpoint; None without a readable one."""
     if not path.exists():
-        return 0
+        return None
     try:
         payload = read_checkpoint(path)
+        if not isinstance(payload, dict) or payload.get("key") != run.key:
+            return None
+        return int(payload["state"]["epoch"]), int(payload["state"]["step"])
     except Exception:  # noqa: BLE001 - unreadable: the run starts afresh (train.load_checkpoint warns)
-        return 0
-    if not isinstance(payload, dict) or payload.get("key") != run.key:
-        return 0
-    s = payload["state"]
-    return s["epoch"] * steps_per_epoch + s["step"]
+        return None
+
 
 
 def _clean(v: Any) -> Any:
@@ -379,6 +379,24 @@ def prepare(exp: ExperimentConfig) -> TrainData:
     return data
 
 
+def _pending_runs(exp: ExperimentConfig, log: Callable[[str], None]) -> list[RunConfig]:
+    """The runs not done yet; says how many are done, and removes the checkpoints of done runs."""
+    done = {r["key"] for r in read_results(exp.dir)}
+    if not exp.keep_checkpoints:  # a kill between a run's record and its cleanup leaves a checkpoint
+        for r in exp.runs():
+            if r.key in done and run_paths(exp.dir, r)[0].exists():
+                with locked(run_lock_path(exp.dir, r), block=False) as mine:
+                    if mine:
+                        drop_checkpoint(exp.dir, r)
+    pending = [r for r in exp.runs() if r.key not in done]
+    n_runs = len(exp.runs())
+    if not pending:
+        log(f"all {n_runs} runs are done; nothing to train (report: noiseattack report {exp.dir})")
+    elif len(pending) < n_runs:
+        log(f"{n_runs - len(pending)} of {n_runs} runs are done; {len(pending)} to train")
+    return pending
+
+
 def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], None] | None = None) -> ExperimentResult:
     """Run every (norm, seed) of an experiment that is not done yet, then write the summaries.
 
@@ -389,19 +407,12 @@ def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
     """
     log = log or (lambda s: None)
     data = prepare(exp)
-    done = {r["key"] for r in read_results(exp.dir)}
-    if not exp.keep_checkpoints:  # a kill between a run's record and its cleanup leaves a checkpoint
-        for r in exp.runs():
-            if r.key in done and run_paths(exp.dir, r)[0].exists():
-                with locked(run_lock_path(exp.dir, r), block=False) as mine:
-                    if mine:
-                        drop_checkpoint(exp.dir, r)
-    pending = [r for r in exp.runs() if r.key not in done]
+    pending = _pending_runs(exp, log)
     bs = min(exp.train.batch_size, len(data.train))
     steps_per_epoch = len(data.train) // bs
     steps_per_run = exp.train.epochs * steps_per_epoch
 
-    with _progress(progress) as bar, sigint_requests_stop() as should_stop:
+    with _progress(progress and bool(pending)) as bar, sigint_requests_stop() as should_stop:
         task = bar.add_task("starting", total=steps_per_run * len(pending))
         queue = [(r, False) for r in pending]  # (run, wait for its lock): busy runs come back at the end
         i = ended = 0
@@ -411,7 +422,10 @@ def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
             if should_stop():
                 raise Interrupted(f"stopped before {r.run_id}")
             ckpt, _ = run_paths(exp.dir, r)
-            start = checkpoint_progress(ckpt, r, steps_per_epoch)
+            pos = checkpoint_position(ckpt, r)
+            start = 0 if pos is None else pos[0] * steps_per_epoch + pos[1]
+            if pos is not None and not wait:
+                log(f"resuming {r.run_id} from epoch {pos[0] + 1}, step {pos[1]}")
             label = f"[{ended + 1}/{len(pending)}] {r.norm} seed {r.seed}"
             bar.update(task, description=label)
             advanced = [0]

@@ -21,7 +21,8 @@ import torch
 import typer.models
 
 from conftest import run_cli
-from noiseattack import cli, config, data as data_lib
+from noiseattack import cli, config, data as data_lib, experiment
+from noiseattack.train import StopRequested
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -295,3 +296,31 @@ def test_a_runs_dir_that_cannot_exist_is_one_line(capsys, tmp_path, fake_mnist):
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("noiseattack: error: cannot create the experiment dir /proc/noiseattack-runs/")
     assert not Path("/proc/noiseattack-runs").exists()
+
+
+# --------------------------------------------------------------------------- 6. resume says so
+
+def test_resume_and_nothing_to_do_are_said(capsys, tmp_path, fake_mnist):
+    data, runs = fake_mnist(n_train=256, n_test=32), tmp_path / "runs"  # 256 / 32 = 8 steps per epoch
+    args = ("clean", "--dataset", "mnist", "--norm", "bn", "--seeds", "0,1", "--depth", "8", "--epochs", "1",
+            "--batch-size", "32", "--device", "cpu", "--no-compile-norms", "--name", "exp", "--no-progress",
+            "--data-dir", data, "--runs-dir", runs)
+    # bn-s0 interrupted after 7 steps, as a Ctrl-C would leave it: the same setting, built as the CLI builds it
+    train = config.resolve_train_config(dataset="mnist", depth=8, epochs=1, batch_size=32, device="cpu",
+                                        compile_norms=False)
+    exp = config.resolve_experiment(train, norms="bn", seeds="0,1", name="exp", runs_dir=runs, data_dir=data)
+    prepared, steps = experiment.prepare(exp), []
+    with pytest.raises(StopRequested):
+        experiment.execute(exp.runs()[0], exp.dir, prepared, on_step=lambda: steps.append(1),
+                           should_stop=lambda: len(steps) >= 7)
+
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert "resuming bn-s0 from epoch 1, step 7" in out
+    assert "resuming bn-s1" not in out
+    assert len((runs / "exp" / "results.jsonl").read_text().splitlines()) == 2
+
+    code, out, err = run_cli(capsys, *args, "--progress")
+    assert code == 0, err
+    assert f"all 2 runs are done; nothing to train (report: noiseattack report {runs / 'exp'})" in " ".join(out.split())
+    assert "0/0" not in out + err and "starting" not in out + err and "resuming" not in out
