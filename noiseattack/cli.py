@@ -129,7 +129,7 @@ def _run(attack: str, alpha: float = 1.0, beta: float = 0.0, extra: str | None =
                                        **train.identity(), "device": train.device,
                                        "channels_last": train.channels_last,
                                        "compile_norms": train.compile_norms}))
-        result = experiment.run(exp, progress=o["progress"], log=console.print)
+        result = experiment.run(exp, progress=o["progress"], log=lambda line: _print_line(console, line))
     except ConfigError as e:
         fail(str(e))
     except experiment.Interrupted as e:
@@ -148,8 +148,14 @@ def _print_summary(console, rows: list[dict[str, Any]], exp_dir: Path) -> None:
         table.add_row(*[r[c] if isinstance(r[c], str) else (f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]))
                         for c in ("norm", "n", "mean", "std", "var", "min", "max", "diverged")])
     console.print(table)
-    console.print(f"results: {exp_dir / 'results.jsonl'}   summaries: {exp_dir / 'summary.md'}   "
-                  f"TensorBoard: tensorboard --logdir {exp_dir.parent}")
+    _print_line(console, f"results: {exp_dir / 'results.jsonl'}")
+    _print_line(console, f"summaries: {exp_dir / 'summary.md'}")
+    _print_line(console, f"TensorBoard: tensorboard --logdir {exp_dir / 'tb'}")
+
+
+def _print_line(console, line: str) -> None:
+    """One line as it is: never broken by rich at the terminal width (a path stays copyable), no markup."""
+    console.print(line, soft_wrap=True, markup=False, highlight=False)
 
 
 @app.command()

@@ -358,12 +358,15 @@ def sigint_requests_stop() -> Iterator[Callable[[], bool]]:
 
 def _progress(enabled: bool):
     from rich.console import Console
+    from rich.table import Column
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+    # The description gives way (an ellipsis) on a narrow terminal; the counts and times keep their width.
+    description = TextColumn("{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1))
+    return Progress(description, BarColumn(bar_width=10), MofNCompleteColumn(), TextColumn("steps"),
                     TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                    console=Console(stderr=True), disable=not enabled, transient=False)
+                    console=Console(stderr=True), disable=not enabled, transient=False, expand=True)
 
 
 def prepare(exp: ExperimentConfig) -> TrainData:
@@ -426,7 +429,7 @@ def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
             start = 0 if pos is None else pos[0] * steps_per_epoch + pos[1]
             if pos is not None and not wait:
                 log(f"resuming {r.run_id} from epoch {pos[0] + 1}, step {pos[1]}")
-            label = f"[{ended + 1}/{len(pending)}] {r.norm} seed {r.seed}"
+            label = f"[{ended + 1}/{len(pending)}] {r.run_id}"
             bar.update(task, description=label)
             advanced = [0]
 
@@ -435,8 +438,8 @@ def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
                 bar.advance(task)
 
             def on_epoch(rec, label=label):
-                bar.update(task, description=f"{label} · epoch {rec['epoch']}/{exp.train.epochs} · "
-                                             f"test acc {rec['test_acc']:.2f}%")
+                bar.update(task, description=f"{label} epoch {rec['epoch']}/{exp.train.epochs} "
+                                             f"test {rec['test_acc']:.1f}%")
 
             if wait:
                 log(f"{r.norm:5s} seed {r.seed}: waiting for the other process that is training it")

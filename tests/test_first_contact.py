@@ -324,3 +324,24 @@ def test_resume_and_nothing_to_do_are_said(capsys, tmp_path, fake_mnist):
     assert code == 0, err
     assert f"all 2 runs are done; nothing to train (report: noiseattack report {runs / 'exp'})" in " ".join(out.split())
     assert "0/0" not in out + err and "starting" not in out + err and "resuming" not in out
+
+
+# --------------------------------------------------------------------------- 7. an 80-column terminal
+
+def test_progress_line_and_tensorboard_hint_survive_80_columns(capsys, tmp_path, fake_mnist, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    runs = tmp_path / "a-runs-dir-with-a-rather-long-name" / "so-that-paths-pass-80-columns"
+    code, out, err = run_cli(capsys, "clean", "--dataset", "mnist", "--norm", "bn,iebn", "--repeats", "1",
+                             "--depth", "8", "--epochs", "2", "--batch-size", "32", "--device", "cpu",
+                             "--no-compile-norms", "--name", "exp", "--progress", "--data-dir",
+                             fake_mnist(n_train=64, n_test=32), "--runs-dir", runs)
+    assert code == 0, err
+    bars = [line for line in err.splitlines() if "steps" in line]
+    assert bars, err
+    for line in bars:
+        assert len(line) <= 80, line
+        # the counts and both times whole; the description may give way, not them
+        assert re.search(r"\] (bn|iebn)-s0\b.* \d+/\d+ steps \d+:\d\d:\d\d ETA (\d+:\d\d:\d\d|-:--:--)$", line), line
+    lines = out.splitlines()
+    assert f"TensorBoard: tensorboard --logdir {runs / 'exp' / 'tb'}" in lines
+    assert f"results: {runs / 'exp' / 'results.jsonl'}" in lines
