@@ -3,7 +3,8 @@
     runs/<name>/config.json          the resolved setting, versions, machine, and the command to re-run it
     runs/<name>/results.jsonl        one line per finished (or diverged) run, appended, never rewritten
     runs/<name>/summary.{csv,md}     per norm: n, mean, std, var, min, max of final_acc (regenerated)
-    runs/<name>/tb/<norm>-s<seed>/   TensorBoard scalars per epoch, and HParams
+    runs/<name>/tb/                  TensorBoard's HParams config (the columns: norm, seed, setting first)
+    runs/<name>/tb/<norm>-s<seed>/   TensorBoard scalars per epoch, and the run's HParams session
     runs/<name>/ckpt/<norm>-s<seed>.pt   the checkpoint of a run in progress (removed when it ends)
     runs/<name>/.locks/<norm>-s<seed>    the run's lock: held by the process that trains it
 
@@ -35,6 +36,7 @@ from . import __version__
 from .config import Attack, ConfigError, ExperimentConfig, RunConfig, to_jsonable
 from .fileio import append_jsonl, atomic_write_text, is_locked, locked
 from .norms import iebn_kernels
+from .tbhparams import BEST_ACC_TAG, FINAL_ACC_TAG, experiment_summary, session_summaries
 from .results import RESULTS_FILE, read_results, write_summaries_locked
 from .train import StopRequested, TrainData, prepare_data, read_checkpoint, train_run
 
@@ -150,7 +152,20 @@ def open_dir(exp: ExperimentConfig) -> None:
         shutil.rmtree(exp.dir)
     with locked(exp.dir / ".locks" / "config"):  # two processes adding norms or seeds: no lost update
         remove_stale_temp_files(exp.dir, "config.json")
-        _write_config(exp)
+        norms, seeds = _write_config(exp)
+        _write_tb_config(exp, norms, seeds)
+
+
+def _write_tb_config(exp: ExperimentConfig, norms: list[str], seeds: list[int]) -> None:
+    """The experiment-level HParams config in tb/ (replacing the previous one: every norm and seed of the dir)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    tb = exp.dir / "tb"
+    tb.mkdir(parents=True, exist_ok=True)
+    for old in tb.glob("events.out.tfevents.*"):  # only this config lives in tb/ itself; runs have subdirs
+        old.unlink(missing_ok=True)
+    with SummaryWriter(str(tb)) as w:
+        w.file_writer.add_summary(experiment_summary(exp.train, norms, seeds))
 
 
 def remove_stale_temp_files(folder: Path, name: str) -> None:
@@ -160,7 +175,8 @@ def remove_stale_temp_files(folder: Path, name: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _write_config(exp: ExperimentConfig) -> None:
+def _write_config(exp: ExperimentConfig) -> tuple[list[str], list[int]]:
+    """Write config.json; return the norms and seeds it lists (of this and earlier invocations)."""
     norms, seeds = list(exp.norms), list(exp.seeds)
     cfg_file = exp.dir / "config.json"
     created = None
@@ -184,6 +200,7 @@ def _write_config(exp: ExperimentConfig) -> None:
         "written_at": now,
     }
     atomic_write_text(cfg_file, json.dumps(doc, indent=2) + "\n")
+    return norms, seeds
 
 
 def run_paths(exp_dir: Path, run: RunConfig) -> tuple[Path, Path]:
@@ -243,12 +260,6 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def hparams(run: RunConfig) -> dict[str, Any]:
-    t = run.train
-    return {"norm": run.norm, "attack": t.attack.value, "alpha": t.alpha, "beta": t.beta, "extra": t.extra or "none",
-            "k": t.k, "dataset": t.dataset, "depth": t.depth, "width": t.width, "epochs": t.epochs, "seed": run.seed}
-
-
 def execute(
     run: RunConfig,
     exp_dir: Path,
@@ -302,7 +313,7 @@ def _execute_locked(run: RunConfig, exp_dir: Path, data: TrainData, *, keep_chec
         w.add_scalar("test/loss", rec["test_loss"], e)
         w.add_scalar("train/acc", rec["train_acc"], e)
         w.add_scalar("train/loss", rec["train_loss"], e)
-        w.add_scalar("lr", rec["lr"], e)
+        w.add_scalar("train/lr", rec["lr"], e)
         w.flush()
         if on_epoch is not None:
             on_epoch(rec)
@@ -310,9 +321,11 @@ def _execute_locked(run: RunConfig, exp_dir: Path, data: TrainData, *, keep_chec
     try:
         result = train_run(run, data, checkpoint=ckpt, on_step=on_step, on_epoch=log_epoch, should_stop=should_stop)
         w = writer[0] if writer else SummaryWriter(str(tb_dir))
-        metrics = {"hparam/final_acc": result.final_acc, "hparam/best_acc": result.best_acc}
-        # run_name="." keeps the HParams entry in the run's own log dir, next to its scalars.
-        w.add_hparams({**hparams(run), "status": result.status}, metrics, run_name=".")
+        # the HParams session, in the run's own log dir next to its curves; its columns: tb/ (open_dir)
+        w.add_scalar(FINAL_ACC_TAG, result.final_acc, len(result.history))
+        w.add_scalar(BEST_ACC_TAG, result.best_acc, len(result.history))
+        for summary in session_summaries(run, result.status):
+            w.file_writer.add_summary(summary)
         w.close()
     finally:
         for w in writer:

@@ -21,6 +21,7 @@ import torch
 import typer.models
 
 from conftest import run_cli
+from test_cli import tb_scalars
 from noiseattack import cli, config, data as data_lib, experiment
 from noiseattack.train import StopRequested
 
@@ -345,3 +346,55 @@ def test_progress_line_and_tensorboard_hint_survive_80_columns(capsys, tmp_path,
     lines = out.splitlines()
     assert f"TensorBoard: tensorboard --logdir {runs / 'exp' / 'tb'}" in lines
     assert f"results: {runs / 'exp' / 'results.jsonl'}" in lines
+
+
+# --------------------------------------------------------------------------- 5. TensorBoard opens on the comparison
+
+def _hparams_events(folder: Path) -> dict[str, list]:
+    """{tag: [parsed HParamsPluginData]} of the hparams-plugin events in folder's own event files."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    out: dict[str, list] = {}
+    for f in sorted(folder.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(f)).Load():
+            for v in event.summary.value:
+                if v.metadata.plugin_data.plugin_name == "hparams":
+                    out.setdefault(v.tag, []).append(
+                        plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content))
+    return out
+
+
+def test_tensorboard_hparams_lead_with_norm_seed_and_setting(capsys, tmp_path, fake_mnist):
+    from tensorboard.plugins.hparams.backend_context import _sort_and_reduce_to_hparams_limit
+
+    runs = tmp_path / "runs"
+    args = ("constant", "--alpha", "2", "--beta", "1", "--dataset", "mnist", "--norm", "bn,in", "--repeats", "1",
+            "--depth", "8", "--epochs", "1", "--batch-size", "32", "--device", "cpu", "--no-compile-norms",
+            "--name", "exp", "--no-progress", "--data-dir", fake_mnist(n_train=64, n_test=32), "--runs-dir", runs)
+    assert run_cli(capsys, *args)[0] == 0
+    assert run_cli(capsys, *args[:-7], "--seeds", "1", *args[-7:])[0] == 0  # a second invocation: seed 1
+    tb = runs / "exp" / "tb"
+    (config,) = _hparams_events(tb)["_hparams_/experiment"]  # one config, replaced, not appended
+    experiment_pb = config.experiment
+    # TensorBoard's own ordering of the columns (the dashboard shows the first five)
+    _sort_and_reduce_to_hparams_limit(experiment_pb)
+    columns = [h.name for h in experiment_pb.hparam_infos]
+    assert columns[:5] == ["norm", "seed", "setting", "alpha", "attack"]
+    domains = {h.name: h for h in experiment_pb.hparam_infos}
+    assert sorted(domains["norm"].domain_discrete) == ["bn", "in"]
+    assert (domains["seed"].domain_interval.min_value, domains["seed"].domain_interval.max_value) == (0, 1)
+    assert list(domains["setting"].domain_discrete) == ["a2_b1"]
+    assert [m.name.tag for m in experiment_pb.metric_infos] == ["zz_final/test_acc", "zz_final/best_test_acc"]
+
+    run_dirs = sorted(p.name for p in tb.iterdir() if p.is_dir())
+    assert run_dirs == ["bn-s0", "bn-s1", "in-s0", "in-s1"]  # run names lead with norm and seed
+    for name in run_dirs:
+        (start,) = _hparams_events(tb / name)["_hparams_/session_start_info"]
+        hp = start.session_start_info.hparams
+        norm, seed = name.split("-s")
+        assert (hp["norm"].string_value, hp["seed"].number_value, hp["setting"].string_value) == (norm, int(seed), "a2_b1")
+        tags = sorted(tb_scalars(tb / name))
+        # the curves first, the single-point final metrics last
+        assert tags == ["test/acc", "test/loss", "train/acc", "train/loss", "train/lr",
+                        "zz_final/best_test_acc", "zz_final/test_acc"]
