@@ -36,8 +36,8 @@ from . import __version__
 from .config import Attack, ConfigError, ExperimentConfig, RunConfig, to_jsonable
 from .fileio import append_jsonl, atomic_write_text, is_locked, locked
 from .norms import iebn_kernels
-from .tbhparams import BEST_ACC_TAG, FINAL_ACC_TAG, experiment_summary, session_summaries
 from .results import RESULTS_FILE, read_results, write_summaries_locked
+from .tbhparams import BEST_ACC_TAG, FINAL_ACC_TAG, experiment_summary, session_summaries
 from .train import StopRequested, TrainData, prepare_data, read_checkpoint, train_run
 
 
@@ -246,7 +246,6 @@ def checkpoint_position(path: Path, run: RunConfig) -> tuple[int, int] | None:
         return int(payload["state"]["epoch"]), int(payload["state"]["step"])
     except Exception:  # noqa: BLE001 - unreadable: the run starts afresh (train.load_checkpoint warns)
         return None
-
 
 
 def _clean(v: Any) -> Any:
