@@ -11,13 +11,16 @@ import importlib
 import inspect
 import json
 import sys
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
 
 from . import experiment
-from .config import ConfigError, resolve_experiment, resolve_train_config
+from .data import DATASETS
+from .config import ConfigError, check_memory, resolve_experiment, resolve_train_config
+from .train import check_data
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -25,6 +28,7 @@ app = typer.Typer(
 )
 
 EXIT_BAD_INPUT = 2
+DATASET_NAMES = ", ".join(DATASETS)  # for the help of --dataset and --extra
 EXIT_INTERRUPTED = 130
 
 
@@ -37,7 +41,7 @@ def _shared_options(
     norm: Annotated[str, typer.Option(help="Comma-separated layers: names from `noiseattack norms`, NORM+ATTN "
                                            "(bn+eca), your own pkg.module:Class, 'paper' (bn,in,bnse,iebn) "
                                            "or 'all' (every registered norm).")] = "paper",
-    dataset: Annotated[str, typer.Option(help="Primary dataset: cifar100, cifar10, fmnist, mnist.")] = "cifar100",
+    dataset: Annotated[str, typer.Option(help=f"Primary dataset: {DATASET_NAMES}.")] = "cifar100",
     data_dir: Annotated[Optional[Path], typer.Option(help="Dataset root [default: $NOISEATTACK_DATA or ./data].")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where experiment dirs go.")] = Path("runs"),
     name: Annotated[Optional[str], typer.Option(help="Experiment dir name [default: from the settings].")] = None,
@@ -71,17 +75,27 @@ def _shared_options(
     """Options shared by clean, constant and mix (merged into their signatures by `_with_shared`)."""
 
 
+def _resolved_parameters(fn: Callable[..., Any]) -> list[inspect.Parameter]:
+    """fn's parameters (but **kwargs) with their annotations evaluated, `Annotated` extras kept.
+
+    Under `from __future__ import annotations` they are strings; typer evaluates them itself
+    only for a signature it computes, not for the `__signature__` set below, where a string
+    annotation would hide the `typer.Option(help=...)` inside it."""
+    hints = typing.get_type_hints(fn, include_extras=True)
+    return [p.replace(annotation=hints.get(p.name, p.annotation)) for p in inspect.signature(fn).parameters.values()
+            if p.kind is not inspect.Parameter.VAR_KEYWORD]
+
+
 def _with_shared(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Give a command the shared options as well as its own."""
-    own = [p for p in inspect.signature(fn).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    shared = list(inspect.signature(_shared_options).parameters.values())
+    params = _resolved_parameters(fn) + _resolved_parameters(_shared_options)
 
     @functools.wraps(fn)
     def command(**kwargs: Any) -> Any:
         return fn(**kwargs)
 
-    command.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
-    command.__annotations__ = {**_shared_options.__annotations__, **fn.__annotations__}
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
     return command
 
 
@@ -108,11 +122,13 @@ def _run(attack: str, alpha: float = 1.0, beta: float = 0.0, extra: str | None =
             test_subset=o["test_subset"], amp=o["amp"], device=o["device"], channels_last=o["channels_last"],
             compile_norms=o["compile_norms"], eval_batch_size=o["eval_batch_size"],
         )
+        check_memory(train)
         exp = resolve_experiment(
             train, norms=o["norm"], repeats=o["repeats"], seed=o["seed"], seeds=o["seeds"], name=o["name"], runs_dir=o["runs_dir"],
             data_dir=o["data_dir"], keep_checkpoints=o["keep_checkpoints"], overwrite=o["overwrite"],
         )
         experiment.check_dir(exp)
+        check_data(train, exp.data_dir)  # every missing dataset, before the settings are shown
         console.print(f"[bold]{exp.name}[/bold] -> {exp.dir}")
         console.print_json(json.dumps({"norms": list(exp.norms), "seeds": list(exp.seeds),
                                        **train.identity(), "shortcut_norm": train.shortcut_norm,
@@ -121,7 +137,7 @@ def _run(attack: str, alpha: float = 1.0, beta: float = 0.0, extra: str | None =
         if o["dry_run"]:
             _print_runs(exp)
             return
-        result = experiment.run(exp, progress=o["progress"], log=console.print)
+        result = experiment.run(exp, progress=o["progress"], log=lambda line: _print_line(console, line))
     except ConfigError as e:
         fail(str(e))
     except experiment.Interrupted as e:
@@ -153,8 +169,14 @@ def _print_summary(console, rows: list[dict[str, Any]], exp_dir: Path) -> None:
         table.add_row(*[r[c] if isinstance(r[c], str) else (f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]))
                         for c in ("norm", "n", "mean", "std", "var", "min", "max", "diverged")])
     console.print(table)
-    console.print(f"results: {exp_dir / 'results.jsonl'}   summaries: {exp_dir / 'summary.md'}   "
-                  f"TensorBoard: tensorboard --logdir {exp_dir.parent}")
+    _print_line(console, f"results: {exp_dir / 'results.jsonl'}")
+    _print_line(console, f"summaries: {exp_dir / 'summary.md'}")
+    _print_line(console, f"TensorBoard: tensorboard --logdir {exp_dir / 'tb'}")
+
+
+def _print_line(console, line: str) -> None:
+    """One line as it is: never broken by rich at the terminal width (a path stays copyable), no markup."""
+    console.print(line, soft_wrap=True, markup=False, highlight=False)
 
 
 @app.command()
@@ -178,7 +200,7 @@ def constant(
 @app.command()
 @_with_shared
 def mix(
-    extra: Annotated[str, typer.Option(help="Foreign dataset whose images join every batch: mnist, fmnist, ...")] = "fmnist",
+    extra: Annotated[str, typer.Option(help=f"Foreign dataset whose images join every batch: {DATASET_NAMES}.")] = "fmnist",
     k: Annotated[int, typer.Option(help="Foreign images per batch (unlabelled, outside the loss).")] = 32,
     **o: Any,
 ) -> None:

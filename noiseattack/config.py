@@ -251,6 +251,123 @@ def _apply_preset(preset: Preset, **o: Any) -> dict[str, Any]:
     return out
 
 
+# Upper bounds: a value past them is a typo or a run that cannot finish (README, "Limits").
+MAX_K_PER_BATCH = 16  # mix: k <= 16 x the batch size (the extra images are drawn with replacement)
+MAX_EPOCHS = 10_000
+MAX_DEPTH = 1202  # the deepest CIFAR ResNet of He et al.
+MAX_WIDTH = 64
+MAX_BATCH_SIZE = 65_536  # training and evaluation batches; memory usually bounds them first
+MAX_LR = 1e6  # room for divergence studies (a diverged run is recorded as such)
+MAX_NOISE = 1000.0  # |alpha| and |beta| of the constant attack
+MAX_SEED = 2**32 - 1
+MAX_REPEATS = 1000
+MAX_SUBSET = 10_000_000
+
+
+def _at_most(name: str, value: int | float | None, high: int | float) -> None:
+    if value is not None and value > high:
+        raise ConfigError(f"{name} must be <= {high:g}, got {value:g}" if isinstance(value, float)
+                          else f"{name} must be <= {high}, got {value}")
+
+
+def _check_upper_limits(*, attack: "Attack", alpha: float, beta: float, k: int, depth: int, width: int, epochs: int,
+                        batch_size: int, eval_batch_size: int, lr: float, momentum: float, weight_decay: float,
+                        milestones: tuple[int, ...], train_subset: int | None, test_subset: int | None) -> None:
+    """The upper bounds of every numeric option (the lower ones are checked where they are resolved)."""
+    if attack is Attack.constant:
+        _at_most("|alpha|", abs(alpha), MAX_NOISE)
+        _at_most("|beta|", abs(beta), MAX_NOISE)
+    if k > MAX_K_PER_BATCH * batch_size:
+        raise ConfigError(f"k must be <= {MAX_K_PER_BATCH} x the batch size ({MAX_K_PER_BATCH * batch_size} "
+                          f"for --batch-size {batch_size}), got {k}")
+    _at_most("depth", depth, MAX_DEPTH)
+    _at_most("width", width, MAX_WIDTH)
+    _at_most("epochs", epochs, MAX_EPOCHS)
+    _at_most("batch size", batch_size, MAX_BATCH_SIZE)
+    _at_most("eval batch size", eval_batch_size, MAX_BATCH_SIZE)
+    _at_most("lr", lr, MAX_LR)
+    if momentum >= 1 or weight_decay >= 1:
+        raise ConfigError(f"momentum and weight decay must be < 1, got {momentum:g} and {weight_decay:g}")
+    if any(m > epochs for m in milestones):
+        raise ConfigError(f"milestones must be epochs <= {epochs} (the number of epochs), got {list(milestones)}")
+    _at_most("train subset", train_subset, MAX_SUBSET)
+    _at_most("test subset", test_subset, MAX_SUBSET)
+    if train_subset is not None and train_subset < batch_size:
+        raise ConfigError(f"train subset {train_subset} is smaller than the batch size {batch_size}: "
+                          f"use --batch-size {train_subset} or less, or a larger --train-subset")
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX): without it, bf16 autocast on
+    the CPU is emulated, several times slower than fp32."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _check_amp(amp: bool, device: str) -> None:
+    if amp and device == "cpu" and not cpu_supports_bf16():
+        raise ConfigError("--amp needs a GPU or a CPU with native bf16 (AVX-512 BF16 or AMX); this CPU has none, "
+                          "so bf16 would be about 10x slower than fp32: drop --amp")
+
+
+def _bytes_per_image(depth: int, width: int, block: str) -> tuple[int, int]:
+    """(training, evaluation) memory per image of a CIFAR ResNet, estimated from its activations:
+    every conv output counts 3 fp32 tensors kept for the backward pass (conv, norm and ReLU outputs)
+    in training, and the largest activation twice in evaluation."""
+    hw = (1024, 256, 64)  # 32x32, 16x16, 8x8
+    planes = [16 * width * 2**s for s in range(3)]
+    elems = planes[0] * hw[0]  # the stem
+    if block == "basic":
+        n = (depth - 2) // 6
+        elems += sum(2 * n * c * a for c, a in zip(planes, hw)) + sum(c * a for c, a in zip(planes[1:], hw[1:]))
+    else:
+        n = (depth - 2) // 9
+        elems += sum(n * 6 * c * a + 4 * c * a for c, a in zip(planes, hw))  # conv1, conv2, conv3 (4C); shortcut
+    largest = max(c * a * (4 if block == "bottleneck" else 1) for c, a in zip(planes, hw))
+    return 12 * elems, 2 * 4 * largest
+
+
+def available_memory(device: str) -> int | None:
+    """Bytes free for a run on `device` (MemAvailable on a CPU), or None where unknown."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    if device != "cpu":
+        return None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(cfg: "TrainConfig") -> None:
+    """Refuse a setting whose training batch (batch size + k images) or evaluation batch cannot fit in
+    the device's free memory, by the estimate of `_bytes_per_image`."""
+    free = available_memory(cfg.device)
+    if free is None:
+        return
+    train_b, eval_b = _bytes_per_image(cfg.depth, cfg.width, cfg.block)
+    for what, images, per_image in (("a training batch", cfg.batch_size + cfg.k, train_b),
+                                    ("an evaluation batch", cfg.eval_batch_size, eval_b)):
+        need = images * per_image
+        if need > free:
+            hint = " (batch size + k)" if cfg.k and "training" in what else ""
+            raise ConfigError(f"{what} of {images} images{hint} needs about {need / 2**30:.1f} GiB for "
+                              f"ResNet-{cfg.depth} width {cfg.width}, more than the {free / 2**30:.1f} GiB free on "
+                              f"{cfg.device}: use a smaller batch{', --k' if hint else ''} or model")
+
+
 def resolve_train_config(
     *,
     attack: Attack | str = Attack.clean,
@@ -336,7 +453,12 @@ def resolve_train_config(
     if weight_decay < 0 or momentum < 0:
         raise ConfigError("momentum and weight decay must be >= 0")
     block = resolve_block(depth, block)
+    _check_upper_limits(attack=attack, alpha=alpha, beta=beta, k=k, depth=depth, width=width, epochs=epochs,
+                        batch_size=batch_size, eval_batch_size=eval_batch_size, lr=lr, momentum=momentum,
+                        weight_decay=weight_decay, milestones=milestones, train_subset=train_subset,
+                        test_subset=test_subset)
     device = resolve_device(device)
+    _check_amp(amp, device)
     return TrainConfig(
         dataset=dataset, attack=attack, alpha=float(alpha), beta=float(beta), extra=extra, k=int(k),
         depth=int(depth), block=block, width=int(width), shortcut_norm=shortcut_norm, epochs=int(epochs), batch_size=int(batch_size),
@@ -394,11 +516,20 @@ def resolve_experiment(
     norms = parse_norms(norms)
     check_layers(norms, constant=train.attack is Attack.constant, channels_last=train.channels_last)
     _at_least("repeats", repeats, 1)
+    _at_most("repeats", repeats, MAX_REPEATS)
     seeds = parse_seeds(seeds) if seeds is not None else tuple(seed + i for i in range(repeats))
+    if len(seeds) > MAX_REPEATS:
+        raise ConfigError(f"--seeds names {len(seeds)} seeds: at most {MAX_REPEATS}")
+    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        raise ConfigError(f"seeds must be in 0..{MAX_SEED}, got {bad[0]}" + (f" (and {len(bad) - 1} more)" if bad[1:] else ""))
     if name is not None and (not name or "/" in name or name in (".", "..")):
         raise ConfigError(f"--name '{name}' must be a plain directory name")
     runs_dir = Path(runs_dir)
-    check_writable_dir(runs_dir)
+    try:
+        check_writable_dir(runs_dir)
+    except OSError as e:  # e.g. a parent that cannot be searched
+        raise ConfigError(f"runs dir '{runs_dir}' cannot be used: {e.strerror or e}") from None
     if data_dir is None:
         data_dir = os.environ.get("NOISEATTACK_DATA", "data")
     return ExperimentConfig(

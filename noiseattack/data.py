@@ -8,7 +8,10 @@ repeated to 3 channels. Normalization uses the per-channel mean and std of the d
 
 from __future__ import annotations
 
+import errno
 import functools
+import math
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -126,8 +129,68 @@ def _md5_problems(spec: DatasetSpec, root: Path) -> list[str]:
     return bad
 
 
+def _archives_and_extracted(spec: DatasetSpec, root: Path) -> tuple[list[Path], list[Path]]:
+    """(the downloaded archives, the files torchvision extracts from them and reads) of a dataset."""
+    cls = spec.tv_class
+    if hasattr(cls, "resources"):  # MNIST family: raw/<name>.gz -> raw/<name>
+        raw = root / spec.folder
+        return [raw / f for f, _ in cls.resources], [raw / Path(f).stem for f, _ in cls.resources]
+    base = root / cls.base_folder  # CIFAR family: <archive>.tar.gz -> <base_folder>/<pickles>
+    return [root / cls.filename], [base / f for f, _ in cls.train_list + cls.test_list]
+
+
+def _idx_problem(path: Path) -> str | None:
+    """Why an extracted MNIST-family (idx) file cannot be read, or None when its size matches its header."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4:
+                return f"{size} bytes, no idx header"
+            magic = int.from_bytes(head, "big")
+            ndim, dtype = magic % 256, magic // 256
+            if dtype not in _IDX_ITEM_BYTES or not 1 <= ndim <= 4:
+                return f"not an idx file (magic number {magic})"
+            dims_raw = f.read(4 * ndim)
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if len(dims_raw) < 4 * ndim:
+        return f"{size} bytes, a truncated idx header"
+    expected = 4 + 4 * ndim + _IDX_ITEM_BYTES[dtype] * math.prod(
+        int.from_bytes(dims_raw[i:i + 4], "big") for i in range(0, 4 * ndim, 4))
+    return None if size == expected else f"truncated or padded: {size} bytes where its header says {expected}"
+
+
+_IDX_ITEM_BYTES = {8: 1, 9: 1, 11: 2, 12: 4, 13: 4, 14: 8}  # torchvision's SN3 (idx) types
+
+
+def _check_files(spec: DatasetSpec, root: Path) -> None:
+    """Say what is wrong with files that are there (before torchvision reports it as missing data):
+    a corrupt extracted file, or archives that cannot be extracted in a read-only dir."""
+    archives, extracted = _archives_and_extracted(spec, root)
+    if hasattr(spec.tv_class, "resources"):
+        for f, gz in zip(extracted, archives):
+            why = _idx_problem(f) if f.is_file() else None
+            if why:
+                again = f"it is re-extracted from {gz.name}" if gz.exists() else f"put {gz.name} beside it"
+                raise DataError(f"{spec.name}: corrupt extracted file {f} ({why}): delete it and {again}")
+    if all(f.exists() for f in extracted) or not all(a.exists() for a in archives):
+        return
+    target = extracted[0].parent
+    where = next((p for p in (target, *target.parents) if p.exists()), target)
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise DataError(_read_only_message(spec, root, archives))
+
+
+def _read_only_message(spec: DatasetSpec, root: Path, archives: list[Path]) -> str:
+    top = root / spec.folder.split("/")[0] if spec.folder else archives[0]
+    return (f"{spec.name}: {archives[0].parent} holds {', '.join(a.name for a in archives)} but they cannot be "
+            f"extracted there (read-only): copy {top} into a writable dir and pass that dir as --data-dir")
+
+
 def _open_torchvision(spec: DatasetSpec, root: Path, train: bool):
     """torchvision's dataset with download=True; any failure becomes one DataError line."""
+    _check_files(spec, root)
     # Directories that torchvision would create: removed again if it fails.
     candidates = [root] + ([root / spec.folder.split("/")[0]] if spec.folder else [])
     created = [p for p in candidates if not p.exists()]
@@ -138,6 +201,12 @@ def _open_torchvision(spec: DatasetSpec, root: Path, train: bool):
             shutil.rmtree(p, ignore_errors=True)  # leave nothing half-written
         where = root / spec.folder if spec.folder else root
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        archives, _ = _archives_and_extracted(spec, root)
+        if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise DataError(_read_only_message(spec, root, archives) + f" ({reason})") from e
+        if all(a.exists() for a in archives):  # nothing to download: the files there do not load
+            raise DataError(f"{spec.name}: the files in {where} do not load ({reason}): delete the extracted "
+                            f"files to extract them again from {', '.join(a.name for a in archives)}") from e
         raise DataError(
             f"{spec.name}: data missing in {where} and the download failed ({reason}); "
             f"put {', '.join(spec.files)} into {where}"
@@ -163,7 +232,23 @@ def load_dataset(name: str, root: str | Path) -> Dataset:
     """Load (downloading when possible) a dataset from the registry, on the CPU."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset '{name}': choose from {', '.join(DATASETS)}")
-    return _load_cached(name, str(Path(root).absolute()))
+    try:
+        return _load_cached(name, str(Path(root).absolute()))
+    except OSError as e:  # reading a file that is there (permissions, I/O error): one line
+        raise DataError(f"{name}: cannot read {e.filename or root} ({e.strerror or e})") from e
+
+
+def load_datasets(names: list[str], root: str | Path) -> dict[str, Dataset]:
+    """Load several datasets; when some fail, one DataError that names every one of them."""
+    loaded, errors = {}, []
+    for name in dict.fromkeys(names):
+        try:
+            loaded[name] = load_dataset(name, root)
+        except DataError as e:
+            errors.append(str(e))
+    if errors:
+        raise DataError("; ".join(errors))
+    return loaded
 
 
 # --------------------------------------------------------------------------- augmentation

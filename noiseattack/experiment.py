@@ -3,7 +3,8 @@
     runs/<name>/config.json          the resolved setting, versions, machine, and the command to re-run it
     runs/<name>/results.jsonl        one line per finished (or diverged) run, appended, never rewritten
     runs/<name>/summary.{csv,md}     per norm: n, mean, std, var, min, max of final_acc (regenerated)
-    runs/<name>/tb/<norm>-s<seed>/   TensorBoard scalars per epoch, and HParams
+    runs/<name>/tb/                  TensorBoard's HParams config (the columns: norm, seed, setting first)
+    runs/<name>/tb/<norm>-s<seed>/   TensorBoard scalars per epoch, and the run's HParams session
     runs/<name>/ckpt/<norm>-s<seed>.pt   the checkpoint of a run in progress (removed when it ends)
     runs/<name>/.locks/<norm>-s<seed>    the run's lock: held by the process that trains it
 
@@ -37,7 +38,8 @@ from .fileio import append_jsonl, atomic_write_text, is_locked, locked
 from .iebn import iebn_kernels
 from .zoo import layer_info
 from .results import RESULTS_FILE, read_results, write_summaries_locked
-from .train import StopRequested, TrainData, prepare_data, train_run
+from .tbhparams import BEST_ACC_TAG, FINAL_ACC_TAG, experiment_summary, session_summaries
+from .train import StopRequested, TrainData, prepare_data, read_checkpoint, train_run
 
 
 class Interrupted(Exception):
@@ -153,7 +155,20 @@ def open_dir(exp: ExperimentConfig) -> None:
         shutil.rmtree(exp.dir)
     with locked(exp.dir / ".locks" / "config"):  # two processes adding norms or seeds: no lost update
         remove_stale_temp_files(exp.dir, "config.json")
-        _write_config(exp)
+        norms, seeds = _write_config(exp)
+        _write_tb_config(exp, norms, seeds)
+
+
+def _write_tb_config(exp: ExperimentConfig, norms: list[str], seeds: list[int]) -> None:
+    """The experiment-level HParams config in tb/ (replacing the previous one: every norm and seed of the dir)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    tb = exp.dir / "tb"
+    tb.mkdir(parents=True, exist_ok=True)
+    for old in tb.glob("events.out.tfevents.*"):  # only this config lives in tb/ itself; runs have subdirs
+        old.unlink(missing_ok=True)
+    with SummaryWriter(str(tb)) as w:
+        w.file_writer.add_summary(experiment_summary(exp.train, norms, seeds))
 
 
 def remove_stale_temp_files(folder: Path, name: str) -> None:
@@ -163,7 +178,8 @@ def remove_stale_temp_files(folder: Path, name: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _write_config(exp: ExperimentConfig) -> None:
+def _write_config(exp: ExperimentConfig) -> tuple[list[str], list[int]]:
+    """Write config.json; return the norms and seeds it lists (of this and earlier invocations)."""
     norms, seeds = list(exp.norms), list(exp.seeds)
     cfg_file = exp.dir / "config.json"
     created = None
@@ -188,6 +204,7 @@ def _write_config(exp: ExperimentConfig) -> None:
         "written_at": now,
     }
     atomic_write_text(cfg_file, json.dumps(doc, indent=2) + "\n")
+    return norms, seeds
 
 
 def run_paths(exp_dir: Path, run: RunConfig) -> tuple[Path, Path]:
@@ -222,18 +239,17 @@ def drop_checkpoint(exp_dir: Path, run: RunConfig) -> None:
         pass
 
 
-def checkpoint_progress(path: Path, run: RunConfig, steps_per_epoch: int) -> int:
-    """Steps a run's checkpoint has already done (0 without a checkpoint)."""
+def checkpoint_position(path: Path, run: RunConfig) -> tuple[int, int] | None:
+    """(epoch in progress, 0-based; steps of it done) of a run's checkpoint; None without a readable one."""
     if not path.exists():
-        return 0
+        return None
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:
-        return 0
-    if payload.get("key") != run.key:
-        return 0
-    s = payload["state"]
-    return s["epoch"] * steps_per_epoch + s["step"]
+        payload = read_checkpoint(path)
+        if not isinstance(payload, dict) or payload.get("key") != run.key:
+            return None
+        return int(payload["state"]["epoch"]), int(payload["state"]["step"])
+    except Exception:  # noqa: BLE001 - unreadable: the run starts afresh (train.load_checkpoint warns)
+        return None
 
 
 def _clean(v: Any) -> Any:
@@ -245,12 +261,6 @@ def _clean(v: Any) -> Any:
     if isinstance(v, list):
         return [_clean(x) for x in v]
     return v
-
-
-def hparams(run: RunConfig) -> dict[str, Any]:
-    t = run.train
-    return {"norm": run.norm, "attack": t.attack.value, "alpha": t.alpha, "beta": t.beta, "extra": t.extra or "none",
-            "k": t.k, "dataset": t.dataset, "depth": t.depth, "width": t.width, "epochs": t.epochs, "seed": run.seed}
 
 
 def execute(
@@ -306,7 +316,7 @@ def _execute_locked(run: RunConfig, exp_dir: Path, data: TrainData, *, keep_chec
         w.add_scalar("test/loss", rec["test_loss"], e)
         w.add_scalar("train/acc", rec["train_acc"], e)
         w.add_scalar("train/loss", rec["train_loss"], e)
-        w.add_scalar("lr", rec["lr"], e)
+        w.add_scalar("train/lr", rec["lr"], e)
         w.flush()
         if on_epoch is not None:
             on_epoch(rec)
@@ -314,9 +324,11 @@ def _execute_locked(run: RunConfig, exp_dir: Path, data: TrainData, *, keep_chec
     try:
         result = train_run(run, data, checkpoint=ckpt, on_step=on_step, on_epoch=log_epoch, should_stop=should_stop)
         w = writer[0] if writer else SummaryWriter(str(tb_dir))
-        metrics = {"hparam/final_acc": result.final_acc, "hparam/best_acc": result.best_acc}
-        # run_name="." keeps the HParams entry in the run's own log dir, next to its scalars.
-        w.add_hparams({**hparams(run), "status": result.status}, metrics, run_name=".")
+        # the HParams session, in the run's own log dir next to its curves; its columns: tb/ (open_dir)
+        w.add_scalar(FINAL_ACC_TAG, result.final_acc, len(result.history))
+        w.add_scalar(BEST_ACC_TAG, result.best_acc, len(result.history))
+        for summary in session_summaries(run, result.status):
+            w.file_writer.add_summary(summary)
         w.close()
     finally:
         for w in writer:
@@ -362,12 +374,46 @@ def sigint_requests_stop() -> Iterator[Callable[[], bool]]:
 
 def _progress(enabled: bool):
     from rich.console import Console
+    from rich.table import Column
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+    # The description gives way (an ellipsis) on a narrow terminal; the counts and times keep their width.
+    description = TextColumn("{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1))
+    return Progress(description, BarColumn(bar_width=10), MofNCompleteColumn(), TextColumn("steps"),
                     TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                    console=Console(stderr=True), disable=not enabled, transient=False)
+                    console=Console(stderr=True), disable=not enabled, transient=False, expand=True)
+
+
+def prepare(exp: ExperimentConfig) -> TrainData:
+    """Check the dir and the data (before any write), then create the experiment dir and its config.json.
+    Every error, an OS error included (a runs dir that cannot be created), is a one-line ConfigError."""
+    check_dir(exp)
+    data = prepare_data(exp.train, exp.data_dir)
+    try:
+        open_dir(exp)
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename and str(e.filename) != str(exp.dir) else ""
+        raise ConfigError(f"cannot create the experiment dir {exp.dir}{where}: {e.strerror or e}") from None
+    return data
+
+
+def _pending_runs(exp: ExperimentConfig, log: Callable[[str], None]) -> list[RunConfig]:
+    """The runs not done yet; says how many are done, and removes the checkpoints of done runs."""
+    done = {r["key"] for r in read_results(exp.dir)}
+    if not exp.keep_checkpoints:  # a kill between a run's record and its cleanup leaves a checkpoint
+        for r in exp.runs():
+            if r.key in done and run_paths(exp.dir, r)[0].exists():
+                with locked(run_lock_path(exp.dir, r), block=False) as mine:
+                    if mine:
+                        drop_checkpoint(exp.dir, r)
+    pending = [r for r in exp.runs() if r.key not in done]
+    n_runs = len(exp.runs())
+    if not pending:
+        log(f"all {n_runs} runs are done; nothing to train (report: noiseattack report {exp.dir})")
+    elif len(pending) < n_runs:
+        log(f"{n_runs - len(pending)} of {n_runs} runs are done; {len(pending)} to train")
+    return pending
 
 
 def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], None] | None = None) -> ExperimentResult:
@@ -379,22 +425,13 @@ def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
     runs go first, then this process waits for it to end (and resumes it if that process died).
     """
     log = log or (lambda s: None)
-    check_dir(exp)
-    data = prepare_data(exp.train, exp.data_dir)  # data errors come before any write
-    open_dir(exp)
-    done = {r["key"] for r in read_results(exp.dir)}
-    if not exp.keep_checkpoints:  # a kill between a run's record and its cleanup leaves a checkpoint
-        for r in exp.runs():
-            if r.key in done and run_paths(exp.dir, r)[0].exists():
-                with locked(run_lock_path(exp.dir, r), block=False) as mine:
-                    if mine:
-                        drop_checkpoint(exp.dir, r)
-    pending = [r for r in exp.runs() if r.key not in done]
+    data = prepare(exp)
+    pending = _pending_runs(exp, log)
     bs = min(exp.train.batch_size, len(data.train))
     steps_per_epoch = len(data.train) // bs
     steps_per_run = exp.train.epochs * steps_per_epoch
 
-    with _progress(progress) as bar, sigint_requests_stop() as should_stop:
+    with _progress(progress and bool(pending)) as bar, sigint_requests_stop() as should_stop:
         task = bar.add_task("starting", total=steps_per_run * len(pending))
         queue = [(r, False) for r in pending]  # (run, wait for its lock): busy runs come back at the end
         i = ended = 0
@@ -404,8 +441,11 @@ def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
             if should_stop():
                 raise Interrupted(f"stopped before {r.run_id}")
             ckpt, _ = run_paths(exp.dir, r)
-            start = checkpoint_progress(ckpt, r, steps_per_epoch)
-            label = f"[{ended + 1}/{len(pending)}] {r.norm} seed {r.seed}"
+            pos = checkpoint_position(ckpt, r)
+            start = 0 if pos is None else pos[0] * steps_per_epoch + pos[1]
+            if pos is not None and not wait:
+                log(f"resuming {r.run_id} from epoch {pos[0] + 1}, step {pos[1]}")
+            label = f"[{ended + 1}/{len(pending)}] {r.run_id}"
             bar.update(task, description=label)
             advanced = [0]
 
@@ -414,8 +454,8 @@ def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
                 bar.advance(task)
 
             def on_epoch(rec, label=label):
-                bar.update(task, description=f"{label} · epoch {rec['epoch']}/{exp.train.epochs} · "
-                                             f"test acc {rec['test_acc']:.2f}%")
+                bar.update(task, description=f"{label} epoch {rec['epoch']}/{exp.train.epochs} "
+                                             f"test {rec['test_acc']:.1f}%")
 
             if wait:
                 log(f"{r.norm:5s} seed {r.seed}: waiting for the other process that is training it")

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .attacks import ExtraImages, mixed_batch_loss, set_constant_noise
 from .config import Attack, ConfigError, RunConfig, TrainConfig
-from .data import Normalizer, Split, load_dataset, random_crop_flip
+from .data import Dataset, Normalizer, Split, load_datasets, random_crop_flip
 from .fileio import NoiseattackWarning, atomic_write
 from .models import cifar_resnet
 from .iebn import set_iebn_impl
@@ -48,16 +48,27 @@ class TrainData:
     normalize: Normalizer
 
 
-def prepare_data(cfg: TrainConfig, data_dir: str | Path) -> TrainData:
-    primary = load_dataset(cfg.dataset, data_dir)
+def check_data(cfg: TrainConfig, data_dir: str | Path) -> tuple[Dataset, Dataset | None]:
+    """Load (on the CPU) the datasets a setting reads, (primary, extra or None), and check the subsets and
+    the batch against them. Every dataset that is missing is named in one DataError."""
+    mixing = cfg.attack is Attack.mix and cfg.k > 0
+    loaded = load_datasets([cfg.dataset] + ([cfg.extra] if mixing else []), data_dir)
+    primary = loaded[cfg.dataset]
     if cfg.train_subset is not None and cfg.train_subset > len(primary.train):
         raise ConfigError(
             f"train subset {cfg.train_subset} is larger than {cfg.dataset}'s training split ({len(primary.train)})")
     if cfg.test_subset is not None and cfg.test_subset > len(primary.test):
         raise ConfigError(f"test subset {cfg.test_subset} is larger than {cfg.dataset}'s test split ({len(primary.test)})")
-    extra = None
-    if cfg.attack is Attack.mix and cfg.k > 0:
-        extra = load_dataset(cfg.extra, data_dir).train.to(cfg.device)
+    n_train = cfg.train_subset or len(primary.train)
+    if cfg.batch_size > n_train:
+        raise ConfigError(f"batch size {cfg.batch_size} is larger than the {n_train} training images of {cfg.dataset}: "
+                          f"use --batch-size {n_train} or less")
+    return primary, loaded[cfg.extra] if mixing else None
+
+
+def prepare_data(cfg: TrainConfig, data_dir: str | Path) -> TrainData:
+    primary, extra_ds = check_data(cfg, data_dir)
+    extra = extra_ds.train.to(cfg.device) if extra_ds is not None else None
     return TrainData(
         train=primary.train.subset(cfg.train_subset).to(cfg.device),
         test=primary.test.subset(cfg.test_subset).to(cfg.device),
@@ -156,12 +167,19 @@ def save_checkpoint(path: Path, run: RunConfig, model, optimizer, state: _State,
     atomic_write(path, lambda f: f.write(buf.getbuffer()))
 
 
+def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """A checkpoint's payload, unpickled with `weights_only=True`: tensors and plain containers only, so
+    a planted file cannot run code. What save_checkpoint writes needs nothing beyond that; anything
+    else raises (and the caller treats the file as unreadable)."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
 def load_checkpoint(path: Path, run: RunConfig, model, optimizer, generator) -> _State | None:
     """Restore a run from its checkpoint; None when there is none (or it belongs to another run)."""
     if not path.exists():
         return None
     try:
-        payload = torch.load(path, map_location=run.train.device, weights_only=False)
+        payload = read_checkpoint(path, map_location=run.train.device)
     except Exception as e:  # noqa: BLE001 - not written by save_checkpoint (its writes are atomic)
         warnings.warn(f"{path}: unreadable checkpoint ({type(e).__name__}); {run.run_id} starts afresh",
                       NoiseattackWarning, stacklevel=2)

@@ -43,7 +43,7 @@ def check_experiment(exp: Path, norms, repeats, epochs=2):
         assert r["config"]["norm"] == r["norm"] and r["config"]["seed"] == r["seed"]
         scalars = tb_scalars(exp / "tb" / f"{r['norm']}-s{r['seed']}")
         assert scalars["test/acc"] == pytest.approx([h["test_acc"] for h in r["history"]])
-        assert scalars["hparam/final_acc"] == pytest.approx([r["final_acc"]])
+        assert scalars["zz_final/test_acc"] == pytest.approx([r["final_acc"]])
     summary = (exp / "summary.csv").read_text().splitlines()
     assert summary[0] == "norm,n,mean,std,var,min,max,diverged"
     for norm in norms:

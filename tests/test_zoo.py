@@ -300,7 +300,7 @@ def test_import_path_resolves_to_a_hash_of_its_source(user_pkg):
     train = resolve_train_config(dataset="mnist", device="cpu")
     other = RunConfig(train, f"mylayers.layers:MyNorm@{'1' * 8}", 0)
     assert RunConfig(train, r.name, 0).key != other.key  # two versions never share a key
-    assert zoo.resolve(f"bn+mylayers.layers:NoNorm").name == f"bn+mylayers.layers:NoNorm@{sha[:8]}"
+    assert zoo.resolve("bn+mylayers.layers:NoNorm").name == f"bn+mylayers.layers:NoNorm@{sha[:8]}"
 
 
 @pytest.mark.parametrize("layer,message", [
