@@ -52,7 +52,7 @@ def _shared_options(
     epochs: Annotated[Optional[int], typer.Option(help="Epochs [default: the preset's].")] = None,
     depth: Annotated[Optional[int], typer.Option(help="ResNet depth [default: the preset's].")] = None,
     block: Annotated[str, typer.Option(help="auto (basic up to depth 110, bottleneck above), basic, bottleneck.")] = "auto",
-    width: Annotated[int, typer.Option(help="Channel multiplier.")] = 1,
+    width: Annotated[float, typer.Option(help="Channel multiplier: 16, 32, 64 x width channels per stage; 0.25, 0.5, 0.75 give narrower models than the default 1.")] = 1,
     shortcut_norm: Annotated[Optional[str], typer.Option(help="Norm of the projection shortcuts: same (the norm under test, as everywhere else) or bn (plain BatchNorm, the official IEBN architecture) [default: the preset's: same; bn for paper].")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Labelled images per step [default: the preset's: 128].")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Initial learning rate (SGD) [default: the preset's: 0.1].")] = None,
@@ -128,7 +128,8 @@ def _run(attack: str, alpha: float = 1.0, beta: float = 0.0, extra: str | None =
             data_dir=o["data_dir"], keep_checkpoints=o["keep_checkpoints"], overwrite=o["overwrite"],
         )
         experiment.check_dir(exp)
-        check_data(train, exp.data_dir)  # every missing dataset, before the settings are shown
+        if not o["dry_run"]:  # a dry run plans without the data (a login node, say)
+            check_data(train, exp.data_dir)  # every missing dataset, before the settings are shown
         console.print(f"[bold]{exp.name}[/bold] -> {exp.dir}")
         console.print_json(json.dumps({"norms": list(exp.norms), "seeds": list(exp.seeds),
                                        **train.identity(), "shortcut_norm": train.shortcut_norm,

@@ -70,7 +70,7 @@ class TrainConfig:
     k: int = 0  # ... and how many of its images join every training batch
     depth: int = 20
     block: str = "basic"  # resolved: "basic" or "bottleneck"
-    width: int = 1
+    width: int | float = 1  # channel multiplier: stages of 16, 32, 64 x width channels (an int when whole)
     shortcut_norm: str = "same"  # the projection shortcuts' norm: "same" or "bn" (SHORTCUT_NORMS)
     epochs: int = 30
     batch_size: int = 128
@@ -213,6 +213,21 @@ def resolve_block(depth: int, block: str) -> str:
     return block
 
 
+def resolve_width(width: int | float) -> int | float:
+    """The channel multiplier: > 0, with 16 x width a whole number of channels (0.25, 0.5, 0.75, 1,
+    1.5, 2, ...). Whole values become ints, so that a run's key is the same for 2 and 2.0."""
+    try:
+        w = float(width)
+    except (TypeError, ValueError):
+        raise ConfigError(f"width must be a number, got {width!r}") from None
+    if not math.isfinite(w) or w <= 0:
+        raise ConfigError(f"width must be > 0, got {width}")
+    if abs(16 * w - round(16 * w)) > 1e-9 or round(16 * w) < 1:
+        raise ConfigError(f"width must make 16 x width a whole number of channels (0.25, 0.5, 0.75, 1, 2, ...), "
+                          f"got {width}")
+    return int(w) if w.is_integer() else round(16 * w) / 16
+
+
 def resolve_device(device: str) -> str:
     import torch
 
@@ -314,7 +329,7 @@ def _check_amp(amp: bool, device: str) -> None:
                           "so bf16 would be about 10x slower than fp32: drop --amp")
 
 
-def _bytes_per_image(depth: int, width: int, block: str) -> tuple[int, int]:
+def _bytes_per_image(depth: int, width: int | float, block: str) -> tuple[int, int]:
     """(training, evaluation) memory per image of a CIFAR ResNet, estimated from its activations:
     every conv output counts 3 fp32 tensors kept for the backward pass (conv, norm and ReLU outputs)
     in training, and the largest activation twice in evaluation."""
@@ -328,7 +343,7 @@ def _bytes_per_image(depth: int, width: int, block: str) -> tuple[int, int]:
         n = (depth - 2) // 9
         elems += sum(n * 6 * c * a + 4 * c * a for c, a in zip(planes, hw))  # conv1, conv2, conv3 (4C); shortcut
     largest = max(c * a * (4 if block == "bottleneck" else 1) for c, a in zip(planes, hw))
-    return 12 * elems, 2 * 4 * largest
+    return int(12 * elems), int(2 * 4 * largest)
 
 
 def available_memory(device: str) -> int | None:
@@ -379,7 +394,7 @@ def resolve_train_config(
     preset: Preset | str = Preset.quick,
     depth: int | None = None,
     block: str = "auto",
-    width: int = 1,
+    width: int | float = 1,
     shortcut_norm: str | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
@@ -435,7 +450,7 @@ def resolve_train_config(
     else:
         extra, k = None, 0
 
-    _at_least("width", width, 1)
+    width = resolve_width(width)
     _at_least("batch size", batch_size, 1)
     _at_least("eval batch size", eval_batch_size, 1)
     _at_least("train subset", train_subset, 1)
@@ -461,7 +476,7 @@ def resolve_train_config(
     _check_amp(amp, device)
     return TrainConfig(
         dataset=dataset, attack=attack, alpha=float(alpha), beta=float(beta), extra=extra, k=int(k),
-        depth=int(depth), block=block, width=int(width), shortcut_norm=shortcut_norm, epochs=int(epochs), batch_size=int(batch_size),
+        depth=int(depth), block=block, width=width, shortcut_norm=shortcut_norm, epochs=int(epochs), batch_size=int(batch_size),
         lr=float(lr), momentum=float(momentum), weight_decay=float(weight_decay), milestones=milestones,
         lr_gamma=float(lr_gamma), train_subset=train_subset, test_subset=test_subset, amp=amp, device=device,
         channels_last=channels_last, compile_norms=bool(compile_norms), eval_batch_size=int(eval_batch_size),

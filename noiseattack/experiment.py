@@ -164,11 +164,16 @@ def _write_tb_config(exp: ExperimentConfig, norms: list[str], seeds: list[int]) 
     from torch.utils.tensorboard import SummaryWriter
 
     tb = exp.dir / "tb"
+    stamp = json.dumps({"identity": exp.train.identity(), "norms": norms, "seeds": seeds}, sort_keys=True)
+    events = list(tb.glob("events.out.tfevents.*"))
+    if events and (tb / ".hparams").is_file() and (tb / ".hparams").read_text() == stamp:
+        return  # the same columns: a re-run that resumes or has nothing to do writes nothing new
     tb.mkdir(parents=True, exist_ok=True)
-    for old in tb.glob("events.out.tfevents.*"):  # only this config lives in tb/ itself; runs have subdirs
+    for old in events:  # only this config lives in tb/ itself; runs have subdirs
         old.unlink(missing_ok=True)
     with SummaryWriter(str(tb)) as w:
         w.file_writer.add_summary(experiment_summary(exp.train, norms, seeds))
+    atomic_write_text(tb / ".hparams", stamp)
 
 
 def remove_stale_temp_files(folder: Path, name: str) -> None:

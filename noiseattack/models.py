@@ -80,14 +80,14 @@ def _shortcut(cin: int, cout: int, stride: int, norm: str, shortcut_norm: str) -
 
 
 class CifarResNet(nn.Module):
-    def __init__(self, depth: int, num_classes: int, norm: str, width: int = 1, block: str = "auto",
+    def __init__(self, depth: int, num_classes: int, norm: str, width: int | float = 1, block: str = "auto",
                  shortcut_norm: str = "same"):
         super().__init__()
         if shortcut_norm not in SHORTCUT_NORMS:
             raise ValueError(f"unknown shortcut norm '{shortcut_norm}': choose {' or '.join(SHORTCUT_NORMS)}")
         block = resolve_block(depth, block)
         block_cls, n = (BasicBlock, (depth - 2) // 6) if block == "basic" else (Bottleneck, (depth - 2) // 9)
-        planes = [16 * width, 32 * width, 64 * width]
+        planes = [round(16 * width), round(32 * width), round(64 * width)]  # width 0.5: 8, 16, 32
         self.conv1 = conv3x3(3, planes[0])
         self.bn1 = make_norm(norm, planes[0])
         self.relu = nn.ReLU(inplace=True)
@@ -112,7 +112,7 @@ class CifarResNet(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-def cifar_resnet(depth: int, num_classes: int, norm: str, width: int = 1, block: str = "auto",
+def cifar_resnet(depth: int, num_classes: int, norm: str, width: int | float = 1, block: str = "auto",
                  shortcut_norm: str = "same") -> CifarResNet:
     """The CIFAR ResNet (see the module docstring); shortcut_norm="bn" is the official IEBN architecture."""
     return CifarResNet(depth, num_classes, norm, width, block, shortcut_norm)

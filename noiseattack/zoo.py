@@ -325,7 +325,7 @@ def _gn_groups(channels: int) -> int:
 
 
 def _builtin() -> None:
-    from timm.layers import LayerNorm2d, get_attn
+    from timm.layers import get_attn
 
     from . import iebn, norms
 
@@ -338,7 +338,8 @@ def _builtin() -> None:
          "noiseattack"),
         ("gn", lambda c: nn.GroupNorm(_gn_groups(c), c),
          "GroupNorm, groups of >= 4 channels (4/8/16 groups at 16/32/64 ch.): no batch statistics", "torch"),
-        ("ln", LayerNorm2d, "LayerNorm over the channels at each position (timm LayerNorm2d, ConvNeXt's)", "timm"),
+        ("ln", norms.ChannelLayerNorm, "LayerNorm over the channels at each position (timm LayerNorm2d, ConvNeXt's)",
+         "timm"),
     ):
         register_norm(name, factory, description, origin=origin)
     for name, kwargs, description in (

@@ -362,3 +362,44 @@ def test_norms_command_lists_layers_with_parameters(capsys):
     assert code == 0 and "bn+cbam" in out and "pkg.module:Class" in out
     code, _, err = run_cli(capsys, "norms", "--format", "xml")
     assert code == 2 and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("width", [0.25, 0.5, 0.75])
+def test_fractional_widths_build_every_layer(width):
+    for name in EVERY:
+        model = cifar_resnet(8, 10, name, width=width)
+        assert model.conv1.out_channels == round(16 * width) and model.fc.in_features == round(64 * width)
+        x = torch.randn(4, 3, 32, 32)
+        F.cross_entropy(model(x), torch.arange(4)).backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None), name
+
+
+@pytest.mark.parametrize("width,message", [("0.3", "16 x width a whole number"), ("0", "width must be > 0"),
+                                           ("-1", "width must be > 0"), ("65", "width must be <= 64")])
+def test_bad_widths_are_one_line_exit_2(tmp_path, capsys, width, message):
+    code, _, err = run_cli(capsys, "clean", "--width", width, "--runs-dir", tmp_path / "runs", "--device", "cpu")
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_whole_widths_keep_their_keys():
+    a, b = resolve_train_config(width=2.0, device="cpu"), resolve_train_config(width=2, device="cpu")
+    assert a.width == 2 and isinstance(a.width, int) and RunConfig(a, "bn", 0).key == RunConfig(b, "bn", 0).key
+    assert resolve_train_config(width=0.5, device="cpu").width == 0.5
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_ln_is_timms_layernorm2d(training):
+    from timm.layers import LayerNorm2d
+
+    ours, ref = zoo.make_norm("ln", 16), LayerNorm2d(16)
+    assert isinstance(ours, LayerNorm2d)
+    randomize_affine(ours)
+    ref.load_state_dict(ours.state_dict())
+    ours.train(training), ref.train(training)
+    x = rand_input(c=16).requires_grad_(True)
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+    gx_ours, gw_ours = torch.autograd.grad(ours(x).square().sum(), (x, ours.weight))
+    gx_ref, gw_ref = torch.autograd.grad(ref(x).square().sum(), (x, ref.weight))
+    torch.testing.assert_close(gx_ours, gx_ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(gw_ours, gw_ref, rtol=1e-4, atol=1e-4)

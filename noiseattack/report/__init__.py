@@ -32,6 +32,7 @@ from .collect import (ATTACK_ORDER, Group, GroupKey, ReportError, _excluded, col
                       missing_clean, model_label)
 from .plots import DPI, PLOT_FORMATS, Plot, _setting_title, make_plots, safe_filename
 from .render import COLUMNS, FORMATS, Report, build_rows, to_csv
+from .sweeps import find_sweeps, make_sweep_plots
 from .stats import (ALPHA, MIN_N, NO_REFERENCE, NOT_MEANINGFUL, REFERENCE, compare, describe, fmt_p, variance_test,
                     welch_test)
 
@@ -83,8 +84,10 @@ def build_report(
     rows = build_rows(groups, alpha)
     warn += missing_clean(groups)
     formats = tuple(dict.fromkeys(("png", *plot_formats)))  # the markdown shows the PNGs
+    sweeps = find_sweeps(groups)
+    figures = make_plots(groups, formats, dpi) + make_sweep_plots(sweeps, formats, dpi) if plots else []
     report = Report(rows=rows, sources=list(exp_dirs), excluded=_excluded(groups), overview=overview.build(rows, alpha),
-                    warnings=warn, plots=make_plots(groups, formats, dpi) if plots else [], alpha=alpha,
+                    warnings=warn, plots=figures, alpha=alpha, sweeps=sweeps,
                     titles={g.key.context: _setting_title(g.key.attack, g.key.setting, g.order) for g in groups})
     if out_dir is not None:
         report.write(Path(out_dir))

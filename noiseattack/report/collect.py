@@ -48,6 +48,7 @@ class Group:
     unfinished: list[str] = field(default_factory=list)  # "<experiment dir>/ckpt/<run id>.pt"
     experiments: set[str] = field(default_factory=set)
     dirs: set[Path] = field(default_factory=set)  # the experiment dirs the runs come from
+    ident: dict[str, Any] = field(default_factory=dict)  # the setting's identity (TrainConfig.identity())
 
     @property
     def accs(self) -> list[float]:
@@ -191,7 +192,7 @@ def collect(exp_dirs: Sequence[Path]) -> tuple[list[Group], list[str]]:
         blob = json.dumps({k: v for k, v in ident.items() if k not in _MODEL_FIELDS}, sort_keys=True)
         variant = variant_of[(ident["dataset"], model, blob)]
         key = GroupKey(ident["dataset"], model, variant, ident["attack"], setting, norm)
-        g = groups.setdefault(key, Group(key, order))
+        g = groups.setdefault(key, Group(key, order, ident=ident))
         g.experiments.add(exp_dir.name)
         g.dirs.add(exp_dir)
         if ck is not None:

@@ -22,6 +22,7 @@ def _setting_title(attack: str, setting: str, order: tuple) -> str:
     return f"{attack} ({setting})" if attack != "clean" else "clean (no attack)"
 
 
+DATASET_NAMES = {"cifar100": "CIFAR-100", "cifar10": "CIFAR-10", "fmnist": "FashionMNIST", "mnist": "MNIST"}
 PLOT_FORMATS = ("png", "svg", "pdf")
 DPI = 150
 
@@ -198,7 +199,7 @@ def curve_plot(groups: Sequence[Group], title: str):
 
 def describe_context(dataset: str, model: str, variant: str = "") -> str:
     """`fmnist`, `resnet20w2-n4000-e3` -> `FashionMNIST · ResNet-20 (2× width), 4000 training images, 3 epochs`."""
-    names = {"cifar100": "CIFAR-100", "cifar10": "CIFAR-10", "fmnist": "FashionMNIST", "mnist": "MNIST"}
+    names = DATASET_NAMES
     m = re.fullmatch(r"resnet(?P<depth>\d+)(?:w(?P<width>[\d.]+))?(?:-n(?P<n>\d+))?-e(?P<epochs>\d+)", model)
     if m is None:
         text = model

@@ -14,6 +14,9 @@ from .. import overview
 from ..fileio import atomic_write, atomic_write_text
 from .collect import Group, ReportError
 from .plots import Plot, describe_context
+from .sweeps import Sweep
+from .sweeps import to_csv as sweeps_csv
+from .sweeps import to_markdown as sweeps_markdown
 from .stats import ALPHA, MIN_N, NO_REFERENCE, NOT_MEANINGFUL, REFERENCE, compare, describe, fmt_p
 
 
@@ -83,6 +86,7 @@ class Report:
     titles: dict[tuple, str] = field(default_factory=dict)  # (dataset, model, variant, attack, setting) -> heading
     files: list[Path] = field(default_factory=list)  # written by write()
     overview: list[dict[str, Any]] = field(default_factory=list)  # noiseattack.overview.build(rows)
+    sweeps: list[Sweep] = field(default_factory=list)  # experiments that differ in one training option
 
     def to_csv(self) -> str:
         return to_csv(self.rows)
@@ -139,6 +143,17 @@ class Report:
             out.append("")
             if ctx in plots:
                 out += [f"![{plots[ctx].title}]({plots[ctx].filename})", ""]
+        if self.sweeps:
+            out += ["## Against a swept training option", "",
+                    "Experiments that differ in one training option only: final test accuracy and the "
+                    "train − test gap (last epoch's training accuracy, measured on augmented batches in training "
+                    "mode) per value of the option.", ""]
+            sweep_plots = {p.context: p for p in self.plots if p.kind == "sweep"}
+            for s, lines in zip(self.sweeps, [sweeps_markdown([s]) for s in self.sweeps]):
+                out += lines
+                p = sweep_plots.get((s.option, json.dumps(s.context, sort_keys=True)))
+                if p is not None:
+                    out += [f"![{p.title}]({p.filename})", ""]
         if self.excluded:
             out += ["## Runs not in the statistics", "",
                     "| experiment | norm | seed | status | detail |", "|---|---|---:|---|---|"]
@@ -171,6 +186,9 @@ class Report:
         atomic_write_text(out_dir / "overview.csv", overview.to_csv(self.overview))
         atomic_write_text(out_dir / "overview.md", overview.to_markdown(self.overview, self.alpha))
         written += [out_dir / name for name in ("report.csv", "report.md", "overview.csv", "overview.md")]
+        if self.sweeps:
+            atomic_write_text(out_dir / "sweeps.csv", sweeps_csv(self.sweeps))
+            written.append(out_dir / "sweeps.csv")
         mode = 0o666 & ~_umask()
         for f in written:  # mkstemp creates 0600; results are meant to be read by others too
             os.chmod(f, mode)

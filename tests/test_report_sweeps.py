@@ -1,0 +1,63 @@
+"""The report against a swept training option (width here), on tiny synthetic results: grouping,
+values recomputed here, the plot, and nothing new for reports without a sweep."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import pytest
+
+from noiseattack import report as R
+from noiseattack.config import Attack, RunConfig, TrainConfig
+from noiseattack.fileio import append_jsonl
+
+from test_report import PNG_SIGNATURE, runs, write_exp
+
+
+def width_record(norm, seed, width, test_acc, train_acc):
+    train = TrainConfig(dataset="fmnist", attack=Attack.clean, depth=8, width=width, epochs=3, train_subset=600,
+                        milestones=(1, 2))
+    run = RunConfig(train, norm, seed)
+    history = [{"epoch": e, "lr": 0.1, "train_loss": 1.0, "train_acc": train_acc - 3 + e, "test_loss": 1.0,
+                "test_acc": test_acc - 3 + e} for e in range(1, 4)]
+    return {"key": run.key, "norm": norm, "seed": seed, "status": "finished", "final_acc": test_acc,
+            "best_acc": test_acc, "diverged": None, "epochs_done": 3, "history": history, "config": run.to_dict()}
+
+
+def test_report_groups_by_a_swept_width(tmp_path):
+    rng = np.random.default_rng(0)
+    truth = {}
+    for width in (0.5, 1, 2):
+        for norm in ("bn", "bn+cbam"):
+            test = 70 + 5 * np.log2(width) + rng.normal(0, 1, 3)
+            train = test + 10 * width + rng.normal(0, 0.5, 3)
+            truth[(width, norm)] = (test, train)
+            write_exp(tmp_path / "runs", f"clean-w{width}",
+                      [width_record(norm, s, width, float(test[s]), float(train[s])) for s in range(3)])
+    out = tmp_path / "out"
+    rep = R.build_report([tmp_path / "runs"], out)
+    assert [s.option for s in rep.sweeps] == ["width"] and rep.sweeps[0].values == [0.5, 1, 2]
+    rows = list(csv.DictReader(io.StringIO((out / "sweeps.csv").read_text())))
+    assert [(r["value"], r["norm"]) for r in rows] == [(v, n) for v in ("0.5", "1", "2") for n in ("bn", "bn+cbam")]
+    for r in rows:
+        test, train = truth[(float(r["value"]) if r["value"] == "0.5" else int(r["value"]), r["norm"])]
+        assert float(r["mean"]) == pytest.approx(test.mean())
+        assert float(r["std"]) == pytest.approx(test.std(ddof=1))
+        assert float(r["train_mean"]) == pytest.approx(train.mean())
+        assert float(r["gap_mean"]) == pytest.approx((train - test).mean())
+        assert float(r["gap_std"]) == pytest.approx((train - test).std(ddof=1))
+    sweep_pngs = sorted(out.glob("sweep_*.png"))
+    assert len(sweep_pngs) == 1 and sweep_pngs[0].read_bytes()[:8] == PNG_SIGNATURE
+    md = (out / "report.md").read_text()
+    assert "## Against a swept training option" in md and f"]({sweep_pngs[0].name})" in md
+    assert "| width | norm | n | mean | std | train acc | train − test (mean ± std) |" in md
+
+
+def test_no_sweep_no_change(tmp_path):
+    write_exp(tmp_path / "runs", "a", runs("bn", [80.0, 81.0, 82.0]) + runs("iebn", [90.0, 91.0, 92.0]))
+    write_exp(tmp_path / "runs", "b", runs("bn", [70.0, 71.0, 72.0], alpha=5.0, beta=2.0))  # another attack setting
+    rep = R.build_report([tmp_path / "runs"], tmp_path / "out", plots=False)
+    assert rep.sweeps == [] and not (tmp_path / "out" / "sweeps.csv").exists()
+    assert "swept" not in (tmp_path / "out" / "report.md").read_text()
