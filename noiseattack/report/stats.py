@@ -8,7 +8,8 @@ Against BN, per comparison:
   PERMUTATIONS random splits from a fixed seed); the statistic is |log(var(first)/var(second))|.
   It assumes no normality, only that the two centred samples are exchangeable under the null
   (the same shape of distribution up to scale). The interval is the set of ratios this test does
-  not reject at 5% (`variance_ratio_ci`), so it excludes 1 exactly when the raw test rejects;
+  not reject at 5% (`variance_ratio_ci`), so it excludes 1 when the raw test rejects (up to the
+  bisection: the test's p is a step function of the ratio, not always monotone);
 - the Brown–Forsythe test (Levene's centred on the median), kept as a column.
 `holm` adjusts the p-values of one family (all the mean tests, or all the variance tests, of a
 report) by Holm–Bonferroni; the verdicts use the adjusted p-values (`adjust`).
@@ -260,7 +261,7 @@ def compare(values: Sequence[float], reference: Sequence[float], alpha: float = 
     elif b.var() > 0:
         out["var_ratio"] = float(a.var(ddof=1) / b.var(ddof=1))
     out.update(welch_p=welch_test(a, b)[1], var_p=permutation_variance_test(a, b), bf_p=variance_test(a, b)[1],
-               _higher=bool(a.mean() > b.mean()), _stabler=bool(a.var() < b.var()))
+               _higher=bool(a.mean() > b.mean()), _stabler=bool(a.var(ddof=1) < b.var(ddof=1)))
     out.update(welch_p_holm=out["welch_p"], var_p_holm=out["var_p"])
     _verdicts(out, alpha)
     return out
