@@ -18,7 +18,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from . import experiment
-from .data import DATASETS
+from .data import DATASETS, EXTRA_SOURCES
 from .config import ConfigError, check_memory, resolve_experiment, resolve_train_config
 from .train import check_data
 
@@ -28,7 +28,7 @@ app = typer.Typer(
 )
 
 EXIT_BAD_INPUT = 2
-DATASET_NAMES = ", ".join(DATASETS)  # for the help of --dataset and --extra
+DATASET_NAMES = ", ".join(DATASETS)  # for the help of --dataset
 EXIT_INTERRUPTED = 130
 
 
@@ -201,7 +201,8 @@ def constant(
 @app.command()
 @_with_shared
 def mix(
-    extra: Annotated[str, typer.Option(help=f"Foreign dataset whose images join every batch: {DATASET_NAMES}.")] = "fmnist",
+    extra: Annotated[str, typer.Option(help="Foreign dataset whose images join every batch: "
+                                            f"{', '.join(EXTRA_SOURCES)}.")] = "fmnist",
     k: Annotated[int, typer.Option(help="Foreign images per batch (unlabelled, outside the loss).")] = 32,
     **o: Any,
 ) -> None:

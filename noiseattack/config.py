@@ -33,6 +33,7 @@ class Preset(str, Enum):
 
 
 DATASETS = ("cifar100", "cifar10", "fmnist", "mnist")  # kept in sync with data.DATASETS by a test
+EXTRA_SOURCES = DATASETS + ("mnist-inverted", "fmnist-inverted", "noise")  # mix's --extra; = data.EXTRA_SOURCES
 # The norm of the projection shortcuts: "same" (the norm under test, as at every other position)
 # or "bn" (a plain BatchNorm, as in the official IEBN code). See noiseattack/models.py.
 SHORTCUT_NORMS = ("same", "bn")
@@ -424,7 +425,9 @@ def resolve_train_config(
         raise ConfigError(f"unknown preset '{preset}': choose {', '.join(p.value for p in Preset)}") from None
     dataset = dataset.lower()
     if dataset not in DATASETS:
-        raise ConfigError(f"unknown dataset '{dataset}': choose from {', '.join(DATASETS)}")
+        only_extra = (f" ({dataset} is a foreign source for the mix attack's --extra only)"
+                      if dataset in EXTRA_SOURCES else "")
+        raise ConfigError(f"unknown dataset '{dataset}': choose from {', '.join(DATASETS)}{only_extra}")
 
     o = _apply_preset(preset, depth=depth, epochs=epochs, milestones=milestones, batch_size=batch_size, lr=lr,
                       momentum=momentum, weight_decay=weight_decay, lr_gamma=lr_gamma, shortcut_norm=shortcut_norm)
@@ -441,10 +444,10 @@ def resolve_train_config(
         alpha, beta = 1.0, 0.0
     if attack is Attack.mix:
         if extra is None:
-            raise ConfigError("mix needs --extra: choose from " + ", ".join(DATASETS))
+            raise ConfigError("mix needs --extra: choose from " + ", ".join(EXTRA_SOURCES))
         extra = extra.lower()
-        if extra not in DATASETS:
-            raise ConfigError(f"unknown extra dataset '{extra}': choose from {', '.join(DATASETS)}")
+        if extra not in EXTRA_SOURCES:
+            raise ConfigError(f"unknown extra dataset '{extra}': choose from {', '.join(EXTRA_SOURCES)}")
         if k < 0:
             raise ConfigError(f"k must be >= 0 (the number of extra images per batch), got {k}")
     else:

@@ -4,6 +4,12 @@ Every dataset, whatever its source format, becomes `images: uint8 [N, 3, 32, 32]
 `labels: int64 [N]`. 28x28 grayscale images are zero-padded to 32x32 (2 px each side) and
 repeated to 3 channels. Normalization uses the per-channel mean and std of the dataset's
 (padded) training split, computed when it is loaded.
+
+Besides the datasets (`DATASETS`), derived foreign sources for the mix attack's `--extra` only
+(`DERIVED`; `EXTRA_SOURCES` is both): `mnist-inverted` and `fmnist-inverted` (every pixel of the
+32x32 padded uint8 image replaced by 255 - x, the border included; the same labels), and `noise`
+(NOISE_IMAGES + NOISE_TEST_IMAGES uniform random uint8 images, 3x32x32, from NOISE_SEED; label
+-1, as it has none; no files). `scripts/source_shift.py` prints how far each lies from a primary.
 """
 
 from __future__ import annotations
@@ -49,6 +55,27 @@ DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec("mnist", tvd.MNIST, 10, False, "MNIST/raw",
                          tuple(f for f, _ in tvd.MNIST.resources)),
 }
+
+
+@dataclass(frozen=True)
+class DerivedSource:
+    """A foreign source computed from a dataset (`base`) or generated (base None)."""
+
+    name: str
+    base: str | None
+    description: str
+
+
+NOISE_IMAGES = 60_000  # as many as MNIST's training split
+NOISE_TEST_IMAGES = 10_000
+NOISE_SEED = 0
+DERIVED: dict[str, DerivedSource] = {
+    "mnist-inverted": DerivedSource("mnist-inverted", "mnist", "MNIST, every pixel 255 - x (the padded border white)"),
+    "fmnist-inverted": DerivedSource("fmnist-inverted", "fmnist",
+                                     "FashionMNIST, every pixel 255 - x (the padded border white)"),
+    "noise": DerivedSource("noise", None, f"{NOISE_IMAGES} uniform random uint8 images, 3x32x32, seed {NOISE_SEED}"),
+}
+EXTRA_SOURCES = tuple(DATASETS) + tuple(DERIVED)  # what --extra accepts
 
 
 @dataclass
@@ -228,11 +255,46 @@ def _load_cached(name: str, root: str) -> Dataset:
     return Dataset(spec, splits[0], splits[1], mean, std)
 
 
+def invert(split: Split) -> Split:
+    """The same images with every pixel 255 - x (uint8 stays uint8), the same labels."""
+    return Split(255 - split.images, split.labels)
+
+
+@functools.lru_cache(maxsize=1)
+def noise_dataset() -> Dataset:
+    """`noise`: uniform random uint8 images from NOISE_SEED (the same on every call and machine
+    with the same torch), label -1; its own mean and std (about 0.5 and 0.29 per channel)."""
+    g = torch.Generator().manual_seed(NOISE_SEED)
+    images = torch.randint(0, 256, (NOISE_IMAGES + NOISE_TEST_IMAGES, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.full((len(images),), -1, dtype=torch.int64)
+    train = Split(images[:NOISE_IMAGES], labels[:NOISE_IMAGES])
+    test = Split(images[NOISE_IMAGES:], labels[NOISE_IMAGES:])
+    spec = DatasetSpec("noise", object, 0, True, "", ())
+    return Dataset(spec, train, test, *channel_stats(train.images))
+
+
+@functools.lru_cache(maxsize=2)
+def _derived_cached(name: str, root: str) -> Dataset:
+    src = DERIVED[name]
+    if src.base is None:
+        return noise_dataset()
+    base = _load_cached(src.base, root)
+    train, test = invert(base.train), invert(base.test)
+    spec = DatasetSpec(name, base.spec.tv_class, base.spec.num_classes, base.spec.hflip, base.spec.folder,
+                       base.spec.files)
+    return Dataset(spec, train, test, *channel_stats(train.images))
+
+
 def load_dataset(name: str, root: str | Path) -> Dataset:
-    """Load (downloading when possible) a dataset from the registry, on the CPU."""
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset '{name}': choose from {', '.join(DATASETS)}")
+    """Load (downloading when possible) a dataset from the registry, or a derived source, on the CPU."""
+    if name not in EXTRA_SOURCES:
+        raise DataError(f"unknown dataset '{name}': choose from {', '.join(EXTRA_SOURCES)}")
     try:
+        if name in DERIVED:
+            try:
+                return _derived_cached(name, str(Path(root).absolute()))
+            except DataError as e:
+                raise DataError(f"{name} is computed from {DERIVED[name].base}: {e}") from e
         return _load_cached(name, str(Path(root).absolute()))
     except OSError as e:  # reading a file that is there (permissions, I/O error): one line
         raise DataError(f"{name}: cannot read {e.filename or root} ({e.strerror or e})") from e

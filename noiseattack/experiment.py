@@ -345,7 +345,7 @@ def _execute_locked(run: RunConfig, exp_dir: Path, data: TrainData, *, keep_chec
         "history": result.history, "config": run.to_dict(), "layer": layer_info(run.norm), "noiseattack": __version__,
         "versions": versions(), "machine": {"device": run.train.device, "threads": torch.get_num_threads(),
                                             **({"iebn_kernels": iebn_kernels(run.train.compile_norms)}
-                                               if "iebn" in run.norm.split("+") else {})},
+                                               if any(p.startswith("iebn") for p in run.norm.split("+")) else {})},
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     })
     append_jsonl(exp_dir / RESULTS_FILE, record)

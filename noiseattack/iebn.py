@@ -72,6 +72,17 @@ class IEBN(ConstantNoise, _BatchNorm):
         return super().extra_repr() + f", impl={self.impl}"
 
 
+class IEBNGateHalf(IEBN):
+    """`iebn-b0`, a control for IEBN's initialisation: IEBN whose gate bias starts at 0 (gate
+    sigmoid(0) = 0.5 at init) in place of -1 (0.2689): it *gates per instance* like IEBN but
+    starts less damped. Otherwise `iebn` (parameters, the attack, the implementations)."""
+
+    def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.1, impl: str | None = None):
+        super().__init__(channels, eps, momentum, impl)
+        with torch.no_grad():
+            self.bias_readjust.zero_()
+
+
 def _checked_impl(impl: str) -> str:
     if impl not in IEBN.IMPLS:
         raise ValueError(f"unknown IEBN impl '{impl}': choose from {', '.join(IEBN.IMPLS)}")

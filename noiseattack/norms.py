@@ -24,6 +24,8 @@ How the attack reaches a layer (`reach_noise`), walking the module tree from the
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -147,6 +149,21 @@ class BatchNorm(ConstantNoise, nn.BatchNorm2d):
             self.num_batches_tracked.add_(1)
         w, b = self.noisy_affine(self.weight, self.bias)
         return F.batch_norm(x, self.running_mean, self.running_var, w, b, self.training, self.momentum, self.eps)
+
+
+IEBN_INITIAL_GATE = 1.0 / (1.0 + math.exp(1.0))  # sigmoid(-1) = 0.2689: IEBN's gate at init (w = 0, b = -1)
+
+
+class DampedBatchNorm(BatchNorm):
+    """`bn-damped`, a control for IEBN's initialisation: BN whose γ starts at sigmoid(-1) ≈ 0.2689,
+    the scale IEBN's gate gives x̂ at init (γ · sigmoid(0 · avgpool(x) - 1)), with no gate: it
+    *starts damped* like IEBN but does not gate per instance. Otherwise `bn` (the attack reaches it
+    the same way)."""
+
+    def reset_parameters(self) -> None:  # called by nn.BatchNorm2d.__init__
+        super().reset_parameters()
+        with torch.no_grad():
+            self.weight.fill_(IEBN_INITIAL_GATE)
 
 
 class InstanceNorm(ConstantNoise, nn.InstanceNorm2d):

@@ -3,8 +3,11 @@
 Built from the report's rows (`noiseattack.report`), so that it can also be regenerated from a
 committed report.csv (`scripts/overview.py`). Each cell is `mean ± std (n)` of the final test
 accuracy over seeds, marked ▲ / ▼ where the mean is significantly higher / lower than BN's in the
-same setting and ◆ where the variance differs significantly from BN's, by the same tests and
-alpha as the report (Welch; Brown–Forsythe; no correction for multiple comparisons). `params`
+same setting and ◆ where the variance differs significantly from BN's, by the same tests, alpha
+and Holm–Bonferroni adjustment as the report (Welch; the permutation test of variances; each
+family adjusted across all the report's comparisons against BN). A report.csv written before the
+adjusted columns existed is adjusted here, from its Welch and Brown–Forsythe p-values, and the
+legend says so. `params`
 is the whole model's trainable parameter count with that layer (ResNet at that depth and width,
 the dataset's number of classes), counted on the meta device.
 
@@ -51,12 +54,13 @@ def _setting_order(attack: str, setting: str) -> tuple:
 
 
 def marks(row: dict[str, Any], alpha: float = ALPHA) -> str:
-    """▲ / ▼: mean significantly above / below BN's; ◆: variance significantly different from BN's."""
+    """▲ / ▼: mean significantly above / below BN's; ◆: variance significantly different from BN's;
+    by the Holm-adjusted p-values of the row (`welch_p_holm`, `var_p_holm`)."""
     out = ""
-    p, diff = _num(row.get("welch_p")), _num(row.get("diff_vs_bn"))
+    p, diff = _num(row.get("welch_p_holm")), _num(row.get("diff_vs_bn"))
     if p is not None and diff is not None and p < alpha:
         out += "▲" if diff > 0 else "▼"
-    q = _num(row.get("bf_p"))
+    q = _num(row.get("var_p_holm"))
     if q is not None and q < alpha:
         out += "◆"
     return out
@@ -85,15 +89,30 @@ def model_params(dataset: str, model: str, norm: str) -> int | None:
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
+def _legacy_adjusted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of a report.csv without the Holm columns, with them: Holm across the rows' Welch
+    p-values, and across their Brown–Forsythe p-values (that report had no permutation test)."""
+    from .report.stats import holm
+
+    welch = holm([_num(r.get("welch_p")) for r in rows])
+    var = holm([_num(r.get("bf_p")) for r in rows])
+    return [{**r, "welch_p_holm": p, "var_p_holm": q} for r, p, q in zip(rows, welch, var)]
+
+
 def build(rows: Iterable[dict[str, Any]], alpha: float = ALPHA, params: bool = True) -> list[dict[str, Any]]:
     """One table per (dataset, model, variant): {"dataset", "model", "variant", "settings": [names],
-    "rows": [{"norm", "params", "cells": {setting: {"mean", "std", "n", "vs_bn"}}}]}, norms in
-    the report's order."""
+    "variance_test", "rows": [{"norm", "params", "cells": {setting: {"mean", "std", "n", "vs_bn"}}}]},
+    norms in the report's order. `variance_test` names the test behind ◆: "permutation", or
+    "Brown–Forsythe" for a report.csv older than the Holm columns (adjusted here)."""
+    rows = list(rows)
+    legacy = bool(rows) and "var_p_holm" not in rows[0]
+    if legacy:
+        rows = _legacy_adjusted(rows)
     tables: dict[tuple, dict[str, Any]] = {}
     for r in rows:
         ctx = (r["dataset"], r["model"], r.get("variant") or "")
         t = tables.setdefault(ctx, {"dataset": ctx[0], "model": ctx[1], "variant": ctx[2], "settings": {},
-                                    "norms": {}})
+                                    "norms": {}, "variance_test": "Brown–Forsythe" if legacy else "permutation"})
         name = setting_name(r["attack"], r["setting"])
         t["settings"].setdefault(name, _setting_order(r["attack"], r["setting"]))
         cell = {"mean": _num(r.get("mean")), "std": _num(r.get("std")), "n": int(float(r.get("n") or 0)),
@@ -103,7 +122,7 @@ def build(rows: Iterable[dict[str, Any]], alpha: float = ALPHA, params: bool = T
     for t in tables.values():
         settings = sorted(t["settings"], key=lambda s: t["settings"][s])
         out.append({"dataset": t["dataset"], "model": t["model"], "variant": t["variant"], "settings": settings,
-                    "rows": [{"norm": norm, "cells": cells,
+                    "variance_test": t["variance_test"], "rows": [{"norm": norm, "cells": cells,
                               "params": model_params(t["dataset"], t["model"], norm) if params else None}
                              for norm, cells in t["norms"].items()]})
     return out
@@ -117,11 +136,15 @@ def _cell_text(cell: dict[str, Any] | None) -> str:
 
 
 def to_markdown(tables: Sequence[dict[str, Any]], alpha: float = ALPHA) -> str:
+    legacy = any(t.get("variance_test") == "Brown–Forsythe" for t in tables)
+    var_test = ("Brown–Forsythe test: this report.csv predates the permutation test" if legacy
+                else "permutation test of the log variance ratio on median-centred samples")
     out = ["# Overview", "",
            "Final test accuracy (%) after the last epoch: mean ± std (n seeds). Against BN in the same setting: "
            f"▲ / ▼ mean significantly higher / lower (Welch's t-test), ◆ variance significantly different "
-           f"(Brown–Forsythe), at α = {alpha:g} with no correction for multiple comparisons; no mark with "
-           "fewer than 3 runs. params: trainable parameters of the whole model with that layer.", ""]
+           f"({var_test}), at α = {alpha:g} on p-values adjusted by Holm–Bonferroni across all the "
+           "comparisons against BN in the report (the mean tests and the variance tests each a family); no "
+           "mark with fewer than 3 runs. params: trainable parameters of the whole model with that layer.", ""]
     for t in tables:
         title = f"{t['dataset']} · {t['model']}" + (f" [{t['variant']}]" if t["variant"] else "")
         head = ["norm", "params", *t["settings"]]

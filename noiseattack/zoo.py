@@ -340,6 +340,12 @@ def _builtin() -> None:
          "GroupNorm, groups of >= 4 channels (4/8/16 groups at 16/32/64 ch.): no batch statistics", "torch"),
         ("ln", norms.ChannelLayerNorm, "LayerNorm over the channels at each position (timm LayerNorm2d, ConvNeXt's)",
          "timm"),
+        ("bn-damped", norms.DampedBatchNorm,
+         "control: BN with gamma starting at sigmoid(-1) = 0.2689, IEBN's initial scale, no gate (starts damped)",
+         "noiseattack"),
+        ("iebn-b0", iebn.IEBNGateHalf,
+         "control: IEBN with the gate bias starting at 0 (gate 0.5, not 0.2689): gates per instance, less damped",
+         "noiseattack"),
     ):
         register_norm(name, factory, description, origin=origin)
     for name, kwargs, description in (

@@ -15,6 +15,7 @@ from noiseattack import report as R
 from noiseattack.models import cifar_resnet
 
 from test_report import runs, write_exp
+from test_stats import holm_reference, perm_p_scipy
 
 
 def make_runs_dir(tmp_path):
@@ -41,6 +42,12 @@ def test_overview_csv_equals_the_runs_it_summarizes(tmp_path):
     rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "overview.csv").read_text())))
     assert [r["norm"] for r in rows] == ["bn", "gn", "bn+eca"]  # the registry's order
     names = {"clean": "clean", "constant": "constant a2_b1", "mix": "mix fmnist_k32"}
+    # the marks: Welch and the permutation test of variances, each family Holm-adjusted across the
+    # report's comparisons against BN (those with at least 3 runs on both sides)
+    tested = [(attack, norm) for (attack, norm), v in accs.items() if norm != "bn" and len(v) >= 3]
+    welch = holm_reference([stats.ttest_ind(accs[c], accs[(c[0], "bn")], equal_var=False).pvalue for c in tested])
+    var = holm_reference([perm_p_scipy(accs[c], accs[(c[0], "bn")]) for c in tested])
+    adjusted = {c: (p, q) for c, p, q in zip(tested, welch, var)}
     for (attack, norm), values in accs.items():
         row = next(r for r in rows if r["norm"] == norm)
         s = names[attack]
@@ -48,11 +55,11 @@ def test_overview_csv_equals_the_runs_it_summarizes(tmp_path):
         assert float(row[f"{s} std"]) == pytest.approx(np.std(values, ddof=1))
         assert int(row[f"{s} n"]) == len(values)
         mark = ""
-        if norm != "bn" and len(values) >= 3:
-            ref = accs[(attack, "bn")]
-            if stats.ttest_ind(values, ref, equal_var=False).pvalue < 0.05:
-                mark += "▲" if np.mean(values) > np.mean(ref) else "▼"
-            if stats.levene(values, ref, center="median").pvalue < 0.05:
+        if (attack, norm) in adjusted:
+            p, q = adjusted[(attack, norm)]
+            if p < 0.05:
+                mark += "▲" if np.mean(values) > np.mean(accs[(attack, "bn")]) else "▼"
+            if q < 0.05:
                 mark += "◆"
         assert row[f"{s} vs_bn"] == mark
     assert next(r for r in rows if r["norm"] == "gn")["constant a2_b1 vs_bn"].startswith("▲")
@@ -71,3 +78,25 @@ def test_overview_regenerates_from_a_report_csv(tmp_path):
     again = overview.build(overview.read_report_csv((tmp_path / "out" / "report.csv").read_text()))
     assert overview.to_csv(again) == (tmp_path / "out" / "overview.csv").read_text()
     assert overview.to_markdown(again) == overview.to_markdown(rep.overview)
+
+
+def _row(norm, **p):
+    base = {"dataset": "mnist", "model": "resnet8-e3", "variant": "", "attack": "constant", "setting": "a2_b1",
+            "norm": norm, "n": "5", "mean": "80.0", "std": "1.0", "diff_vs_bn": "1.0" if norm != "bn" else ""}
+    return {**base, **p}
+
+
+def test_marks_use_the_holm_columns_and_an_old_report_csv_is_adjusted_here():
+    new = [_row("bn", welch_p="", welch_p_holm="", var_p="", var_p_holm="", bf_p=""),
+           _row("in", welch_p="0.01", welch_p_holm="0.02", var_p="0.01", var_p_holm="0.02", bf_p="0.9"),
+           _row("iebn", welch_p="0.03", welch_p_holm="0.06", var_p="0.03", var_p_holm="0.06", bf_p="0.001")]
+    cells = {r["norm"]: r["cells"]["constant a2_b1"]["vs_bn"] for r in overview.build(new, params=False)[0]["rows"]}
+    assert cells == {"bn": "", "in": "▲◆", "iebn": ""}  # raw 0.03 < 0.05, adjusted 0.06: no mark
+    assert "permutation test" in overview.to_markdown(overview.build(new, params=False))
+    # a report.csv from before the Holm columns: Welch p 0.01 and 0.03 -> Holm 0.02 and 0.03;
+    # Brown-Forsythe p 0.9 and 0.001 -> Holm 0.9 and 0.002
+    old = [{k: v for k, v in r.items() if k not in ("welch_p_holm", "var_p", "var_p_holm")} for r in new]
+    tables = overview.build(old, params=False)
+    cells = {r["norm"]: r["cells"]["constant a2_b1"]["vs_bn"] for r in tables[0]["rows"]}
+    assert cells == {"bn": "", "in": "▲", "iebn": "▲◆"}
+    assert "Brown–Forsythe test: this report.csv predates the permutation test" in overview.to_markdown(tables)

@@ -160,7 +160,16 @@ def test_report_verdicts_per_row(tmp_path):
     assert bnse["ci95_low"] is None and bnse["welch_p"] is None and bnse["mean"] == pytest.approx(85.5)
     assert row(rep, "iebn", setting="a5_b2")["stability_verdict"] == "more stable"
     assert row(rep, "iebn", setting="a0.5_b0")["stability_verdict"] == "less stable"
-    assert row(rep, "in", setting="a0.5_b0")["stability_verdict"] == "less stable"
+    # Holm changes this one (it was "less stable" unadjusted). The five permutation p-values of the
+    # report: 2/924 twice (TIGHT against LOOSE and back: the observed split and its mirror are the
+    # two most extreme of C(12, 6) = 924), 4/210 for LOW against TIGHT here (LOW's 5 runs leave 4
+    # residuals besides its median's 0: C(10, 4) = 210 splits, 4 as extreme as the observed),
+    # 1 twice (LOW and HIGH against LOW: the same spread). Holm: 5·2/924 = 0.0108, 4·2/924 = 0.0087
+    # (kept at 0.0108), 3·4/210 = 0.057 > 0.05: not significant after adjustment.
+    in_c = row(rep, "in", setting="a0.5_b0")
+    assert in_c["var_p"] == pytest.approx(4 / 210) and in_c["var_p_holm"] == pytest.approx(3 * 4 / 210)
+    assert in_c["stability_verdict"] == "stability not distinguishable (p=0.057)"
+    assert row(rep, "iebn", setting="a0.5_b0")["var_p_holm"] == pytest.approx(5 * 2 / 924)
     # rows in order: settings by (alpha, beta), norms bn, in, bnse, iebn
     assert [(r["setting"], r["norm"]) for r in rep.rows][:5] == [
         ("a0.5_b0", "bn"), ("a0.5_b0", "in"), ("a0.5_b0", "iebn"), ("a2_b1", "bn"), ("a2_b1", "in")]

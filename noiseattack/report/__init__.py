@@ -8,9 +8,12 @@ subset, ...), a `variant` label names the differing fields and keeps them apart 
 
 Per group, over the finished runs: n, mean, std and variance (n-1), the 95% t-interval of the
 mean, min, max; against BN in the same (dataset, model, variant, attack, setting): the
-difference of the means, Welch's t-test and the Brown-Forsythe test of equal variance
-(`scipy.stats.levene(center="median")`), both two-sided, alpha 0.05, no correction for multiple
-comparisons. With fewer than 3 finished runs (in the row or in BN) no interval, p-value or
+difference of the means with its Welch–Satterthwaite 95% interval and Welch's t-test; the
+variance ratio with its 95% interval and a permutation test of equal variances (median-centred,
+exact or seeded, see `stats`); the Brown-Forsythe test (`scipy.stats.levene(center="median")`)
+as a column. All two-sided; the Welch p-values and the permutation p-values are each adjusted by
+Holm–Bonferroni across all the comparisons of the report (`*_holm` columns), and the verdicts
+use the adjusted ones at alpha 0.05. With fewer than 3 finished runs (in the row or in BN) no interval, p-value or
 verdict is given. Diverged runs (in results.jsonl) and unfinished ones (a checkpoint in `ckpt/`
 without a record) are counted in their own columns and listed, never part of the statistics.
 
@@ -32,14 +35,15 @@ from .collect import (ATTACK_ORDER, Group, GroupKey, ReportError, _excluded, col
                       missing_clean, model_label)
 from .plots import DPI, PLOT_FORMATS, Plot, _setting_title, make_plots, safe_filename
 from .render import COLUMNS, FORMATS, Report, build_rows, to_csv
+from .stats import (ALPHA, MIN_N, NO_REFERENCE, NOT_MEANINGFUL, REFERENCE, adjust, compare, describe, fmt_p, holm,
+                    permutation_variance_test, variance_ratio_ci, variance_test, welch_ci, welch_test)
 from .sweeps import find_sweeps, make_sweep_plots
-from .stats import (ALPHA, MIN_N, NO_REFERENCE, NOT_MEANINGFUL, REFERENCE, compare, describe, fmt_p, variance_test,
-                    welch_test)
 
 __all__ = ["ALPHA", "ATTACK_ORDER", "COLUMNS", "FORMATS", "MIN_N", "NO_REFERENCE", "NOT_MEANINGFUL", "REFERENCE",
-           "Group", "GroupKey", "Plot", "Report", "ReportError", "build_report", "build_rows", "check_out_dir",
-           "collect", "compare", "describe", "find_experiment_dirs", "fmt_p", "make_plots", "model_label",
-           "safe_filename", "to_csv", "variance_test", "welch_test"]
+           "Group", "GroupKey", "Plot", "Report", "ReportError", "adjust", "build_report", "build_rows",
+           "check_out_dir", "collect", "compare", "describe", "find_experiment_dirs", "fmt_p", "holm", "make_plots",
+           "model_label", "permutation_variance_test", "safe_filename", "to_csv", "variance_ratio_ci",
+           "variance_test", "welch_ci", "welch_test"]
 
 
 def check_out_dir(path: Path) -> None:
