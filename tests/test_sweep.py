@@ -428,3 +428,18 @@ def test_axes_sweep_resumes_and_shares_keys_with_the_single_run_command(tmp_path
     assert read_results(runs / names[0]) == recs[0]
     assert {p for p in runs.rglob("*") if p.is_file()} == set(before)  # nothing trained: no new tb/ or checkpoint
     assert all(p.read_bytes() == b for p, b in before.items() if p.name == "results.jsonl")
+
+
+def test_fractional_width_axis(tmp_path):
+    from noiseattack import sweep as S
+
+    grid = tmp_path / "g.toml"
+    grid.write_text('[train]\ndataset = "mnist"\nepochs = 1\n[grid]\nwidth = [0.5, 1, 2.0]\nnorms = ["bn"]\nrepeats = 1\n'
+                    '[[attack]]\nkind = "clean"\n')
+    g = S.load_grid(grid, runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
+    assert [e.train.width for e in g.experiments] == [0.5, 1, 2]
+    assert [e.name for e in g.experiments] == ["clean-mnist-resnet20w0.5-e1", "clean-mnist-resnet20-e1",
+                                               "clean-mnist-resnet20w2-e1"]
+    grid.write_text(grid.read_text().replace("0.5", "0.3"))
+    with pytest.raises(ConfigError, match="16 x width a whole number"):
+        S.load_grid(grid, runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")

@@ -111,10 +111,17 @@ def _got(v: Any) -> str:
 def check(where: str, v: Any, tp: Any) -> Any:
     """`v` as type `tp` (a dataclass field's type, or a list of them) as TOML writes it, or a
     one-line ConfigError naming `where`: ints are numbers too, booleans are not numbers, tuples
-    are lists (items count from 1: `grid.lr[2]`), `X | None` is X; other types are not checked here."""
+    are lists (items count from 1: `grid.lr[2]`), `X | None` is X, `X | Y` either; other types are not
+    checked here."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        return check(where, v, next(a for a in args if a is not type(None)))
+    if origin in (Union, types.UnionType):  # X | None is X; X | Y is the first that fits
+        options = [a for a in args if a is not type(None)]
+        for a in options[:-1]:
+            try:
+                return check(where, v, a)
+            except ConfigError:
+                pass
+        return check(where, v, options[-1])
     if origin in (list, tuple):
         fixed = origin is tuple and Ellipsis not in args
         if not isinstance(v, list) or (fixed and len(v) != len(args)):
