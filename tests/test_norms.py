@@ -179,27 +179,10 @@ def test_fused_iebn_equals_reference_forward_and_backward(impl, layout, mode):
     torch.testing.assert_close(fused.running_var, ref.running_var)
 
 
-class OfficialBAN2d(nn.Module):
-    """The official layer's forward, transcribed for the state_dict round trip."""
-
-    def __init__(self, c):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(1, c, 1, 1))
-        self.bias = nn.Parameter(torch.zeros(1, c, 1, 1))
-        self.weight_readjust = nn.Parameter(torch.zeros(1, c, 1, 1))
-        self.bias_readjust = nn.Parameter(torch.full((1, c, 1, 1), -1.0))
-        self.register_buffer("running_mean", torch.zeros(c))
-        self.register_buffer("running_var", torch.ones(c))
-        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
-
-    def forward(self, x):
-        attention = torch.sigmoid(nn.functional.adaptive_avg_pool2d(x, 1) * self.weight_readjust + self.bias_readjust)
-        out = nn.functional.batch_norm(x, self.running_mean, self.running_var, None, None, self.training, 0.1, EPS)
-        return out * (self.weight * attention) + self.bias
-
-
 @pytest.mark.parametrize("impl", IEBN.IMPLS)
 def test_official_state_dict_loads_and_matches(impl):
+    from test_paper_fidelity import OfficialBAN2d  # the official layer, transcribed once
+
     official = OfficialBAN2d(8)
     randomize_affine(official)
     official(rand_input(seed=9))  # running stats
