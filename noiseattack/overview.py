@@ -116,7 +116,7 @@ def build(rows: Iterable[dict[str, Any]], alpha: float = ALPHA, params: bool = T
         name = setting_name(r["attack"], r["setting"])
         t["settings"].setdefault(name, _setting_order(r["attack"], r["setting"]))
         cell = {"mean": _num(r.get("mean")), "std": _num(r.get("std")), "n": int(float(r.get("n") or 0)),
-                "vs_bn": marks(r, alpha)}
+                "diverged": int(float(r.get("diverged") or 0)), "vs_bn": marks(r, alpha)}
         t["norms"].setdefault(r["norm"], {})[name] = cell
     out = []
     for t in tables.values():
@@ -129,10 +129,13 @@ def build(rows: Iterable[dict[str, Any]], alpha: float = ALPHA, params: bool = T
 
 
 def _cell_text(cell: dict[str, Any] | None) -> str:
-    if cell is None or cell["mean"] is None:
+    if cell is None:
         return "—"
+    diverged = f", {cell['diverged']} diverged" if cell.get("diverged") else ""
+    if cell["mean"] is None:
+        return f"— (0{diverged})" if diverged else "—"
     std = "—" if cell["std"] is None else f"{cell['std']:.2f}"
-    return f"{cell['mean']:.2f} ± {std} ({cell['n']}){cell['vs_bn']}"
+    return f"{cell['mean']:.2f} ± {std} ({cell['n']}{diverged}){cell['vs_bn']}"
 
 
 def to_markdown(tables: Sequence[dict[str, Any]], alpha: float = ALPHA) -> str:
@@ -140,7 +143,8 @@ def to_markdown(tables: Sequence[dict[str, Any]], alpha: float = ALPHA) -> str:
     var_test = ("Brown–Forsythe test: this report.csv predates the permutation test" if legacy
                 else "permutation test of the log variance ratio on median-centred samples")
     out = ["# Overview", "",
-           "Final test accuracy (%) after the last epoch: mean ± std (n seeds). Against BN in the same setting: "
+           "Final test accuracy (%) after the last epoch: mean ± std (n finished seeds, and the diverged ones, "
+           "which are not in the statistics). Against BN in the same setting: "
            f"▲ / ▼ mean significantly higher / lower (Welch's t-test), ◆ variance significantly different "
            f"({var_test}), at α = {alpha:g} on p-values adjusted by Holm–Bonferroni across all the "
            "comparisons against BN in the report (the mean tests and the variance tests each a family); no "
@@ -162,7 +166,7 @@ def to_csv(tables: Sequence[dict[str, Any]]) -> str:
     settings = list(dict.fromkeys(s for t in tables for s in t["settings"]))
     fields = ["dataset", "model", "variant", "norm", "params"]
     for s in settings:
-        fields += [f"{s} mean", f"{s} std", f"{s} n", f"{s} vs_bn"]
+        fields += [f"{s} mean", f"{s} std", f"{s} n", f"{s} diverged", f"{s} vs_bn"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
@@ -174,7 +178,7 @@ def to_csv(tables: Sequence[dict[str, Any]]) -> str:
             for s, c in r["cells"].items():
                 line[f"{s} mean"] = "" if c["mean"] is None else repr(c["mean"])
                 line[f"{s} std"] = "" if c["std"] is None else repr(c["std"])
-                line[f"{s} n"], line[f"{s} vs_bn"] = c["n"], c["vs_bn"]
+                line[f"{s} n"], line[f"{s} diverged"], line[f"{s} vs_bn"] = c["n"], c.get("diverged", 0), c["vs_bn"]
             w.writerow({f: line[f] for f in fields})
     return buf.getvalue()
 

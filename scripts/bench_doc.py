@@ -3,9 +3,10 @@
     python scripts/bench.py --zoo --ablations | tee docs/bench/zoo-avx2.txt     # measure (minutes)
     python scripts/bench_doc.py docs/bench/zoo-avx2.txt --doc docs/performance.md
 
-For each log, the table between `<!-- bench:NAME:begin -->` and `<!-- bench:NAME:end -->` (NAME:
-the log's file name without .txt) is replaced by the log's machine line and its `ratio` lines
-(median, min, max of the paired per-round ratios). Running it twice changes nothing.
+For each log, the text between `<!-- bench:NAME:begin -->` and `<!-- bench:NAME:end -->` (NAME: the
+log's file name without .txt) is replaced by the log's machine line and a table of its `ratio`
+lines (median, min, max of the paired per-round ratios), or, for a log without ratio lines (such
+as scripts/bench_layers.py's), by the log itself. Running it twice changes nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from pathlib import Path
 
 
 def table(log: str) -> str:
+    """The machine and the ratio lines as a table; a log without ratio lines, verbatim."""
     lines = log.splitlines()
+    if not any(line.startswith("ratio ") for line in lines):
+        return "```text\n" + log.strip() + "\n```"
     machine = next((line for line in lines if line.startswith("cpu: ")), "cpu: unknown")
     kind = next((line.split(";")[0] for line in lines if line.startswith(("AVX", "DEFAULT", "ZVECTOR", "VSX"))), "")
     rows = [line.split() for line in lines if line.startswith("ratio ")]
