@@ -49,6 +49,11 @@ def safe_filename(*parts: str) -> str:
     return name + ".png"
 
 
+def _legend_room(labels: Iterable[str]) -> float:
+    """Extra figure width (inches) for a legend with long labels (a user layer's import path)."""
+    return max(0.0, 0.065 * (max((len(n) for n in labels), default=0) - 12))
+
+
 def _norm_colors(norms: Iterable[str]) -> dict[str, str]:
     """A registered layer keeps its colour across plots (its place in the registry); others follow."""
     from matplotlib import colormaps
@@ -92,7 +97,7 @@ def box_plot(groups: Sequence[Group], title: str, xlabel: str):
     colors = _norm_colors(norms)
     m = len(norms)
     width = 0.8 / max(m, 2)
-    fig = Figure(figsize=(max(7.0, 2.5 + len(settings) * (0.6 + 0.45 * m)), 4.8))
+    fig = Figure(figsize=(max(7.0, 2.5 + len(settings) * (0.6 + 0.45 * m)) + _legend_room(norms), 4.8))
     ax = fig.add_subplot()
     trans = blended_transform_factory(ax.transData, ax.transAxes)
     rng = np.random.default_rng(0)
@@ -123,7 +128,7 @@ def box_plot(groups: Sequence[Group], title: str, xlabel: str):
     ax.set_xlim(-0.6, len(settings) - 0.4)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("final test accuracy (%)")
-    ax.set_title(title)
+    fig.suptitle(title, fontsize=11)  # centred on the figure: a long legend does not push it off the left edge
     ax.grid(axis="y", alpha=0.3)
     handles = [Patch(facecolor=colors[n], alpha=0.55, edgecolor="black", label=n) for n in norms]
     handles.append(Line2D([], [], marker="o", linestyle="", color="gray", markeredgecolor="black",
@@ -151,7 +156,7 @@ def curve_plot(groups: Sequence[Group], title: str):
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(8.0, 4.6))
+    fig = Figure(figsize=(8.0 + _legend_room([g.key.norm for g in groups]), 4.6))
     ax = fig.add_subplot()
     norms = sorted(groups, key=lambda g: _norm_rank(g.key.norm))
     colors = _norm_colors(g.key.norm for g in norms)
@@ -189,7 +194,7 @@ def curve_plot(groups: Sequence[Group], title: str):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title)
+    fig.suptitle(title, fontsize=11)  # centred on the figure: a long legend does not push it off the left edge
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(title="norm (finished seeds)\nmean ± std", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
