@@ -31,6 +31,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _NormBase
 
+from .errors import ConfigError
+
 class ConstantNoise:
     """Mixin: the constant attack's alpha and beta, applied to the normalized activation.
 
@@ -240,7 +242,8 @@ class NormAttention(nn.Module):
         self.attn = attn
 
     def set_noise(self, alpha: float, beta: float) -> None:
-        reach_noise(self.norm, alpha, beta)
+        if reach_noise(self.norm, alpha, beta) == 0:
+            raise ConfigError("the constant attack cannot reach the norm of this NORM+ATTN layer")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.attn(self.norm(x))

@@ -258,7 +258,7 @@ def check_layers(names: tuple[str, ...], *, constant: bool = False, channels_las
 
 
 def check_layer(r: Resolved, *, constant: bool, channels_last: bool) -> None:
-    from .norms import noise_targets
+    from .norms import NormAttention, noise_targets
 
     for c in CHECK_CHANNELS:
         with torch.random.fork_rng():
@@ -266,7 +266,7 @@ def check_layer(r: Resolved, *, constant: bool, channels_last: bool) -> None:
             layer = _build(r, c)
             for training in (True, False):
                 _check_forward(r.name, layer, c, training, channels_last)
-        if constant and not noise_targets(layer):
+        if constant and not noise_targets(layer.norm if isinstance(layer, NormAttention) else layer):
             raise ConfigError(f"layer '{r.name}': the constant attack cannot reach it (no set_noise(alpha, beta) "
                               "method and no torch normalization module inside); run it under mix or clean, "
                               "or implement set_noise")

@@ -328,6 +328,9 @@ def test_unreachable_layer_refused_under_constant_accepted_under_mix(user_pkg, f
     code, _, err = run_cli(capsys, "constant", "--alpha", "2", "--beta", "1", *common)
     assert code == 2 and "the constant attack cannot reach it" in err and err.count("\n") == 1
     assert not runs.exists()
+    composite = [a if a != "mylayers.layers:NoNorm" else "mylayers.layers:NoNorm+eca" for a in common]
+    code, _, err = run_cli(capsys, "constant", "--alpha", "2", "--beta", "1", *composite)
+    assert code == 2 and "the constant attack cannot reach it" in err and not runs.exists()
     code, _, err = run_cli(capsys, "mix", "--extra", "mnist", "--k", "8", *common)
     assert code == 0, err
     assert len((next(runs.iterdir()) / "results.jsonl").read_text().splitlines()) == 1
@@ -403,3 +406,10 @@ def test_ln_is_timms_layernorm2d(training):
     gx_ref, gw_ref = torch.autograd.grad(ref(x).square().sum(), (x, ref.weight))
     torch.testing.assert_close(gx_ours, gx_ref, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(gw_ours, gw_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_composite_with_an_unreachable_norm_is_refused_by_the_attack():
+    layer = NormAttention(nn.Identity(), nn.BatchNorm2d(8))  # a BN in the attention does not count
+    with pytest.raises(ConfigError, match="cannot reach the norm"):
+        set_constant_noise(layer, 2.0, 1.0)
+    assert type(layer.attn) is nn.BatchNorm2d
