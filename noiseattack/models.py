@@ -22,6 +22,7 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .config import SHORTCUT_NORMS, resolve_block
 from .zoo import make_norm
@@ -75,8 +76,21 @@ def _shortcut(cin: int, cout: int, stride: int, norm: str, shortcut_norm: str) -
     is `norm` for shortcut_norm="same", noiseattack's BatchNorm for "bn"."""
     if stride == 1 and cin == cout:
         return None
-    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
+    return nn.Sequential(PointwiseConv(cin, cout, 1, stride=stride, bias=False),
                          make_norm(norm if shortcut_norm == "same" else "bn", cout))
+
+
+class PointwiseConv(nn.Conv2d):
+    """A 1x1 convolution (no padding) that applies its stride by subsampling first: the same function,
+    parameters and state_dict as nn.Conv2d(cin, cout, 1, stride=s). torch 2.14's CPU kernel for a
+    strided 1x1 convolution's backward on channels_last inputs with fewer than 8 channels corrupts
+    the heap ("free(): invalid next size"; width 0.25 has 4-channel stages)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sh, sw = self.stride
+        if (sh, sw) == (1, 1):
+            return super().forward(x)
+        return F.conv2d(x[:, :, ::sh, ::sw], self.weight, self.bias, 1, 0, self.dilation, self.groups)
 
 
 class CifarResNet(nn.Module):

@@ -220,8 +220,9 @@ def _timm_layernorm2d() -> type:
 class ChannelLayerNorm(_timm_layernorm2d()):
     """`ln`: LayerNorm over the channels at each position (timm's LayerNorm2d, ConvNeXt's), with
     timm's parameters and state_dict, computed in place on N x C x H x W instead of through two
-    permutes: the same function (tested against timm's), without the permuted gradient that made
-    torch 2.14's CPU convolution backward crash ("double free or corruption") at 4 channels."""
+    permutes: the same function (tested against timm's), and no channels_last-strided gradient into
+    an NCHW model's convolutions (with 4 channels it reached torch 2.14's faulty strided 1x1
+    convolution backward: see models.PointwiseConv)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         var, mu = torch.var_mean(x, dim=1, keepdim=True, correction=0)

@@ -90,3 +90,22 @@ def test_lr_schedule():
     short = resolve_train_config(epochs=2, device="cpu")  # 50% and 75% of 2 epochs are the same epoch
     assert lrs(short) == [0.1, 0.01]
     assert resolve_train_config(preset="paper", epochs=10, device="cpu").milestones == (5, 7)
+
+
+def test_narrow_channels_last_training_step():
+    """Width 0.25 has 4-channel stages: a strided 1x1 convolution's backward on channels_last with fewer
+    than 8 channels corrupted the heap in torch 2.14 (the process died); the shortcut avoids that kernel."""
+    import torch.nn.functional as F
+
+    from noiseattack.models import PointwiseConv
+
+    torch.manual_seed(0)
+    model = cifar_resnet(8, 10, "bn", width=0.25).to(memory_format=torch.channels_last)
+    x = torch.randn(64, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    for _ in range(2):
+        F.cross_entropy(model(x), torch.arange(64) % 10).backward()
+    conv = PointwiseConv(4, 8, 1, stride=2, bias=False).double()
+    ref = nn.Conv2d(4, 8, 1, stride=2, bias=False).double()
+    ref.load_state_dict(conv.state_dict())
+    z = torch.randn(2, 4, 9, 9, dtype=torch.float64)
+    torch.testing.assert_close(conv(z), ref(z))
