@@ -162,6 +162,13 @@ def to_markdown(tables: Sequence[dict[str, Any]], alpha: float = ALPHA) -> str:
     return "\n".join(out)
 
 
+def doc_body(markdown: str) -> str:
+    """`to_markdown`'s text as a region of another document: without its "# Overview" heading, its
+    "## " headings demoted to "#### "."""
+    body = markdown.split("\n", 2)[2].strip()
+    return re.sub(r"^## ", "#### ", body, flags=re.M)
+
+
 def to_csv(tables: Sequence[dict[str, Any]]) -> str:
     settings = list(dict.fromkeys(s for t in tables for s in t["settings"]))
     fields = ["dataset", "model", "variant", "norm", "params"]

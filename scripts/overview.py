@@ -1,7 +1,7 @@
 """Regenerate overview.md and overview.csv from a committed report.csv, and (with --doc) the table
 between `<!-- overview:begin -->` and `<!-- overview:end -->` in a markdown document.
 
-    python scripts/overview.py docs/study-fmnist/report.csv --doc docs/study-fmnist.md
+    python scripts/overview.py docs/zoo-check/report.csv --doc docs/zoo-check.md
 
 `noiseattack report` writes the same files from the raw results; this script serves where only
 the report's rows are committed. Running it twice changes nothing.
@@ -10,13 +10,11 @@ the report's rows are committed. Running it twice changes nothing.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
 from noiseattack import overview
-
-BEGIN, END = "<!-- overview:begin -->", "<!-- overview:end -->"
+from noiseattack.report.render import replace_region
 
 
 def main() -> int:
@@ -35,14 +33,11 @@ def main() -> int:
     md = overview.to_markdown(tables)
     (out / "overview.md").write_text(md)
     if args.doc:
-        text = args.doc.read_text()
-        if BEGIN not in text or END not in text:
-            print(f"overview: error: {args.doc} has no {BEGIN} ... {END} region", file=sys.stderr)
+        try:
+            args.doc.write_text(replace_region(args.doc.read_text(), "overview", overview.doc_body(md)))
+        except ValueError as e:
+            print(f"overview: error: {args.doc}: {e}", file=sys.stderr)
             return 2
-        body = md.split("\n", 2)[2].strip()  # without the "# Overview" heading
-        body = re.sub(r"^## ", "#### ", body, flags=re.M)
-        new = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: f"{BEGIN}\n{body}\n{END}", text, flags=re.S)
-        args.doc.write_text(new)
     print(f"wrote {out / 'overview.md'}, {out / 'overview.csv'}" + (f" and the overview in {args.doc}" if args.doc else ""))
     return 0
 

@@ -103,6 +103,43 @@ def test_welch_interval_matches_scipy(a, b):
     assert R.welch_ci([1.0, 1.0, 1.0], [2.0, 2.0, 2.0]) is None and R.welch_ci([1.0], [1.0, 2.0]) is None
 
 
+def test_a_two_group_contrast_is_welch_s_test():
+    a, b = [71.0, 73.5, 70.2, 74.1, 72.0], [60.0, 66.0, 58.5, 70.0]
+    got = R.contrast([a, b], [1, -1])
+    want = stats.ttest_ind(a, b, equal_var=False)
+    ci = want.confidence_interval(0.95)
+    assert got["p"] == pytest.approx(want.pvalue, rel=1e-10) and got["df"] == pytest.approx(want.df, rel=1e-10)
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx((ci.low, ci.high), rel=1e-10)
+    assert got["estimate"] == pytest.approx(statistics.mean(a) - statistics.mean(b))
+
+
+def test_a_difference_of_drops_by_hand():
+    """(A_attack - A_clean) - (B_attack - B_clean) on four small groups, written out: means, the
+    variances of the means, Welch–Satterthwaite df, the t quantile and the two-sided p."""
+    groups = [[60.0, 62.0, 64.0], [70.0, 71.0, 75.0], [40.0, 50.0, 45.0, 41.0], [72.0, 74.0, 73.0]]
+    means = [62.0, 72.0, 44.0, 73.0]
+    variances = [4.0, 7.0, (16.0 + 36.0 + 1.0 + 9.0) / 3, 1.0]  # sum of squared deviations / (n - 1)
+    ns = [3, 3, 4, 3]
+    v = [var / n for var, n in zip(variances, ns)]  # every weight is +-1
+    est = (means[0] - means[1]) - (means[2] - means[3])
+    df = sum(v) ** 2 / sum(x * x / (n - 1) for x, n in zip(v, ns))
+    t = est / math.sqrt(sum(v))
+    got = R.contrast(groups, [1, -1, -1, 1])
+    assert got["estimate"] == pytest.approx(est) and est == 19.0
+    assert got["df"] == pytest.approx(df)
+    assert got["p"] == pytest.approx(2 * stats.t.sf(abs(t), df))
+    half = stats.t.ppf(0.975, df) * math.sqrt(sum(v))
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx((est - half, est + half))
+
+
+def test_a_contrast_without_spread_has_no_interval():
+    assert R.contrast([[1.0, 1.0], [2.0, 2.0]], [1, -1]) == {"estimate": -1.0, "ci_low": None, "ci_high": None,
+                                                             "p": None, "df": None}
+    assert R.contrast([[1.0], [2.0, 3.0]], [1, -1])["p"] is None
+    with pytest.raises(ValueError):
+        R.contrast([[1.0, 2.0]], [1, -1])
+
+
 # --------------------------------------------------------------------------- permutation test
 
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import run_cli
 
 from noiseattack import sweep as S
-from noiseattack.config import ConfigError, TrainConfig, resolve_experiment, resolve_train_config
+from noiseattack.config import ConfigError, RunConfig, TrainConfig, resolve_experiment, resolve_train_config
 from noiseattack.results import read_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,6 +173,9 @@ BAD_GRIDS = {
     "zero alpha": ('[[attack]]\nkind = "constant"\nsettings = [[0, 1]]\n', "alpha"),
     "bad kind": ('[[attack]]\nkind = "noise"\n', "attack[1].kind"),
     "bad extra": ('[[attack]]\nkind = "mix"\nextra = "svhn"\nk = 8\n', "svhn"),
+    "bad attack norm": ('[[attack]]\nkind = "clean"\nnorms = ["bn", "xn"]\n', "attack[1].norms"),
+    "empty attack norms": ('[[attack]]\nkind = "clean"\nnorms = []\n', "attack[1].norms"),
+    "attack norms type": ('[[attack]]\nkind = "clean"\nnorms = 3\n', "attack[1].norms"),
     "negative k": ('[[attack]]\nkind = "mix"\nextra = "mnist"\nk = [-1]\n', "k must be >= 0"),
     "name for many": ('[[attack]]\nkind = "mix"\nextra = "mnist"\nk = [8, 16]\nname = "x"\n', "attack[1].name"),
     "not toml": ('[train\n', "not valid TOML"),
@@ -377,6 +380,27 @@ def test_axes_expand_to_the_product_with_names_and_single_run_keys(tmp_path, cap
     assert [line.split()[1] for line in lines[:-1]] == expected_keys
     assert {Path(line.split()[2]).name for line in lines[:-1]} == set(expected_names)
     assert "64 runs in 16 experiments: 0 done" in lines[-1] and not (tmp_path / "runs").exists()
+
+
+def test_an_attack_table_s_norms_replace_the_grid_s_and_a_repeated_setting_merges(tmp_path):
+    """Controls trained under some settings only: [[attack]] norms = [...] replaces [grid].norms for
+    that table; a setting named twice is one dir with the norms of both (in order), and every run's
+    key is the single-run command's."""
+    doc = {"train": {"dataset": "mnist", "depth": 8, "epochs": 1, "device": "cpu"},
+           "grid": {"norms": ["bn", "iebn"], "seeds": [0, 1]},
+           "attack": [{"kind": "clean"}, {"kind": "mix", "extra": "fmnist", "k": 8, "norms": "gn"},
+                      {"kind": "clean", "norms": ["bn-damped", "bn"]}]}
+    g = S.parse_grid(doc, runs_dir=tmp_path)
+    assert [(e.name, e.norms) for e in g.experiments] == [
+        ("clean-mnist-resnet8-e1", ("bn", "iebn", "bn-damped")), ("mix-fmnist-k8-mnist-resnet8-e1", ("gn",))]
+    expected = []
+    for norm in ("bn", "iebn", "bn-damped"):
+        for seed in (0, 1):
+            expected.append(RunConfig(resolve_train_config(dataset="mnist", depth=8, epochs=1, device="cpu"),
+                                      norm, seed).key)
+    mix = resolve_train_config(dataset="mnist", depth=8, epochs=1, device="cpu", attack="mix", extra="fmnist", k=8)
+    expected += [RunConfig(mix, "gn", seed).key for seed in (0, 1)]
+    assert [j.key for j in g.jobs()] == expected and len(set(expected)) == 8
 
 
 def test_other_axes_are_named_by_their_tags(tmp_path):

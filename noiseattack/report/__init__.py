@@ -35,12 +35,12 @@ from .collect import (ATTACK_ORDER, Group, GroupKey, ReportError, _excluded, col
                       missing_clean, model_label)
 from .plots import DPI, PLOT_FORMATS, Plot, _setting_title, make_plots, safe_filename
 from .render import COLUMNS, FORMATS, Report, build_rows, to_csv
-from .stats import (ALPHA, MIN_N, NO_REFERENCE, NOT_MEANINGFUL, REFERENCE, adjust, compare, describe, fmt_p, holm,
+from .stats import (ALPHA, MIN_N, NO_REFERENCE, NOT_MEANINGFUL, REFERENCE, adjust, compare, contrast, describe, fmt_p, holm,
                     permutation_variance_test, variance_ratio_ci, variance_test, welch_ci, welch_test)
 from .sweeps import find_sweeps, make_sweep_plots
 
 __all__ = ["ALPHA", "ATTACK_ORDER", "COLUMNS", "FORMATS", "MIN_N", "NO_REFERENCE", "NOT_MEANINGFUL", "REFERENCE",
-           "Group", "GroupKey", "Plot", "Report", "ReportError", "adjust", "build_report", "build_rows",
+           "Group", "GroupKey", "Plot", "Report", "ReportError", "adjust", "build_report", "build_rows", "contrast",
            "check_out_dir", "collect", "compare", "describe", "find_experiment_dirs", "fmt_p", "holm", "make_plots",
            "model_label", "permutation_variance_test", "safe_filename", "to_csv", "variance_ratio_ci",
            "variance_test", "welch_ci", "welch_test"]

@@ -221,7 +221,7 @@ def _known_order() -> tuple[str, ...]:
     return tuple(dict.fromkeys(PAPER + norm_names() + tuple(f"bn+{a}" for a in attention_names())))
 
 
-def _norm_rank(norm: str) -> tuple[int, str]:
+def norm_rank(norm: str) -> tuple[int, str]:
     known = _known_order()
     return (known.index(norm), norm) if norm in known else (len(known), norm)
 
@@ -232,7 +232,7 @@ def _attack_rank(attack: str) -> tuple[int, str]:
 
 def _group_sort_key(g: Group) -> tuple:
     k = g.key
-    return (k.dataset, k.model, k.variant, _attack_rank(k.attack), g.order, k.setting, _norm_rank(k.norm))
+    return (k.dataset, k.model, k.variant, _attack_rank(k.attack), g.order, k.setting, norm_rank(k.norm))
 
 
 def _excluded(groups: Sequence[Group]) -> list[dict[str, Any]]:
@@ -265,7 +265,7 @@ def missing_clean(groups: Sequence[Group]) -> list[str]:
             attacked.setdefault(ctx, g)
     out = []
     for (dataset, model, variant), g in attacked.items():
-        norms = sorted({h.key.norm for h in groups if h.key.context[:3] == (dataset, model, variant)}, key=_norm_rank)
+        norms = sorted({h.key.norm for h in groups if h.key.context[:3] == (dataset, model, variant)}, key=norm_rank)
         cmd = ""
         try:
             cfg = json.loads((sorted(g.dirs)[0] / "config.json").read_text())

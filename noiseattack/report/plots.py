@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .collect import Group, _finite, _group_sort_key, _known_order, _norm_rank
+from .collect import Group, _finite, _group_sort_key, _known_order, norm_rank
 
 
 def _setting_title(attack: str, setting: str, order: tuple) -> str:
@@ -92,7 +92,7 @@ def box_plot(groups: Sequence[Group], title: str, xlabel: str):
     settings: dict[str, tuple] = {}
     for g in sorted(groups, key=_group_sort_key):
         settings.setdefault(g.key.setting, (g.order, g.key.attack))
-    norms = sorted({g.key.norm for g in groups}, key=_norm_rank)
+    norms = sorted({g.key.norm for g in groups}, key=norm_rank)
     by = {(g.key.setting, g.key.norm): g for g in groups}
     colors = _norm_colors(norms)
     m = len(norms)
@@ -158,7 +158,7 @@ def curve_plot(groups: Sequence[Group], title: str):
 
     fig = Figure(figsize=(8.0 + _legend_room([g.key.norm for g in groups]), 4.6))
     ax = fig.add_subplot()
-    norms = sorted(groups, key=lambda g: _norm_rank(g.key.norm))
+    norms = sorted(groups, key=lambda g: norm_rank(g.key.norm))
     colors = _norm_colors(g.key.norm for g in norms)
     epochs = {int(h["epoch"]) for g in norms for r in g.finished + g.diverged for h in r.get("history") or []
               if "epoch" in h}

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -246,3 +247,13 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def replace_region(text: str, name: str, body: str) -> str:
+    """`text` with what lies between `<!-- name:begin -->` and `<!-- name:end -->` replaced by
+    `body` (the markers kept); ValueError naming the region when `text` lacks it."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if begin not in text or end not in text:
+        raise ValueError(f"no {begin} ... {end} region")
+    return re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: f"{begin}\n{body.strip()}\n{end}", text,
+                  flags=re.S)

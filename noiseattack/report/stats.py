@@ -85,6 +85,33 @@ def welch_ci(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -
     return diff - half, diff + half
 
 
+def contrast(groups: Sequence[Sequence[float]], weights: Sequence[float], confidence: float = 0.95
+             ) -> dict[str, float | None]:
+    """A linear contrast of independent group means, sum_i w_i · mean_i (e.g. weights (1, -1, -1, 1)
+    on (A under attack, A clean, B under attack, B clean): A's change under the attack minus B's),
+    with se² = sum_i w_i² var_i / n_i, the Welch–Satterthwaite df = (sum_i v_i)² / sum_i v_i² / (n_i - 1)
+    (v_i = w_i² var_i / n_i), its `confidence` t-interval and the two-sided p of estimate = 0. With two
+    groups and weights (1, -1) it is Welch's t-test. `estimate` only where a group has fewer than 2
+    values or every group is constant (ci_low, ci_high, p, df then None)."""
+    xs = [np.asarray(g, float) for g in groups]
+    if len(xs) != len(weights) or not xs or any(len(x) == 0 for x in xs):
+        raise ValueError("contrast: one weight per group, and every group non-empty")
+    est = float(sum(w * x.mean() for w, x in zip(weights, xs)))
+    out: dict[str, float | None] = {"estimate": est, "ci_low": None, "ci_high": None, "p": None, "df": None}
+    if any(len(x) < 2 for x in xs):
+        return out
+    parts = [w * w * x.var(ddof=1) / len(x) for w, x in zip(weights, xs)]
+    var = sum(parts)
+    if var == 0:
+        return out
+    df = var ** 2 / sum(v * v / (len(x) - 1) for v, x in zip(parts, xs) if v > 0)
+    se = math.sqrt(var)
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+    p = float(2 * stats.t.sf(abs(est) / se, df))
+    out.update(ci_low=est - half, ci_high=est + half, p=p, df=float(df))
+    return out
+
+
 def variance_test(a: Sequence[float], b: Sequence[float]) -> tuple[float | None, float | None]:
     """(W, p) of the Brown-Forsythe test of equal variance (Levene's test centred on the median);
     None where undefined (no spread in either sample)."""

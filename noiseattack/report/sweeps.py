@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .collect import Group, _norm_rank
+from .collect import Group, norm_rank
 
 DERIVED = {"epochs": ("milestones",)}  # fields that follow the option (lr decays at 50% and 75% of the epochs)
 SWEEPABLE = ("width", "depth", "train_subset", "batch_size", "lr", "epochs", "weight_decay", "momentum", "k",
@@ -90,7 +90,7 @@ def sweep_rows(sweep: Sweep) -> list[dict[str, Any]]:
     """Per (value, norm): n, mean and std of final test accuracy, mean final train accuracy, and the
     mean and std over seeds of the train-minus-test gap."""
     rows = []
-    for g in sorted(sweep.groups, key=lambda g: (_value_key(g.ident[sweep.option]), _norm_rank(g.key.norm))):
+    for g in sorted(sweep.groups, key=lambda g: (_value_key(g.ident[sweep.option]), norm_rank(g.key.norm))):
         test = np.array(g.accs)
         train = np.array([_train_acc(r) for r in g.finished], float)
         gap = train - test
@@ -157,7 +157,7 @@ def sweep_plot(sweep: Sweep, title: str):
     values = sweep.values
     numeric = all(isinstance(v, (int, float)) for v in values)
     xpos = {v: (v if numeric else i) for i, v in enumerate(values)}
-    norms = sorted({r["norm"] for r in rows}, key=_norm_rank)
+    norms = sorted({r["norm"] for r in rows}, key=norm_rank)
     colors = _norm_colors(norms)
     fig = Figure(figsize=(11.0, 4.4))
     ax_acc, ax_gap = fig.subplots(1, 2)

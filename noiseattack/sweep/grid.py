@@ -24,6 +24,11 @@ families with their settings:
     kind = "mix"
     extra = ["mnist"]                # a name or a list; every extra with every k
     k = [32, 64]
+    norms = ["bn", "iebn"]           # any [[attack]] table: its own norms instead of [grid]'s
+
+Norms. An [[attack]] table's `norms` replaces [grid]'s for that table's settings; a setting that
+two tables name (a `clean` table for the norms, another for the controls) is one experiment dir
+trained for the norms of both, in the order they appear.
 
 Axes. Every option of [train] except those that change speed, not results (device,
 channels_last, compile_norms, eval_batch_size) may instead be given in [grid] as a non-empty list
@@ -89,9 +94,9 @@ SWEEPABLE = tuple(k for k in TRAIN_KEYS if k not in PERFORMANCE_FIELDS)  # the r
 GRID_KEYS: dict[str, Any] = {"norms": Any, "seeds": list[int], "repeats": int, "seed": int,
                              **{key: list[TRAIN_KEYS[key]] for key in SWEEPABLE}}  # axes: lists of values
 ATTACK_KEYS: dict[str, dict[str, Any]] = {
-    "clean": {"kind": str, "name": str},
-    "constant": {"kind": str, "settings": list[tuple[float, float]], "name": str},
-    "mix": {"kind": str, "extra": list[str], "k": list[int], "name": str},
+    "clean": {"kind": str, "name": str, "norms": Any},
+    "constant": {"kind": str, "settings": list[tuple[float, float]], "name": str, "norms": Any},
+    "mix": {"kind": str, "extra": list[str], "k": list[int], "name": str, "norms": Any},
 }
 ONE_OR_MORE = ("seeds", "extra", "k")  # a value or a list of values
 _NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}
@@ -163,20 +168,24 @@ def _unknown_key(table: str, key: str, kind: str) -> str:
     return f"unknown key '{table}.{key}': {hint}"
 
 
-def _norms(v: Any) -> tuple[str, ...]:
+def _norms(v: Any, where: str = "grid.norms") -> tuple[str, ...]:
     """"paper", "all", "bn,iebn" or a list of names, checked only by config.parse_norms (which knows the norms)."""
     names = v if isinstance(v, list) else [v]
     if not (names and all(isinstance(n, str) and n.strip() and (len(names) == 1 or "," not in n) for n in names)):
-        raise ConfigError(f"grid.norms must be a layer name, a list of them, \"bn,iebn\", \"paper\" or \"all\", "
+        raise ConfigError(f"{where} must be a layer name, a list of them, \"bn,iebn\", \"paper\" or \"all\", "
                           f"got {v!r}")
     try:
         return tuple(dict.fromkeys(n for name in names for n in parse_norms(name)))
     except ConfigError as e:
-        raise ConfigError(f"grid.norms: {e}") from None
+        raise ConfigError(f"{where}: {e}") from None
 
 
-def _attack_settings(attacks: Any, n_combos: int) -> list[tuple[str, dict[str, Any], str | None]]:
-    """The [[attack]] tables, checked: (where, attack options, name) of every setting, without repeats."""
+Setting = tuple[str, dict[str, Any], str | None, tuple[str, ...] | None]  # where, options, name, norms
+
+
+def _attack_settings(attacks: Any, n_combos: int) -> list[Setting]:
+    """The [[attack]] tables, checked: (where, attack options, name, the table's own norms or None)
+    of every setting, without repeats."""
     if not attacks:
         raise ConfigError("attack: the grid names no attack: add [[attack]] tables (kind = clean, constant or mix)")
     if not isinstance(attacks, list):
@@ -188,7 +197,7 @@ def _attack_settings(attacks: Any, n_combos: int) -> list[tuple[str, dict[str, A
             raise ConfigError(f"{where}.kind: unknown attack {kind!r}: choose clean, constant or mix" if "kind" in a
                               else f"{where}.kind is missing: choose clean, constant or mix")
         a = check_table(where, a, ATTACK_KEYS.get(kind, {}), kind, axes=True)
-        missing = [key for key in ATTACK_KEYS[kind] if key not in a and key != "name"]
+        missing = [key for key in ATTACK_KEYS[kind] if key not in a and key not in ("name", "norms")]
         if missing:
             raise ConfigError(f"{where}.{missing[0]} is missing")
         expanded = ([{"attack": "constant", "alpha": x, "beta": y} for x, y in a["settings"]] if kind == "constant"
@@ -198,7 +207,8 @@ def _attack_settings(attacks: Any, n_combos: int) -> list[tuple[str, dict[str, A
         if a.get("name") is not None and len(unique) * n_combos > 1:
             raise ConfigError(f"{where}.name: a name is one experiment dir, but this attack has "
                               f"{len(unique) * n_combos} settings" + (" with the grid's axes" if n_combos > 1 else ""))
-        out += [(where, s, a.get("name")) for s in unique]
+        norms = _norms(a["norms"], f"{where}.norms") if "norms" in a else None
+        out += [(where, s, a.get("name"), norms) for s in unique]
     return out
 
 
@@ -328,28 +338,31 @@ def parse_grid(doc: dict[str, Any], *, source: str = "<grid>", runs_dir: str | P
     return Grid(source=source, experiments=experiments, device=device)
 
 
-def _experiments(settings: list[tuple[str, dict[str, Any], str | None]], combos: list[dict[str, Any]],
+def _experiments(settings: list[Setting], combos: list[dict[str, Any]],
                  train_opts: dict[str, Any], exp_kw: dict[str, Any]) -> tuple[ExperimentConfig, ...]:
     """Every axis combination with every attack setting, resolved and checked exactly as the
-    single-run commands do; one experiment per distinct setting."""
+    single-run commands do; one experiment per distinct setting (a setting named by two [[attack]]
+    tables is one experiment trained for the norms of both)."""
     experiments: dict[str, ExperimentConfig] = {}
     origin: dict[str, str] = {}
     by_identity: dict[str, str] = {}
     for combo in combos:
-        for where, s, name in settings:
+        for where, s, name, norms in settings:
             label = _label(where, {**s, **combo})
             try:
                 train = resolve_train_config(**train_opts, **combo, **s)
                 exp = resolve_experiment(train, name=name or default_name(train) + swept_suffix(train, combo),
-                                         **exp_kw)
+                                         **{**exp_kw, **({"norms": norms} if norms else {})})
             except ConfigError as e:
                 raise ConfigError(f"{label}: {e}") from None
             ident = repr(sorted(train.identity().items()))
             if by_identity.get(ident, exp.name) != exp.name:
                 raise ConfigError(f"{label}: the same setting as {origin[by_identity[ident]]} under another name")
             if exp.name in experiments:
-                if ident in by_identity:
-                    continue  # the same setting twice: one experiment
+                if ident in by_identity:  # the same setting twice: one experiment, with the norms of both
+                    merged = tuple(dict.fromkeys(experiments[exp.name].norms + exp.norms))
+                    experiments[exp.name] = dataclasses.replace(experiments[exp.name], norms=merged)
+                    continue
                 raise ConfigError(f"{label}: its experiment dir '{exp.name}' is also that of {origin[exp.name]}, "
                                   f"a different setting: give one of them a name")
             try:
