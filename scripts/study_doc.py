@@ -37,6 +37,7 @@ from noiseattack.report.collect import norm_rank
 from noiseattack.report.render import replace_region
 from noiseattack.results import read_results
 
+ATTACK_FIELDS = ("attack", "alpha", "beta", "extra", "k")
 CLEAN, CONSTANT, FAR, NEAR = "clean", "a2_b1", "mnist-inverted_k64", "mnist_k64"
 SETTING_NAMES = {CLEAN: "clean", CONSTANT: "constant (2, 1)", FAR: "mix mnist-inverted k=64", NEAR: "mix mnist k=64"}
 
@@ -84,14 +85,20 @@ CLAIMS = (
 
 
 def load(runs: Path) -> tuple[dict[tuple[str, str], list[dict[str, Any]]], list[dict[str, Any]]]:
-    """The finished runs per (setting, norm), sorted by seed, and every run record (diverged too)."""
+    """The finished runs per (setting, norm), sorted by seed, and every run record (diverged too).
+    Every run must share one model and training (the identity less the attack's fields)."""
     cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    records = []
+    records, models = [], set()
     for d in find_experiment_dirs([runs]):
         for r in read_results(d):
+            cfg = train_config_from_dict(r["config"])
+            models.add(repr(sorted((k, v) for k, v in cfg.identity().items() if k not in ATTACK_FIELDS)))
             records.append(r)
             if r["status"] == "finished":
-                cells[(train_config_from_dict(r["config"]).setting_label(), r["norm"])].append(r)
+                cells[(cfg.setting_label(), r["norm"])].append(r)
+    if len(models) > 1:
+        raise ReportError(f"{runs}: its runs differ in more than the attack ({len(models)} trainings): "
+                          "a study's runs dir holds one")
     for rs in cells.values():
         rs.sort(key=lambda r: r["seed"])
     return cells, records
@@ -182,6 +189,24 @@ def convergence_markdown(cells: dict[tuple[str, str], list[dict[str, Any]]], set
     return "\n".join(out)
 
 
+def longer_markdown(cells: dict[tuple[str, str], list[dict[str, Any]]],
+                    longer: dict[tuple[str, str], list[dict[str, Any]]]) -> str:
+    """Clean final accuracy after the study's epochs and after the convergence check's, per norm,
+    and the difference with its Welch 95% interval."""
+    if not longer:
+        return "The convergence check has not run (no results in its runs dir)."
+    e_short, e_long = (max(len(r["history"]) for rs in d.values() for r in rs) for d in (cells, longer))
+    out = [f"| norm | {e_short} epochs | {e_long} epochs | difference [95% CI] | p |", "|---|---:|---:|---:|---:|"]
+    for n in sorted({n for s, n in longer if s == CLEAN}, key=norm_rank):
+        a, b = ([r["final_acc"] for r in d.get((CLEAN, n), [])] for d in (longer, cells))
+        cell = [f"{np.mean(x):.2f} ± {np.std(x, ddof=1):.2f} ({len(x)})" if len(x) > 1 else "—" for x in (b, a)]
+        res = contrast([a, b], (1, -1)) if min(len(a), len(b)) >= 2 else None
+        diff = "—" if res is None or res["p"] is None else (
+            f"{res['estimate']:+.2f} [{res['ci_low']:+.2f}, {res['ci_high']:+.2f}]")
+        out.append(f"| {n} | {cell[0]} | {cell[1]} | {diff} | {_p(res and res['p'])} |")
+    return "\n".join(out)
+
+
 def cost_markdown(records: list[dict[str, Any]]) -> str:
     """Runs, diverged runs, threads, wall time per run (= CPU time at one thread) per norm and in all."""
     by_norm: dict[str, list[float]] = defaultdict(list)
@@ -200,7 +225,7 @@ def cost_markdown(records: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-REGIONS = ("overview", "claims", "convergence", "cost")
+REGIONS = ("overview", "claims", "convergence", "longer", "cost")
 
 
 def _fail(message: str) -> int:
@@ -211,6 +236,8 @@ def _fail(message: str) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, default=Path("docs/study-fmnist/runs"))
+    ap.add_argument("--longer", type=Path, default=Path("docs/study-fmnist/runs-convergence"),
+                    help="the convergence check's runs (scripts/grid_fmnist_convergence.toml)")
     ap.add_argument("--out", type=Path, default=Path("docs/study-fmnist"))
     ap.add_argument("--doc", type=Path, default=Path("docs/study-fmnist.md"))
     args = ap.parse_args()
@@ -225,12 +252,17 @@ def main() -> int:
         return _fail(f"{args.doc}: {e}")
     except ReportError as e:
         return _fail(str(e))
-    cells, records = load(args.runs)
+    try:
+        cells, records = load(args.runs)
+        longer, longer_records = load(args.longer) if args.longer.is_dir() else ({}, [])
+    except ReportError as e:
+        return _fail(str(e))
     rows = evaluate(cells)
     atomic_write_text(args.out / "claims.md", "# Claims\n\n" + claims_markdown(rows) + "\n")
     atomic_write_text(args.out / "claims.csv", claims_csv(rows))
     bodies = {"overview": overview.doc_body(overview.to_markdown(report.overview, report.alpha)),
-              "claims": claims_markdown(rows), "convergence": convergence_markdown(cells), "cost": cost_markdown(records)}
+              "claims": claims_markdown(rows), "convergence": convergence_markdown(cells), "longer": longer_markdown(cells, longer),
+              "cost": cost_markdown(records + longer_records)}
     for name in REGIONS:
         text = replace_region(text, name, bodies[name])
     atomic_write_text(args.doc, text)
