@@ -443,6 +443,14 @@ def test_augment_in_train_and_as_an_axis_names_its_dirs_once(tmp_path):
     assert swept_suffix(g.experiments[2].train, {"augment": False, "lr": 0.1}) == "-lr0.1"  # lr: the resolved value
 
 
+def test_a_shortcut_norm_axis_is_named_once(tmp_path):
+    """default_name shows `-bnshortcut`; the axis adds no `-shortcut_norm_bn` tag on top."""
+    doc = {"train": {"dataset": "mnist", "depth": 8, "epochs": 1, "device": "cpu"},
+           "grid": {"norms": "bn", "seeds": [0], "shortcut_norm": ["same", "bn"]}, "attack": [{"kind": "clean"}]}
+    g = S.parse_grid(doc, runs_dir=tmp_path)
+    assert [e.name for e in g.experiments] == ["clean-mnist-resnet8-e1", "clean-mnist-resnet8-bnshortcut-e1"]
+
+
 def test_every_result_changing_train_option_is_an_axis():
     """The schema follows TrainConfig: its fields (less the attack's, which [[attack]] sets) are [train] keys,
     and all but the speed-only ones are axes."""

@@ -57,9 +57,6 @@ class Group:
 
 
 _MODEL_FIELDS = ("dataset", "attack", "alpha", "beta", "extra", "k", "depth", "width", "epochs", "train_subset")
-
-
-_MODEL_FIELDS = ("dataset", "attack", "alpha", "beta", "extra", "k", "depth", "width", "epochs", "train_subset")
 # A field that TrainConfig.identity() leaves out at its default (shortcut_norm "same", augment True) is
 # shown with that default in a variant label: `augment=True` beside `augment=False`, not `augment=None`.
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
