@@ -29,20 +29,25 @@ def set_constant_noise(model: nn.Module, alpha: float, beta: float) -> int:
 
 class ExtraImages:
     """Draws k foreign training images per step, uniformly with replacement, and passes them
-    through the primary dataset's training pipeline (the same random crop and flip policy, the
-    primary's normalization), as if they were part of the training set."""
+    through the primary dataset's training pipeline (the same random crop and flip policy, or none
+    without `augment`; the primary's normalization), as if they were part of the training set."""
 
-    def __init__(self, images: torch.Tensor, k: int, *, flip: bool, normalize: Normalizer):
+    def __init__(self, images: torch.Tensor, k: int, *, flip: bool, normalize: Normalizer, augment: bool = True):
         if k < 0:
             raise ConfigError(f"k must be >= 0, got {k}")
         self.images = images  # uint8 [M, 3, 32, 32] on the training device
         self.k = k
         self.flip = flip
         self.normalize = normalize
+        self.augment = augment
 
     def draw(self, generator: torch.Generator) -> torch.Tensor:
+        """k images drawn with `generator`, cropped and flipped by it too when `augment`, normalized."""
         idx = torch.randint(0, len(self.images), (self.k,), device=self.images.device, generator=generator)
-        return self.normalize(random_crop_flip(self.images[idx], pad=4, flip=self.flip, generator=generator))
+        images = self.images[idx]
+        if self.augment:
+            images = random_crop_flip(images, pad=4, flip=self.flip, generator=generator)
+        return self.normalize(images)
 
 
 def mixed_batch_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, extras: torch.Tensor | None):

@@ -62,6 +62,7 @@ def _shared_options(
     lr_gamma: Annotated[Optional[float], typer.Option(help="lr factor at each milestone [default: the preset's: 0.1].")] = None,
     train_subset: Annotated[Optional[int], typer.Option(help="Train on a fixed (seed 0) subset of N images.")] = None,
     test_subset: Annotated[Optional[int], typer.Option(help="Evaluate on a fixed (seed 0) subset of N test images.")] = None,
+    augment: Annotated[bool, typer.Option(help="Random crops (4 px) and flips of the training batches and of the mix attack's foreign images; --no-augment trains on the images as they are.")] = True,
     device: Annotated[str, typer.Option(help="auto (cuda when present), cpu, cuda[:N].")] = "auto",
     channels_last: Annotated[bool, typer.Option(help="channels_last memory format (same results, faster).")] = True,
     compile_norms: Annotated[bool, typer.Option(help="IEBN's statistics, gate and scale-and-shift as torch.compile'd fused kernels (the same function, faster; falls back to the eager kernels where compiling fails).")] = True,
@@ -119,8 +120,8 @@ def _run(attack: str, alpha: float = 1.0, beta: float = 0.0, extra: str | None =
             epochs=o["epochs"], batch_size=o["batch_size"],
             lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
             milestones=_parse_milestones(o["milestones"]), lr_gamma=o["lr_gamma"], train_subset=o["train_subset"],
-            test_subset=o["test_subset"], amp=o["amp"], device=o["device"], channels_last=o["channels_last"],
-            compile_norms=o["compile_norms"], eval_batch_size=o["eval_batch_size"],
+            test_subset=o["test_subset"], augment=o["augment"], amp=o["amp"], device=o["device"],
+            channels_last=o["channels_last"], compile_norms=o["compile_norms"], eval_batch_size=o["eval_batch_size"],
         )
         check_memory(train)
         exp = resolve_experiment(
@@ -133,7 +134,7 @@ def _run(attack: str, alpha: float = 1.0, beta: float = 0.0, extra: str | None =
         console.print(f"[bold]{exp.name}[/bold] -> {exp.dir}")
         console.print_json(json.dumps({"norms": list(exp.norms), "seeds": list(exp.seeds),
                                        **train.identity(), "shortcut_norm": train.shortcut_norm,
-                                       "device": train.device, "channels_last": train.channels_last,
+                                       "augment": train.augment, "device": train.device, "channels_last": train.channels_last,
                                        "compile_norms": train.compile_norms}))
         if o["dry_run"]:
             _print_runs(exp)

@@ -82,6 +82,7 @@ class TrainConfig:
     lr_gamma: float = 0.1
     train_subset: int | None = None  # a fixed subset (seed 0) of the training split
     test_subset: int | None = None  # a fixed subset (seed 0) of the test split
+    augment: bool = True  # random crops (CROP_PAD) and flips of the training batches and of mix's foreign images
     amp: bool = False  # bf16 autocast (CUDA only); changes the numerics, so part of the key
     # performance only (see PERFORMANCE_FIELDS)
     device: str = "cpu"
@@ -92,13 +93,15 @@ class TrainConfig:
     def identity(self) -> dict[str, Any]:
         """The fields that determine results, as plain JSON values.
 
-        `shortcut_norm` appears only when it is not "same": the identity (and so every run key)
-        of a setting from before the field existed stays what it was."""
+        `shortcut_norm` appears only when it is not "same", `augment` only when it is False: the
+        identity (and so every run key) of a setting from before these fields existed stays what it was."""
         d = to_jsonable(dataclasses.asdict(self))
         for name in PERFORMANCE_FIELDS:
             d.pop(name)
         if d["shortcut_norm"] == "same":
             del d["shortcut_norm"]
+        if d["augment"]:
+            del d["augment"]
         return d
 
     def setting_label(self) -> str:
@@ -169,7 +172,8 @@ def to_jsonable(obj: Any) -> Any:
 
 def train_config_from_dict(d: dict[str, Any]) -> TrainConfig:
     """Inverse of `dataclasses.asdict` for a TrainConfig read back from JSON (or of `identity()`).
-    Missing fields take their defaults: a dict written before `shortcut_norm` existed reads as "same"."""
+    Missing fields take their defaults: a dict written before `shortcut_norm` existed reads as "same",
+    one written before `augment` existed as True."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     kw = {k: v for k, v in d.items() if k in names}
     kw["attack"] = Attack(kw.get("attack", "clean"))
@@ -406,6 +410,7 @@ def resolve_train_config(
     lr_gamma: float | None = None,
     train_subset: int | None = None,
     test_subset: int | None = None,
+    augment: bool = True,
     amp: bool = False,
     device: str = "auto",
     channels_last: bool = True,
@@ -481,14 +486,16 @@ def resolve_train_config(
         dataset=dataset, attack=attack, alpha=float(alpha), beta=float(beta), extra=extra, k=int(k),
         depth=int(depth), block=block, width=width, shortcut_norm=shortcut_norm, epochs=int(epochs), batch_size=int(batch_size),
         lr=float(lr), momentum=float(momentum), weight_decay=float(weight_decay), milestones=milestones,
-        lr_gamma=float(lr_gamma), train_subset=train_subset, test_subset=test_subset, amp=amp, device=device,
-        channels_last=channels_last, compile_norms=bool(compile_norms), eval_batch_size=int(eval_batch_size),
+        lr_gamma=float(lr_gamma), train_subset=train_subset, test_subset=test_subset, augment=bool(augment), amp=amp,
+        device=device, channels_last=channels_last, compile_norms=bool(compile_norms),
+        eval_batch_size=int(eval_batch_size),
     )
 
 
 def default_name(cfg: TrainConfig) -> str:
     """`constant-a2-b1-cifar100-resnet20-e30`, `mix-fmnist-k32-cifar100-resnet20-e30`,
-    `clean-cifar100-resnet164-bnshortcut-e164` (BatchNorm shortcuts: the paper preset)."""
+    `clean-cifar100-resnet164-bnshortcut-e164` (BatchNorm shortcuts: the paper preset),
+    `clean-fmnist-resnet20w0.5-n6000-e15-noaug` (no crops or flips)."""
     if cfg.attack is Attack.constant:
         head = f"constant-a{cfg.alpha:g}-b{cfg.beta:g}"
     elif cfg.attack is Attack.mix:
@@ -502,6 +509,8 @@ def default_name(cfg: TrainConfig) -> str:
     if cfg.train_subset:
         parts.append(f"n{cfg.train_subset}")
     parts.append(f"e{cfg.epochs}")
+    if not cfg.augment:
+        parts.append("noaug")
     return "-".join(parts)
 
 

@@ -110,6 +110,8 @@ def cli_command(exp: ExperimentConfig, norms: list[str] | tuple[str, ...] | None
         args += ["--train-subset", str(t.train_subset)]
     if t.test_subset:
         args += ["--test-subset", str(t.test_subset)]
+    if not t.augment:
+        args.append("--no-augment")
     if t.amp:
         args.append("--amp")
     args += ["--device", t.device, "--channels-last" if t.channels_last else "--no-channels-last",

@@ -1,11 +1,11 @@
 """The training core: one run (a setting, a norm, a seed) from init to its final accuracy.
 
 The datasets sit on the training device as uint8 tensors; each step indexes a batch, crops and
-flips it there, and normalizes it. Randomness after the model's init (data order, augmentation,
-the draws of extra images) comes from one generator seeded with the run's seed, so a seed fixes
-the whole run. The step loop has no host synchronisation: metrics accumulate on the device and
-are read once per epoch. A checkpoint after every epoch (and on a requested stop, mid-epoch)
-holds everything needed to continue bit-identically.
+flips it there (unless the setting turns augmentation off), and normalizes it. Randomness after the
+model's init (data order, augmentation, the draws of extra images) comes from one generator seeded
+with the run's seed, so a seed fixes the whole run. The step loop has no host synchronisation:
+metrics accumulate on the device and are read once per epoch. A checkpoint after every epoch (and
+on a requested stop, mid-epoch) holds everything needed to continue bit-identically.
 """
 
 from __future__ import annotations
@@ -77,6 +77,15 @@ def prepare_data(cfg: TrainConfig, data_dir: str | Path) -> TrainData:
         flip=primary.spec.hflip,
         normalize=Normalizer(primary.mean, primary.std, cfg.device, cfg.channels_last),
     )
+
+
+def training_batch(data: TrainData, idx: torch.Tensor, generator: torch.Generator, *, augment: bool) -> torch.Tensor:
+    """The training images at `idx`, normalized; with `augment`, first randomly cropped (CROP_PAD) and,
+    where the dataset allows, flipped. Without it they are used as they are and `generator` is not drawn from."""
+    images = data.train.images[idx]
+    if augment:
+        images = random_crop_flip(images, pad=CROP_PAD, flip=data.flip, generator=generator)
+    return data.normalize(images)
 
 
 def build_model(run: RunConfig, num_classes: int) -> nn.Module:
@@ -211,7 +220,7 @@ def train_run(
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     generator = torch.Generator(device=cfg.device).manual_seed(run.seed)
     state = (load_checkpoint(checkpoint, run, model, optimizer, generator) if checkpoint else None) or _State()
-    extras = (ExtraImages(data.extra.images, cfg.k, flip=data.flip, normalize=data.normalize)
+    extras = (ExtraImages(data.extra.images, cfg.k, flip=data.flip, normalize=data.normalize, augment=cfg.augment)
               if data.extra is not None and cfg.k > 0 else None)
     n = len(data.train)
     bs = min(cfg.batch_size, n)
@@ -235,7 +244,7 @@ def train_run(
         model.train()
         while state.step < steps:
             idx = state.perm[state.step * bs:(state.step + 1) * bs]
-            x = data.normalize(random_crop_flip(data.train.images[idx], pad=CROP_PAD, flip=data.flip, generator=generator))
+            x = training_batch(data, idx, generator, augment=cfg.augment)
             y = data.train.labels[idx]
             extra_x = extras.draw(generator) if extras is not None else None
             with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=cfg.amp):

@@ -27,12 +27,12 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def record(norm: str, seed: int, final_acc: float | None, *, experiment: str = "exp", attack: str = "constant",
            alpha: float = 2.0, beta: float = 1.0, extra: str | None = None, k: int = 0, epochs: int = 3,
-           lr: float = 0.1, train_subset: int | None = None) -> dict:
+           lr: float = 0.1, train_subset: int | None = None, augment: bool = True) -> dict:
     """A results.jsonl record shaped as experiment.execute writes it; final_acc None = diverged."""
     if attack != "constant":
         alpha, beta = 1.0, 0.0
     train = TrainConfig(dataset="mnist", attack=Attack(attack), alpha=alpha, beta=beta, extra=extra, k=k, depth=8,
-                        epochs=epochs, lr=lr, train_subset=train_subset, milestones=(1, 2))
+                        epochs=epochs, lr=lr, train_subset=train_subset, milestones=(1, 2), augment=augment)
     run = RunConfig(train, norm, seed)
     diverged = final_acc is None
     n_hist = epochs - 1 if diverged else epochs
@@ -247,6 +247,22 @@ def test_runs_of_different_length_or_setting_are_not_pooled(tmp_path):
     assert any("counted once" in w for w in rep.warnings)
     assert [r["attack"] for r in rep.rows if r["model"] == "resnet8-e3" and r["variant"] == "lr=0.1"] == [
         "clean", "constant", "mix"]
+
+
+def test_runs_without_augmentation_are_their_own_variant(tmp_path):
+    """A --no-augment experiment of the same model is never pooled with an augmented one: the variant
+    says which is which (the augmented, whose records carry augment true, with its default)."""
+    for subset in (100, 200):
+        write_exp(tmp_path, f"aug{subset}", runs("bn", LOW, attack="clean", train_subset=subset))
+        write_exp(tmp_path, f"noaug{subset}", runs("bn", HIGH, attack="clean", train_subset=subset, augment=False))
+    assert record("bn", 0, 80.0, augment=False)["config"]["augment"] is False
+    rep = R.build_report([tmp_path], plots=False)
+    rows = {(r["model"], r["variant"]): (r["n"], r["mean"]) for r in rep.rows}
+    assert rows == {(f"resnet8-n{n}-e3", f"augment={a}"): (5, pytest.approx(np.mean(HIGH if a == "False" else LOW)))
+                    for n in (100, 200) for a in ("True", "False")}
+    # the sweeps against the training-set size: one per augmentation, the unaugmented one labelled so
+    labels = sorted(s.label() for s in rep.sweeps if s.option == "train_subset")
+    assert labels == ["MNIST · ResNet-8, 3 epochs · clean", "MNIST · ResNet-8, 3 epochs, no augmentation · clean"]
 
 
 def test_plots_are_pngs_with_safe_names(tmp_path):

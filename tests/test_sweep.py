@@ -17,6 +17,7 @@ from conftest import run_cli
 from noiseattack import sweep as S
 from noiseattack.config import ConfigError, RunConfig, TrainConfig, resolve_experiment, resolve_train_config
 from noiseattack.results import read_results
+from noiseattack.sweep.grid import swept_suffix
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -415,6 +416,39 @@ def test_other_axes_are_named_by_their_tags(tmp_path):
                                                f"mix-fmnist-k8-mnist-resnet8-n200-e4-ms2_3{tail}"]
     assert [e.train.milestones for e in g.experiments] == [(1,), (2, 3)]
     assert all(e.train.train_subset == 200 and e.train.momentum == 0.8 for e in g.experiments)
+
+
+def test_augment_in_train_and_as_an_axis_names_its_dirs_once(tmp_path):
+    """`augment = false` in [train] gives the single-run command's `-noaug` dirs and keys; as an axis,
+    default_name already tells the two apart, so the axis adds no `-augment`/`-noaugment` tag."""
+    grid = tmp_path / "g.toml"
+    grid.write_text('[train]\ndataset = "mnist"\ndepth = 8\nepochs = 1\ndevice = "cpu"\naugment = false\n'
+                    '[grid]\nnorms = ["bn"]\nseeds = [0]\n[[attack]]\nkind = "clean"\n'
+                    '[[attack]]\nkind = "mix"\nextra = "fmnist"\nk = 8\n')
+    g = S.load_grid(grid, runs_dir=tmp_path / "runs")
+    assert [e.name for e in g.experiments] == ["clean-mnist-resnet8-e1-noaug", "mix-fmnist-k8-mnist-resnet8-e1-noaug"]
+    assert all(e.train.augment is False for e in g.experiments)
+    assert g.jobs()[0].key == _single_run_keys("clean-mnist-resnet8-e1-noaug", augment=False)[0]
+
+    grid.write_text(grid.read_text().replace("augment = false\n", "").replace('seeds = [0]', 'seeds = [0]\n'
+                                                                              'augment = [true, false]'))
+    g = S.load_grid(grid, runs_dir=tmp_path / "runs")
+    assert [e.name for e in g.experiments] == ["clean-mnist-resnet8-e1", "mix-fmnist-k8-mnist-resnet8-e1",
+                                               "clean-mnist-resnet8-e1-noaug", "mix-fmnist-k8-mnist-resnet8-e1-noaug"]
+    assert [e.train.augment for e in g.experiments] == [True, True, False, False]
+    keys = [j.key for j in g.jobs()]
+    assert keys[0] == _single_run_keys("clean-mnist-resnet8-e1")[0]  # the augmented runs keep their keys
+    assert keys[2] == _single_run_keys("clean-mnist-resnet8-e1-noaug", augment=False)[0]
+    assert len(set(keys)) == 4
+    assert swept_suffix(g.experiments[2].train, {"augment": False, "lr": 0.1}) == "-lr0.1"  # lr: the resolved value
+
+
+def test_a_shortcut_norm_axis_is_named_once(tmp_path):
+    """default_name shows `-bnshortcut`; the axis adds no `-shortcut_norm_bn` tag on top."""
+    doc = {"train": {"dataset": "mnist", "depth": 8, "epochs": 1, "device": "cpu"},
+           "grid": {"norms": "bn", "seeds": [0], "shortcut_norm": ["same", "bn"]}, "attack": [{"kind": "clean"}]}
+    g = S.parse_grid(doc, runs_dir=tmp_path)
+    assert [e.name for e in g.experiments] == ["clean-mnist-resnet8-e1", "clean-mnist-resnet8-bnshortcut-e1"]
 
 
 def test_every_result_changing_train_option_is_an_axis():

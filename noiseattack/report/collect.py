@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import ConfigError, train_config_from_dict
+from ..config import ConfigError, TrainConfig, train_config_from_dict
 from ..results import RESULTS_FILE, read_results
 from ..zoo import PAPER, attention_names, norm_names
 
@@ -56,9 +57,9 @@ class Group:
 
 
 _MODEL_FIELDS = ("dataset", "attack", "alpha", "beta", "extra", "k", "depth", "width", "epochs", "train_subset")
-
-
-_MODEL_FIELDS = ("dataset", "attack", "alpha", "beta", "extra", "k", "depth", "width", "epochs", "train_subset")
+# A field that TrainConfig.identity() leaves out at its default (shortcut_norm "same", augment True) is
+# shown with that default in a variant label: `augment=True` beside `augment=False`, not `augment=None`.
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 _CKPT_RE = re.compile(r"^(?P<norm>.+)-s(?P<seed>-?\d+)\.pt$")
 
 
@@ -184,7 +185,7 @@ def collect(exp_dirs: Sequence[Path]) -> tuple[list[Group], list[str]]:
         differing = sorted(k for k in set().union(*variants.values())
                            if len({json.dumps(v.get(k)) for v in variants.values()}) > 1)
         for blob, rest in variants.items():
-            variant_of[(*dm, blob)] = ",".join(f"{k}={_short(rest.get(k))}" for k in differing)
+            variant_of[(*dm, blob)] = ",".join(f"{k}={_short(rest.get(k, _DEFAULTS.get(k)))}" for k in differing)
 
     groups: dict[GroupKey, Group] = {}
     for ident, setting, order, norm, rec, ck, exp_dir in entries:

@@ -3,9 +3,9 @@ depth, training-set size, batch size, lr, ...) and agree on everything else, the
 by that option and draws final test accuracy (mean ± std over seeds, per norm) against it, beside
 the train-minus-test accuracy gap, so that under- and over-fitting can be read off.
 
-Train accuracy is the last epoch's, measured during training (training mode, augmented batches,
-under the attack when there is one); test accuracy the final one. A report without such
-experiments has no sweeps and nothing here changes it.
+Train accuracy is the last epoch's, measured during training (training mode, augmented batches
+unless augmentation is off, under the attack when there is one); test accuracy the final one. A
+report without such experiments has no sweeps and nothing here changes it.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ class Sweep:
         return sorted({g.ident[self.option] for g in self.groups}, key=_value_key)
 
     def label(self) -> str:
-        """What the experiments share: `FashionMNIST · ResNet-20, 6000 training images, 15 epochs · clean`."""
+        """What the experiments share: `FashionMNIST · ResNet-20, 6000 training images, 15 epochs · clean`
+        (`..., 15 epochs, no augmentation · clean` for runs without crops and flips)."""
         from .plots import DATASET_NAMES
 
         c, o = self.context, self.option
@@ -55,6 +56,8 @@ class Sweep:
             parts.append(f"{c['train_subset']} training images" if c.get("train_subset") else "full training set")
         if o != "epochs":
             parts.append(f"{c.get('epochs')} epochs")
+        if c.get("augment") is False:
+            parts.append("no augmentation")
         setting = self.groups[0].key.setting
         head = DATASET_NAMES.get(c.get("dataset"), c.get("dataset", "")) if o != "dataset" else "datasets"
         return f"{head} · {', '.join(parts)} · {c.get('attack', '')}" + (f" {setting}" if setting != "clean" else "")

@@ -39,16 +39,16 @@ dir (in that order: the first axis varies slowest), trained for every norm and s
 comes from `TrainConfig`'s fields and types, so a field added there is a [train] key and an axis.
 
 Names. An experiment's dir is `config.default_name(train)`, as for the single-run commands
-(`clean-fmnist-resnet20w2-n5000-e4`: attack, dataset, depth, width, train_subset, epochs), plus,
-for each axis that name does not show, `-<tag><value>` in the axes' order: `-bs32` (batch_size),
-`-lr0.05`, `-mom0.8` (momentum), `-wd0.0005` (weight_decay), `-gamma0.2` (lr_gamma), `-ms10_20`
-(milestones), `-nt1000` (test_subset), `-amp` / `-noamp`, `-basic` / `-bottleneck` (block),
-`-quick` / `-paper` (preset), and `-<option>_<value>` for any other option. An `[[attack]]` table
-that expands to one experiment may carry `name = "..."` instead. A run's key (`RunConfig.key`)
-depends only on its resolved TrainConfig identity, norm and seed: the same as the single-run
-command's with the same options, whatever the dir's name; so `report` and TensorBoard read a
-sweep's outputs unchanged, and without axes the single-run commands and a sweep share dirs and
-skip each other's finished runs.
+(`clean-fmnist-resnet20w2-n5000-e4`: attack, dataset, depth, width, `-bnshortcut` for
+shortcut_norm = "bn", train_subset, epochs, and `-noaug` for augment = false), plus, for each axis that name does not show, `-<tag><value>` in the
+axes' order: `-bs32` (batch_size), `-lr0.05`, `-mom0.8` (momentum), `-wd0.0005` (weight_decay),
+`-gamma0.2` (lr_gamma), `-ms10_20` (milestones), `-nt1000` (test_subset), `-amp` / `-noamp`,
+`-basic` / `-bottleneck` (block), `-quick` / `-paper` (preset), and `-<option>_<value>` for any
+other option. An `[[attack]]` table that expands to one experiment may carry `name = "..."`
+instead. A run's key (`RunConfig.key`) depends only on its resolved TrainConfig identity, norm and
+seed: the same as the single-run command's with the same options, whatever the dir's name; so
+`report` and TensorBoard read a sweep's outputs unchanged, and without axes the single-run
+commands and a sweep share dirs and skip each other's finished runs.
 
 A bad grid raises ConfigError (one line naming the key: `grid.lr[2] must be a number, got "x"
 (a string)`; list items count from 1) before anything is written. Runs whose key is already in
@@ -265,7 +265,7 @@ def load_grid(path: str | Path, *, runs_dir: str | Path | None = None, data_dir:
         raise ConfigError(f"{path}: {e}") from None
 
 
-_IN_DEFAULT_NAME = ("dataset", "depth", "width", "train_subset", "epochs")  # what config.default_name shows
+_IN_DEFAULT_NAME = ("dataset", "depth", "width", "shortcut_norm", "train_subset", "epochs", "augment")  # what config.default_name shows
 _TAGS = {"batch_size": "bs", "lr": "lr", "momentum": "mom", "weight_decay": "wd", "lr_gamma": "gamma",
          "milestones": "ms", "test_subset": "nt", "block": "", "preset": ""}
 
