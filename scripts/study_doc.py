@@ -163,6 +163,15 @@ def claims_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def source_check(cells: dict[tuple[str, str], list[dict[str, Any]]], norm: str = "gn") -> str:
+    """How many seeds of `norm` (no batch statistics) end equal under the two mix sources."""
+    far, near = ({r["seed"]: r["final_acc"] for r in cells.get((s, norm), [])} for s in (FAR, NEAR))
+    seeds = sorted(set(far) & set(near))
+    same = sum(far[s] == near[s] for s in seeds)
+    return (f"Check: {norm}'s final accuracy under mix mnist-inverted equals that under mix mnist for "
+            f"{same} of {len(seeds)} seeds.")
+
+
 def claims_csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     fields = ["id", "question", "claim", "kind", "n", "estimate", "ci_low", "ci_high", "p", "p_holm", "reading"]
@@ -261,7 +270,7 @@ def main() -> int:
     atomic_write_text(args.out / "claims.md", "# Claims\n\n" + claims_markdown(rows) + "\n")
     atomic_write_text(args.out / "claims.csv", claims_csv(rows))
     bodies = {"overview": overview.doc_body(overview.to_markdown(report.overview, report.alpha)),
-              "claims": claims_markdown(rows), "convergence": convergence_markdown(cells), "longer": longer_markdown(cells, longer),
+              "claims": claims_markdown(rows) + "\n\n" + source_check(cells), "convergence": convergence_markdown(cells), "longer": longer_markdown(cells, longer),
               "cost": cost_markdown(records + longer_records)}
     for name in REGIONS:
         text = replace_region(text, name, bodies[name])
