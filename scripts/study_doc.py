@@ -133,8 +133,7 @@ def evaluate(cells: dict[tuple[str, str], list[dict[str, Any]]]) -> list[dict[st
                 if ratio is not None:
                     row.update(estimate=ratio[0], ci_low=ratio[1], ci_high=ratio[2])
         rows.append(row)
-    for row, q in zip(rows, holm([r["p"] for r in rows])):
-        c = next(c for c in CLAIMS if c.id == row["id"])
+    for c, row, q in zip(CLAIMS, rows, holm([r["p"] for r in rows])):
         row["p_holm"] = q
         row["reading"] = ("not testable (n < 3)" if row["estimate"] is None else
                           _reading(q, row["estimate"], c.direction, 1.0 if c.kind == "var" else 0.0))
@@ -212,7 +211,7 @@ def longer_markdown(cells: dict[tuple[str, str], list[dict[str, Any]]],
         res = contrast([a, b], (1, -1)) if min(len(a), len(b)) >= 2 else None
         diff = "—" if res is None or res["p"] is None else (
             f"{res['estimate']:+.2f} [{res['ci_low']:+.2f}, {res['ci_high']:+.2f}]")
-        out.append(f"| {n} | {cell[0]} | {cell[1]} | {diff} | {_p(res and res['p'])} |")
+        out.append(f"| {n} | {cell[0]} | {cell[1]} | {diff} | {_p(None if res is None else res['p'])} |")
     return "\n".join(out)
 
 
