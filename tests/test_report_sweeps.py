@@ -48,10 +48,11 @@ def test_report_groups_by_a_swept_width(tmp_path):
         assert float(r["train_mean"]) == pytest.approx(train.mean())
         assert float(r["gap_mean"]) == pytest.approx((train - test).mean())
         assert float(r["gap_std"]) == pytest.approx((train - test).std(ddof=1))
-    sweep_pngs = sorted(out.glob("sweep_*.png"))
-    assert len(sweep_pngs) == 1 and sweep_pngs[0].read_bytes()[:8] == PNG_SIGNATURE
+    pngs = [sorted(out.glob(f"{stem}_*.png")) for stem in ("sweep", "sweep-curves")]
     md = (out / "report.md").read_text()
-    assert "## Against a swept training option" in md and f"]({sweep_pngs[0].name})" in md
+    assert "## Against a swept training option" in md
+    for found in pngs:
+        assert len(found) == 1 and found[0].read_bytes()[:8] == PNG_SIGNATURE and f"]({found[0].name})" in md
     assert "| width | norm | n | mean | std | train acc | train − test (mean ± std) |" in md
 
 
@@ -61,3 +62,31 @@ def test_no_sweep_no_change(tmp_path):
     rep = R.build_report([tmp_path / "runs"], tmp_path / "out", plots=False)
     assert rep.sweeps == [] and not (tmp_path / "out" / "sweeps.csv").exists()
     assert "swept" not in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_sweep_curves_draw_train_and_test_per_epoch_for_each_value(tmp_path):
+    """One panel per width; per norm a solid test line and a dashed train line whose points are the
+    means over seeds at each epoch, recomputed here from the records written."""
+    rng = np.random.default_rng(1)
+    written = {}
+    for width in (0.25, 1):
+        for norm in ("bn", "bn+cbam"):
+            test = 60 + rng.normal(0, 2, 4)
+            train = test + 20 * width
+            recs = [width_record(norm, s, width, float(test[s]), float(train[s])) for s in range(4)]
+            written[(width, norm)] = recs
+            write_exp(tmp_path / "runs", f"clean-w{width}", recs)
+    rep = R.build_report([tmp_path / "runs"], plots=False)
+    (sweep,) = rep.sweeps
+    fig = R.sweeps.sweep_curves_plot(sweep, "t")
+    axes = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in axes] == ["width = 0.25", "width = 1"]
+    for ax, width in zip(axes, (0.25, 1)):
+        lines = [ln for ln in ax.get_lines()]
+        assert len(lines) == 4  # test and train, for each of the two norms
+        for norm, (test_line, train_line) in zip(("bn", "bn+cbam"), zip(lines[::2], lines[1::2])):
+            recs = written[(width, norm)]
+            for line, metric, style in ((test_line, "test_acc", "-"), (train_line, "train_acc", "--")):
+                expect = [np.mean([r["history"][e][metric] for r in recs]) for e in range(3)]
+                assert list(line.get_xdata()) == [1, 2, 3] and line.get_linestyle() == style
+                assert np.allclose(line.get_ydata(), expect)

@@ -31,8 +31,8 @@ DPI = 150
 class Plot:
     filename: str  # the PNG's name; the other formats share its stem
     title: str
-    kind: str  # "box" or "curves"
-    context: tuple  # (dataset, model, variant, attack) for box, + setting for curves
+    kind: str  # "box", "curves", "sweep" or "sweep-curves"
+    context: tuple  # (dataset, model, variant, attack) for box, + setting for curves; (option, context) for sweeps
     files: dict[str, bytes] = field(default_factory=dict)  # format ("png", "svg", "pdf") -> bytes
 
     def names(self) -> dict[str, str]:

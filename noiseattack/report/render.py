@@ -193,14 +193,16 @@ class Report:
         if self.sweeps:
             out += ["## Against a swept training option", "",
                     "Experiments that differ in one training option only: final test accuracy and the "
-                    "train − test gap (last epoch's training accuracy, measured on augmented batches in training "
-                    "mode) per value of the option.", ""]
-            sweep_plots = {p.context: p for p in self.plots if p.kind == "sweep"}
+                    "train − test gap (the last epoch's training accuracy, measured during training: in training "
+                    "mode, on augmented batches unless augmentation is off) per value of the option; then the "
+                    "train and test accuracy per epoch for each value.", ""]
+            sweep_plots = {(p.kind, p.context): p for p in self.plots if p.kind in ("sweep", "sweep-curves")}
             for s, lines in zip(self.sweeps, [sweeps_markdown([s]) for s in self.sweeps]):
                 out += lines
-                p = sweep_plots.get((s.option, json.dumps(s.context, sort_keys=True)))
-                if p is not None:
-                    out += [f"![{p.title}]({p.filename})", ""]
+                for kind in ("sweep", "sweep-curves"):
+                    p = sweep_plots.get((kind, (s.option, json.dumps(s.context, sort_keys=True))))
+                    if p is not None:
+                        out += [f"![{p.title}]({p.filename})", ""]
         if self.excluded:
             out += ["## Runs not in the statistics", "",
                     "| experiment | norm | seed | status | detail |", "|---|---|---:|---|---|"]

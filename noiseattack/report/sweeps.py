@@ -1,7 +1,8 @@
 """Reports against a swept training option: where experiments differ in exactly one option (width,
 depth, training-set size, batch size, lr, ...) and agree on everything else, the report groups them
 by that option and draws final test accuracy (mean ± std over seeds, per norm) against it, beside
-the train-minus-test accuracy gap, so that under- and over-fitting can be read off.
+the train-minus-test accuracy gap, so that under- and over-fitting can be read off; and, per value
+of the option, the train and test accuracy per epoch of each norm (the curves behind the gap).
 
 Train accuracy is the last epoch's, measured during training (training mode, augmented batches
 unless augmentation is off, under the attack when there is one); test accuracy the final one. A
@@ -189,8 +190,63 @@ def sweep_plot(sweep: Sweep, title: str):
     return fig
 
 
+def _epoch_stats(runs: Sequence[dict[str, Any]], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Epochs, and the mean and std (n-1; 0 for one run) over `runs` of `metric` at each epoch."""
+    per_epoch: dict[int, list[float]] = {}
+    for r in runs:
+        for h in r.get("history") or []:
+            v = h.get(metric)
+            if "epoch" in h and isinstance(v, (int, float)) and math.isfinite(v):
+                per_epoch.setdefault(int(h["epoch"]), []).append(float(v))
+    ep = np.array(sorted(per_epoch), dtype=int)
+    vals = [np.array(per_epoch[e]) for e in ep]
+    return (ep, np.array([v.mean() for v in vals]),
+            np.array([v.std(ddof=1) if len(v) > 1 else 0.0 for v in vals]))
+
+
+def sweep_curves_plot(sweep: Sweep, title: str):
+    """One panel per value of the option: per norm, test accuracy per epoch (solid, mean ± std over
+    the finished seeds) and training accuracy per epoch (dashed, mean), on one shared y axis."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    from .plots import _norm_colors
+
+    values = sweep.values
+    norms = sorted({g.key.norm for g in sweep.groups}, key=norm_rank)
+    colors = _norm_colors(norms)
+    fig = Figure(figsize=(3.6 * len(values) + 1.6, 4.2))
+    axes = fig.subplots(1, len(values), sharey=True, squeeze=False)[0]
+    for ax, value in zip(axes, values):
+        for g in sorted((g for g in sweep.groups if g.ident[sweep.option] == value), key=lambda g: norm_rank(g.key.norm)):
+            c = colors[g.key.norm]
+            ep, test, test_sd = _epoch_stats(g.finished, "test_acc")
+            if len(ep):
+                ax.plot(ep, test, color=c, marker="o", markersize=2.5)
+                ax.fill_between(ep, test - test_sd, test + test_sd, color=c, alpha=0.2, linewidth=0)
+            ep, train, _ = _epoch_stats(g.finished, "train_acc")
+            if len(ep):
+                ax.plot(ep, train, color=c, linestyle="--", linewidth=1.2)
+        ax.set_title(f"{sweep.option} = {value:g}" if isinstance(value, float) else f"{sweep.option} = {value}",
+                     fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (%)")
+    n = {g.key.norm: len(g.finished) for g in sweep.groups}
+    handles = [Line2D([], [], color=colors[m], label=f"{m} (n={n[m]})") for m in norms]
+    handles += [Line2D([], [], color="black", label="test (mean ± std)"),
+                Line2D([], [], color="black", linestyle="--", label="train (mean)")]
+    axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def make_sweep_plots(sweeps: Sequence[Sweep], formats: Sequence[str], dpi: int) -> list:
-    """One two-panel figure per sweep (see `sweep_plot`), as `Plot`s of kind "sweep"."""
+    """Per sweep two figures, as `Plot`s: kind "sweep" (`sweep_plot`, against the option) and kind
+    "sweep-curves" (`sweep_curves_plot`, per epoch for each value of the option)."""
     import hashlib
 
     from .plots import Plot, render, safe_filename
@@ -203,4 +259,7 @@ def make_sweep_plots(sweeps: Sequence[Sweep], formats: Sequence[str], dpi: int) 
         name = safe_filename("sweep", s.groups[0].key.dataset, s.option, s.context.get("attack", ""), setting, tag)
         title = f"{s.label()}: against {LABELS.get(s.option, s.option)}"
         plots.append(Plot(name, title, "sweep", (s.option, ctx), render(sweep_plot(s, title), formats, dpi)))
+        title = f"{s.label()}: train and test accuracy per epoch, per {s.option}"
+        plots.append(Plot(name.replace("sweep_", "sweep-curves_", 1), title, "sweep-curves", (s.option, ctx),
+                          render(sweep_curves_plot(s, title), formats, dpi)))
     return plots

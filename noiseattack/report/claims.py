@@ -1,0 +1,190 @@
+"""Pre-declared claims of a study, tested as one family.
+
+A study fixes its claims before it reads its results: each is a linear contrast of cell means
+(`kind="mean"`, e.g. "IEBN loses less than BN": (iebn@attack − iebn@clean) − (bn@attack − bn@clean)),
+or a ratio of two cells' variances (`kind="var"`), where a cell is (label, norm) and the label
+names the condition (an attack setting, a width, ...). `evaluate` gives every claim its estimate,
+95% interval and p (the Welch–Satterthwaite contrast of `stats.contrast`, or the permutation test
+and interval of `stats.permutation_variance_test` / `variance_ratio_ci`), adjusts the p-values
+together by Holm–Bonferroni, and reads each claim:
+
+- "supported": adjusted p below 0.05 and the estimate on the claimed side (`direction` +1: above
+  0, or above 1 for a ratio; −1: below; 0: the claim is only that it differs);
+- "contradicted": significant on the other side;
+- "not distinguishable": adjusted p at or above 0.05 (no evidence either way, not evidence of
+  no effect: the interval says how large an effect the data leave possible);
+- "not testable (n < 3)": a cell with fewer than three finished runs.
+
+The measured value of a run is its final test accuracy (`metric="final_acc"`) or its
+generalization gap, the last epoch's training accuracy minus the final test accuracy
+(`metric="gap"`). Used by scripts/study_doc.py and scripts/capacity_doc.py; a study of one's own
+declares its `Claim`s, loads its cells with `load_cells` and renders with `claims_markdown` /
+`claims_csv`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..config import TrainConfig, train_config_from_dict
+from ..results import read_results
+from .collect import ReportError, find_experiment_dirs, norm_rank
+from .stats import ALPHA, MIN_N, contrast, fmt_p, holm, permutation_variance_test, variance_ratio_ci
+
+Cells = dict[tuple[str, str], list[dict[str, Any]]]  # (label, norm) -> finished run records, by seed
+METRICS = ("final_acc", "gap")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One pre-declared test. kind "mean": the contrast sum(w * mean(cell)) of `cells` (label, norm)
+    with `weights`; kind "var": var(first cell) / var(second cell), by the permutation test.
+    `direction` +1 / -1: the claim is that the estimate is above / below 0 (a ratio above / below 1);
+    0: that it differs. `metric`: "final_acc" or "gap" (train − test, last epoch)."""
+
+    id: str
+    question: str
+    claim: str
+    kind: str
+    cells: tuple[tuple[str, str], ...]
+    weights: tuple[float, ...] = ()
+    direction: int = 1
+    metric: str = "final_acc"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("mean", "var") or self.metric not in METRICS or self.direction not in (-1, 0, 1):
+            raise ValueError(f"claim {self.id}: kind, metric or direction out of range")
+        if (self.kind == "var" and len(self.cells) != 2) or (self.kind == "mean" and len(self.weights) != len(self.cells)):
+            raise ValueError(f"claim {self.id}: {len(self.cells)} cells for {len(self.weights)} weights ({self.kind})")
+
+
+def value(record: dict[str, Any], metric: str) -> float:
+    """A run's measured value: its final test accuracy, or the last epoch's training accuracy minus it."""
+    if metric == "final_acc":
+        return float(record["final_acc"])
+    hist = record.get("history") or []
+    train = hist[-1].get("train_acc") if hist else None
+    return float(train) - float(record["final_acc"]) if isinstance(train, (int, float)) else math.nan
+
+
+def load_cells(runs: str | Path, label: Callable[[TrainConfig], str],
+               varying: Sequence[str]) -> tuple[Cells, list[dict[str, Any]]]:
+    """The finished runs under `runs` per (label(config), norm), sorted by seed, and every run record
+    (diverged ones too). The runs may differ only in the identity fields `varying` (the conditions
+    the labels name): anything else, and the study would pool different trainings."""
+    cells: Cells = defaultdict(list)
+    records, trainings = [], set()
+    for d in find_experiment_dirs([runs]):
+        for r in read_results(d):
+            cfg = train_config_from_dict(r["config"])
+            trainings.add(repr(sorted((k, v) for k, v in cfg.identity().items() if k not in varying)))
+            records.append(r)
+            if r["status"] == "finished":
+                cells[(label(cfg), r["norm"])].append(r)
+    if len(trainings) > 1:
+        raise ReportError(f"{runs}: its runs differ in more than {', '.join(varying)} ({len(trainings)} trainings): "
+                          "a study's runs dir holds one")
+    for rs in cells.values():
+        rs.sort(key=lambda r: r["seed"])
+    return cells, records
+
+
+def _reading(p: float | None, est: float, direction: int, null: float) -> str:
+    if p is None:
+        return "not testable"
+    if p >= ALPHA:
+        return "not distinguishable"
+    if direction == 0:
+        return "supported (differs)"
+    return "supported" if (est - null) * direction > 0 else "contradicted"
+
+
+def evaluate(claims: Sequence[Claim], cells: Cells) -> list[dict[str, Any]]:
+    """Every claim's estimate, 95% interval, n per cell, p, Holm-adjusted p (the claims are one
+    family) and reading."""
+    rows = []
+    for c in claims:
+        vals = [[value(r, c.metric) for r in cells.get(cell, [])] for cell in c.cells]
+        vals = [[v for v in vs if math.isfinite(v)] for vs in vals]
+        row: dict[str, Any] = {"id": c.id, "question": c.question, "claim": c.claim, "kind": c.kind,
+                               "metric": c.metric, "n": "/".join(str(len(v)) for v in vals), "estimate": None,
+                               "ci_low": None, "ci_high": None, "p": None}
+        if min(map(len, vals)) >= MIN_N:
+            if c.kind == "mean":
+                res = contrast(vals, c.weights)
+                row.update(estimate=res["estimate"], ci_low=res["ci_low"], ci_high=res["ci_high"], p=res["p"])
+            else:
+                ratio = variance_ratio_ci(vals[0], vals[1])
+                row["p"] = permutation_variance_test(vals[0], vals[1])
+                if ratio is not None:
+                    row.update(estimate=ratio[0], ci_low=ratio[1], ci_high=ratio[2])
+        rows.append(row)
+    for c, row, q in zip(claims, rows, holm([r["p"] for r in rows])):
+        row["p_holm"] = q
+        row["reading"] = ("not testable (n < 3)" if row["estimate"] is None else
+                          _reading(q, row["estimate"], c.direction, 1.0 if c.kind == "var" else 0.0))
+    return rows
+
+
+def _num(v: float | None, kind: str) -> str:
+    if v is None:
+        return "∞" if kind == "var" else "—"
+    return f"{v:.3g}" if kind == "var" else f"{v:+.2f}"
+
+
+def _p(p: float | None) -> str:
+    return "—" if p is None else fmt_p(p)
+
+
+def claims_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    out = ["| id | claim | n | estimate [95% CI] | p | Holm p | reading |", "|---|---|---|---:|---:|---:|---|"]
+    for r in rows:
+        est = "—" if r["estimate"] is None else (
+            f"{_num(r['estimate'], r['kind'])} [{_num(r['ci_low'], r['kind'])}, {_num(r['ci_high'], r['kind'])}]")
+        if r["kind"] == "var" and r["estimate"] is not None:
+            est = "ratio " + est
+        out.append(f"| {r['id']} | {r['claim']} | {r['n']} | {est} | {_p(r['p'])} | {_p(r['p_holm'])} | "
+                   f"**{r['reading']}** |")
+    return "\n".join(out)
+
+
+CSV_FIELDS = ("id", "question", "claim", "kind", "metric", "n", "estimate", "ci_low", "ci_high", "p", "p_holm",
+              "reading")
+
+
+def claims_csv(rows: Sequence[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r[k] is None else f"{r[k]:.6g}" if isinstance(r[k], float) else r[k])
+                    for k in CSV_FIELDS})
+    return buf.getvalue()
+
+
+def cost_markdown(records: Sequence[dict[str, Any]], by: Callable[[dict[str, Any]], str] = lambda r: r["norm"],
+                  column: str = "norm") -> str:
+    """Runs, diverged runs, threads, and wall time per run (= CPU time at one thread) per `by(record)`
+    (the norm unless told) and in all."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        groups[by(r)].append(r["wall_time_s"])
+    threads = sorted({r["machine"]["threads"] for r in records})
+    total = sum(sum(v) for v in groups.values())
+    diverged = sum(r["status"] == "diverged" for r in records)
+    torch = sorted({r["versions"]["torch"] for r in records})
+    out = [f"{len(records)} runs ({diverged} diverged), torch {', '.join(torch)}, "
+           f"{' and '.join(map(str, threads))} thread(s) per run: **{total / 3600:.2f} CPU-hours** of training "
+           "(the sum of the runs' wall times; one thread each).", "",
+           f"| {column} | runs | mean wall time per run (s) |", "|---|---:|---:|"]
+    for k in sorted(groups, key=norm_rank if column == "norm" else str):
+        out.append(f"| {k} | {len(groups[k])} | {np.mean(groups[k]):.0f} |")
+    return "\n".join(out)

@@ -1,0 +1,142 @@
+"""Regenerate the attention-capacity study's report, plots, claims and doc tables from its committed runs.
+
+    python scripts/capacity_doc.py     # docs/study-capacity/runs -> docs/study-capacity/ and docs/study-capacity.md
+
+One command, deterministic: `noiseattack report` on the runs (report.md/csv, sweeps.csv, the
+sweep plots against the width and the per-width train/test curves, PNG and SVG), then the study's
+pre-declared claims (claims.md, claims.csv; `noiseattack.report.claims`), and the generated regions
+of the doc (`<!-- NAME:begin -->` ... `<!-- NAME:end -->`: sweep, plots, epochs, claims, cost).
+Text outside the regions is left as it is. tests/test_capacity_doc.py checks that the committed
+tables are what it writes.
+
+The claims were declared before any bn+cbam run had finished (when only bn at width 0.25 had). They
+are one family, adjusted together by Holm–Bonferroni.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from noiseattack.config import train_config_from_dict
+from noiseattack.errors import ConfigError
+from noiseattack.fileio import atomic_write_text
+from noiseattack.report import ReportError, build_report
+from noiseattack.report.claims import Cells, Claim, claims_csv, claims_markdown, cost_markdown, evaluate, load_cells
+from noiseattack.report.collect import norm_rank
+from noiseattack.report.render import replace_region
+from noiseattack.report.sweeps import to_markdown as sweeps_markdown
+from noiseattack.sweep.grid import load_grid
+
+NARROW, MID, WIDE = "0.25", "0.5", "1"
+BN, ATT = "bn", "bn+cbam"
+
+
+def _helps(cid: str, width: str, where: str) -> Claim:
+    return Claim(cid, "h", f"CBAM helps {where}: bn+cbam above bn in test accuracy at width {width}", "mean",
+                 ((width, ATT), (width, BN)), (1, -1))
+
+
+CLAIMS = (
+    Claim("p1", "premise", "The widest model over-fits more than the narrowest: bn's train − test gap at width 1 "
+          "above that at width 0.25", "mean", ((WIDE, BN), (NARROW, BN)), (1, -1), metric="gap"),
+    _helps("h1", NARROW, "the narrowest (under-fitting) model"),
+    _helps("h2", MID, "the middle model"),
+    _helps("h3", WIDE, "the widest (over-fitting) model"),
+    Claim("h4", "h", "CBAM's benefit shrinks with width: (bn+cbam − bn) at width 0.25 above (bn+cbam − bn) at width 1",
+          "mean", ((NARROW, ATT), (NARROW, BN), (WIDE, ATT), (WIDE, BN)), (1, -1, -1, 1)),
+    Claim("h5", "h", "CBAM changes how much the widest model over-fits: train − test gap, bn+cbam vs bn at width 1",
+          "mean", ((WIDE, ATT), (WIDE, BN)), (1, -1), 0, metric="gap"),
+)
+REGIONS = ("status", "sweep", "plots", "epochs", "claims", "cost")
+GRID = Path(__file__).resolve().parent / "grid_capacity.toml"
+
+
+def width_label(cfg) -> str:
+    return f"{cfg.width:g}"
+
+
+def epochs_markdown(cells: Cells) -> str:
+    """Per (width, norm): mean test and (in brackets) train accuracy at every other epoch and the last,
+    and the first epoch at which the mean training accuracy reaches 99%."""
+    keys = sorted(cells, key=lambda k: (float(k[0]), norm_rank(k[1])))
+    n_ep = max(len(r["history"]) for rs in cells.values() for r in rs)
+    shown = sorted({*range(1, n_ep + 1, 2), n_ep})
+    head = ["width", "norm", "n", *(f"ep {e}" for e in shown), "train ≥ 99% from"]
+    out = ["| " + " | ".join(head) + " |", "|---:|---|---:|" + "|".join("---:" for _ in head[3:]) + "|"]
+    for width, norm in keys:
+        hist = [r["history"] for r in cells[(width, norm)] if len(r["history"]) == n_ep]
+        test = [np.mean([h[e - 1]["test_acc"] for h in hist]) for e in range(1, n_ep + 1)]
+        train = [np.mean([h[e - 1]["train_acc"] for h in hist]) for e in range(1, n_ep + 1)]
+        reach = next((str(e) for e, t in zip(range(1, n_ep + 1), train) if t >= 99.0), "never")
+        out.append("| " + " | ".join([width, norm, str(len(hist)),
+                                      *(f"{test[e - 1]:.1f} ({train[e - 1]:.1f})" for e in shown), reach]) + " |")
+    lrs = [h["lr"] for h in next(iter(cells.values()))[0]["history"]]
+    out += ["", "Cells: mean test accuracy (mean training accuracy, measured during the epoch) over the seeds. "
+            "lr per epoch: " + ", ".join(f"{lr:g}" for lr in lrs) + "."]
+    return "\n".join(out)
+
+
+def status_markdown(cells: Cells, records: list[dict[str, Any]], planned: int) -> str:
+    """How much of the grid has run: finished runs of the planned ones, and diverged ones."""
+    done = sum(len(rs) for rs in cells.values())
+    diverged = sum(r["status"] == "diverged" for r in records)
+    state = "complete" if done + diverged >= planned else "**incomplete: the statistics below are provisional**"
+    return f"{done} of the grid's {planned} runs finished, {diverged} diverged: {state}."
+
+
+def plots_markdown(plots) -> str:
+    return "\n\n".join(f"![{p.title}](study-capacity/{p.filename})" for p in plots
+                       if p.kind in ("sweep", "sweep-curves"))
+
+
+def _cost_key(r: dict[str, Any]) -> str:
+    return f"width {train_config_from_dict(r['config']).width:g} · {r['norm']}"
+
+
+def _fail(message: str) -> int:
+    print(f"capacity_doc: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=Path, default=Path("docs/study-capacity/runs"))
+    ap.add_argument("--out", type=Path, default=Path("docs/study-capacity"))
+    ap.add_argument("--doc", type=Path, default=Path("docs/study-capacity.md"))
+    ap.add_argument("--grid", type=Path, default=GRID, help="the study's grid (for the number of runs planned)")
+    args = ap.parse_args()
+    try:  # every check before anything is written
+        text = args.doc.read_text()
+        for name in REGIONS:
+            replace_region(text, name, "")
+        planned = len(load_grid(args.grid, defer_device=True).jobs())
+        cells, records = load_cells(args.runs, width_label, ("width",))
+        report = build_report([args.runs], args.out)
+    except OSError as e:
+        return _fail(f"cannot read {e.filename or args.doc}: {e.strerror}")
+    except (ReportError, ConfigError) as e:
+        return _fail(str(e))
+    except ValueError as e:  # a missing region
+        return _fail(f"{args.doc}: {e}")
+    rows = evaluate(CLAIMS, cells)
+    atomic_write_text(args.out / "claims.md", "# Claims\n\n" + claims_markdown(rows) + "\n")
+    atomic_write_text(args.out / "claims.csv", claims_csv(rows))
+    bodies = {"status": status_markdown(cells, records, planned),
+              "sweep": "\n".join(sweeps_markdown(report.sweeps)).strip() or "No finished sweep yet.",
+              "plots": plots_markdown(report.plots) or "No sweep plots yet.",
+              "epochs": epochs_markdown(cells), "claims": claims_markdown(rows),
+              "cost": cost_markdown(records, _cost_key, "width · norm")}
+    for name in REGIONS:
+        text = replace_region(text, name, bodies[name])
+    atomic_write_text(args.doc, text)
+    print(f"wrote {args.out}/ (report, sweeps, claims, plots) and the tables in {args.doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

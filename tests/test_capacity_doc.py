@@ -1,0 +1,61 @@
+"""The capacity study's evidence regenerates: `python scripts/capacity_doc.py`, run on a copy of the
+committed per-run results (results.jsonl and config.json only), writes the committed tables (report,
+sweeps, claims, and the doc with its generated regions) and the same set of plots."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = ROOT / "docs" / "study-capacity"
+TABLES = ("report.md", "report.csv", "sweeps.csv", "overview.md", "overview.csv", "claims.md", "claims.csv")
+
+
+def copy_results(dst_root: Path) -> None:
+    for src in (STUDY / "runs").glob("*/*"):
+        if src.name in ("results.jsonl", "config.json"):
+            dst = dst_root / src.relative_to(ROOT)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+
+
+def regenerate(cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "capacity_doc.py")], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.skipif(not any(STUDY.glob("runs/*/results.jsonl")), reason="no committed results in docs/study-capacity/runs")
+def test_the_capacity_doc_regenerates_from_the_committed_results(tmp_path):
+    copy_results(tmp_path)
+    (tmp_path / "docs" / "study-capacity.md").write_bytes((ROOT / "docs" / "study-capacity.md").read_bytes())
+    proc = regenerate(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "docs" / "study-capacity"
+    for name in TABLES:
+        if (STUDY / name).exists() or (out / name).exists():
+            assert (out / name).read_bytes() == (STUDY / name).read_bytes(), name
+    assert (tmp_path / "docs" / "study-capacity.md").read_bytes() == (ROOT / "docs" / "study-capacity.md").read_bytes()
+    plots = sorted(p.name for p in out.glob("*.png"))
+    assert plots == sorted(p.name for p in STUDY.glob("*.png")) and plots
+
+
+def test_a_runs_dir_that_mixes_trainings_is_one_line_exit_2(tmp_path):
+    """Runs that differ in more than the width (here: the epochs) are not one study."""
+    copy_results(tmp_path)
+    src = next((tmp_path / "docs" / "study-capacity" / "runs").glob("*/results.jsonl"), None)
+    if src is None:
+        pytest.skip("no committed results in docs/study-capacity/runs")
+    line = src.read_text().splitlines()[0].replace('"epochs": 15', '"epochs": 14')
+    (src.parent.parent / "other" / "results.jsonl").parent.mkdir()
+    (src.parent.parent / "other" / "results.jsonl").write_text(line + "\n")
+    doc = tmp_path / "docs" / "study-capacity.md"
+    doc.write_bytes((ROOT / "docs" / "study-capacity.md").read_bytes())
+    proc = regenerate(tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "differ in more than width" in proc.stderr
+    assert doc.read_bytes() == (ROOT / "docs" / "study-capacity.md").read_bytes()
+    assert not (tmp_path / "docs" / "study-capacity" / "report.md").exists()

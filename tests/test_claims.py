@@ -1,0 +1,76 @@
+"""A study's pre-declared claims (noiseattack.report.claims): estimates and p-values recomputed here
+with scipy, Holm across the family, the readings, the gap metric, and the one-training check."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from noiseattack.report import ReportError
+from noiseattack.report.claims import Claim, claims_csv, claims_markdown, evaluate, load_cells, value
+
+from test_report import record, runs, write_exp
+
+
+
+def test_mean_claims_match_welch_and_holm_adjusts_the_family():
+    a, b, c = [80.0, 81.0, 82.5, 81.5], [70.0, 72.0, 71.0, 69.5], [81.0, 80.0, 82.0, 81.0]
+    cells = {("x", "bn+se"): runs("bn+se", a), ("x", "bn"): runs("bn", b), ("y", "bn"): runs("bn", c)}
+    claims = (Claim("up", "q", "se above bn", "mean", (("x", "bn+se"), ("x", "bn")), (1, -1), 1),
+              Claim("down", "q", "se below bn", "mean", (("x", "bn+se"), ("x", "bn")), (1, -1), -1),
+              Claim("same", "q", "bn at y differs from se at x", "mean", (("y", "bn"), ("x", "bn+se")), (1, -1), 0))
+    rows = evaluate(claims, cells)
+    p_up = stats.ttest_ind(a, b, equal_var=False).pvalue
+    p_same = stats.ttest_ind(c, a, equal_var=False).pvalue
+    assert rows[0]["estimate"] == pytest.approx(np.mean(a) - np.mean(b)) and rows[0]["p"] == pytest.approx(p_up)
+    assert rows[2]["estimate"] == pytest.approx(np.mean(c) - np.mean(a)) and rows[2]["p"] == pytest.approx(p_same)
+    ordered = sorted([p_up, p_up, p_same])  # Holm: k-th smallest times (m - k + 1), running maximum, capped at 1
+    holm = np.minimum(1, np.maximum.accumulate([ordered[i] * (3 - i) for i in range(3)]))
+    assert sorted(r["p_holm"] for r in rows) == pytest.approx(list(holm))
+    assert [r["reading"] for r in rows] == ["supported", "contradicted", "not distinguishable"]
+    assert rows[0]["n"] == "4/4" and rows[0]["ci_low"] > 0
+
+
+def test_gap_metric_is_last_train_minus_final_test():
+    rec = record("bn", 0, 77.0, attack="clean")  # history: train_acc 50 + epoch, 3 epochs
+    assert value(rec, "gap") == pytest.approx(53.0 - 77.0) and value(rec, "final_acc") == 77.0
+    recs = [record("bn", s, acc, attack="clean") for s, acc in enumerate([60.0, 61.0, 63.0])]
+    wide = [record("bn", s, acc, attack="clean") for s, acc in enumerate([40.0, 45.0, 41.0])]
+    (row,) = evaluate((Claim("g", "q", "gap larger", "mean", (("w", "bn"), ("n", "bn")), (1, -1), metric="gap"),),
+                      {("w", "bn"): wide, ("n", "bn"): recs})
+    g_wide, g_narrow = [53 - x for x in (40, 45, 41)], [53 - x for x in (60, 61, 63)]
+    assert row["estimate"] == pytest.approx(np.mean(g_wide) - np.mean(g_narrow))
+    assert row["p"] == pytest.approx(stats.ttest_ind(g_wide, g_narrow, equal_var=False).pvalue)
+
+
+def test_too_few_runs_are_not_testable_and_render():
+    cells = {("x", "bn"): runs("bn", [1.0, 2.0]), ("x", "gn"): runs("gn", [1.0, 2.0, 3.0])}
+    claims = (Claim("v", "q", "bn varies more than gn", "var", (("x", "bn"), ("x", "gn"))),
+              Claim("m", "q", "missing cell", "mean", (("x", "bn"), ("z", "bn")), (1, -1)))
+    rows = evaluate(claims, cells)
+    assert [r["reading"] for r in rows] == ["not testable (n < 3)"] * 2 and rows[1]["n"] == "2/0"
+    md, csv_text = claims_markdown(rows), claims_csv(rows)
+    assert md.count("\n") == 3 and "| v | bn varies more than gn | 2/3 | — |" in md
+    assert csv_text.splitlines()[0].startswith("id,question,claim,kind,metric,n,")
+
+
+@pytest.mark.parametrize("kw", [dict(kind="median"), dict(metric="loss"), dict(direction=2),
+                                dict(weights=(1,)), dict(kind="var", cells=(("x", "bn"),) * 3)])
+def test_a_malformed_claim_is_refused(kw):
+    args = dict(id="c", question="q", claim="t", kind="mean", cells=(("x", "bn"), ("y", "bn")), weights=(1, -1))
+    with pytest.raises(ValueError, match="claim c"):
+        Claim(**{**args, **kw})
+
+
+def test_load_cells_groups_by_label_and_refuses_mixed_trainings(tmp_path):
+    write_exp(tmp_path / "runs", "a", runs("bn", [80.0, 81.0, None], attack="clean"))
+    write_exp(tmp_path / "runs", "b", runs("bn", [70.0, 71.0], attack="clean", lr=0.05))
+    cells, records = load_cells(tmp_path / "runs", lambda cfg: f"lr{cfg.lr:g}", ("lr",))
+    assert sorted(cells) == [("lr0.05", "bn"), ("lr0.1", "bn")] and len(records) == 5
+    assert [r["final_acc"] for r in cells[("lr0.1", "bn")]] == [80.0, 81.0]  # the diverged run is no cell's
+    with pytest.raises(ReportError, match="differ in more than epochs"):
+        load_cells(tmp_path / "runs", lambda cfg: "all", ("epochs",))
+    assert not math.isnan(value(cells[("lr0.05", "bn")][0], "gap"))
