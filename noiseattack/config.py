@@ -388,6 +388,44 @@ def check_memory(cfg: "TrainConfig") -> None:
                               f"{cfg.device}: use a smaller batch{', --k' if hint else ''} or model")
 
 
+def _attack_options(attack: Attack, alpha: float, beta: float, extra: str | None,
+                    k: int) -> tuple[float, float, str | None, int]:
+    """The attack's own options checked, and the others' reset to their no-attack values."""
+    if attack is Attack.constant:
+        _finite("alpha", alpha)
+        _finite("beta", beta)
+        if alpha == 0:
+            raise ConfigError("alpha must be non-zero: alpha = 0 erases the normalized activation")
+    else:
+        alpha, beta = 1.0, 0.0
+    if attack is not Attack.mix:
+        return alpha, beta, None, 0
+    if extra is None:
+        raise ConfigError("mix needs --extra: choose from " + ", ".join(EXTRA_SOURCES))
+    extra = extra.lower()
+    if extra not in EXTRA_SOURCES:
+        raise ConfigError(f"unknown extra dataset '{extra}': choose from {', '.join(EXTRA_SOURCES)}")
+    if k < 0:
+        raise ConfigError(f"k must be >= 0 (the number of extra images per batch), got {k}")
+    return alpha, beta, extra, k
+
+
+def _check_optimizer(lr: float, lr_gamma: float, milestones: tuple[int, ...], momentum: float,
+                     weight_decay: float) -> None:
+    _finite("lr", lr)
+    if lr <= 0:
+        raise ConfigError(f"lr must be > 0, got {lr}")
+    _finite("lr gamma", lr_gamma)
+    if not 0 < lr_gamma <= 1:
+        raise ConfigError(f"lr gamma must be in (0, 1], got {lr_gamma}")
+    if any(m < 1 for m in milestones):
+        raise ConfigError(f"milestones must be epochs >= 1, got {list(milestones)}")
+    _finite("momentum", momentum)
+    _finite("weight decay", weight_decay)
+    if weight_decay < 0 or momentum < 0:
+        raise ConfigError("momentum and weight decay must be >= 0")
+
+
 def resolve_train_config(
     *,
     attack: Attack | str = Attack.clean,
@@ -440,41 +478,13 @@ def resolve_train_config(
     if shortcut_norm not in SHORTCUT_NORMS:
         raise ConfigError(f"unknown shortcut norm '{shortcut_norm}': choose {' or '.join(SHORTCUT_NORMS)}")
 
-    if attack is Attack.constant:
-        _finite("alpha", alpha)
-        _finite("beta", beta)
-        if alpha == 0:
-            raise ConfigError("alpha must be non-zero: alpha = 0 erases the normalized activation")
-    else:
-        alpha, beta = 1.0, 0.0
-    if attack is Attack.mix:
-        if extra is None:
-            raise ConfigError("mix needs --extra: choose from " + ", ".join(EXTRA_SOURCES))
-        extra = extra.lower()
-        if extra not in EXTRA_SOURCES:
-            raise ConfigError(f"unknown extra dataset '{extra}': choose from {', '.join(EXTRA_SOURCES)}")
-        if k < 0:
-            raise ConfigError(f"k must be >= 0 (the number of extra images per batch), got {k}")
-    else:
-        extra, k = None, 0
+    alpha, beta, extra, k = _attack_options(attack, alpha, beta, extra, k)
 
     width = resolve_width(width)
-    _at_least("batch size", batch_size, 1)
-    _at_least("eval batch size", eval_batch_size, 1)
-    _at_least("train subset", train_subset, 1)
-    _at_least("test subset", test_subset, 1)
-    _finite("lr", lr)
-    if lr <= 0:
-        raise ConfigError(f"lr must be > 0, got {lr}")
-    _finite("lr gamma", lr_gamma)
-    if not 0 < lr_gamma <= 1:
-        raise ConfigError(f"lr gamma must be in (0, 1], got {lr_gamma}")
-    if any(m < 1 for m in milestones):
-        raise ConfigError(f"milestones must be epochs >= 1, got {list(milestones)}")
-    _finite("momentum", momentum)
-    _finite("weight decay", weight_decay)
-    if weight_decay < 0 or momentum < 0:
-        raise ConfigError("momentum and weight decay must be >= 0")
+    for name, v in (("batch size", batch_size), ("eval batch size", eval_batch_size),
+                    ("train subset", train_subset), ("test subset", test_subset)):
+        _at_least(name, v, 1)
+    _check_optimizer(lr, lr_gamma, milestones, momentum, weight_decay)
     block = resolve_block(depth, block)
     _check_upper_limits(attack=attack, alpha=alpha, beta=beta, k=k, depth=depth, width=width, epochs=epochs,
                         batch_size=batch_size, eval_batch_size=eval_batch_size, lr=lr, momentum=momentum,

@@ -268,6 +268,11 @@ class NoNorm(nn.Module):
     def forward(self, x):
         return x * self.w
 
+
+class BadNoise(NoNorm):
+    def set_noise(self, alpha, beta):
+        raise RuntimeError("alpha unsupported")
+
 import torch
 '''
 
@@ -331,6 +336,10 @@ def test_unreachable_layer_refused_under_constant_accepted_under_mix(user_pkg, f
     composite = [a if a != "mylayers.layers:NoNorm" else "mylayers.layers:NoNorm+eca" for a in common]
     code, _, err = run_cli(capsys, "constant", "--alpha", "2", "--beta", "1", *composite)
     assert code == 2 and "the constant attack cannot reach it" in err and not runs.exists()
+    broken = [a if a != "mylayers.layers:NoNorm" else "mylayers.layers:BadNoise" for a in common]
+    code, _, err = run_cli(capsys, "constant", "--alpha", "2", "--beta", "1", *broken)
+    assert code == 2 and err.count("\n") == 1 and "set_noise(2.0, 1.0) failed: RuntimeError: alpha unsupported" in err
+    assert not runs.exists()
     code, _, err = run_cli(capsys, "mix", "--extra", "mnist", "--k", "8", *common)
     assert code == 0, err
     assert len((next(runs.iterdir()) / "results.jsonl").read_text().splitlines()) == 1

@@ -234,7 +234,7 @@ def sweep_curves_plot(sweep: Sweep, title: str):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (%)")
-    n = {g.key.norm: len(g.finished) for g in sweep.groups}
+    n = {m: _n_range([{"n": len(g.finished)} for g in sweep.groups if g.key.norm == m]) for m in norms}
     handles = [Line2D([], [], color=colors[m], label=f"{m} (n={n[m]})") for m in norms]
     handles += [Line2D([], [], color="black", label="test (mean ± std)"),
                 Line2D([], [], color="black", linestyle="--", label="train (mean)")]

@@ -331,3 +331,17 @@ class _SubmititRunner(_Runner):
         except OSError:
             pass
 
+
+def make_runner(executor: str, workers: int, capacity: int, slurm: SlurmOptions, folder: Path,
+                on_epoch: Callable[[SweepJob, dict[str, float]], None] | None = None) -> _Runner:
+    """The runner for `executor` with `capacity` slots: inline (local, one worker; `on_epoch` sees
+    every epoch), a process pool (local), or submitit (submitit-local, slurm) logging to `folder`."""
+    if executor == "local":
+        return _InlineRunner(on_epoch) if workers == 1 else _PoolRunner(workers)
+    params: dict[str, Any] = {"name": "noiseattack-sweep",
+                              "timeout_min": slurm.time_min or (7 * 24 * 60 if executor != "slurm" else None)}
+    if executor == "slurm":
+        params.update(gpus_per_node=slurm.gpus_per_job, cpus_per_task=slurm.cpus_per_job, mem_gb=slurm.mem_gb,
+                      slurm_partition=slurm.partition, slurm_array_parallelism=slurm.array_parallelism,
+                      slurm_additional_parameters=dict(slurm.extra) or None)
+    return _SubmititRunner("local" if executor == "submitit-local" else "slurm", folder, capacity, params)

@@ -16,7 +16,7 @@ from ..experiment import is_running, open_dir, other_setting, run_paths, sigint_
 from ..results import read_results
 from ..train import prepare_data
 from .executors import (
-    EXECUTORS, SlurmOptions, Task, _InlineRunner, _PoolRunner, _Runner, _SubmititRunner, _visible_gpus, cpu_count,
+    EXECUTORS, SlurmOptions, Task, _Runner, _SubmititRunner, _visible_gpus, cpu_count, make_runner,
     write_summaries_locked,
 )
 from .grid import Grid, SweepJob
@@ -118,6 +118,134 @@ def describe(outcome: dict[str, Any]) -> str:
     return f"{head}: {st}: {outcome.get('error', '')}"
 
 
+def _check_options(executor: str, workers: int, threads: int | None, runs_per_job: int, slurm: SlurmOptions) -> None:
+    """The executor's options, and what it needs installed: one ConfigError before anything runs."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor '{executor}': choose {', '.join(EXECUTORS)}")
+    for name, v in (("workers", workers), ("runs per job", runs_per_job)):
+        if v < 1:
+            raise ConfigError(f"{name} must be >= 1, got {v}")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
+    if executor != "local":
+        try:
+            import submitit  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"--executor {executor} needs submitit: pip install -e '.[slurm]'") from None
+    if executor == "slurm":
+        if shutil.which("sbatch") is None:
+            raise ConfigError("--executor slurm needs Slurm's sbatch on the PATH (run it on a login node), "
+                              "or use --executor submitit-local")
+        if slurm.array_parallelism < 1:
+            raise ConfigError(f"array parallelism must be >= 1, got {slurm.array_parallelism}")
+        if slurm.gpus_per_job < 0:
+            raise ConfigError(f"gpus per job must be >= 0, got {slurm.gpus_per_job}")
+
+
+class _Tally:
+    """The sweep's counts (done, diverged, failed, running, pending) and its ETA from the runs
+    completed by this invocation."""
+
+    def __init__(self, done: int, diverged: int, pending: int) -> None:
+        self.counts = {"done": done, "diverged": diverged, "failed": 0, "running": 0, "pending": pending}
+        self.t0 = time.monotonic()
+        self.completed = 0
+
+    def text(self) -> str:
+        c = self.counts
+        return (f"done {c['done']} · diverged {c['diverged']} · failed {c['failed']} · "
+                f"running {c['running']} · pending {c['pending']}")
+
+    def eta(self) -> str:
+        left = self.counts["running"] + self.counts["pending"]
+        if not left:
+            return _fmt_eta(0)
+        return _fmt_eta((time.monotonic() - self.t0) / self.completed * left if self.completed else None)
+
+    def submitted(self, n: int) -> None:
+        self.counts["running"] += n
+        self.counts["pending"] -= n
+
+    def outcome(self, status: str) -> bool:
+        """Count one run's outcome; True when it is over (finished, diverged or failed)."""
+        self.counts["running"] -= 1
+        if status in ("finished", "diverged", "failed"):
+            self.completed += 1
+            self.counts["failed" if status == "failed" else "done"] += 1
+            self.counts["diverged"] += status == "diverged"
+            return True
+        self.counts["pending"] += 1  # busy (another sweep trains it) or interrupted: still pending
+        return False
+
+
+_MARKS = {"finished": "✓ ", "diverged": "! ", "busy": "· ", "interrupted": "‖ "}
+
+
+def _drive(runner: _Runner, tasks: deque, gpus: list[str], threads: int | None, result: SweepResult,
+           tally: _Tally, bar, task_id, should_stop: Callable[[], bool], log: Callable[[str], None],
+           detach_after_submit: bool) -> dict[str, ExperimentConfig]:
+    """Feed the tasks to the runner's slots until all are back (or Ctrl-C), counting and logging
+    every outcome into `result`; returns the experiments that got a new outcome."""
+    touched: dict[str, ExperimentConfig] = {}
+    free, in_flight = list(range(runner.capacity)), 0
+
+    def refresh() -> None:
+        bar.update(task_id, counts=tally.text(), eta=tally.eta())
+
+    def stopping() -> bool:  # Ctrl-C here, or a run that stopped on it (in its own process group)
+        return should_stop() or result.interrupted
+
+    while tasks or in_flight:
+        if stopping():
+            result.interrupted = True
+            if runner.detach_on_stop or not in_flight:
+                break
+        batch = []
+        while tasks and free and not stopping():
+            slot = free.pop(0)
+            batch.append((slot, dataclasses.replace(tasks.popleft(), gpu=gpus[slot % len(gpus)] if gpus else None,
+                                                    threads=threads)))
+        if batch:
+            runner.submit(batch)
+            in_flight += len(batch)
+            n = sum(len(t.jobs) for _, t in batch)
+            tally.submitted(n)
+            if isinstance(runner, _SubmititRunner) and runner.cluster == "slurm":
+                log(f"submitted {n} runs as Slurm job array {runner.job_ids[0].split('_')[0]}")
+            if detach_after_submit and not tasks:
+                break
+        refresh()
+        for slot, task, outcomes in runner.wait(runner.poll_s):
+            free.append(slot)
+            free.sort()
+            in_flight -= 1
+            for job, out in zip(task.jobs, outcomes):
+                result.ran.append(out)
+                touched[job.exp.name] = job.exp
+                if tally.outcome(out["status"]):
+                    bar.advance(task_id)
+                    if out["status"] == "failed":
+                        result.failed.append(out)
+                elif out["status"] != "busy":
+                    result.interrupted = True
+                log(_MARKS.get(out["status"], "✗ ") + describe(out))
+            refresh()
+    refresh()
+    return touched
+
+
+def _gather(grid: Grid, result: SweepResult) -> None:
+    """The grid's records (finished or diverged, this time or before) in grid order, and its pending runs."""
+    jobs = grid.jobs()
+    order = {job.key: i for i, job in enumerate(jobs)}
+    for exp in grid.experiments:
+        wanted = {r.key for r in exp.runs()}
+        result.records += [rec for rec in read_results(exp.dir) if rec["key"] in wanted]
+    result.records.sort(key=lambda r: order[r["key"]])
+    done = {r["key"] for r in result.records}
+    result.pending = [job for job in jobs if job.key not in done]
+
+
 def run_sweep(
     grid: Grid,
     *,
@@ -140,32 +268,12 @@ def run_sweep(
     others: it is in `failed` and stays pending. Ctrl-C stops the runs in progress at their next
     step (after a checkpoint) and raises Interrupted; a Slurm array keeps running.
     """
-    if executor not in EXECUTORS:
-        raise ConfigError(f"unknown executor '{executor}': choose {', '.join(EXECUTORS)}")
-    for name, v in (("workers", workers), ("runs per job", runs_per_job)):
-        if v < 1:
-            raise ConfigError(f"{name} must be >= 1, got {v}")
-    if threads is not None and threads < 1:
-        raise ConfigError(f"threads must be >= 1, got {threads}")
     slurm = slurm or SlurmOptions()
-    if executor != "local":
-        try:
-            import submitit  # noqa: F401
-        except ImportError:
-            raise ConfigError(f"--executor {executor} needs submitit: pip install -e '.[slurm]'") from None
-    if executor == "slurm":
-        if shutil.which("sbatch") is None:
-            raise ConfigError("--executor slurm needs Slurm's sbatch on the PATH (run it on a login node), "
-                              "or use --executor submitit-local")
-        if slurm.array_parallelism < 1:
-            raise ConfigError(f"array parallelism must be >= 1, got {slurm.array_parallelism}")
-        if slurm.gpus_per_job < 0:
-            raise ConfigError(f"gpus per job must be >= 0, got {slurm.gpus_per_job}")
+    _check_options(executor, workers, threads, runs_per_job, slurm)
     check_data(grid)  # missing data: one error before anything is written
 
     states = status(grid)
     todo = [job for job, st, _ in states if st not in (DONE, DIVERGED, RUNNING)]
-    skipped = sum(st in (DONE, DIVERGED) for _, st, _ in states)
     log = log or (lambda s: None)
     elsewhere = sum(st == RUNNING for _, st, _ in states)
     if elsewhere:
@@ -182,114 +290,29 @@ def run_sweep(
             threads = max(1, cpu_count() // workers)
     tasks = deque(Task(tuple(todo[i:i + runs_per_job])) for i in range(0, len(todo), runs_per_job))
 
+    skipped = sum(st in (DONE, DIVERGED) for _, st, _ in states)
     result = SweepResult(records=[], ran=[], failed=[], pending=[], skipped=skipped)
     for exp in {job.exp.name: job.exp for job in todo}.values():  # the dirs with work to do
         open_dir(exp)
     if executor != "local":  # a job may start in another working directory
         tasks = deque(Task(tuple(_absolute(j) for j in t.jobs)) for t in tasks)
 
-    grid_jobs = [job for job, _, _ in states]
-    by_key = {job.key: job for job in grid_jobs}
-    touched: dict[str, ExperimentConfig] = {}
-    counts = {"done": skipped, "diverged": sum(st == DIVERGED for _, st, _ in states), "failed": 0,
-              "running": 0, "pending": len(todo)}
-    t0 = time.monotonic()
-    completed_now = 0
-
-    def counts_text() -> str:
-        return (f"done {counts['done']} · diverged {counts['diverged']} · failed {counts['failed']} · "
-                f"running {counts['running']} · pending {counts['pending']}")
-
-    def eta() -> str:
-        left = counts["running"] + counts["pending"]
-        if not left:
-            return _fmt_eta(0)
-        if not completed_now:
-            return _fmt_eta(None)
-        return _fmt_eta((time.monotonic() - t0) / completed_now * left)
-
+    tally = _Tally(skipped, sum(st == DIVERGED for _, st, _ in states), len(todo))
     runner: _Runner | None = None
+    touched: dict[str, ExperimentConfig] = {}
     show = progress and bool(todo) and (wait or executor != "slurm")
     with _progress(show) as bar, sigint_requests_stop() as should_stop:
-        task_id = bar.add_task(f"sweep {Path(grid.source).name}", total=len(todo), counts=counts_text(), eta=eta())
-
-        def refresh() -> None:
-            bar.update(task_id, counts=counts_text(), eta=eta())
+        task_id = bar.add_task(f"sweep {Path(grid.source).name}", total=len(todo), counts=tally.text(), eta=tally.eta())
 
         def on_epoch(job: SweepJob, rec: dict[str, float]) -> None:
             bar.update(task_id, description=f"{job.label} · epoch {int(rec['epoch'])}/{job.exp.train.epochs}")
 
-        if todo:
-            if executor == "local" and workers == 1:
-                runner = _InlineRunner(on_epoch)
-            elif executor == "local":
-                runner = _PoolRunner(workers)
-            else:
-                folder = slurm.folder or (grid.experiments[0].runs_dir / ".submitit")
-                params: dict[str, Any] = {"name": "noiseattack-sweep",
-                                          "timeout_min": slurm.time_min or (7 * 24 * 60 if executor != "slurm" else None)}
-                if executor == "slurm":
-                    params.update(gpus_per_node=slurm.gpus_per_job, cpus_per_task=slurm.cpus_per_job,
-                                  mem_gb=slurm.mem_gb, slurm_partition=slurm.partition,
-                                  slurm_array_parallelism=slurm.array_parallelism,
-                                  slurm_additional_parameters=dict(slurm.extra) or None)
-                runner = _SubmititRunner("local" if executor == "submitit-local" else "slurm", folder, capacity, params)
         try:
-            free = list(range(capacity))
-            in_flight = 0
-            def stopping() -> bool:  # Ctrl-C here, or a run that stopped on it (in its own process group)
-                return should_stop() or result.interrupted
-
-            while tasks or in_flight:
-                if stopping():
-                    result.interrupted = True
-                    if runner.detach_on_stop or not in_flight:
-                        break
-                batch = []
-                while tasks and free and not stopping():
-                    slot = free.pop(0)
-                    task = dataclasses.replace(tasks.popleft(), gpu=gpus[slot % len(gpus)] if gpus else None,
-                                               threads=threads)
-                    batch.append((slot, task))
-                if batch:
-                    runner.submit(batch)
-                    in_flight += len(batch)
-                    n = sum(len(t.jobs) for _, t in batch)
-                    counts["running"] += n
-                    counts["pending"] -= n
-                    if isinstance(runner, _SubmititRunner) and executor == "slurm":
-                        log(f"submitted {n} runs as Slurm job array {runner.job_ids[0].split('_')[0]}")
-                    if not wait and executor == "slurm" and not tasks:
-                        refresh()
-                        break
-                refresh()
-                for slot, task, outcomes in runner.wait(runner.poll_s):
-                    free.append(slot)
-                    free.sort()
-                    in_flight -= 1
-                    for job, out in zip(task.jobs, outcomes):
-                        counts["running"] -= 1
-                        result.ran.append(out)
-                        touched[job.exp.name] = job.exp
-                        st = out["status"]
-                        if st in ("finished", "diverged"):
-                            completed_now += 1
-                            counts["done"] += 1
-                            counts["diverged"] += st == "diverged"
-                            bar.advance(task_id)
-                        elif st == "failed":
-                            completed_now += 1
-                            counts["failed"] += 1
-                            result.failed.append(out)
-                            bar.advance(task_id)
-                        elif st == "busy":  # another sweep trains it: still pending here
-                            counts["pending"] += 1
-                        else:
-                            counts["pending"] += 1
-                            result.interrupted = True
-                        mark = {"finished": "✓ ", "diverged": "! ", "busy": "· ", "interrupted": "‖ "}.get(st, "✗ ")
-                        log(mark + describe(out))
-                    refresh()
+            if todo:
+                runner = make_runner(executor, workers, capacity, slurm,
+                                     slurm.folder or (grid.experiments[0].runs_dir / ".submitit"), on_epoch)
+                touched = _drive(runner, tasks, gpus, threads, result, tally, bar, task_id, should_stop, log,
+                                 detach_after_submit=not wait and executor == "slurm")
             if isinstance(runner, _SubmititRunner):
                 result.job_ids = list(runner.job_ids)
         finally:
@@ -298,16 +321,7 @@ def run_sweep(
 
     for exp in touched.values():
         write_summaries_locked(exp)
-    done_keys = set()
-    for exp in grid.experiments:
-        wanted = {r.key for r in exp.runs()}
-        for rec in read_results(exp.dir):
-            if rec["key"] in wanted:
-                result.records.append(rec)
-                done_keys.add(rec["key"])
-    order = {job.key: i for i, job in enumerate(grid_jobs)}
-    result.records.sort(key=lambda r: order[r["key"]])
-    result.pending = [by_key[k] for k in order if k not in done_keys]
+    _gather(grid, result)
     if result.interrupted:
         where = (f"Slurm job array {result.job_ids[0].split('_')[0]} keeps running (scancel it to stop it)"
                  if executor == "slurm" and result.job_ids else "runs in progress wrote their checkpoints")
