@@ -77,10 +77,16 @@ def machine(device: str) -> dict[str, Any]:
                 break
     except OSError:
         pass
-    info = {"device": device, "cpu": cpu, "threads": torch.get_num_threads(), "platform": platform.platform()}
+    info = {"device": device, "cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(), "platform": platform.platform()}
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
+
+
+def _run_machine(device: str) -> dict[str, Any]:
+    """What a run record keeps of the machine: device, CPU model and capability, torch threads (and GPU)."""
+    return {k: v for k, v in machine(device).items() if k != "platform"}
 
 
 def cli_command(exp: ExperimentConfig, norms: list[str] | tuple[str, ...] | None = None,
@@ -345,7 +351,7 @@ def _execute_locked(run: RunConfig, exp_dir: Path, data: TrainData, *, keep_chec
         "final_acc": result.final_acc, "best_acc": result.best_acc, "diverged": result.diverged,
         "wall_time_s": round(result.wall_time_s, 3), "epochs_done": len(result.history),
         "history": result.history, "config": run.to_dict(), "layer": layer_info(run.norm), "noiseattack": __version__,
-        "versions": versions(), "machine": {"device": run.train.device, "threads": torch.get_num_threads(),
+        "versions": versions(), "machine": {**_run_machine(run.train.device),
                                             **({"iebn_kernels": iebn_kernels(run.train.compile_norms)}
                                                if any(p.startswith("iebn") for p in run.norm.split("+")) else {})},
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

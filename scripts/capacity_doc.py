@@ -26,9 +26,10 @@ from noiseattack.config import train_config_from_dict
 from noiseattack.errors import ConfigError
 from noiseattack.fileio import atomic_write_text
 from noiseattack.report import ReportError, build_report
-from noiseattack.report.claims import Cells, Claim, claims_csv, claims_markdown, cost_markdown, evaluate, load_cells
+from noiseattack.report.claims import (Cells, Claim, claims_markdown, cost_markdown, evaluate, load_cells,
+                                       write_claims)
 from noiseattack.report.collect import norm_rank
-from noiseattack.report.render import replace_region
+from noiseattack.report.render import replace_regions
 from noiseattack.report.sweeps import to_markdown as sweeps_markdown
 from noiseattack.sweep.grid import load_grid
 
@@ -52,7 +53,7 @@ CLAIMS = (
     Claim("h5", "h", "CBAM changes how much the widest model over-fits: train − test gap, bn+cbam vs bn at width 1",
           "mean", ((WIDE, ATT), (WIDE, BN)), (1, -1), 0, metric="gap"),
 )
-REGIONS = ("status", "sweep", "plots", "epochs", "claims", "cost")
+REGIONS = ("status", "pilot", "sweep", "plots", "epochs", "claims", "cost")
 GRID = Path(__file__).resolve().parent / "grid_capacity.toml"
 
 
@@ -78,6 +79,18 @@ def epochs_markdown(cells: Cells) -> str:
     lrs = [h["lr"] for h in next(iter(cells.values()))[0]["history"]]
     out += ["", "Cells: mean test accuracy (mean training accuracy, measured during the epoch) over the seeds. "
             "lr per epoch: " + ", ".join(f"{lr:g}" for lr in lrs) + "."]
+    return "\n".join(out)
+
+
+def pilot_markdown(cells: Cells) -> str:
+    """The first design's runs (6000 images, 15 epochs): per (width, norm) the last epoch's training
+    accuracy and the final test accuracy, mean over the seeds run."""
+    out = ["| width | norm | n | train acc (last epoch) | test acc | train − test |", "|---:|---|---:|---:|---:|---:|"]
+    for width, norm in sorted(cells, key=lambda k: (float(k[0]), norm_rank(k[1]))):
+        rs = cells[(width, norm)]
+        train = np.mean([r["history"][-1]["train_acc"] for r in rs])
+        test = np.mean([r["final_acc"] for r in rs])
+        out.append(f"| {width} | {norm} | {len(rs)} | {train:.1f} | {test:.1f} | {train - test:+.1f} |")
     return "\n".join(out)
 
 
@@ -108,14 +121,16 @@ def main() -> int:
     ap.add_argument("--runs", type=Path, default=Path("docs/study-capacity/runs"))
     ap.add_argument("--out", type=Path, default=Path("docs/study-capacity"))
     ap.add_argument("--doc", type=Path, default=Path("docs/study-capacity.md"))
+    ap.add_argument("--pilot", type=Path, default=Path("docs/study-capacity/runs-pilot-n6000"),
+                    help="the first design's runs (6000 images, 15 epochs)")
     ap.add_argument("--grid", type=Path, default=GRID, help="the study's grid (for the number of runs planned)")
     args = ap.parse_args()
     try:  # every check before anything is written
         text = args.doc.read_text()
-        for name in REGIONS:
-            replace_region(text, name, "")
+        replace_regions(text, dict.fromkeys(REGIONS, ""))
         planned = len(load_grid(args.grid, defer_device=True).jobs())
         cells, records = load_cells(args.runs, width_label, ("width",))
+        pilot, _ = load_cells(args.pilot, width_label, ("width",))
         report = build_report([args.runs], args.out)
     except OSError as e:
         return _fail(f"cannot read {e.filename or args.doc}: {e.strerror}")
@@ -124,16 +139,13 @@ def main() -> int:
     except ValueError as e:  # a missing region
         return _fail(f"{args.doc}: {e}")
     rows = evaluate(CLAIMS, cells)
-    atomic_write_text(args.out / "claims.md", "# Claims\n\n" + claims_markdown(rows) + "\n")
-    atomic_write_text(args.out / "claims.csv", claims_csv(rows))
-    bodies = {"status": status_markdown(cells, records, planned),
+    write_claims(args.out, rows)
+    bodies = {"status": status_markdown(cells, records, planned), "pilot": pilot_markdown(pilot),
               "sweep": "\n".join(sweeps_markdown(report.sweeps)).strip() or "No finished sweep yet.",
               "plots": plots_markdown(report.plots) or "No sweep plots yet.",
               "epochs": epochs_markdown(cells), "claims": claims_markdown(rows),
               "cost": cost_markdown(records, _cost_key, "width · norm")}
-    for name in REGIONS:
-        text = replace_region(text, name, bodies[name])
-    atomic_write_text(args.doc, text)
+    atomic_write_text(args.doc, replace_regions(text, {name: bodies[name] for name in REGIONS}))
     print(f"wrote {args.out}/ (report, sweeps, claims, plots) and the tables in {args.doc}")
     return 0
 

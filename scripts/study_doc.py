@@ -27,9 +27,10 @@ import numpy as np
 from noiseattack import overview
 from noiseattack.fileio import atomic_write_text
 from noiseattack.report import ReportError, build_report, contrast, fmt_p
-from noiseattack.report.claims import Cells, Claim, claims_csv, claims_markdown, cost_markdown, evaluate, load_cells
+from noiseattack.report.claims import (Cells, Claim, claims_markdown, cost_markdown, evaluate, load_cells,
+                                       write_claims)
 from noiseattack.report.collect import norm_rank
-from noiseattack.report.render import replace_region
+from noiseattack.report.render import replace_regions
 
 ATTACK_FIELDS = ("attack", "alpha", "beta", "extra", "k")
 CLEAN, CONSTANT, FAR, NEAR = "clean", "a2_b1", "mnist-inverted_k64", "mnist_k64"
@@ -128,8 +129,7 @@ def main() -> int:
     args = ap.parse_args()
     try:  # every check before anything is written
         text = args.doc.read_text()
-        for name in REGIONS:
-            replace_region(text, name, "")
+        replace_regions(text, dict.fromkeys(REGIONS, ""))
         report = build_report([args.runs], args.out)
     except OSError as e:
         return _fail(f"cannot read {e.filename or args.doc}: {e.strerror}")
@@ -143,14 +143,11 @@ def main() -> int:
     except ReportError as e:
         return _fail(str(e))
     rows = evaluate(CLAIMS, cells)
-    atomic_write_text(args.out / "claims.md", "# Claims\n\n" + claims_markdown(rows) + "\n")
-    atomic_write_text(args.out / "claims.csv", claims_csv(rows))
+    write_claims(args.out, rows)
     bodies = {"overview": overview.doc_body(overview.to_markdown(report.overview, report.alpha)),
               "claims": claims_markdown(rows) + "\n\n" + source_check(cells), "convergence": convergence_markdown(cells), "longer": longer_markdown(cells, longer),
               "cost": cost_markdown(records + longer_records)}
-    for name in REGIONS:
-        text = replace_region(text, name, bodies[name])
-    atomic_write_text(args.doc, text)
+    atomic_write_text(args.doc, replace_regions(text, {name: bodies[name] for name in REGIONS}))
     print(f"wrote {args.out}/ (report, overview, claims, plots) and the tables in {args.doc}")
     return 0
 

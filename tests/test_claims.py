@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from noiseattack.report import ReportError
-from noiseattack.report.claims import Claim, claims_csv, claims_markdown, evaluate, load_cells, value
+from noiseattack.report.claims import Claim, claims_csv, claims_markdown, cost_markdown, evaluate, load_cells, value
 
 from test_report import record, runs, write_exp
 
@@ -74,3 +74,13 @@ def test_load_cells_groups_by_label_and_refuses_mixed_trainings(tmp_path):
     with pytest.raises(ReportError, match="differ in more than epochs"):
         load_cells(tmp_path / "runs", lambda cfg: "all", ("epochs",))
     assert not math.isnan(value(cells[("lr0.05", "bn")][0], "gap"))
+
+
+def test_cost_names_the_cpu_kinds_the_records_name():
+    recs = [dict(record("bn", s, 80.0, attack="clean"), wall_time_s=w, machine=m) for s, (w, m) in enumerate([
+        (100.0, {"threads": 1, "cpu": "EPYC", "cpu_capability": "AVX2"}),
+        (300.0, {"threads": 1, "cpu": "EPYC", "cpu_capability": "AVX2"}),
+        (200.0, {"threads": 1})])]
+    text = cost_markdown([{**r, "versions": {"torch": "2.x"}} for r in recs])
+    assert "CPU: EPYC (AVX2): 2 runs; not recorded: 1 run." in text
+    assert "**0.17 CPU-hours**" in text and "| bn | 3 | 200 |" in text  # 600 s; mean 200 s

@@ -35,6 +35,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..config import TrainConfig, train_config_from_dict
+from ..fileio import atomic_write_text
 from ..results import read_results
 from .collect import ReportError, find_experiment_dirs, norm_rank
 from .stats import ALPHA, MIN_N, contrast, fmt_p, holm, permutation_variance_test, variance_ratio_ci
@@ -170,6 +171,23 @@ def claims_csv(rows: Sequence[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def write_claims(out_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """claims.md and claims.csv in `out_dir`."""
+    atomic_write_text(Path(out_dir) / "claims.md", "# Claims\n\n" + claims_markdown(rows) + "\n")
+    atomic_write_text(Path(out_dir) / "claims.csv", claims_csv(rows))
+
+
+def cpu_line(records: Sequence[dict[str, Any]]) -> str:
+    """The CPUs the runs trained on, as their records name them (model and torch's capability:
+    AVX2, AVX512, ...), with the number of runs on each; older records do not name it."""
+    kinds: dict[str, int] = defaultdict(int)
+    for r in records:
+        m = r.get("machine") or {}
+        kinds[f"{m['cpu']} ({m.get('cpu_capability', 'capability not recorded')})" if "cpu" in m
+              else "not recorded"] += 1
+    return "CPU: " + "; ".join(f"{k}: {n} run{'s' if n != 1 else ''}" for k, n in sorted(kinds.items())) + "."
+
+
 def cost_markdown(records: Sequence[dict[str, Any]], by: Callable[[dict[str, Any]], str] = lambda r: r["norm"],
                   column: str = "norm") -> str:
     """Runs, diverged runs, threads, and wall time per run (= CPU time at one thread) per `by(record)`
@@ -183,7 +201,7 @@ def cost_markdown(records: Sequence[dict[str, Any]], by: Callable[[dict[str, Any
     torch = sorted({r["versions"]["torch"] for r in records})
     out = [f"{len(records)} runs ({diverged} diverged), torch {', '.join(torch)}, "
            f"{' and '.join(map(str, threads))} thread(s) per run: **{total / 3600:.2f} CPU-hours** of training "
-           "(the sum of the runs' wall times; one thread each).", "",
+           "(the sum of the runs' wall times; one thread each).", "", cpu_line(records), "",
            f"| {column} | runs | mean wall time per run (s) |", "|---|---:|---:|"]
     for k in sorted(groups, key=norm_rank if column == "norm" else str):
         out.append(f"| {k} | {len(groups[k])} | {np.mean(groups[k]):.0f} |")

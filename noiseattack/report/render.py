@@ -259,3 +259,10 @@ def replace_region(text: str, name: str, body: str) -> str:
         raise ValueError(f"no {begin} ... {end} region")
     return re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: f"{begin}\n{body.strip()}\n{end}", text,
                   flags=re.S)
+
+
+def replace_regions(text: str, bodies: dict[str, str]) -> str:
+    """`replace_region` for every (name, body) of `bodies`, in order."""
+    for name, body in bodies.items():
+        text = replace_region(text, name, body)
+    return text
