@@ -143,6 +143,7 @@ def main() -> int:
     except ReportError as e:
         return _fail(str(e))
     rows = evaluate(CLAIMS, cells)
+    report.prune(args.out)
     write_claims(args.out, rows)
     bodies = {"overview": overview.doc_body(overview.to_markdown(report.overview, report.alpha)),
               "claims": claims_markdown(rows) + "\n\n" + source_check(cells), "convergence": convergence_markdown(cells), "longer": longer_markdown(cells, longer),

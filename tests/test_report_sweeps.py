@@ -90,3 +90,16 @@ def test_sweep_curves_draw_train_and_test_per_epoch_for_each_value(tmp_path):
                 expect = [np.mean([r["history"][e][metric] for r in recs]) for e in range(3)]
                 assert list(line.get_xdata()) == [1, 2, 3] and line.get_linestyle() == style
                 assert np.allclose(line.get_ydata(), expect)
+
+
+def test_prune_removes_only_the_plots_this_report_did_not_write(tmp_path):
+    write_exp(tmp_path / "runs", "a", runs("bn", [80.0, 81.0, 82.0]))
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("old.png", "old.svg", "old.pdf", "notes.txt"):
+        (out / name).write_text("x")
+    rep = R.build_report([tmp_path / "runs"], out)
+    assert rep.prune(out) == [out / "old.pdf", out / "old.png", out / "old.svg"]
+    left = sorted(f.name for f in out.iterdir())
+    assert "notes.txt" in left and not any(n.startswith("old") for n in left)
+    assert sorted(n for n in left if n.endswith(".png")) == sorted(p.filename for p in rep.plots)

@@ -244,6 +244,15 @@ class Report:
         self.files = written
         return written
 
+    def prune(self, out_dir: str | Path) -> list[Path]:
+        """Remove the plot files (png, svg, pdf) in `out_dir` that this report did not write: for a
+        dir that holds one generated report (a study's), where older plots would otherwise stay."""
+        mine = {name for p in self.plots for name in p.names().values()}
+        stale = [f for f in sorted(Path(out_dir).glob("*")) if f.suffix in (".png", ".svg", ".pdf") and f.name not in mine]
+        for f in stale:
+            f.unlink()
+        return stale
+
 
 def _umask() -> int:
     mask = os.umask(0)
