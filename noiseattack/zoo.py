@@ -264,24 +264,26 @@ def check_layer(r: Resolved, *, constant: bool, channels_last: bool) -> None:
             layer = _build(r, c)
             for training in (True, False):
                 _check_forward(r.name, layer, c, training, channels_last)
-        if constant:
-            _check_reach(r.name, layer)  # the layer built for the check: the attack may change it
+        if constant:  # the layer built for the check takes the attack, and must still work under it
+            _check_reach(r.name, layer)
+            for training in (True, False):
+                _check_forward(r.name, layer, c, training, channels_last)
 
 
 def _check_reach(name: str, layer: nn.Module) -> None:
     """The constant attack reaches `layer`: applying it (as a model would) finds a target and does not fail."""
     from .norms import reach_noise
 
+    unreachable = (f"layer '{name}': the constant attack cannot reach it (no set_noise(alpha, beta) method and no "
+                   "torch normalization module inside); run it under mix or clean, or implement set_noise")
     try:
         reached = reach_noise(layer, 2.0, 1.0) > 0
-    except ConfigError:  # a composite whose part cannot take it (the norm of NORM+ATTN)
-        reached = False
+    except ConfigError as e:  # a set_noise that refuses, e.g. NORM+ATTN whose norm the attack cannot reach
+        raise ConfigError(f"layer '{name}': {e}") from None
     except Exception as e:  # noqa: BLE001 - the user's set_noise: any failure is one line
         raise ConfigError(f"layer '{name}': its set_noise(2.0, 1.0) failed: {type(e).__name__}: {_first_line(e)}") from None
     if not reached:
-        raise ConfigError(f"layer '{name}': the constant attack cannot reach it (no set_noise(alpha, beta) "
-                          "method and no torch normalization module inside); run it under mix or clean, "
-                          "or implement set_noise")
+        raise ConfigError(unreachable)
 
 
 def _build(r: Resolved, channels: int) -> nn.Module:

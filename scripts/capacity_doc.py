@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,8 @@ def width_label(cfg) -> str:
 
 
 def epochs_markdown(cells: Cells) -> str:
-    """Per (width, norm): mean test and (in brackets) train accuracy at every other epoch and the last,
-    and the first epoch at which the mean training accuracy reaches 99%."""
+    """Per (width, norm): mean test and (in brackets) train accuracy at about ten epochs (the first,
+    every n/9-th, the last), and the first epoch at which the mean training accuracy reaches 99%."""
     keys = sorted(cells, key=lambda k: (float(k[0]), norm_rank(k[1])))
     n_ep = max(len(r["history"]) for rs in cells.values() for r in rs)
     stride = max(1, round(n_ep / 9))
@@ -116,9 +117,9 @@ def _runs_of(values: list[float]) -> list[tuple[float, int, int]]:
     return out
 
 
-def plots_markdown(plots) -> str:
-    return "\n\n".join(f"![{p.title}](study-capacity/{p.filename})" for p in plots
-                       if p.kind in ("sweep", "sweep-curves"))
+def plots_markdown(plots, prefix: str) -> str:
+    """The sweep plots as markdown images, linked as `prefix/filename` (the out dir, relative to the doc)."""
+    return "\n\n".join(f"![{p.title}]({prefix}/{p.filename})" for p in plots if p.kind in ("sweep", "sweep-curves"))
 
 
 def _cost_key(r: dict[str, Any]) -> str:
@@ -145,6 +146,9 @@ def main() -> int:
         planned = len(load_grid(args.grid, defer_device=True).jobs())
         cells, records = load_cells(args.runs, width_label, ("width",))
         pilot, _ = load_cells(args.pilot, width_label, ("width",))
+        for where, found in ((args.runs, cells), (args.pilot, pilot)):
+            if not found:
+                raise ReportError(f"no finished run in '{where}'")
         report = build_report([args.runs], args.out)
     except OSError as e:
         return _fail(f"cannot read {e.filename or args.doc}: {e.strerror}")
@@ -157,7 +161,8 @@ def main() -> int:
     write_claims(args.out, rows)
     bodies = {"status": status_markdown(cells, records, planned), "pilot": pilot_markdown(pilot),
               "sweep": "\n".join(sweeps_markdown(report.sweeps)).strip() or "No finished sweep yet.",
-              "plots": plots_markdown(report.plots) or "No sweep plots yet.",
+              "plots": plots_markdown(report.plots, Path(os.path.relpath(args.out, args.doc.parent)).as_posix())
+              or "No sweep plots yet.",
               "epochs": epochs_markdown(cells), "claims": claims_markdown(rows),
               "cost": cost_markdown(records, _cost_key, "width · norm")}
     atomic_write_text(args.doc, replace_regions(text, {name: bodies[name] for name in REGIONS}))

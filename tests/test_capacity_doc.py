@@ -5,7 +5,6 @@ sweeps, claims, and the doc with its generated regions) and the same set of plot
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +16,32 @@ STUDY = ROOT / "docs" / "study-capacity"
 TABLES = ("report.md", "report.csv", "sweeps.csv", "overview.md", "overview.csv", "claims.md", "claims.csv")
 
 
+def committed_results() -> dict[str, bytes]:
+    """The study's results.jsonl and config.json files as committed (git HEAD), by path: a sweep that
+    is still appending to the working tree's files does not change what the doc was generated from.
+    Outside a git checkout, the working tree's files."""
+    def wanted(path: str) -> bool:
+        parts = path.split("/")
+        return len(parts) == 5 and parts[2].startswith("runs") and parts[4] in ("results.jsonl", "config.json")
+
+    try:
+        git = ["git", "-C", str(ROOT)]
+        listed = subprocess.run([*git, "ls-files", "docs/study-capacity"], capture_output=True, text=True, check=True)
+        return {n: subprocess.run([*git, "show", f"HEAD:{n}"], capture_output=True, check=True).stdout
+                for n in listed.stdout.splitlines() if wanted(n)}
+    except (OSError, subprocess.CalledProcessError):
+        return {str(f.relative_to(ROOT)): f.read_bytes() for f in STUDY.glob("runs*/*/*")
+                if wanted(f.relative_to(ROOT).as_posix())}
+
+
+COMMITTED = committed_results()
+
+
 def copy_results(dst_root: Path) -> None:
-    for src in STUDY.glob("runs*/*/*"):  # the study's runs and the first design's
-        if src.name in ("results.jsonl", "config.json"):
-            dst = dst_root / src.relative_to(ROOT)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
+    for name, data in COMMITTED.items():
+        dst = dst_root / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(data)
 
 
 def regenerate(cwd: Path) -> subprocess.CompletedProcess:
@@ -30,7 +49,8 @@ def regenerate(cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.skipif(not any(STUDY.glob("runs/*/results.jsonl")), reason="no committed results in docs/study-capacity/runs")
+@pytest.mark.skipif(not any(n.startswith("docs/study-capacity/runs/") and n.endswith("results.jsonl") for n in COMMITTED),
+                    reason="no committed results in docs/study-capacity/runs")
 def test_the_capacity_doc_regenerates_from_the_committed_results(tmp_path):
     copy_results(tmp_path)
     (tmp_path / "docs" / "study-capacity.md").write_bytes((ROOT / "docs" / "study-capacity.md").read_bytes())

@@ -27,9 +27,10 @@ def test_mean_claims_match_welch_and_holm_adjusts_the_family():
     p_same = stats.ttest_ind(c, a, equal_var=False).pvalue
     assert rows[0]["estimate"] == pytest.approx(np.mean(a) - np.mean(b)) and rows[0]["p"] == pytest.approx(p_up)
     assert rows[2]["estimate"] == pytest.approx(np.mean(c) - np.mean(a)) and rows[2]["p"] == pytest.approx(p_same)
-    ordered = sorted([p_up, p_up, p_same])  # Holm: k-th smallest times (m - k + 1), running maximum, capped at 1
-    holm = np.minimum(1, np.maximum.accumulate([ordered[i] * (3 - i) for i in range(3)]))
-    assert sorted(r["p_holm"] for r in rows) == pytest.approx(list(holm))
+    # Holm by hand: the smaller p (p_up, twice) times 3, then the larger (p_same) times 1, running maximum
+    assert p_up < p_same
+    expect = [min(1, 3 * p_up), min(1, 3 * p_up), min(1, max(3 * p_up, p_same))]
+    assert [r["p_holm"] for r in rows] == pytest.approx(expect)
     assert [r["reading"] for r in rows] == ["supported", "contradicted", "not distinguishable"]
     assert rows[0]["n"] == "4/4" and rows[0]["ci_low"] > 0
 
@@ -37,6 +38,10 @@ def test_mean_claims_match_welch_and_holm_adjusts_the_family():
 def test_gap_metric_is_last_train_minus_final_test():
     rec = record("bn", 0, 77.0, attack="clean")  # history: train_acc 50 + epoch, 3 epochs
     assert value(rec, "gap") == pytest.approx(53.0 - 77.0) and value(rec, "final_acc") == 77.0
+    rec["history"][1]["train_acc"] = 99.0  # the last epoch's, not the best epoch's
+    assert value(rec, "gap") == pytest.approx(53.0 - 77.0)
+    del rec["history"][-1]["train_acc"]
+    assert math.isnan(value(rec, "gap"))
     recs = [record("bn", s, acc, attack="clean") for s, acc in enumerate([60.0, 61.0, 63.0])]
     wide = [record("bn", s, acc, attack="clean") for s, acc in enumerate([40.0, 45.0, 41.0])]
     (row,) = evaluate((Claim("g", "q", "gap larger", "mean", (("w", "bn"), ("n", "bn")), (1, -1), metric="gap"),),
@@ -84,3 +89,33 @@ def test_cost_names_the_cpu_kinds_the_records_name():
     text = cost_markdown([{**r, "versions": {"torch": "2.x"}} for r in recs])
     assert "CPU: EPYC (AVX2): 2 runs; not recorded: 1 run." in text
     assert "**0.17 CPU-hours**" in text and "| bn | 3 | 200 |" in text  # 600 s; mean 200 s
+
+
+def test_a_variance_claim_uses_the_permutation_test_and_its_interval():
+    from noiseattack.report import permutation_variance_test, variance_ratio_ci
+
+    wide, narrow = [70.0, 80.0, 75.0, 62.0, 85.0], [80.0, 80.5, 79.5, 80.2, 79.9]
+    cells = {("a", "bn"): runs("bn", wide), ("a", "iebn"): runs("iebn", narrow)}
+    (row,) = evaluate((Claim("v", "q", "bn varies more", "var", (("a", "bn"), ("a", "iebn"))),), cells)
+    ratio, lo, hi = variance_ratio_ci(wide, narrow)
+    assert row["estimate"] == pytest.approx(np.var(wide, ddof=1) / np.var(narrow, ddof=1)) == pytest.approx(ratio)
+    assert (row["ci_low"], row["ci_high"]) == (lo, hi) and row["p"] == permutation_variance_test(wide, narrow)
+    assert row["reading"] == ("supported" if row["p"] < 0.05 else "not distinguishable")
+    assert row["p"] < 0.05 and row["reading"] == "supported"  # 5 against 5 with a ratio of ~400
+
+
+def test_untestable_claims_stay_in_the_holm_family_and_say_why():
+    good, flat = [80.0, 81.0, 82.5, 81.5], [70.0, 70.0, 70.0, 70.0]
+    cells = {("x", "a"): runs("a", good), ("x", "b"): runs("b", [60.0, 61.0, 62.0, 61.5]),
+             ("x", "c"): runs("c", flat), ("x", "d"): runs("d", flat)}
+    claims = (Claim("t", "q", "a above b", "mean", (("x", "a"), ("x", "b")), (1, -1)),
+              Claim("few", "q", "a above e", "mean", (("x", "a"), ("x", "e")), (1, -1)),
+              Claim("flat", "q", "c differs from d", "mean", (("x", "c"), ("x", "d")), (1, -1), 0),
+              Claim("inf", "q", "a varies more than c", "var", (("x", "a"), ("x", "c"))))
+    rows = evaluate(claims, cells)
+    assert [r["reading"] for r in rows[1:3]] == ["not testable (n < 3)", "not testable (no variance)"]
+    assert rows[1]["p_holm"] is None and rows[2]["p_holm"] is None
+    p = stats.ttest_ind(good, [60.0, 61.0, 62.0, 61.5], equal_var=False).pvalue
+    assert rows[0]["p_holm"] == pytest.approx(min(1, 4 * p))  # m = 4 declared claims, not 2 testable ones
+    assert rows[3]["estimate"] == math.inf and rows[3]["p"] is not None  # a constant cell: an infinite ratio
+    assert "| ratio ∞ |" in claims_markdown(rows)  # no interval for a constant cell

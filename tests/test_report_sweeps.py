@@ -96,10 +96,12 @@ def test_prune_removes_only_the_plots_this_report_did_not_write(tmp_path):
     write_exp(tmp_path / "runs", "a", runs("bn", [80.0, 81.0, 82.0]))
     out = tmp_path / "out"
     out.mkdir()
-    for name in ("old.png", "old.svg", "old.pdf", "notes.txt"):
+    old = ["box_old.pdf", "box_old.png", "curves_old.svg", "sweep-curves_old.png", "sweep_old.svg"]
+    for name in old + ["figure.png", "notes.txt"]:
         (out / name).write_text("x")
+    assert R.build_report([tmp_path / "runs"], out, plots=False).prune(out) == []  # no plots drawn: nothing to judge by
     rep = R.build_report([tmp_path / "runs"], out)
-    assert rep.prune(out) == [out / "old.pdf", out / "old.png", out / "old.svg"]
+    assert rep.prune(out) == [out / n for n in sorted(old)]
     left = sorted(f.name for f in out.iterdir())
-    assert "notes.txt" in left and not any(n.startswith("old") for n in left)
-    assert sorted(n for n in left if n.endswith(".png")) == sorted(p.filename for p in rep.plots)
+    assert {"figure.png", "notes.txt"} <= set(left) and not any("old" in n for n in left)
+    assert sorted(n for n in left if n.endswith(".png") and n != "figure.png") == sorted(p.filename for p in rep.plots)

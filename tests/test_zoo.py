@@ -335,7 +335,8 @@ def test_unreachable_layer_refused_under_constant_accepted_under_mix(user_pkg, f
     assert not runs.exists()
     composite = [a if a != "mylayers.layers:NoNorm" else "mylayers.layers:NoNorm+eca" for a in common]
     code, _, err = run_cli(capsys, "constant", "--alpha", "2", "--beta", "1", *composite)
-    assert code == 2 and "the constant attack cannot reach it" in err and not runs.exists()
+    assert code == 2 and err.count("\n") == 1 and "cannot reach the norm of this NORM+ATTN layer" in err
+    assert not runs.exists()
     broken = [a if a != "mylayers.layers:NoNorm" else "mylayers.layers:BadNoise" for a in common]
     code, _, err = run_cli(capsys, "constant", "--alpha", "2", "--beta", "1", *broken)
     assert code == 2 and err.count("\n") == 1 and "set_noise(2.0, 1.0) failed: RuntimeError: alpha unsupported" in err
@@ -422,3 +423,33 @@ def test_composite_with_an_unreachable_norm_is_refused_by_the_attack():
     with pytest.raises(ConfigError, match="cannot reach the norm"):
         set_constant_noise(layer, 2.0, 1.0)
     assert type(layer.attn) is nn.BatchNorm2d
+
+
+def test_a_layer_that_breaks_under_the_attack_is_refused(user_pkg, fake_mnist, tmp_path, capsys):
+    """The check runs the layer again after the attack reached it: a set_noise that leaves it
+    producing NaN is caught before anything is written (clean training would accept it)."""
+    (user_pkg / "noisy.py").write_text(textwrap.dedent('''
+        import torch
+        import torch.nn as nn
+
+
+        class NaNUnderNoise(nn.Module):
+            def __init__(self, channels):
+                super().__init__()
+                self.bn = nn.BatchNorm2d(channels)
+                self.scale = 1.0
+
+            def set_noise(self, alpha, beta):
+                self.scale = float("nan")
+
+            def forward(self, x):
+                return self.bn(x) * self.scale
+    '''))
+    data = fake_mnist(n_train=64, n_test=32)
+    runs = tmp_path / "runs"
+    common = ["--norm", "mylayers.noisy:NaNUnderNoise", "--dataset", "mnist", "--data-dir", data, "--runs-dir", runs,
+              "--device", "cpu", "--no-progress", "--depth", "8", "--epochs", "1", "--batch-size", "32", "--repeats", "1"]
+    code, _, err = run_cli(capsys, "constant", "--alpha", "2", "--beta", "1", *common)
+    assert code == 2 and err.count("\n") == 1 and "its output is not finite" in err and not runs.exists()
+    code, _, err = run_cli(capsys, "clean", *common)
+    assert code == 0, err

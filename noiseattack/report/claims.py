@@ -9,11 +9,16 @@ and interval of `stats.permutation_variance_test` / `variance_ratio_ci`), adjust
 together by Holm–Bonferroni, and reads each claim:
 
 - "supported": adjusted p below 0.05 and the estimate on the claimed side (`direction` +1: above
-  0, or above 1 for a ratio; −1: below; 0: the claim is only that it differs);
+  0, or above 1 for a ratio; −1: below); "supported (differs)" for `direction` 0, a claim only
+  that it differs;
 - "contradicted": significant on the other side;
 - "not distinguishable": adjusted p at or above 0.05 (no evidence either way, not evidence of
   no effect: the interval says how large an effect the data leave possible);
-- "not testable (n < 3)": a cell with fewer than three finished runs.
+- "not testable (n < 3)": a cell with fewer than three finished runs; "not testable (no
+  variance)": every value the same, so no test is defined.
+
+Holm's family is every declared claim: an untestable one counts as p = 1, so a study's adjusted
+p-values never fall as its later cells fill in.
 
 The measured value of a run is its final test accuracy (`metric="final_acc"`) or its
 generalization gap, the last epoch's training accuracy minus the final test accuracy
@@ -98,9 +103,7 @@ def load_cells(runs: str | Path, label: Callable[[TrainConfig], str],
     return cells, records
 
 
-def _reading(p: float | None, est: float, direction: int, null: float) -> str:
-    if p is None:
-        return "not testable"
+def _reading(p: float, est: float, direction: int, null: float) -> str:
     if p >= ALPHA:
         return "not distinguishable"
     if direction == 0:
@@ -108,35 +111,48 @@ def _reading(p: float | None, est: float, direction: int, null: float) -> str:
     return "supported" if (est - null) * direction > 0 else "contradicted"
 
 
+def _test(c: Claim, vals: list[list[float]]) -> dict[str, Any]:
+    """A claim's estimate, interval and p on its cells' values; `why` names what made it untestable."""
+    out: dict[str, Any] = {"estimate": None, "ci_low": None, "ci_high": None, "p": None, "why": None}
+    if min(map(len, vals)) < MIN_N:
+        return {**out, "why": f"n < {MIN_N}"}
+    if c.kind == "mean":
+        res = contrast(vals, c.weights)
+        out.update(estimate=res["estimate"], ci_low=res["ci_low"], ci_high=res["ci_high"], p=res["p"])
+    else:
+        out["p"] = permutation_variance_test(vals[0], vals[1])
+        ratio = variance_ratio_ci(vals[0], vals[1])
+        if ratio is not None:
+            out.update(estimate=ratio[0], ci_low=ratio[1], ci_high=ratio[2])
+        else:  # a constant cell: the ratio is 0 or infinite, its interval undefined
+            va, vb = (float(np.var(v, ddof=1)) for v in vals)
+            out["estimate"] = va / vb if vb > 0 else (math.inf if va > 0 else None)
+    if out["p"] is None:
+        out["why"] = "no variance"
+    return out
+
+
 def evaluate(claims: Sequence[Claim], cells: Cells) -> list[dict[str, Any]]:
-    """Every claim's estimate, 95% interval, n per cell, p, Holm-adjusted p (the claims are one
-    family) and reading."""
+    """Every claim's estimate, 95% interval, n per cell, p, Holm-adjusted p and reading. The family
+    is every declared claim: an untestable one (too few runs, no variance) counts in Holm's m as
+    p = 1, so that the adjusted p-values do not fall as a study's later cells fill."""
     rows = []
     for c in claims:
         vals = [[value(r, c.metric) for r in cells.get(cell, [])] for cell in c.cells]
         vals = [[v for v in vs if math.isfinite(v)] for vs in vals]
-        row: dict[str, Any] = {"id": c.id, "question": c.question, "claim": c.claim, "kind": c.kind,
-                               "metric": c.metric, "n": "/".join(str(len(v)) for v in vals), "estimate": None,
-                               "ci_low": None, "ci_high": None, "p": None}
-        if min(map(len, vals)) >= MIN_N:
-            if c.kind == "mean":
-                res = contrast(vals, c.weights)
-                row.update(estimate=res["estimate"], ci_low=res["ci_low"], ci_high=res["ci_high"], p=res["p"])
-            else:
-                ratio = variance_ratio_ci(vals[0], vals[1])
-                row["p"] = permutation_variance_test(vals[0], vals[1])
-                if ratio is not None:
-                    row.update(estimate=ratio[0], ci_low=ratio[1], ci_high=ratio[2])
-        rows.append(row)
-    for c, row, q in zip(claims, rows, holm([r["p"] for r in rows])):
-        row["p_holm"] = q
-        row["reading"] = ("not testable (n < 3)" if row["estimate"] is None else
+        rows.append({"id": c.id, "question": c.question, "claim": c.claim, "kind": c.kind, "metric": c.metric,
+                     "n": "/".join(str(len(v)) for v in vals), **_test(c, vals)})
+    adjusted = holm([1.0 if r["p"] is None else r["p"] for r in rows])
+    for c, row, q in zip(claims, rows, adjusted):
+        why = row.pop("why")
+        row["p_holm"] = None if why else q
+        row["reading"] = (f"not testable ({why})" if why else
                           _reading(q, row["estimate"], c.direction, 1.0 if c.kind == "var" else 0.0))
     return rows
 
 
 def _num(v: float | None, kind: str) -> str:
-    if v is None:
+    if v is None or math.isinf(v):
         return "∞" if kind == "var" else "—"
     return f"{v:.3g}" if kind == "var" else f"{v:+.2f}"
 
@@ -148,8 +164,8 @@ def _p(p: float | None) -> str:
 def claims_markdown(rows: Sequence[dict[str, Any]]) -> str:
     out = ["| id | claim | n | estimate [95% CI] | p | Holm p | reading |", "|---|---|---|---:|---:|---:|---|"]
     for r in rows:
-        est = "—" if r["estimate"] is None else (
-            f"{_num(r['estimate'], r['kind'])} [{_num(r['ci_low'], r['kind'])}, {_num(r['ci_high'], r['kind'])}]")
+        est = "—" if r["estimate"] is None else _num(r["estimate"], r["kind"]) + (
+            "" if r["ci_low"] is None else f" [{_num(r['ci_low'], r['kind'])}, {_num(r['ci_high'], r['kind'])}]")
         if r["kind"] == "var" and r["estimate"] is not None:
             est = "ratio " + est
         out.append(f"| {r['id']} | {r['claim']} | {r['n']} | {est} | {_p(r['p'])} | {_p(r['p_holm'])} | "

@@ -245,10 +245,14 @@ class Report:
         return written
 
     def prune(self, out_dir: str | Path) -> list[Path]:
-        """Remove the plot files (png, svg, pdf) in `out_dir` that this report did not write: for a
-        dir that holds one generated report (a study's), where older plots would otherwise stay."""
+        """Remove the report plots (box_*, curves_*, sweep_*, sweep-curves_* as png, svg or pdf) in
+        `out_dir` that this report did not write: for a dir that holds one generated report (a
+        study's), where older plots would otherwise stay. Nothing when this report drew no plots."""
         mine = {name for p in self.plots for name in p.names().values()}
-        stale = [f for f in sorted(Path(out_dir).glob("*")) if f.suffix in (".png", ".svg", ".pdf") and f.name not in mine]
+        if not mine:
+            return []
+        stale = [f for f in sorted(Path(out_dir).glob("*")) if f.suffix in (".png", ".svg", ".pdf")
+                 and f.name.startswith(("box_", "curves_", "sweep_", "sweep-curves_")) and f.name not in mine]
         for f in stale:
             f.unlink()
         return stale
