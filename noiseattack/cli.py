@@ -322,8 +322,10 @@ def sweep(
                        f"{n[S.PENDING]} pending")
             return
         todo = sum(1 for _, st, _ in states if st not in (S.DONE, S.DIVERGED, S.RUNNING))
+        elsewhere = sum(1 for _, st, _ in states if st == S.RUNNING)
         console.print(f"[bold]{grid}[/bold]: {len(states)} runs in {len(g.experiments)} experiments, "
-                      f"{len(states) - todo} done, {todo} to run ({executor})")
+                      f"{len(states) - todo - elsewhere} done, "
+                      + (f"{elsewhere} running in another process, " if elsewhere else "") + f"{todo} to run ({executor})")
         result = S.run_sweep(g, executor=executor, workers=workers, threads=threads, runs_per_job=runs_per_job,
                              slurm=options, wait=wait, progress=progress, log=console.print)
     except ConfigError as e:

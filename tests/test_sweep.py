@@ -122,6 +122,8 @@ def test_rerun_skips_finished_runs_and_reruns_a_deleted_one(tiny, capsys):
         assert [line.split()[0] for line in out.splitlines()[:-1]].count("running") == 1
         busy = S.run_sweep(S.load_grid(grid, runs_dir=runs), progress=False)
         assert busy.ran == [] and [j.key for j in busy.pending] == [dropped["key"]]
+        code, out, _ = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(runs), "--no-progress")
+        assert code == 0 and "7 done, 1 running in another process, 0 to run" in out  # not counted as done
         fcntl.flock(f, fcntl.LOCK_UN)
 
     code, out, err = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(runs), "--no-progress", "--workers", "2")
