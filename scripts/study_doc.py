@@ -139,14 +139,16 @@ def main() -> int:
         return _fail(str(e))
     try:
         cells, records = load(args.runs)
-        longer, longer_records = load(args.longer) if args.longer.is_dir() else ({}, [])
+        ran_longer = any(args.longer.rglob("results.jsonl")) if args.longer.is_dir() else False
+        longer, longer_records = load(args.longer) if ran_longer else ({}, [])
     except ReportError as e:
         return _fail(str(e))
     rows = evaluate(CLAIMS, cells)
     report.prune(args.out)
     write_claims(args.out, rows)
     bodies = {"overview": overview.doc_body(overview.to_markdown(report.overview, report.alpha)),
-              "claims": claims_markdown(rows) + "\n\n" + source_check(cells), "convergence": convergence_markdown(cells), "longer": longer_markdown(cells, longer),
+              "claims": claims_markdown(rows) + "\n\n" + source_check(cells),
+              "convergence": convergence_markdown(cells), "longer": longer_markdown(cells, longer),
               "cost": cost_markdown(records + longer_records)}
     atomic_write_text(args.doc, replace_regions(text, {name: bodies[name] for name in REGIONS}))
     print(f"wrote {args.out}/ (report, overview, claims, plots) and the tables in {args.doc}")

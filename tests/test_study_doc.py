@@ -47,3 +47,21 @@ def test_a_doc_without_its_regions_is_one_line_exit_2(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "overview:begin" in proc.stderr
     assert (tmp_path / "docs" / "study-fmnist.md").read_text() == "# a doc without generated regions\n"
+
+
+def test_a_convergence_dir_without_results_reads_as_not_run(tmp_path):
+    """The convergence check's dir may exist before any of its runs finished (a sweep just started)."""
+    if not any(RUNS.glob("*/results.jsonl")):
+        pytest.skip("no committed study results in docs/study-fmnist/runs")
+    for src in RUNS.glob("*/*"):
+        if src.name in ("results.jsonl", "config.json"):
+            dst = tmp_path / src.relative_to(ROOT)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+    (tmp_path / "docs" / "study-fmnist" / "runs-convergence" / "clean-started").mkdir(parents=True)
+    doc = tmp_path / "docs" / "study-fmnist.md"
+    doc.write_bytes((ROOT / "docs" / "study-fmnist.md").read_bytes())
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "study_doc.py")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "The convergence check has not run (no results in its runs dir)." in doc.read_text()
