@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import math
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -185,7 +186,7 @@ def sweep_plot(sweep: Sweep, title: str):
     ax_acc.set_title("test accuracy (mean ± std over seeds)", fontsize=9)
     ax_gap.set_title("generalization gap (over- vs under-fitting)", fontsize=9)
     ax_acc.legend(title="norm", fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, 100))  # a long context wraps rather than running off the figure
     fig.tight_layout()
     return fig
 
@@ -239,7 +240,7 @@ def sweep_curves_plot(sweep: Sweep, title: str):
     handles += [Line2D([], [], color="black", label="test (mean ± std)"),
                 Line2D([], [], color="black", linestyle="--", label="train (mean)")]
     axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, 100))  # a long context wraps rather than running off the figure
     fig.tight_layout()
     return fig
 
