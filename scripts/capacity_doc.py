@@ -29,8 +29,8 @@ import numpy as np
 from noiseattack.config import train_config_from_dict
 from noiseattack.errors import ConfigError
 from noiseattack.fileio import atomic_write_text
-from noiseattack.report import ReportError, build_report
-from noiseattack.report.claims import (Cells, Claim, claims_markdown, cost_markdown, evaluate, load_cells,
+from noiseattack.report import ReportError
+from noiseattack.report.claims import (Cells, Claim, build_study_report, claims_markdown, cost_markdown, evaluate, load_cells,
                                        write_claims)
 from noiseattack.report.collect import norm_rank
 from noiseattack.report.render import replace_regions
@@ -150,7 +150,7 @@ def main() -> int:
         for where, found in ((args.runs, cells), (args.pilot, pilot)):
             if not found:
                 raise ReportError(f"no finished run in '{where}'")
-        report = build_report([args.runs], args.out)
+        report = build_study_report(args.runs, args.out)
     except OSError as e:
         return _fail(f"cannot read {e.filename or args.doc}: {e.strerror}")
     except (ReportError, ConfigError) as e:

@@ -26,8 +26,8 @@ import numpy as np
 
 from noiseattack import overview
 from noiseattack.fileio import atomic_write_text
-from noiseattack.report import ReportError, build_report, contrast, fmt_p
-from noiseattack.report.claims import (Cells, Claim, claims_markdown, cost_markdown, evaluate, load_cells,
+from noiseattack.report import ReportError, contrast, fmt_p
+from noiseattack.report.claims import (Cells, Claim, build_study_report, claims_markdown, cost_markdown, evaluate, load_cells,
                                        write_claims)
 from noiseattack.report.collect import norm_rank
 from noiseattack.report.render import replace_regions
@@ -130,7 +130,7 @@ def main() -> int:
     try:  # every check before anything is written
         text = args.doc.read_text()
         replace_regions(text, dict.fromkeys(REGIONS, ""))
-        report = build_report([args.runs], args.out)
+        report = build_study_report(args.runs, args.out)
     except OSError as e:
         return _fail(f"cannot read {e.filename or args.doc}: {e.strerror}")
     except ValueError as e:

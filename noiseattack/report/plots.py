@@ -150,6 +150,20 @@ def _tick_label(attack: str, setting: str, order: tuple) -> str:
     return setting
 
 
+def epoch_stats(runs: Sequence[dict], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Epochs, and the mean and std (n-1; 0 for one run) over `runs` of `metric` at each epoch."""
+    per_epoch: dict[int, list[float]] = {}
+    for r in runs:
+        for h in r.get("history") or []:
+            v = h.get(metric)
+            if "epoch" in h and _finite(v):
+                per_epoch.setdefault(int(h["epoch"]), []).append(float(v))
+    ep = np.array(sorted(per_epoch), dtype=int)
+    vals = [np.array(per_epoch[e]) for e in ep]
+    return (ep, np.array([v.mean() for v in vals]),
+            np.array([v.std(ddof=1) if len(v) > 1 else 0.0 for v in vals]))
+
+
 def curve_plot(groups: Sequence[Group], title: str):
     """Test accuracy per epoch, per norm: mean +- std over the finished seeds; the partial curves
     of diverged runs dotted."""
@@ -165,15 +179,8 @@ def curve_plot(groups: Sequence[Group], title: str):
     single = len(epochs) <= 1  # one epoch: error bars side by side instead of bands
     for j, g in enumerate(norms):
         c = colors[g.key.norm]
-        per_epoch: dict[int, list[float]] = defaultdict(list)
-        for r in g.finished:
-            for h in r.get("history") or []:
-                if _finite(h.get("test_acc")) and "epoch" in h:
-                    per_epoch[int(h["epoch"])].append(float(h["test_acc"]))
-        if per_epoch:
-            ep = np.array(sorted(per_epoch))
-            mean = np.array([np.mean(per_epoch[e]) for e in ep])
-            std = np.array([np.std(per_epoch[e], ddof=1) if len(per_epoch[e]) > 1 else 0.0 for e in ep])
+        ep, mean, std = epoch_stats(g.finished, "test_acc")
+        if len(ep):
             label = f"{g.key.norm} (n={len(g.finished)})"
             if single:
                 x = ep + (j - (len(norms) - 1) / 2) * 0.06

@@ -191,20 +191,6 @@ def sweep_plot(sweep: Sweep, title: str):
     return fig
 
 
-def _epoch_stats(runs: Sequence[dict[str, Any]], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Epochs, and the mean and std (n-1; 0 for one run) over `runs` of `metric` at each epoch."""
-    per_epoch: dict[int, list[float]] = {}
-    for r in runs:
-        for h in r.get("history") or []:
-            v = h.get(metric)
-            if "epoch" in h and isinstance(v, (int, float)) and math.isfinite(v):
-                per_epoch.setdefault(int(h["epoch"]), []).append(float(v))
-    ep = np.array(sorted(per_epoch), dtype=int)
-    vals = [np.array(per_epoch[e]) for e in ep]
-    return (ep, np.array([v.mean() for v in vals]),
-            np.array([v.std(ddof=1) if len(v) > 1 else 0.0 for v in vals]))
-
-
 def sweep_curves_plot(sweep: Sweep, title: str):
     """One panel per value of the option: per norm, test accuracy per epoch (solid, mean ± std over
     the finished seeds) and training accuracy per epoch (dashed, mean), on one shared y axis."""
@@ -212,7 +198,7 @@ def sweep_curves_plot(sweep: Sweep, title: str):
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    from .plots import _norm_colors
+    from .plots import _norm_colors, epoch_stats
 
     values = sweep.values
     norms = sorted({g.key.norm for g in sweep.groups}, key=norm_rank)
@@ -222,11 +208,11 @@ def sweep_curves_plot(sweep: Sweep, title: str):
     for ax, value in zip(axes, values):
         for g in sorted((g for g in sweep.groups if g.ident[sweep.option] == value), key=lambda g: norm_rank(g.key.norm)):
             c = colors[g.key.norm]
-            ep, test, test_sd = _epoch_stats(g.finished, "test_acc")
+            ep, test, test_sd = epoch_stats(g.finished, "test_acc")
             if len(ep):
                 ax.plot(ep, test, color=c, marker="o", markersize=2.5)
                 ax.fill_between(ep, test - test_sd, test + test_sd, color=c, alpha=0.2, linewidth=0)
-            ep, train, _ = _epoch_stats(g.finished, "train_acc")
+            ep, train, _ = epoch_stats(g.finished, "train_acc")
             if len(ep):
                 ax.plot(ep, train, color=c, linestyle="--", linewidth=1.2)
         ax.set_title(f"{sweep.option} = {value:g}" if isinstance(value, float) else f"{sweep.option} = {value}",
