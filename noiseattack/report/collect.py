@@ -123,21 +123,18 @@ def _dir_setting(exp_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any]
 def collect(exp_dirs: Sequence[Path]) -> tuple[list[Group], list[str]]:
     """Group the runs of the experiment dirs; returns the groups and warnings (lines)."""
     raw, pending, warn = _read_dirs(exp_dirs)
+    found = [(cfg, rec["norm"], rec, None, exp_dir) for cfg, rec, exp_dir in raw]
+    found += [(cfg, cfg["norm"], None, ck, exp_dir) for cfg, ck, exp_dir in pending]
     entries = []
-    for cfg, rec, exp_dir in raw:
+    for cfg, norm, rec, ck, exp_dir in found:
         try:
             ident, setting, order = _identity(cfg)
         except (ValueError, TypeError, KeyError) as e:
-            warn.append(f"{exp_dir / RESULTS_FILE}: unreadable config ({e}); record {rec['key']} is ignored")
+            warn.append(f"{exp_dir / RESULTS_FILE}: unreadable config ({e}); record {rec['key']} is ignored"
+                        if ck is None else
+                        f"{exp_dir}/config.json: unreadable setting ({e}); unfinished run {ck} is not counted")
             continue
-        entries.append((ident, setting, order, rec["norm"], rec, None, exp_dir))
-    for cfg, ck, exp_dir in pending:
-        try:
-            ident, setting, order = _identity(cfg)
-        except (ValueError, TypeError, KeyError) as e:
-            warn.append(f"{exp_dir}/config.json: unreadable setting ({e}); unfinished run {ck} is not counted")
-            continue
-        entries.append((ident, setting, order, cfg["norm"], None, ck, exp_dir))
+        entries.append((ident, setting, order, norm, rec, ck, exp_dir))
 
     variant_of = _variant_labels([e[0] for e in entries])
     groups: dict[GroupKey, Group] = {}
