@@ -61,9 +61,12 @@ def test_local_and_submitit_local_give_the_same_runs(tiny, capsys):
     grid, tmp = tiny["grid"], tiny["tmp"]
     local, sub = tmp / "runs-local", tmp / "runs-submitit"
 
-    code, out, err = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(local), "--no-progress", "--threads", "1")
+    code, out, err = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(local), "--threads", "1")
     assert code == 0, err
     assert "8 to run" in out
+    # Not a terminal (a log file): the bar is not redrawn, so every run's line carries the counts and the ETA.
+    done = re.findall(r"^✓ .*seed \d: final .*\((\d+) s\)  \[(\d) of 8 done · ETA (\d+:\d\d:\d\d)\]$", out, flags=re.M)
+    assert [int(d) for _, d, _ in done] == list(range(1, 9)) and done[-1][2] == "0:00:00"
     code, out, err = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(sub), "--no-progress", "--threads", "1",
                              "--executor", "submitit-local", "--workers", "2", "--runs-per-job", "4")
     assert code == 0, err

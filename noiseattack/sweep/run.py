@@ -162,6 +162,12 @@ class _Tally:
             return _fmt_eta(0)
         return _fmt_eta((time.monotonic() - self.t0) / self.completed * left if self.completed else None)
 
+    def line(self) -> str:
+        """Counts and ETA for a log line: "[3 of 8 done · ETA 0:12:30]"."""
+        c = self.counts
+        total = c["done"] + c["failed"] + c["running"] + c["pending"]
+        return f"[{c['done'] + c['failed']} of {total} done · ETA {self.eta()}]"
+
     def submitted(self, n: int) -> None:
         self.counts["running"] += n
         self.counts["pending"] -= n
@@ -191,6 +197,8 @@ def _drive(runner: _Runner, tasks: deque, gpus: list[str], threads: int | None, 
 
     def refresh() -> None:
         bar.update(task_id, counts=tally.text(), eta=tally.eta())
+
+    bar_off_screen = not bar.disable and not bar.console.is_terminal  # e.g. a log file: the bar is not redrawn
 
     def stopping() -> bool:  # Ctrl-C here, or a run that stopped on it (in its own process group)
         return should_stop() or result.interrupted
@@ -228,7 +236,8 @@ def _drive(runner: _Runner, tasks: deque, gpus: list[str], threads: int | None, 
                         result.failed.append(out)
                 elif out["status"] != "busy":
                     result.interrupted = True
-                log(_MARKS.get(out["status"], "✗ ") + describe(out))
+                line = _MARKS.get(out["status"], "✗ ") + describe(out)
+                log(line + "  " + tally.line() if bar_off_screen else line)
             refresh()
     refresh()
     return touched
