@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import shutil
 import time
 from collections import deque
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import Attack, ConfigError, ExperimentConfig
-from ..experiment import is_running, open_dir, other_setting, run_paths, sigint_requests_stop
+from ..experiment import fmt_eta, is_running, open_dir, other_setting, run_paths, sigint_requests_stop
 from ..results import read_results
 from ..train import prepare_data
 from .executors import (
@@ -99,13 +98,6 @@ def _progress(enabled: bool):
                     console=Console(stderr=True), disable=not enabled, transient=False)
 
 
-def _fmt_eta(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "-:--:--"
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
 def describe(outcome: dict[str, Any]) -> str:
     """One line about a run's outcome."""
     head = f"{outcome['experiment']} {outcome['norm']} seed {outcome['seed']}"
@@ -159,8 +151,8 @@ class _Tally:
     def eta(self) -> str:
         left = self.counts["running"] + self.counts["pending"]
         if not left:
-            return _fmt_eta(0)
-        return _fmt_eta((time.monotonic() - self.t0) / self.completed * left if self.completed else None)
+            return fmt_eta(0)
+        return fmt_eta((time.monotonic() - self.t0) / self.completed * left if self.completed else None)
 
     def line(self) -> str:
         """Counts and ETA for a log line: "[3 of 8 done · ETA 0:12:30]"."""
