@@ -393,6 +393,13 @@ def fmt_eta(seconds: float | None) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+def on_screen(bar) -> bool:
+    """Whether a rich progress bar is shown and redrawn as it goes (rich's own test): False when it is
+    disabled, or in a log file or a dumb terminal, where rich prints it only once at the end."""
+    con = bar.console
+    return not bar.disable and (con.is_jupyter or (con.is_terminal and not con.is_dumb_terminal))
+
+
 def _progress(enabled: bool):
     from rich.console import Console
     from rich.table import Column
@@ -464,7 +471,7 @@ def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
 
     with _progress(progress and bool(pending)) as bar, sigint_requests_stop() as should_stop:
         task = bar.add_task("starting", total=steps_per_run * len(pending))
-        off_screen = not bar.disable and not bar.console.is_terminal
+        off_screen = not bar.disable and not on_screen(bar)
         t0, trained = time.monotonic(), [0]  # steps trained by this process (not those resumed)
         queue = [(r, False) for r in pending]  # (run, wait for its lock): busy runs come back at the end
         i = ended = 0

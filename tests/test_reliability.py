@@ -235,7 +235,7 @@ def test_a_stop_mid_epoch_resumes_bit_identically(norm, data, tmp_path):
 # --------------------------------------------------------------------------- 2. append-only results
 
 
-def test_a_torn_last_line_is_skipped_with_a_warning_and_its_run_redone(data, tmp_path, capsys):
+def test_a_torn_last_line_is_skipped_with_a_warning_and_its_run_redone(data, tmp_path, capsys, log_file_output):
     ref_runs, runs = tmp_path / "ref", tmp_path / "runs"
     code, _, err = run_cli(capsys, "clean", *TINY, "--norm", "bn,iebn", "--data-dir", data, "--runs-dir", ref_runs,
                            "--name", NAME)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import Attack, ConfigError, ExperimentConfig
-from ..experiment import fmt_eta, is_running, open_dir, other_setting, run_paths, sigint_requests_stop
+from ..experiment import fmt_eta, is_running, on_screen, open_dir, other_setting, run_paths, sigint_requests_stop
 from ..results import read_results
 from ..train import prepare_data
 from .executors import (
@@ -141,7 +141,7 @@ class _Tally:
     def __init__(self, done: int, diverged: int, pending: int) -> None:
         self.counts = {"done": done, "diverged": diverged, "failed": 0, "running": 0, "pending": pending}
         self.t0 = time.monotonic()
-        self.completed = 0
+        self.completed, self.todo = 0, pending
 
     def text(self) -> str:
         c = self.counts
@@ -155,10 +155,9 @@ class _Tally:
         return fmt_eta((time.monotonic() - self.t0) / self.completed * left if self.completed else None)
 
     def line(self) -> str:
-        """Counts and ETA for a log line: "[3 of 8 done · ETA 0:12:30]"."""
-        c = self.counts
-        total = c["done"] + c["failed"] + c["running"] + c["pending"]
-        return f"[{c['done'] + c['failed']} of {total} done · ETA {self.eta()}]"
+        """This invocation's runs that ended, of those it set out to run, and the ETA, for a log line:
+        "[3 of 8 done · ETA 0:12:30]" (the progress bar's count)."""
+        return f"[{self.completed} of {self.todo} done · ETA {self.eta()}]"
 
     def submitted(self, n: int) -> None:
         self.counts["running"] += n
@@ -190,7 +189,7 @@ def _drive(runner: _Runner, tasks: deque, gpus: list[str], threads: int | None, 
     def refresh() -> None:
         bar.update(task_id, counts=tally.text(), eta=tally.eta())
 
-    bar_off_screen = not bar.disable and not bar.console.is_terminal  # e.g. a log file: the bar is not redrawn
+    bar_off_screen = not bar.disable and not on_screen(bar)  # e.g. a log file: the bar is not redrawn
 
     def stopping() -> bool:  # Ctrl-C here, or a run that stopped on it (in its own process group)
         return should_stop() or result.interrupted
