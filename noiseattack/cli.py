@@ -327,7 +327,8 @@ def sweep(
                       f"{len(states) - todo - elsewhere} done, "
                       + (f"{elsewhere} running in another process, " if elsewhere else "") + f"{todo} to run ({executor})")
         result = S.run_sweep(g, executor=executor, workers=workers, threads=threads, runs_per_job=runs_per_job,
-                             slurm=options, wait=wait, progress=progress, log=console.print)
+                             slurm=options, wait=wait, progress=progress,
+                             log=lambda line: _print_line(console, line))
     except ConfigError as e:
         fail(str(e))
     except S.Interrupted as e:
@@ -359,7 +360,7 @@ def _print_sweep_summary(console, grid, records: list[dict[str, Any]]) -> None:
             table.add_row(exp.name, r["norm"], str(r["n"]), f"{r['mean']:.2f}", f"{r['std']:.2f}", str(r["diverged"]))
     console.print(table)
     runs_dirs = sorted({str(exp.runs_dir) for exp in grid.experiments})
-    console.print(f"results: {', '.join(runs_dirs)}   TensorBoard: tensorboard --logdir {runs_dirs[0]}")
+    _print_line(console, f"results: {', '.join(runs_dirs)}   TensorBoard: tensorboard --logdir {runs_dirs[0]}")
 
 
 def main() -> None:

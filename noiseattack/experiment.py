@@ -385,6 +385,21 @@ def sigint_requests_stop() -> Iterator[Callable[[], bool]]:
             signal.signal(sig, old)
 
 
+def fmt_eta(seconds: float | None) -> str:
+    """h:mm:ss; "-:--:--" while unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-:--:--"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def on_screen(bar) -> bool:
+    """Whether a rich progress bar is shown and redrawn as it goes (rich's own test): False when it is
+    disabled, or in a log file or a dumb terminal, where rich prints it only once at the end."""
+    con = bar.console
+    return not bar.disable and (con.is_jupyter or (con.is_terminal and not con.is_dumb_terminal))
+
+
 def _progress(enabled: bool):
     from rich.console import Console
     from rich.table import Column
@@ -429,6 +444,16 @@ def _pending_runs(exp: ExperimentConfig, log: Callable[[str], None]) -> list[Run
     return pending
 
 
+def _run_line(r: RunConfig, rec: dict[str, Any]) -> str:
+    """One line about a run that ended."""
+    if rec.get("skipped"):
+        how = "diverged" if rec["status"] == "diverged" else "finished"
+        return f"{r.norm:5s} seed {r.seed}: {how} by another process"
+    acc = "diverged at epoch {epoch} (lr {lr:g})".format(**rec["diverged"]) if rec["diverged"] \
+        else f"final {rec['final_acc']:.2f}%  best {rec['best_acc']:.2f}%"
+    return f"{r.norm:5s} seed {r.seed}: {acc}  ({rec['wall_time_s']:.0f} s)"
+
+
 def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], None] | None = None) -> ExperimentResult:
     """Run every (norm, seed) of an experiment that is not done yet, then write the summaries.
 
@@ -446,6 +471,8 @@ def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
 
     with _progress(progress and bool(pending)) as bar, sigint_requests_stop() as should_stop:
         task = bar.add_task("starting", total=steps_per_run * len(pending))
+        off_screen = not bar.disable and not on_screen(bar)
+        t0, trained = time.monotonic(), [0]  # steps trained by this process (not those resumed)
         queue = [(r, False) for r in pending]  # (run, wait for its lock): busy runs come back at the end
         i = ended = 0
         while i < len(queue):
@@ -485,13 +512,13 @@ def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
                 raise Interrupted(f"{r.run_id}: {e}") from None
             bar.advance(task, steps_per_run - start - advanced[0])
             ended += 1
-            if rec.get("skipped"):
-                how = "diverged" if rec["status"] == "diverged" else "finished"
-                log(f"{r.norm:5s} seed {r.seed}: {how} by another process")
-            else:
-                acc = "diverged at epoch {epoch} (lr {lr:g})".format(**rec["diverged"]) if rec["diverged"] \
-                    else f"final {rec['final_acc']:.2f}%  best {rec['best_acc']:.2f}%"
-                log(f"{r.norm:5s} seed {r.seed}: {acc}  ({rec['wall_time_s']:.0f} s)")
+            line = _run_line(r, rec)
+            if off_screen:  # a log file: the bar is not redrawn there, so the line says how far the runs are
+                trained[0] += advanced[0]
+                left = bar.tasks[0].remaining or 0
+                eta = (time.monotonic() - t0) / trained[0] * left if trained[0] else (0 if not left else None)
+                line += f"  [{ended} of {len(pending)} done · ETA {fmt_eta(eta)}]"
+            log(line)
             write_summaries_locked(exp.dir, exp.norms)
     wanted = {r.key for r in exp.runs()}
     records = [r for r in read_results(exp.dir) if r["key"] in wanted]

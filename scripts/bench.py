@@ -38,6 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -204,7 +205,7 @@ def ratios(r: dict[str, float], norm: str) -> dict[str, float]:
     return out
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--norm", default="bn")
     ap.add_argument("--depth", type=int, default=20)
@@ -225,6 +226,52 @@ def main() -> None:
     ap.add_argument("--paper-epoch", action="store_true", help="also time one paper-preset epoch (ResNet-164)")
     ap.add_argument("--zoo", nargs="?", const=",".join(ZOO_DEFAULT), default="",
                     help=f"also time these layers (comma-separated; default {','.join(ZOO_DEFAULT)}) against BN")
+    return ap
+
+
+def _jobs(args: argparse.Namespace, clean, attacked, train: Split, root: Path) -> dict[str, Callable[[], float]]:
+    """The measurements of one round, by name: each returns images per second."""
+    def harness(cfg, norm: str) -> Callable[[], float]:
+        return lambda: time_harness(cfg, norm, train, args.steps, args.warmup)
+
+    first = Split(train.images[:args.batch_size], train.labels[:args.batch_size])
+    others = [n for n in ("bn", "iebn") if n != args.norm]  # the IEBN-vs-BN ratio needs both
+    jobs = {
+        "pure": lambda: time_pure(clean, args.norm, first, args.steps, args.warmup),
+        "harness": harness(clean, args.norm),
+        "reference": lambda: time_reference(clean, args.norm, train, args.steps, args.warmup, root, args.workers),
+        **{f"harness_{n}": harness(clean, n) for n in others},
+        "harness_constant": harness(attacked, args.norm),
+    }
+    for name in (z.strip() for z in args.zoo.split(",") if z.strip()):
+        jobs[f"zoo_{name}"] = harness(clean, name)
+    if args.ablations:
+        jobs["harness_nchw"] = harness(dataclasses.replace(clean, channels_last=False), args.norm)
+        uncompiled = dataclasses.replace(clean, compile_norms=False)
+        jobs["harness_iebn_eager"] = harness(uncompiled, "iebn")
+        jobs["harness_iebn_reference"] = lambda: _with_iebn_impl("reference", harness(uncompiled, "iebn"))
+    return jobs
+
+
+def _paper_epoch(args: argparse.Namespace, device) -> None:
+    """Time one paper-preset epoch (ResNet-164 on 50000 images, then a 10000-image evaluation)."""
+    paper = resolve_train_config(attack="clean", preset="paper", dataset="cifar100", batch_size=args.batch_size,
+                                 device=args.device, channels_last=args.channels_last, compile_norms=args.compile_norms,
+                                 amp=args.amp, epochs=1)
+    full, _ = load_images(args.data_dir, 50000)
+    steps = len(full) // args.batch_size
+    data = TrainData(train=full.to(device), test=Split(full.images[:10000], full.labels[:10000]).to(device),
+                     extra=None, num_classes=100, flip=True,
+                     normalize=Normalizer(CIFAR100_MEAN, CIFAR100_STD, device, args.channels_last))
+    sync(device)
+    t0 = time.perf_counter()
+    train_run(RunConfig(paper, args.norm, 0), data)
+    sync(device)
+    print(f"paper-preset epoch (ResNet-164, {steps} steps + 10000-image evaluation): {time.perf_counter() - t0:.1f} s")
+
+
+def main() -> None:
+    ap = _parser()
     args = ap.parse_args()
     if args.warmup < 1 or args.steps < 1 or args.rounds < 1:
         ap.error("--warmup, --steps and --rounds must be >= 1")
@@ -244,30 +291,13 @@ def main() -> None:
     print("data: " + ("real CIFAR-100" if real else "synthetic CIFAR-100-format images (no CIFAR-100 in "
                       f"{args.data_dir}); speed does not depend on pixel values"))
 
-    others = [n for n in ("bn", "iebn") if n != args.norm]  # the IEBN-vs-BN ratio needs both
     with tempfile.TemporaryDirectory() as tmp:
         root = write_cifar_files(Path(tmp), train)
         import torchvision.datasets.cifar as tvc
 
         tvc.check_integrity = lambda *a, **k: True  # the pickles written above are not the official files
         rates: dict[str, list[float]] = {}
-        jobs = {
-            "pure": lambda: time_pure(clean, args.norm, Split(train.images[:args.batch_size],
-                                                              train.labels[:args.batch_size]), args.steps, args.warmup),
-            "harness": lambda: time_harness(clean, args.norm, train, args.steps, args.warmup),
-            "reference": lambda: time_reference(clean, args.norm, train, args.steps, args.warmup, root, args.workers),
-            **{f"harness_{n}": (lambda n=n: time_harness(clean, n, train, args.steps, args.warmup)) for n in others},
-            "harness_constant": lambda: time_harness(attacked, args.norm, train, args.steps, args.warmup),
-        }
-        for name in (z.strip() for z in args.zoo.split(",") if z.strip()):
-            jobs[f"zoo_{name}"] = lambda name=name: time_harness(clean, name, train, args.steps, args.warmup)
-        if args.ablations:
-            jobs["harness_nchw"] = lambda: time_harness(dataclasses.replace(clean, channels_last=False), args.norm,
-                                                        train, args.steps, args.warmup)
-            uncompiled = dataclasses.replace(clean, compile_norms=False)
-            jobs["harness_iebn_eager"] = lambda: time_harness(uncompiled, "iebn", train, args.steps, args.warmup)
-            jobs["harness_iebn_reference"] = lambda: _with_iebn_impl(
-                "reference", lambda: time_harness(uncompiled, "iebn", train, args.steps, args.warmup))
+        jobs = _jobs(args, clean, attacked, train, root)
         for r in range(args.rounds):
             for name, job in jobs.items():
                 rates.setdefault(name, []).append(job())
@@ -278,21 +308,8 @@ def main() -> None:
         print(f"{k:18s} {v:8.1f} img/s   (rounds: {', '.join(f'{x:.0f}' for x in rates[k])})")
     per_round = [ratios({k: v[i] for k, v in rates.items()}, args.norm) for i in range(args.rounds)]
     print(f"iebn kernels: {iebn_kernels(args.compile_norms)}")
-
     if args.paper_epoch:
-        paper = resolve_train_config(attack="clean", preset="paper", dataset="cifar100", batch_size=args.batch_size,
-                                     device=args.device, channels_last=args.channels_last, compile_norms=args.compile_norms,
-                                     amp=args.amp, epochs=1)
-        full, _ = load_images(args.data_dir, 50000)
-        steps = len(full) // args.batch_size
-        data = TrainData(train=full.to(device), test=Split(full.images[:10000], full.labels[:10000]).to(device),
-                         extra=None, num_classes=100, flip=True,
-                         normalize=Normalizer(CIFAR100_MEAN, CIFAR100_STD, device, args.channels_last))
-        sync(device)
-        t0 = time.perf_counter()
-        train_run(RunConfig(paper, args.norm, 0), data)
-        sync(device)
-        print(f"paper-preset epoch (ResNet-164, {steps} steps + 10000-image evaluation): {time.perf_counter() - t0:.1f} s")
+        _paper_epoch(args, device)
 
     print(f"\n{cpu_kind()}; median of {args.rounds} paired per-round ratios, with their min and max")
     for name in per_round[0]:

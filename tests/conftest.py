@@ -78,6 +78,13 @@ def shared_data(tmp_path: Path) -> Path:
     return dst
 
 
+@pytest.fixture
+def log_file_output(monkeypatch):
+    """Output as in a log file: rich sees no terminal (whatever the CI's environment forces)."""
+    for var in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        monkeypatch.delenv(var, raising=False)
+
+
 def run_cli(capsys, *args) -> tuple[int, str, str]:
     """`noiseattack ARGS` in this process, through the real entry point: (exit code, stdout, stderr)."""
     import sys

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import random
+import re
 import shlex
 import signal
 import subprocess
@@ -234,7 +235,7 @@ def test_a_stop_mid_epoch_resumes_bit_identically(norm, data, tmp_path):
 # --------------------------------------------------------------------------- 2. append-only results
 
 
-def test_a_torn_last_line_is_skipped_with_a_warning_and_its_run_redone(data, tmp_path, capsys):
+def test_a_torn_last_line_is_skipped_with_a_warning_and_its_run_redone(data, tmp_path, capsys, log_file_output):
     ref_runs, runs = tmp_path / "ref", tmp_path / "runs"
     code, _, err = run_cli(capsys, "clean", *TINY, "--norm", "bn,iebn", "--data-dir", data, "--runs-dir", ref_runs,
                            "--name", NAME)
@@ -251,12 +252,15 @@ def test_a_torn_last_line_is_skipped_with_a_warning_and_its_run_redone(data, tmp
     with pytest.warns(TornLineWarning, match="results.jsonl:2: ignoring a torn"):
         assert len(read_results(runs / NAME)) == 1
 
-    code, out, err = run_cli(capsys, "clean", *TINY, "--norm", "bn,iebn", "--data-dir", data, "--runs-dir", runs,
+    with_progress = [a for a in TINY if a != "--no-progress"]
+    code, out, err = run_cli(capsys, "clean", *with_progress, "--norm", "bn,iebn", "--data-dir", data, "--runs-dir", runs,
                              "--name", NAME)
     assert code == 0, err
     warnings = [line for line in err.splitlines() if "warning" in line]
     assert warnings and all(w.startswith("noiseattack: warning:") and "torn" in w for w in warnings)
     assert "iebn  seed 0: final" in out and "bn    seed 0" not in out  # iebn redone, bn skipped
+    # Not a terminal: the run's line says how far the runs are (the bar is not redrawn in a log file).
+    assert re.search(r"^iebn  seed 0: final .*\(\d+ s\)  \[1 of 1 done · ETA 0:00:00\]$", out, flags=re.M), out
     after = results.read_bytes()
     assert after.startswith(before)  # only appended to: the old bytes, torn fragment included, untouched
     assert after[len(before):len(before) + 1] == b"\n" and after.endswith(b"\n")

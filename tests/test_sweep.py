@@ -56,14 +56,17 @@ def tiny(tmp_path: Path, fake_mnist) -> dict[str, Path]:
 
 
 @pytest.mark.slow
-def test_local_and_submitit_local_give_the_same_runs(tiny, capsys):
+def test_local_and_submitit_local_give_the_same_runs(tiny, capsys, log_file_output):
     pytest.importorskip("submitit")
     grid, tmp = tiny["grid"], tiny["tmp"]
     local, sub = tmp / "runs-local", tmp / "runs-submitit"
 
-    code, out, err = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(local), "--no-progress", "--threads", "1")
+    code, out, err = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(local), "--threads", "1")
     assert code == 0, err
     assert "8 to run" in out
+    # Not a terminal (a log file): the bar is not redrawn, so every run's line carries its count and the ETA.
+    done = re.findall(r"^✓ .*seed \d: final .*\((\d+) s\)  \[(\d) of 8 done · ETA (\d+:\d\d:\d\d)\]$", out, flags=re.M)
+    assert [int(d) for _, d, _ in done] == list(range(1, 9)) and done[-1][2] == "0:00:00"
     code, out, err = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(sub), "--no-progress", "--threads", "1",
                              "--executor", "submitit-local", "--workers", "2", "--runs-per-job", "4")
     assert code == 0, err
@@ -503,3 +506,20 @@ def test_fractional_width_axis(tmp_path):
     grid.write_text(grid.read_text().replace("0.5", "0.3"))
     with pytest.raises(ConfigError, match="16 x width a whole number"):
         S.load_grid(grid, runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
+
+
+def test_the_log_line_counts_this_sweeps_runs_and_extrapolates_their_eta(monkeypatch):
+    from noiseattack.experiment import fmt_eta
+    from noiseattack.sweep import run as R
+
+    assert (fmt_eta(3725), fmt_eta(0.4), fmt_eta(None), fmt_eta(float("inf"))) == ("1:02:05", "0:00:00", "-:--:--", "-:--:--")
+    now = [100.0]
+    monkeypatch.setattr(R.time, "monotonic", lambda: now[0])
+    tally = R._Tally(done=2, diverged=0, pending=3)  # 2 done before this sweep, 3 to run
+    tally.submitted(2)
+    assert tally.line() == "[0 of 3 done · ETA -:--:--]"  # no run has ended: no rate yet
+    now[0] = 160.0
+    assert tally.outcome("finished")
+    assert tally.line() == "[1 of 3 done · ETA 0:02:00]"  # 60 s per run, 2 left (1 running, 1 pending)
+    assert not tally.outcome("busy")  # trained by another process: back to pending, not counted
+    assert tally.line() == "[1 of 3 done · ETA 0:02:00]"

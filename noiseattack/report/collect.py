@@ -122,9 +122,45 @@ def _dir_setting(exp_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any]
 
 def collect(exp_dirs: Sequence[Path]) -> tuple[list[Group], list[str]]:
     """Group the runs of the experiment dirs; returns the groups and warnings (lines)."""
+    raw, pending, warn = _read_dirs(exp_dirs)
+    found = [(cfg, rec["norm"], rec, None, exp_dir) for cfg, rec, exp_dir in raw]
+    found += [(cfg, cfg["norm"], None, ck, exp_dir) for cfg, ck, exp_dir in pending]
+    entries = []
+    for cfg, norm, rec, ck, exp_dir in found:
+        try:
+            ident, setting, order = _identity(cfg)
+        except (ValueError, TypeError, KeyError) as e:
+            warn.append(f"{exp_dir / RESULTS_FILE}: unreadable config ({e}); record {rec['key']} is ignored"
+                        if ck is None else
+                        f"{exp_dir}/config.json: unreadable setting ({e}); unfinished run {ck} is not counted")
+            continue
+        entries.append((ident, setting, order, norm, rec, ck, exp_dir))
+
+    variant_of = _variant_labels([e[0] for e in entries])
+    groups: dict[GroupKey, Group] = {}
+    for ident, setting, order, norm, rec, ck, exp_dir in entries:
+        model = model_label(ident)
+        blob = json.dumps({k: v for k, v in ident.items() if k not in _MODEL_FIELDS}, sort_keys=True)
+        variant = variant_of[(ident["dataset"], model, blob)]
+        key = GroupKey(ident["dataset"], model, variant, ident["attack"], setting, norm)
+        g = groups.setdefault(key, Group(key, order, ident=ident))
+        g.experiments.add(exp_dir.name)
+        g.dirs.add(exp_dir)
+        if ck is not None:
+            g.unfinished.append(ck)
+        elif rec["status"] == "finished" and _finite(rec.get("final_acc")):
+            g.finished.append(rec)
+        else:
+            g.diverged.append(rec)
+    return sorted(groups.values(), key=_group_sort_key), warn
+
+
+def _read_dirs(exp_dirs: Sequence[Path]) -> tuple[list, list, list[str]]:
+    """The experiment dirs' run records (config, record, dir), each key once, and their unfinished runs
+    (setting with norm and seed, checkpoint path, dir) from checkpoints without a record; plus warnings."""
     warn: list[str] = []
-    raw: list[tuple[dict[str, Any], dict[str, Any], Path]] = []  # config, record, experiment dir
-    pending: list[tuple[dict[str, Any], str, Path]] = []  # cfg, ckpt path, dir (unfinished runs)
+    raw: list[tuple[dict[str, Any], dict[str, Any], Path]] = []
+    pending: list[tuple[dict[str, Any], str, Path]] = []
     seen_keys: dict[str, Path] = {}
     duplicates = 0
     for exp_dir in exp_dirs:
@@ -155,26 +191,14 @@ def collect(exp_dirs: Sequence[Path]) -> tuple[list[Group], list[str]]:
             pending.append(({**setting, "norm": m["norm"], "seed": int(m["seed"])}, str(ck), exp_dir))
     if duplicates:
         warn.append(f"{duplicates} run record(s) found in more than one experiment dir (same key): counted once")
+    return raw, pending, warn
 
-    # Identities, and the variant labels of (dataset, model) pairs whose other fields differ.
-    entries = []
-    for cfg, rec, exp_dir in raw:
-        try:
-            ident, setting, order = _identity(cfg)
-        except (ValueError, TypeError, KeyError) as e:
-            warn.append(f"{exp_dir / RESULTS_FILE}: unreadable config ({e}); record {rec['key']} is ignored")
-            continue
-        entries.append((ident, setting, order, rec["norm"], rec, None, exp_dir))
-    for cfg, ck, exp_dir in pending:
-        try:
-            ident, setting, order = _identity(cfg)
-        except (ValueError, TypeError, KeyError) as e:
-            warn.append(f"{exp_dir}/config.json: unreadable setting ({e}); unfinished run {ck} is not counted")
-            continue
-        entries.append((ident, setting, order, cfg["norm"], None, ck, exp_dir))
 
+def _variant_labels(idents: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str], str]:
+    """(dataset, model label, JSON of the non-model fields) -> variant label: "" where a (dataset, model)
+    pair has one setting of the other fields, else the fields that differ between its settings (k=v,...)."""
     rests: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
-    for ident, *_ in entries:
+    for ident in idents:
         rest = {k: v for k, v in ident.items() if k not in _MODEL_FIELDS}
         rests[(ident["dataset"], model_label(ident))][json.dumps(rest, sort_keys=True)] = rest
     variant_of: dict[tuple[str, str, str], str] = {}
@@ -186,23 +210,7 @@ def collect(exp_dirs: Sequence[Path]) -> tuple[list[Group], list[str]]:
                            if len({json.dumps(v.get(k)) for v in variants.values()}) > 1)
         for blob, rest in variants.items():
             variant_of[(*dm, blob)] = ",".join(f"{k}={_short(rest.get(k, _DEFAULTS.get(k)))}" for k in differing)
-
-    groups: dict[GroupKey, Group] = {}
-    for ident, setting, order, norm, rec, ck, exp_dir in entries:
-        model = model_label(ident)
-        blob = json.dumps({k: v for k, v in ident.items() if k not in _MODEL_FIELDS}, sort_keys=True)
-        variant = variant_of[(ident["dataset"], model, blob)]
-        key = GroupKey(ident["dataset"], model, variant, ident["attack"], setting, norm)
-        g = groups.setdefault(key, Group(key, order, ident=ident))
-        g.experiments.add(exp_dir.name)
-        g.dirs.add(exp_dir)
-        if ck is not None:
-            g.unfinished.append(ck)
-        elif rec["status"] == "finished" and _finite(rec.get("final_acc")):
-            g.finished.append(rec)
-        else:
-            g.diverged.append(rec)
-    return sorted(groups.values(), key=_group_sort_key), warn
+    return variant_of
 
 
 def _finite(v: Any) -> bool:

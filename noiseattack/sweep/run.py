@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import shutil
 import time
 from collections import deque
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import Attack, ConfigError, ExperimentConfig
-from ..experiment import is_running, open_dir, other_setting, run_paths, sigint_requests_stop
+from ..experiment import fmt_eta, is_running, on_screen, open_dir, other_setting, run_paths, sigint_requests_stop
 from ..results import read_results
 from ..train import prepare_data
 from .executors import (
@@ -99,13 +98,6 @@ def _progress(enabled: bool):
                     console=Console(stderr=True), disable=not enabled, transient=False)
 
 
-def _fmt_eta(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "-:--:--"
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
 def describe(outcome: dict[str, Any]) -> str:
     """One line about a run's outcome."""
     head = f"{outcome['experiment']} {outcome['norm']} seed {outcome['seed']}"
@@ -149,7 +141,7 @@ class _Tally:
     def __init__(self, done: int, diverged: int, pending: int) -> None:
         self.counts = {"done": done, "diverged": diverged, "failed": 0, "running": 0, "pending": pending}
         self.t0 = time.monotonic()
-        self.completed = 0
+        self.completed, self.todo = 0, pending
 
     def text(self) -> str:
         c = self.counts
@@ -159,8 +151,13 @@ class _Tally:
     def eta(self) -> str:
         left = self.counts["running"] + self.counts["pending"]
         if not left:
-            return _fmt_eta(0)
-        return _fmt_eta((time.monotonic() - self.t0) / self.completed * left if self.completed else None)
+            return fmt_eta(0)
+        return fmt_eta((time.monotonic() - self.t0) / self.completed * left if self.completed else None)
+
+    def line(self) -> str:
+        """This invocation's runs that ended, of those it set out to run, and the ETA, for a log line:
+        "[3 of 8 done · ETA 0:12:30]" (the progress bar's count)."""
+        return f"[{self.completed} of {self.todo} done · ETA {self.eta()}]"
 
     def submitted(self, n: int) -> None:
         self.counts["running"] += n
@@ -191,6 +188,8 @@ def _drive(runner: _Runner, tasks: deque, gpus: list[str], threads: int | None, 
 
     def refresh() -> None:
         bar.update(task_id, counts=tally.text(), eta=tally.eta())
+
+    bar_off_screen = not bar.disable and not on_screen(bar)  # e.g. a log file: the bar is not redrawn
 
     def stopping() -> bool:  # Ctrl-C here, or a run that stopped on it (in its own process group)
         return should_stop() or result.interrupted
@@ -228,7 +227,8 @@ def _drive(runner: _Runner, tasks: deque, gpus: list[str], threads: int | None, 
                         result.failed.append(out)
                 elif out["status"] != "busy":
                     result.interrupted = True
-                log(_MARKS.get(out["status"], "✗ ") + describe(out))
+                line = _MARKS.get(out["status"], "✗ ") + describe(out)
+                log(line + "  " + tally.line() if bar_off_screen else line)
             refresh()
     refresh()
     return touched
