@@ -54,6 +54,7 @@ def _shared_options(
     block: Annotated[str, typer.Option(help="auto (basic up to depth 110, bottleneck above), basic, bottleneck.")] = "auto",
     width: Annotated[float, typer.Option(help="Channel multiplier: 16, 32, 64 x width channels per stage; 0.25, 0.5, 0.75 give narrower models than the default 1.")] = 1,
     shortcut_norm: Annotated[Optional[str], typer.Option(help="Norm of the projection shortcuts: same (the norm under test, as everywhere else) or bn (plain BatchNorm, the official IEBN architecture) [default: the preset's: same; bn for paper].")] = None,
+    attn_placement: Annotated[str, typer.Option(help="Where a NORM+ATTN layer's attention sits: norm (after every norm, as the paper's BN+SE) or block (once per residual block, before the addition, as in the SENet and CBAM papers).")] = "norm",
     batch_size: Annotated[Optional[int], typer.Option(help="Labelled images per step [default: the preset's: 128].")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Initial learning rate (SGD) [default: the preset's: 0.1].")] = None,
     momentum: Annotated[Optional[float], typer.Option(help="SGD momentum [default: the preset's: 0.9].")] = None,
@@ -117,7 +118,7 @@ def _run(attack: str, alpha: float = 1.0, beta: float = 0.0, extra: str | None =
         train = resolve_train_config(
             attack=attack, dataset=o["dataset"], alpha=alpha, beta=beta, extra=extra, k=k, preset=o["preset"],
             depth=o["depth"], block=o["block"], width=o["width"], shortcut_norm=o["shortcut_norm"],
-            epochs=o["epochs"], batch_size=o["batch_size"],
+            attn_placement=o["attn_placement"], epochs=o["epochs"], batch_size=o["batch_size"],
             lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
             milestones=_parse_milestones(o["milestones"]), lr_gamma=o["lr_gamma"], train_subset=o["train_subset"],
             test_subset=o["test_subset"], augment=o["augment"], amp=o["amp"], device=o["device"],
@@ -134,6 +135,7 @@ def _run(attack: str, alpha: float = 1.0, beta: float = 0.0, extra: str | None =
         console.print(f"[bold]{exp.name}[/bold] -> {exp.dir}")
         console.print_json(json.dumps({"norms": list(exp.norms), "seeds": list(exp.seeds),
                                        **train.identity(), "shortcut_norm": train.shortcut_norm,
+                                       "attn_placement": train.attn_placement,
                                        "augment": train.augment, "device": train.device, "channels_last": train.channels_last,
                                        "compile_norms": train.compile_norms}))
         if o["dry_run"]:

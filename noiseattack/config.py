@@ -37,6 +37,11 @@ EXTRA_SOURCES = DATASETS + ("mnist-inverted", "fmnist-inverted", "noise")  # mix
 # The norm of the projection shortcuts: "same" (the norm under test, as at every other position)
 # or "bn" (a plain BatchNorm, as in the official IEBN code). See noiseattack/models.py.
 SHORTCUT_NORMS = ("same", "bn")
+# Where the attention module of a NORM+ATTN layer sits: "norm" (after every norm, the way SE follows
+# BN in the paper's BN+SE) or "block" (once per residual block, on the residual branch's output
+# before the addition, as in the SENet and CBAM papers; every norm position gets the norm alone).
+# See noiseattack/models.py.
+ATTN_PLACEMENTS = ("norm", "block")
 
 # What every preset starts from; a preset's own entries replace these.
 BASE_SETTING: dict[str, Any] = {
@@ -73,6 +78,7 @@ class TrainConfig:
     block: str = "basic"  # resolved: "basic" or "bottleneck"
     width: int | float = 1  # channel multiplier: stages of 16, 32, 64 x width channels (an int when whole)
     shortcut_norm: str = "same"  # the projection shortcuts' norm: "same" or "bn" (SHORTCUT_NORMS)
+    attn_placement: str = "norm"  # NORM+ATTN's attention: after every norm or once per block (ATTN_PLACEMENTS)
     epochs: int = 30
     batch_size: int = 128
     lr: float = 0.1
@@ -93,13 +99,16 @@ class TrainConfig:
     def identity(self) -> dict[str, Any]:
         """The fields that determine results, as plain JSON values.
 
-        `shortcut_norm` appears only when it is not "same", `augment` only when it is False: the
-        identity (and so every run key) of a setting from before these fields existed stays what it was."""
+        `shortcut_norm` appears only when it is not "same", `attn_placement` only when it is not
+        "norm", `augment` only when it is False: the identity (and so every run key) of a setting
+        from before these fields existed stays what it was."""
         d = to_jsonable(dataclasses.asdict(self))
         for name in PERFORMANCE_FIELDS:
             d.pop(name)
         if d["shortcut_norm"] == "same":
             del d["shortcut_norm"]
+        if d["attn_placement"] == "norm":
+            del d["attn_placement"]
         if d["augment"]:
             del d["augment"]
         return d
@@ -173,7 +182,7 @@ def to_jsonable(obj: Any) -> Any:
 def train_config_from_dict(d: dict[str, Any]) -> TrainConfig:
     """Inverse of `dataclasses.asdict` for a TrainConfig read back from JSON (or of `identity()`).
     Missing fields take their defaults: a dict written before `shortcut_norm` existed reads as "same",
-    one written before `augment` existed as True."""
+    one written before `attn_placement` existed as "norm", one written before `augment` existed as True."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     kw = {k: v for k, v in d.items() if k in names}
     kw["attack"] = Attack(kw.get("attack", "clean"))
@@ -439,6 +448,7 @@ def resolve_train_config(
     block: str = "auto",
     width: int | float = 1,
     shortcut_norm: str | None = None,
+    attn_placement: str = "norm",
     epochs: int | None = None,
     batch_size: int | None = None,
     lr: float | None = None,
@@ -477,6 +487,8 @@ def resolve_train_config(
     depth, epochs, milestones, batch_size, lr, momentum, weight_decay, lr_gamma, shortcut_norm = o.values()
     if shortcut_norm not in SHORTCUT_NORMS:
         raise ConfigError(f"unknown shortcut norm '{shortcut_norm}': choose {' or '.join(SHORTCUT_NORMS)}")
+    if attn_placement not in ATTN_PLACEMENTS:
+        raise ConfigError(f"unknown attention placement '{attn_placement}': choose {' or '.join(ATTN_PLACEMENTS)}")
 
     alpha, beta, extra, k = _attack_options(attack, alpha, beta, extra, k)
 
@@ -494,7 +506,8 @@ def resolve_train_config(
     _check_amp(amp, device)
     return TrainConfig(
         dataset=dataset, attack=attack, alpha=float(alpha), beta=float(beta), extra=extra, k=int(k),
-        depth=int(depth), block=block, width=width, shortcut_norm=shortcut_norm, epochs=int(epochs), batch_size=int(batch_size),
+        depth=int(depth), block=block, width=width, shortcut_norm=shortcut_norm,
+        attn_placement=attn_placement, epochs=int(epochs), batch_size=int(batch_size),
         lr=float(lr), momentum=float(momentum), weight_decay=float(weight_decay), milestones=milestones,
         lr_gamma=float(lr_gamma), train_subset=train_subset, test_subset=test_subset, augment=bool(augment), amp=amp,
         device=device, channels_last=channels_last, compile_norms=bool(compile_norms),
@@ -505,6 +518,7 @@ def resolve_train_config(
 def default_name(cfg: TrainConfig) -> str:
     """`constant-a2-b1-cifar100-resnet20-e30`, `mix-fmnist-k32-cifar100-resnet20-e30`,
     `clean-cifar100-resnet164-bnshortcut-e164` (BatchNorm shortcuts: the paper preset),
+    `clean-fmnist-resnet20-blockattn-n2000-e45` (NORM+ATTN's attention once per block),
     `clean-fmnist-resnet20w0.5-n6000-e15-noaug` (no crops or flips)."""
     if cfg.attack is Attack.constant:
         head = f"constant-a{cfg.alpha:g}-b{cfg.beta:g}"
@@ -516,6 +530,8 @@ def default_name(cfg: TrainConfig) -> str:
     parts = [head, cfg.dataset, model]
     if cfg.shortcut_norm != "same":
         parts.append(f"{cfg.shortcut_norm}shortcut")
+    if cfg.attn_placement != "norm":
+        parts.append(f"{cfg.attn_placement}attn")
     if cfg.train_subset:
         parts.append(f"n{cfg.train_subset}")
     parts.append(f"e{cfg.epochs}")

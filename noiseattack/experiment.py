@@ -109,6 +109,8 @@ def cli_command(exp: ExperimentConfig, norms: list[str] | tuple[str, ...] | None
     args += ["--depth", str(t.depth), "--block", t.block, "--width", str(t.width)]
     if t.shortcut_norm != "same":  # without --preset (quick), the shortcut norm is "same"
         args += ["--shortcut-norm", t.shortcut_norm]
+    if t.attn_placement != "norm":
+        args += ["--attn-placement", t.attn_placement]
     args += ["--epochs", str(t.epochs), "--batch-size", str(t.batch_size), "--lr", repr(t.lr),
              "--momentum", repr(t.momentum), "--weight-decay", repr(t.weight_decay),
              "--milestones", ",".join(map(str, t.milestones)), "--lr-gamma", repr(t.lr_gamma)]

@@ -1,5 +1,6 @@
 """The CIFAR ResNet of the IEBN authors' code (after bearpaw/pytorch-classification), with the
-norm as a keyword: `cifar_resnet(depth, num_classes, norm, width=1, block="auto", shortcut_norm="same")`.
+norm as a keyword: `cifar_resnet(depth, num_classes, norm, width=1, block="auto", shortcut_norm="same",
+attn_placement="norm")`.
 
 Stem conv3x3(16) + norm + ReLU; three stages of 16, 32, 64 planes (times `width`); basic blocks
 for depth 6n+2, bottleneck blocks (expansion 4) for depth 9n+2; a conv1x1 + norm projection
@@ -14,6 +15,15 @@ Two architectures, by the norm of the projection shortcuts:
       official model's state_dict loads strictly), and like every other norm layer it carries
       the constant attack: under `constant` the shortcut BNs are attacked too.
 With norm="bn" both architectures are the same network.
+
+Two places for the attention module of a `NORM+ATTN` layer, by `attn_placement`:
+  "norm" (our default): at every norm position the norm followed by the attention module, the way
+      the paper's BN+SE puts SE after every BN: two or three per basic block, the stem's and the
+      projection shortcuts' included.
+  "block" (the SENet and CBAM papers): every norm position gets the norm alone, and each residual
+      block one attention module (`BlockAttention`) on its residual branch's output, after the
+      branch's last norm and before the addition; none in the stem or the shortcuts.
+A layer without `+ATTN` (bn, bnse, iebn, gn, a user's norm) builds the same network either way.
 """
 
 from __future__ import annotations
@@ -24,8 +34,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import SHORTCUT_NORMS, resolve_block
-from .zoo import make_norm
+from .config import ATTN_PLACEMENTS, SHORTCUT_NORMS, resolve_block
+from .norms import BlockAttention
+from .zoo import Factory, make_norm, split
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -35,25 +46,30 @@ def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, cin: int, planes: int, stride: int, norm: str, shortcut_norm: str = "same"):
+    def __init__(self, cin: int, planes: int, stride: int, norm: str, shortcut_norm: str = "same",
+                 attn: Factory | None = None):
         super().__init__()
         self.conv1 = conv3x3(cin, planes, stride)
         self.bn1 = make_norm(norm, planes)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = make_norm(norm, planes)
+        self.attn = _block_attention(attn, planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _shortcut(cin, planes * self.expansion, stride, norm, shortcut_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
+        if self.attn is not None:
+            out = self.attn(out)
         return self.relu(out + (self.downsample(x) if self.downsample is not None else x))
 
 
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, cin: int, planes: int, stride: int, norm: str, shortcut_norm: str = "same"):
+    def __init__(self, cin: int, planes: int, stride: int, norm: str, shortcut_norm: str = "same",
+                 attn: Factory | None = None):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
         self.bn1 = make_norm(norm, planes)
@@ -61,6 +77,7 @@ class Bottleneck(nn.Module):
         self.bn2 = make_norm(norm, planes)
         self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
         self.bn3 = make_norm(norm, planes * 4)
+        self.attn = _block_attention(attn, planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _shortcut(cin, planes * self.expansion, stride, norm, shortcut_norm)
 
@@ -68,7 +85,14 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
+        if self.attn is not None:
+            out = self.attn(out)
         return self.relu(out + (self.downsample(x) if self.downsample is not None else x))
+
+
+def _block_attention(attn: Factory | None, channels: int) -> BlockAttention | None:
+    """The block's attention module (attn_placement "block"), or None: no attribute in the state_dict."""
+    return BlockAttention(attn(channels)) if attn is not None else None
 
 
 def _shortcut(cin: int, cout: int, stride: int, norm: str, shortcut_norm: str) -> nn.Module | None:
@@ -95,10 +119,16 @@ class PointwiseConv(nn.Conv2d):
 
 class CifarResNet(nn.Module):
     def __init__(self, depth: int, num_classes: int, norm: str, width: int | float = 1, block: str = "auto",
-                 shortcut_norm: str = "same"):
+                 shortcut_norm: str = "same", attn_placement: str = "norm"):
         super().__init__()
         if shortcut_norm not in SHORTCUT_NORMS:
             raise ValueError(f"unknown shortcut norm '{shortcut_norm}': choose {' or '.join(SHORTCUT_NORMS)}")
+        if attn_placement not in ATTN_PLACEMENTS:
+            raise ValueError(f"unknown attention placement '{attn_placement}': choose {' or '.join(ATTN_PLACEMENTS)}")
+        attn = None
+        if attn_placement == "block":  # the norm alone at every norm position, its attention once per block
+            norm_part, attn_part = split(norm)
+            norm, attn = norm_part.name, (attn_part.factory if attn_part is not None else None)
         block = resolve_block(depth, block)
         block_cls, n = (BasicBlock, (depth - 2) // 6) if block == "basic" else (Bottleneck, (depth - 2) // 9)
         planes = [round(16 * width), round(32 * width), round(64 * width)]  # width 0.5: 8, 16, 32
@@ -110,7 +140,7 @@ class CifarResNet(nn.Module):
         for i, p in enumerate(planes):
             blocks = []
             for j in range(n):
-                blocks.append(block_cls(cin, p, 2 if (i > 0 and j == 0) else 1, norm, shortcut_norm))
+                blocks.append(block_cls(cin, p, 2 if (i > 0 and j == 0) else 1, norm, shortcut_norm, attn))
                 cin = p * block_cls.expansion
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages
@@ -127,6 +157,7 @@ class CifarResNet(nn.Module):
 
 
 def cifar_resnet(depth: int, num_classes: int, norm: str, width: int | float = 1, block: str = "auto",
-                 shortcut_norm: str = "same") -> CifarResNet:
-    """The CIFAR ResNet (see the module docstring); shortcut_norm="bn" is the official IEBN architecture."""
-    return CifarResNet(depth, num_classes, norm, width, block, shortcut_norm)
+                 shortcut_norm: str = "same", attn_placement: str = "norm") -> CifarResNet:
+    """The CIFAR ResNet (see the module docstring); shortcut_norm="bn" is the official IEBN architecture,
+    attn_placement="block" puts a NORM+ATTN layer's attention once per residual block."""
+    return CifarResNet(depth, num_classes, norm, width, block, shortcut_norm, attn_placement)

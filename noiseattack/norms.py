@@ -248,3 +248,20 @@ class NormAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.attn(self.norm(x))
+
+
+class BlockAttention(nn.Module):
+    """An attention module placed once per residual block (attn_placement "block"), on the residual
+    branch's output before the addition. It is no norm: the constant attack does not reach it
+    (`set_noise` does nothing), so its own normalizations (CBAM's BatchNorm, GC's LayerNorm) stay
+    clean, as inside `NORM+ATTN`."""
+
+    def __init__(self, attn: nn.Module):
+        super().__init__()
+        self.attn = attn
+
+    def set_noise(self, alpha: float, beta: float) -> None:
+        """The attack is on the norms; an attention module between blocks takes none of it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(x)

@@ -93,7 +93,7 @@ def build_model(run: RunConfig, num_classes: int) -> nn.Module:
     cfg = run.train
     torch.manual_seed(run.seed)
     model = cifar_resnet(cfg.depth, num_classes, run.norm, width=cfg.width, block=cfg.block,
-                         shortcut_norm=cfg.shortcut_norm)
+                         shortcut_norm=cfg.shortcut_norm, attn_placement=cfg.attn_placement)
     if cfg.attack is Attack.constant:
         set_constant_noise(model, cfg.alpha, cfg.beta)
     if cfg.compile_norms:  # otherwise IEBN layers keep the impl they were built with (IEBN.default_impl)

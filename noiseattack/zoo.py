@@ -134,16 +134,25 @@ def resolve(name: str) -> Resolved:
     """The layer a name stands for (see the module docstring); ConfigError if there is none."""
     if not isinstance(name, str) or not name.strip():
         raise ConfigError("a layer name is empty")
+    norm, attn = split(name)
+    if attn is None:
+        return norm
+    return Resolved(f"{norm.name}+{attn.name}", _composite(norm.factory, attn.factory),
+                    f"{norm.name} followed by {attn.name}: {attn.description}",
+                    "user" if "user" in (norm.origin, attn.origin) else attn.origin, norm.sources + attn.sources)
+
+
+def split(name: str) -> tuple[Resolved, Resolved | None]:
+    """A layer name's norm and attention module, each resolved: `bn+cbam` -> (bn, cbam); a name
+    without `+ATTN` (bn, bnse, iebn, a user's norm) -> (it, None). The model uses it to place the
+    attention once per residual block (attn_placement "block", `noiseattack.models`)."""
     name = name.strip()
     if name.count("+") > 1:
         raise ConfigError(f"'{name}': one attention module per norm (NORM+ATTN)")
-    if "+" in name:
-        norm_part, attn_part = (s.strip() for s in name.split("+"))
-        norm, attn = _resolve_one(norm_part, _NORMS, "norm"), _resolve_one(attn_part, _ATTENTIONS, "attention")
-        return Resolved(f"{norm.name}+{attn.name}", _composite(norm.factory, attn.factory),
-                        f"{norm.name} followed by {attn.name}: {attn.description}",
-                        "user" if "user" in (norm.origin, attn.origin) else attn.origin, norm.sources + attn.sources)
-    return _resolve_one(name, _NORMS, "norm")
+    if "+" not in name:
+        return _resolve_one(name, _NORMS, "norm"), None
+    norm_part, attn_part = (s.strip() for s in name.split("+"))
+    return _resolve_one(norm_part, _NORMS, "norm"), _resolve_one(attn_part, _ATTENTIONS, "attention")
 
 
 def _composite(norm: Factory, attn: Factory) -> Factory:

@@ -40,7 +40,8 @@ comes from `TrainConfig`'s fields and types, so a field added there is a [train]
 
 Names. An experiment's dir is `config.default_name(train)`, as for the single-run commands
 (`clean-fmnist-resnet20w2-n5000-e4`: attack, dataset, depth, width, `-bnshortcut` for
-shortcut_norm = "bn", train_subset, epochs, and `-noaug` for augment = false), plus, for each axis that name does not show, `-<tag><value>` in the
+shortcut_norm = "bn", `-blockattn` for attn_placement = "block", train_subset, epochs, and `-noaug`
+for augment = false), plus, for each axis that name does not show, `-<tag><value>` in the
 axes' order: `-bs32` (batch_size), `-lr0.05`, `-mom0.8` (momentum), `-wd0.0005` (weight_decay),
 `-gamma0.2` (lr_gamma), `-ms10_20` (milestones), `-nt1000` (test_subset), `-amp` / `-noamp`,
 `-basic` / `-bottleneck` (block), `-quick` / `-paper` (preset), and `-<option>_<value>` for any
@@ -265,7 +266,8 @@ def load_grid(path: str | Path, *, runs_dir: str | Path | None = None, data_dir:
         raise ConfigError(f"{path}: {e}") from None
 
 
-_IN_DEFAULT_NAME = ("dataset", "depth", "width", "shortcut_norm", "train_subset", "epochs", "augment")  # what config.default_name shows
+_IN_DEFAULT_NAME = ("dataset", "depth", "width", "shortcut_norm", "attn_placement", "train_subset", "epochs",
+                    "augment")  # what config.default_name shows
 _TAGS = {"batch_size": "bs", "lr": "lr", "momentum": "mom", "weight_decay": "wd", "lr_gamma": "gamma",
          "milestones": "ms", "test_subset": "nt", "block": "", "preset": ""}
 
