@@ -1,18 +1,24 @@
 """Regenerate the attention-capacity study's report, plots, claims and doc tables from its committed runs.
 
-    python scripts/capacity_doc.py     # docs/study-capacity/runs -> docs/study-capacity/ and docs/study-capacity.md
+    python scripts/capacity_doc.py     # docs/study-capacity/runs{,-block} -> docs/study-capacity/ and docs/study-capacity.md
 
-One command, deterministic: `noiseattack report` on the runs (report.md/csv, sweeps.csv, the
-sweep plots against the width and the per-width train/test curves, PNG and SVG), then the study's
-pre-declared claims (claims.md, claims.csv; `noiseattack.report.claims`), and the generated regions
-of the doc (`<!-- NAME:begin -->` ... `<!-- NAME:end -->`: sweep, plots, epochs, claims, cost).
-Text outside the regions is left as it is. tests/test_capacity_doc.py checks that the committed
-tables are what it writes.
+One command, deterministic: `noiseattack report` on the runs of both grids (report.md/csv,
+sweeps.csv, the sweep plots against the width and the per-width train/test curves, PNG and SVG;
+the follow-up's `bn+cbam (per block)` is a row beside `bn` and `bn+cbam`), then the study's
+pre-declared claims and the follow-up's, each its own Holm family (claims.md, claims.csv,
+claims-block.md, claims-block.csv; `noiseattack.report.claims`), and the generated regions of the
+doc (`<!-- NAME:begin -->` ... `<!-- NAME:end -->`: status, pilot, sweep, plots, epochs, claims,
+cost, and block-status, block-claims, block-cost). Text outside the regions is left as it is.
+tests/test_capacity_doc.py checks that the committed tables are what it writes.
 
 The claims about CBAM (h1-h5) were declared before any bn+cbam run of this grid had finished (of
 the first design's runs, in runs-pilot-n6000, one had). The widths they name were revised once,
 when the bn runs at widths 0.25 and 1 showed that both fit their training set, and the narrow end
 moved to 0.125 (the doc says so). They are one family, adjusted together by Holm–Bonferroni.
+
+The follow-up's claims (f1-f6: CBAM once per residual block, scripts/grid_capacity_block.toml)
+were declared before any of its runs had finished, after the main family's results were known;
+they are a family of their own, so the main family's adjusted p-values stay what they were.
 """
 
 from __future__ import annotations
@@ -32,13 +38,14 @@ from noiseattack.fileio import atomic_write_text
 from noiseattack.report import ReportError
 from noiseattack.report.claims import (Cells, Claim, build_study_report, claims_markdown, cost_markdown, evaluate, load_cells,
                                        write_claims)
-from noiseattack.report.collect import norm_rank
+from noiseattack.report.collect import PER_BLOCK, norm_rank
 from noiseattack.report.render import replace_regions
 from noiseattack.report.sweeps import to_markdown as sweeps_markdown
 from noiseattack.sweep.grid import load_grid
 
 NARROW, MID, WIDE = "0.125", "0.25", "1"
 BN, ATT = "bn", "bn+cbam"
+BLOCK = f"{ATT} {PER_BLOCK}"  # the follow-up's layer: CBAM once per residual block (the report's row label)
 
 
 def _helps(cid: str, width: str, where: str) -> Claim:
@@ -57,8 +64,24 @@ CLAIMS = (
     Claim("h5", "h", "CBAM changes how much the widest model over-fits: train − test gap, bn+cbam vs bn at width 1",
           "mean", ((WIDE, ATT), (WIDE, BN)), (1, -1), 0, metric="gap"),
 )
-REGIONS = ("status", "pilot", "sweep", "plots", "epochs", "claims", "cost")
+FOLLOW_UP = (
+    Claim("f1", "f", "CBAM once per block helps the narrowest (under-fitting) model: bn+cbam (per block) above bn "
+          "in test accuracy at width 0.125", "mean", ((NARROW, BLOCK), (NARROW, BN)), (1, -1)),
+    Claim("f2", "f", "CBAM once per block helps the middle model: bn+cbam (per block) above bn in test accuracy at "
+          "width 0.25", "mean", ((MID, BLOCK), (MID, BN)), (1, -1)),
+    Claim("f3", "f", "CBAM once per block helps the widest (over-fitting) model: bn+cbam (per block) above bn in test "
+          "accuracy at width 1", "mean", ((WIDE, BLOCK), (WIDE, BN)), (1, -1)),
+    Claim("f4", "f", "CBAM once per block: its benefit shrinks with width: (bn+cbam (per block) − bn) at width 0.125 "
+          "above that at width 1", "mean", ((NARROW, BLOCK), (NARROW, BN), (WIDE, BLOCK), (WIDE, BN)), (1, -1, -1, 1)),
+    Claim("f5", "f", "The placement matters for the narrowest model: bn+cbam (per block) vs bn+cbam (after every norm) "
+          "in test accuracy at width 0.125", "mean", ((NARROW, BLOCK), (NARROW, ATT)), (1, -1), 0),
+    Claim("f6", "f", "The placement matters for the widest model: bn+cbam (per block) vs bn+cbam (after every norm) "
+          "in test accuracy at width 1", "mean", ((WIDE, BLOCK), (WIDE, ATT)), (1, -1), 0),
+)
+REGIONS = ("status", "pilot", "sweep", "plots", "epochs", "claims", "cost", "block-status", "block-claims",
+           "block-cost")
 GRID = Path(__file__).resolve().parent / "grid_capacity.toml"
+BLOCK_GRID = Path(__file__).resolve().parent / "grid_capacity_block.toml"
 
 
 def width_label(cfg) -> str:
@@ -124,7 +147,8 @@ def plots_markdown(plots, prefix: str) -> str:
 
 
 def _cost_key(r: dict[str, Any]) -> str:
-    return f"width {train_config_from_dict(r['config']).width:g} · {r['norm']}"
+    cfg = train_config_from_dict(r["config"])
+    return f"width {cfg.width:g} · {r['norm']}" + (f" {PER_BLOCK}" if cfg.attn_placement == "block" else "")
 
 
 def _fail(message: str) -> int:
@@ -132,40 +156,74 @@ def _fail(message: str) -> int:
     return 2
 
 
-def main() -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, default=Path("docs/study-capacity/runs"))
+    ap.add_argument("--block-runs", type=Path, default=Path("docs/study-capacity/runs-block"),
+                    help="the follow-up's runs (CBAM once per block); absent or empty: not run yet")
     ap.add_argument("--out", type=Path, default=Path("docs/study-capacity"))
     ap.add_argument("--doc", type=Path, default=Path("docs/study-capacity.md"))
     ap.add_argument("--pilot", type=Path, default=Path("docs/study-capacity/runs-pilot-n6000"),
                     help="the first design's runs (6000 images, 15 epochs)")
     ap.add_argument("--grid", type=Path, default=GRID, help="the study's grid (for the number of runs planned)")
-    args = ap.parse_args()
+    ap.add_argument("--block-grid", type=Path, default=BLOCK_GRID, help="the follow-up's grid")
+    return ap
+
+
+def _has_results(d: Path) -> bool:
+    return d.is_dir() and any(d.rglob("results.jsonl"))
+
+
+def _block_cells(runs: Path) -> tuple[Cells, list[dict[str, Any]]]:
+    """The follow-up's finished runs per (width, "bn+cbam (per block)"), and its records; none before it has run."""
+    if not _has_results(runs):
+        return {}, []
+    cells, records = load_cells(runs, width_label, ("width",))
+    if {norm for _, norm in cells} - {ATT} or any(train_config_from_dict(r["config"]).attn_placement != "block"
+                                                  for r in records):
+        raise ReportError(f"{runs}: the follow-up holds bn+cbam runs with attn_placement = 'block' only")
+    return {(w, BLOCK): rs for (w, _), rs in cells.items()}, records
+
+
+def _bodies(args, cells: Cells, records, pilot: Cells, block: Cells, block_records, planned: tuple[int, int],
+            report) -> dict[str, str]:
+    both = {**cells, **block}
+    follow = evaluate(FOLLOW_UP, both)
+    main_rows = evaluate(CLAIMS, cells)
+    write_claims(args.out, main_rows)
+    write_claims(args.out, follow, stem="claims-block")
+    return {"status": status_markdown(cells, records, planned[0]), "pilot": pilot_markdown(pilot),
+            "sweep": "\n".join(sweeps_markdown(report.sweeps)).strip() or "No finished sweep yet.",
+            "plots": plots_markdown(report.plots, Path(os.path.relpath(args.out, args.doc.parent)).as_posix())
+            or "No sweep plots yet.",
+            "epochs": epochs_markdown(both), "claims": claims_markdown(main_rows),
+            "cost": cost_markdown(records, _cost_key, "width · norm"),
+            "block-status": status_markdown(block, block_records, planned[1]),
+            "block-claims": claims_markdown(follow),
+            "block-cost": cost_markdown(block_records, _cost_key, "width · norm") if block_records else "No run yet."}
+
+
+def main() -> int:
+    args = _parser().parse_args()
     try:  # every check before anything is written
         text = args.doc.read_text()
         replace_regions(text, dict.fromkeys(REGIONS, ""))
-        planned = len(load_grid(args.grid, defer_device=True).jobs())
+        planned = tuple(len(load_grid(g, defer_device=True).jobs()) for g in (args.grid, args.block_grid))
         cells, records = load_cells(args.runs, width_label, ("width",))
         pilot, _ = load_cells(args.pilot, width_label, ("width",))
         for where, found in ((args.runs, cells), (args.pilot, pilot)):
             if not found:
                 raise ReportError(f"no finished run in '{where}'")
-        report = build_study_report(args.runs, args.out)
+        block, block_records = _block_cells(args.block_runs)
+        report = build_study_report([args.runs] + ([args.block_runs] if block_records else []), args.out)
     except OSError as e:
         return _fail(f"cannot read {e.filename or args.doc}: {e.strerror}")
     except (ReportError, ConfigError) as e:
         return _fail(str(e))
     except ValueError as e:  # a missing region
         return _fail(f"{args.doc}: {e}")
-    rows = evaluate(CLAIMS, cells)
     report.prune(args.out)
-    write_claims(args.out, rows)
-    bodies = {"status": status_markdown(cells, records, planned), "pilot": pilot_markdown(pilot),
-              "sweep": "\n".join(sweeps_markdown(report.sweeps)).strip() or "No finished sweep yet.",
-              "plots": plots_markdown(report.plots, Path(os.path.relpath(args.out, args.doc.parent)).as_posix())
-              or "No sweep plots yet.",
-              "epochs": epochs_markdown(cells), "claims": claims_markdown(rows),
-              "cost": cost_markdown(records, _cost_key, "width · norm")}
+    bodies = _bodies(args, cells, records, pilot, block, block_records, planned, report)
     atomic_write_text(args.doc, replace_regions(text, {name: bodies[name] for name in REGIONS}))
     print(f"wrote {args.out}/ (report, sweeps, claims, plots) and the tables in {args.doc}")
     return 0

@@ -13,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "docs" / "study-capacity"
-TABLES = ("report.md", "report.csv", "sweeps.csv", "overview.md", "overview.csv", "claims.md", "claims.csv")
+TABLES = ("report.md", "report.csv", "sweeps.csv", "overview.md", "overview.csv", "claims.md", "claims.csv",
+          "claims-block.md", "claims-block.csv")
 
 
 def committed_results() -> dict[str, bytes]:
@@ -79,5 +80,24 @@ def test_a_runs_dir_that_mixes_trainings_is_one_line_exit_2(tmp_path):
     doc.write_bytes((ROOT / "docs" / "study-capacity.md").read_bytes())
     proc = regenerate(tmp_path)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "differ in more than width" in proc.stderr
+    assert doc.read_bytes() == (ROOT / "docs" / "study-capacity.md").read_bytes()
+    assert not (tmp_path / "docs" / "study-capacity" / "report.md").exists()
+
+
+def test_a_follow_up_run_not_placed_per_block_is_one_line_exit_2(tmp_path):
+    """The follow-up's runs dir holds bn+cbam with attn_placement "block" only: a main-grid run put
+    there by mistake is refused before anything is written."""
+    copy_results(tmp_path)
+    src = next((tmp_path / "docs" / "study-capacity" / "runs").glob("*/results.jsonl"), None)
+    if src is None:
+        pytest.skip("no committed results in docs/study-capacity/runs")
+    rec = next(json.loads(line) for line in src.read_text().splitlines() if json.loads(line)["norm"] == "bn+cbam")
+    wrong = tmp_path / "docs" / "study-capacity" / "runs-block" / "misplaced"
+    wrong.mkdir(parents=True)
+    (wrong / "results.jsonl").write_text(json.dumps(rec) + "\n")
+    doc = tmp_path / "docs" / "study-capacity.md"
+    doc.write_bytes((ROOT / "docs" / "study-capacity.md").read_bytes())
+    proc = regenerate(tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "attn_placement = 'block' only" in proc.stderr
     assert doc.read_bytes() == (ROOT / "docs" / "study-capacity.md").read_bytes()
     assert not (tmp_path / "docs" / "study-capacity" / "report.md").exists()

@@ -16,9 +16,9 @@ from noiseattack.fileio import append_jsonl
 from test_report import PNG_SIGNATURE, runs, write_exp
 
 
-def width_record(norm, seed, width, test_acc, train_acc):
+def width_record(norm, seed, width, test_acc, train_acc, attn_placement="norm"):
     train = TrainConfig(dataset="fmnist", attack=Attack.clean, depth=8, width=width, epochs=3, train_subset=600,
-                        milestones=(1, 2))
+                        milestones=(1, 2), attn_placement=attn_placement)
     run = RunConfig(train, norm, seed)
     history = [{"epoch": e, "lr": 0.1, "train_loss": 1.0, "train_acc": train_acc - 3 + e, "test_loss": 1.0,
                 "test_acc": test_acc - 3 + e} for e in range(1, 4)]
@@ -54,6 +54,41 @@ def test_report_groups_by_a_swept_width(tmp_path):
     for found in pngs:
         assert len(found) == 1 and found[0].read_bytes()[:8] == PNG_SIGNATURE and f"]({found[0].name})" in md
     assert "| width | norm | n | mean | std | train acc | train − test (mean ± std) |" in md
+
+
+def test_attention_once_per_block_is_a_row_beside_the_same_setting_s_layers(tmp_path):
+    """bn+cbam trained with attn_placement "block" is the row `bn+cbam (per block)` of the setting
+    without the option: one width sweep of three rows, compared with BN like any layer. bn trained so
+    (the same network as bn) stays a variant of its own and never pools with bn's runs."""
+    rng = np.random.default_rng(2)
+    truth = {}
+    for width in (0.5, 1):
+        for norm, placement, label in (("bn", "norm", "bn"), ("bn+cbam", "norm", "bn+cbam"),
+                                       ("bn+cbam", "block", "bn+cbam (per block)")):
+            test = 70 + rng.normal(0, 1, 3)
+            truth[(width, label)] = test
+            write_exp(tmp_path / ("runs-block" if placement == "block" else "runs"), f"clean-w{width}",
+                      [width_record(norm, s, width, float(test[s]), float(test[s]) + 5, placement) for s in range(3)])
+    rep = R.build_report([tmp_path / "runs", tmp_path / "runs-block"], tmp_path / "out", plots=False)
+    (sweep,) = rep.sweeps
+    rows = R.sweeps.sweep_rows(sweep)
+    assert [(r["value"], r["norm"]) for r in rows] == [(w, n) for w in (0.5, 1)
+                                                       for n in ("bn", "bn+cbam", "bn+cbam (per block)")]
+    for r in rows:
+        assert r["mean"] == pytest.approx(truth[(r["value"], r["norm"])].mean())
+    per_block = [row for row in rep.rows if row["norm"] == "bn+cbam (per block)"]
+    assert len(per_block) == 2 and all(row["variant"] == "" for row in per_block)
+    for width, model in ((0.5, "resnet8w0.5-n600-e3"), (1, "resnet8-n600-e3")):  # compared with the same width's bn
+        (row,) = [row for row in per_block if row["model"] == model]
+        assert row["diff_vs_bn"] == pytest.approx(truth[(width, "bn+cbam (per block)")].mean()
+                                                  - truth[(width, "bn")].mean())
+    # bn under the block placement: its own variant, not three more samples of bn
+    write_exp(tmp_path / "runs-bn-block", "clean-w1",
+              [width_record("bn", s, 1, 71.0 + s, 76.0, "block") for s in range(3)])
+    rep = R.build_report([tmp_path / "runs", tmp_path / "runs-block", tmp_path / "runs-bn-block"], plots=False)
+    bns = [row for row in rep.rows if row["norm"] == "bn" and row["model"] == "resnet8-n600-e3"]
+    assert sorted(row["n"] for row in bns) == [3, 3] and {row["variant"] for row in bns} == {
+        "attn_placement=block", "attn_placement=norm"}
 
 
 def test_no_sweep_no_change(tmp_path):

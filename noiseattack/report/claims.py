@@ -187,31 +187,33 @@ def claims_csv(rows: Sequence[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def build_study_report(runs: str | Path, out_dir: str | Path):
+def build_study_report(runs: str | Path | Sequence[str | Path], out_dir: str | Path):
     """`build_report` on the run records alone: a copy of every results.jsonl and config.json under
-    `runs`, without the checkpoints, locks and logs of runs in progress on this machine, so that a
-    study's report is a function of its committed results."""
+    `runs` (a dir, or several), without the checkpoints, locks and logs of runs in progress on this
+    machine, so that a study's report is a function of its committed results."""
     import shutil
     import tempfile
 
     from . import build_report
 
-    runs = Path(runs)
+    dirs = [Path(runs)] if isinstance(runs, (str, Path)) else [Path(d) for d in runs]
     with tempfile.TemporaryDirectory() as tmp:
-        for src in runs.rglob("*"):
-            if src.name in ("results.jsonl", "config.json") and src.is_file():
-                dst = Path(tmp) / runs.name / src.relative_to(runs)
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dst)
-        if not (Path(tmp) / runs.name).is_dir():
-            return build_report([runs], out_dir)  # nothing to copy: build_report says what is wrong
-        return build_report([Path(tmp) / runs.name], out_dir)
+        copies = []
+        for i, d in enumerate(dirs):
+            copy = Path(tmp) / str(i) / d.name
+            for src in d.rglob("*"):
+                if src.name in ("results.jsonl", "config.json") and src.is_file():
+                    dst = copy / src.relative_to(d)
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src, dst)
+            copies.append(copy if copy.is_dir() else d)  # nothing to copy: build_report says what is wrong
+        return build_report(copies, out_dir)
 
 
-def write_claims(out_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """claims.md and claims.csv in `out_dir`."""
-    atomic_write_text(Path(out_dir) / "claims.md", "# Claims\n\n" + claims_markdown(rows) + "\n")
-    atomic_write_text(Path(out_dir) / "claims.csv", claims_csv(rows))
+def write_claims(out_dir: Path, rows: Sequence[dict[str, Any]], stem: str = "claims") -> None:
+    """`stem`.md and `stem`.csv (claims.md, claims.csv unless told) in `out_dir`."""
+    atomic_write_text(Path(out_dir) / f"{stem}.md", "# Claims\n\n" + claims_markdown(rows) + "\n")
+    atomic_write_text(Path(out_dir) / f"{stem}.csv", claims_csv(rows))
 
 
 def cpu_line(records: Sequence[dict[str, Any]]) -> str:

@@ -63,6 +63,21 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 _CKPT_RE = re.compile(r"^(?P<norm>.+)-s(?P<seed>-?\d+)\.pt$")
 
 
+PER_BLOCK = "(per block)"  # the row label's suffix of a NORM+ATTN layer whose attention sits once per block
+
+
+def placed_norm(norm: str, ident: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A run's row label and the identity its group is compared in. A `NORM+ATTN` layer trained with
+    attn_placement "block" is the row `bn+cbam (per block)` of the setting without the option, beside
+    the same setting's `bn` and `bn+cbam` (attention after every norm): the placement is part of how
+    the layer sits in the model, and the comparison a reader wants is the three side by side. A
+    layer without `+ATTN` builds the same network either way: its block-placement runs stay a
+    variant of their own (`attn_placement=block`), so they never pool with the same seeds' runs."""
+    if ident.get("attn_placement") == "block" and "+" in norm:
+        return f"{norm} {PER_BLOCK}", {k: v for k, v in ident.items() if k != "attn_placement"}
+    return norm, ident
+
+
 def model_label(cfg: dict[str, Any]) -> str:
     label = f"resnet{cfg['depth']}" + (f"w{cfg['width']}" if cfg.get("width", 1) != 1 else "")
     if cfg.get("train_subset"):
@@ -134,6 +149,7 @@ def collect(exp_dirs: Sequence[Path]) -> tuple[list[Group], list[str]]:
                         if ck is None else
                         f"{exp_dir}/config.json: unreadable setting ({e}); unfinished run {ck} is not counted")
             continue
+        norm, ident = placed_norm(norm, ident)
         entries.append((ident, setting, order, norm, rec, ck, exp_dir))
 
     variant_of = _variant_labels([e[0] for e in entries])
@@ -231,8 +247,10 @@ def _known_order() -> tuple[str, ...]:
 
 
 def norm_rank(norm: str) -> tuple[int, str]:
+    """A layer's place among the rows: the known order, a per-block row right after its layer's."""
     known = _known_order()
-    return (known.index(norm), norm) if norm in known else (len(known), norm)
+    base = norm.removesuffix(f" {PER_BLOCK}")
+    return (known.index(base), norm) if base in known else (len(known), norm)
 
 
 def _attack_rank(attack: str) -> tuple[int, str]:
