@@ -66,38 +66,38 @@ def test_the_capacity_doc_regenerates_from_the_committed_results(tmp_path):
     assert plots == sorted(p.name for p in STUDY.glob("*.png")) and plots
 
 
-def test_a_runs_dir_that_mixes_trainings_is_one_line_exit_2(tmp_path):
-    """Runs that differ in more than the width (here: the epochs) are not one study."""
+def a_committed_record(tmp_path: Path, norm: str | None = None) -> dict:
+    """The committed results copied into `tmp_path`, and one main-grid record (of `norm`, if given)."""
     copy_results(tmp_path)
     src = next((tmp_path / "docs" / "study-capacity" / "runs").glob("*/results.jsonl"), None)
     if src is None:
         pytest.skip("no committed results in docs/study-capacity/runs")
-    rec = json.loads(src.read_text().splitlines()[0])
-    rec["config"]["epochs"] -= 1
-    (src.parent.parent / "other").mkdir()
-    (src.parent.parent / "other" / "results.jsonl").write_text(json.dumps(rec) + "\n")
+    return next(r for r in map(json.loads, src.read_text().splitlines()) if norm in (None, r["norm"]))
+
+
+def assert_refused(tmp_path: Path, bad_runs: Path, rec: dict, message: str) -> None:
+    """With `rec` written to `bad_runs`/results.jsonl, the command says `message` in one line, exits 2
+    and writes nothing."""
+    bad_runs.mkdir(parents=True)
+    (bad_runs / "results.jsonl").write_text(json.dumps(rec) + "\n")
     doc = tmp_path / "docs" / "study-capacity.md"
     doc.write_bytes((ROOT / "docs" / "study-capacity.md").read_bytes())
     proc = regenerate(tmp_path)
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "differ in more than width" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
     assert doc.read_bytes() == (ROOT / "docs" / "study-capacity.md").read_bytes()
     assert not (tmp_path / "docs" / "study-capacity" / "report.md").exists()
+
+
+def test_a_runs_dir_that_mixes_trainings_is_one_line_exit_2(tmp_path):
+    """Runs that differ in more than the width (here: the epochs) are not one study."""
+    rec = a_committed_record(tmp_path)
+    rec["config"]["epochs"] -= 1
+    assert_refused(tmp_path, tmp_path / "docs" / "study-capacity" / "runs" / "other", rec, "differ in more than width")
 
 
 def test_a_follow_up_run_not_placed_per_block_is_one_line_exit_2(tmp_path):
     """The follow-up's runs dir holds bn+cbam with attn_placement "block" only: a main-grid run put
     there by mistake is refused before anything is written."""
-    copy_results(tmp_path)
-    src = next((tmp_path / "docs" / "study-capacity" / "runs").glob("*/results.jsonl"), None)
-    if src is None:
-        pytest.skip("no committed results in docs/study-capacity/runs")
-    rec = next(json.loads(line) for line in src.read_text().splitlines() if json.loads(line)["norm"] == "bn+cbam")
-    wrong = tmp_path / "docs" / "study-capacity" / "runs-block" / "misplaced"
-    wrong.mkdir(parents=True)
-    (wrong / "results.jsonl").write_text(json.dumps(rec) + "\n")
-    doc = tmp_path / "docs" / "study-capacity.md"
-    doc.write_bytes((ROOT / "docs" / "study-capacity.md").read_bytes())
-    proc = regenerate(tmp_path)
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "attn_placement = 'block' only" in proc.stderr
-    assert doc.read_bytes() == (ROOT / "docs" / "study-capacity.md").read_bytes()
-    assert not (tmp_path / "docs" / "study-capacity" / "report.md").exists()
+    rec = a_committed_record(tmp_path, "bn+cbam")
+    assert_refused(tmp_path, tmp_path / "docs" / "study-capacity" / "runs-block" / "misplaced", rec,
+                   "attn_placement = 'block' only")
