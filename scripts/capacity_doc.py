@@ -64,19 +64,21 @@ CLAIMS = (
     Claim("h5", "h", "CBAM changes how much the widest model over-fits: train − test gap, bn+cbam vs bn at width 1",
           "mean", ((WIDE, ATT), (WIDE, BN)), (1, -1), 0, metric="gap"),
 )
-FOLLOW_UP = (
+FOLLOW_UP = (  # cells from the follow-up's own runs: runs-block and runs-controls (fresh seeds, one machine)
     Claim("f1", "f", "CBAM once per block helps the narrowest (under-fitting) model: bn+cbam (per block) above bn "
           "in test accuracy at width 0.125", "mean", ((NARROW, BLOCK), (NARROW, BN)), (1, -1)),
-    Claim("f2", "f", "CBAM once per block helps the middle model: bn+cbam (per block) above bn in test accuracy at "
-          "width 0.25", "mean", ((MID, BLOCK), (MID, BN)), (1, -1)),
-    Claim("f3", "f", "CBAM once per block helps the widest (over-fitting) model: bn+cbam (per block) above bn in test "
+    Claim("f2", "f", "CBAM once per block helps the widest (over-fitting) model: bn+cbam (per block) above bn in test "
           "accuracy at width 1", "mean", ((WIDE, BLOCK), (WIDE, BN)), (1, -1)),
-    Claim("f4", "f", "CBAM once per block: its benefit shrinks with width: (bn+cbam (per block) − bn) at width 0.125 "
+    Claim("f3", "f", "CBAM once per block: its benefit shrinks with width: (bn+cbam (per block) − bn) at width 0.125 "
           "above that at width 1", "mean", ((NARROW, BLOCK), (NARROW, BN), (WIDE, BLOCK), (WIDE, BN)), (1, -1, -1, 1)),
-    Claim("f5", "f", "The placement matters for the narrowest model: bn+cbam (per block) vs bn+cbam (after every norm) "
+    Claim("f4", "f", "The placement matters for the narrowest model: bn+cbam (per block) vs bn+cbam (after every norm) "
           "in test accuracy at width 0.125", "mean", ((NARROW, BLOCK), (NARROW, ATT)), (1, -1), 0),
-    Claim("f6", "f", "The placement matters for the widest model: bn+cbam (per block) vs bn+cbam (after every norm) "
+    Claim("f5", "f", "The placement matters for the widest model: bn+cbam (per block) vs bn+cbam (after every norm) "
           "in test accuracy at width 1", "mean", ((WIDE, BLOCK), (WIDE, ATT)), (1, -1), 0),
+    Claim("r1", "r", "h1 on fresh seeds: CBAM (after every norm) helps the narrowest model: bn+cbam above bn in "
+          "test accuracy at width 0.125", "mean", ((NARROW, ATT), (NARROW, BN)), (1, -1)),
+    Claim("r2", "r", "h3 on fresh seeds: CBAM (after every norm) helps the widest model: bn+cbam above bn in test "
+          "accuracy at width 1", "mean", ((WIDE, ATT), (WIDE, BN)), (1, -1)),
 )
 REGIONS = ("status", "pilot", "sweep", "plots", "epochs", "claims", "cost", "block-status", "block-claims",
            "block-cost")
