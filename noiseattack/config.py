@@ -42,6 +42,7 @@ SHORTCUT_NORMS = ("same", "bn")
 # before the addition, as in the SENet and CBAM papers; every norm position gets the norm alone).
 # See noiseattack/models.py.
 ATTN_PLACEMENTS = ("norm", "block")
+PER_BLOCK = "(per block)"  # a report's row for NORM+ATTN with attn_placement "block": `bn+cbam (per block)`
 
 # What every preset starts from; a preset's own entries replace these.
 BASE_SETTING: dict[str, Any] = {

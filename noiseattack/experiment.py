@@ -60,12 +60,21 @@ class ExperimentResult:
 # --------------------------------------------------------------------------- provenance
 
 
+def _layer(run: RunConfig) -> dict[str, Any]:
+    """What a results record says about the run's layer (`zoo.layer_info`), with where its attention sits."""
+    info = layer_info(run.norm)
+    if run.train.attn_placement == "block" and "+" in run.norm:
+        info["description"] += " (the attention once per residual block, before the addition)"
+    return info
+
+
 def versions() -> dict[str, str]:
     import numpy
+    import timm
     import torchvision
 
     return {"noiseattack": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "numpy": numpy.__version__, "python": platform.python_version()}
+            "timm": timm.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
 
 
 def machine(device: str) -> dict[str, Any]:
@@ -352,7 +361,7 @@ def _execute_locked(run: RunConfig, exp_dir: Path, data: TrainData, *, keep_chec
         "key": run.key, "experiment": exp_dir.name, "norm": run.norm, "seed": run.seed, "status": result.status,
         "final_acc": result.final_acc, "best_acc": result.best_acc, "diverged": result.diverged,
         "wall_time_s": round(result.wall_time_s, 3), "epochs_done": len(result.history),
-        "history": result.history, "config": run.to_dict(), "layer": layer_info(run.norm), "noiseattack": __version__,
+        "history": result.history, "config": run.to_dict(), "layer": _layer(run), "noiseattack": __version__,
         "versions": versions(), "machine": {**_run_machine(run.train.device),
                                             **({"iebn_kernels": iebn_kernels(run.train.compile_norms)}
                                                if any(p.startswith("iebn") for p in run.norm.split("+")) else {})},

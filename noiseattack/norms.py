@@ -19,7 +19,8 @@ How the attack reaches a layer (`reach_noise`), walking the module tree from the
      `GroupNorm`; `LayerNorm`, timm's `LayerNorm2d` included) is converted in place, the way
      `SyncBatchNorm.convert_sync_batchnorm` converts, into a subclass that carries the noise by
      the same affine fold: its class changes, its parameters, buffers and state_dict do not;
-  3. anything else is searched recursively.
+  3. anything else is searched recursively, except a module marked `noise_free` (an attention
+     module placed between blocks, `BlockAttention`), which the walk passes by.
 """
 
 from __future__ import annotations
@@ -119,6 +120,8 @@ def _carrier_class(cls: type) -> type:
 def noise_targets(module: nn.Module) -> list[nn.Module]:
     """The modules the constant attack acts on inside `module` (see the module docstring): those
     with a `set_noise` method, outermost first, and the torch normalization modules elsewhere."""
+    if getattr(module, "noise_free", False):  # an attention module between blocks (BlockAttention)
+        return []
     if callable(getattr(module, "set_noise", None)) or isinstance(module, CONVERTIBLE):
         return [module]
     return [t for child in module.children() for t in noise_targets(child)]
@@ -252,16 +255,15 @@ class NormAttention(nn.Module):
 
 class BlockAttention(nn.Module):
     """An attention module placed once per residual block (attn_placement "block"), on the residual
-    branch's output before the addition. It is no norm: the constant attack does not reach it
-    (`set_noise` does nothing), so its own normalizations (CBAM's BatchNorm, GC's LayerNorm) stay
-    clean, as inside `NORM+ATTN`."""
+    branch's output before the addition. It is no norm: the constant attack's walk (`noise_targets`)
+    passes it by (`noise_free`), so its own normalizations (CBAM's BatchNorm, GC's LayerNorm) stay
+    clean, as inside `NORM+ATTN`, and it is not counted among the layers attacked."""
+
+    noise_free = True
 
     def __init__(self, attn: nn.Module):
         super().__init__()
         self.attn = attn
-
-    def set_noise(self, alpha: float, beta: float) -> None:
-        """The attack is on the norms; an attention module between blocks takes none of it."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.attn(x)

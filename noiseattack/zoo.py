@@ -132,8 +132,6 @@ class Resolved:
 @functools.lru_cache(maxsize=None)
 def resolve(name: str) -> Resolved:
     """The layer a name stands for (see the module docstring); ConfigError if there is none."""
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigError("a layer name is empty")
     norm, attn = split(name)
     if attn is None:
         return norm
@@ -146,6 +144,8 @@ def split(name: str) -> tuple[Resolved, Resolved | None]:
     """A layer name's norm and attention module, each resolved: `bn+cbam` -> (bn, cbam); a name
     without `+ATTN` (bn, bnse, iebn, a user's norm) -> (it, None). The model uses it to place the
     attention once per residual block (attn_placement "block", `noiseattack.models`)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError("a layer name is empty")
     name = name.strip()
     if name.count("+") > 1:
         raise ConfigError(f"'{name}': one attention module per norm (NORM+ATTN)")

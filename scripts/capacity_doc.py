@@ -1,24 +1,28 @@
 """Regenerate the attention-capacity study's report, plots, claims and doc tables from its committed runs.
 
-    python scripts/capacity_doc.py     # docs/study-capacity/runs{,-block} -> docs/study-capacity/ and docs/study-capacity.md
+    python scripts/capacity_doc.py     # docs/study-capacity/runs* -> docs/study-capacity/ and docs/study-capacity.md
 
-One command, deterministic: `noiseattack report` on the runs of both grids (report.md/csv,
-sweeps.csv, the sweep plots against the width and the per-width train/test curves, PNG and SVG;
-the follow-up's `bn+cbam (per block)` is a row beside `bn` and `bn+cbam`), then the study's
-pre-declared claims and the follow-up's, each its own Holm family (claims.md, claims.csv,
-claims-block.md, claims-block.csv; `noiseattack.report.claims`), and the generated regions of the
-doc (`<!-- NAME:begin -->` ... `<!-- NAME:end -->`: status, pilot, sweep, plots, epochs, claims,
-cost, and block-status, block-claims, block-cost). Text outside the regions is left as it is.
-tests/test_capacity_doc.py checks that the committed tables are what it writes.
+One command, deterministic. For the main grid (runs/): `noiseattack report` on its runs
+(report.md/csv, sweeps.csv, the sweep plots against the width and the per-width train/test
+curves, PNG and SVG) and its pre-declared claims (claims.md, claims.csv;
+`noiseattack.report.claims`) into docs/study-capacity/. For the follow-up (runs-block/: bn+cbam
+once per block; runs-controls/: bn and bn+cbam again, fresh seeds, on the follow-up's machine)
+the same into docs/study-capacity/follow-up/, where bn+cbam once per block is the report's row
+`bn+cbam (per block)`. Then the generated regions of the doc (`<!-- NAME:begin -->` ...
+`<!-- NAME:end -->`: status, pilot, sweep, plots, epochs, claims, cost, and the follow-up's
+block-status, block-claims, block-sweep, block-plots, block-epochs, block-cost). Text outside the
+regions is left as it is. tests/test_capacity_doc.py checks that the committed tables are what it
+writes.
 
 The claims about CBAM (h1-h5) were declared before any bn+cbam run of this grid had finished (of
 the first design's runs, in runs-pilot-n6000, one had). The widths they name were revised once,
 when the bn runs at widths 0.25 and 1 showed that both fit their training set, and the narrow end
 moved to 0.125 (the doc says so). They are one family, adjusted together by Holm–Bonferroni.
 
-The follow-up's claims (f1-f6: CBAM once per residual block, scripts/grid_capacity_block.toml)
-were declared before any of its runs had finished, after the main family's results were known;
-they are a family of their own, so the main family's adjusted p-values stay what they were.
+The follow-up's claims (f1-f5, r1-r2) were declared before any of its runs had been read, after
+the main family's results were known; they are a family of their own, on the follow-up's runs
+alone, so the main family's adjusted p-values stay what they were and the follow-up's
+comparisons do not reuse the cells whose results called for it.
 """
 
 from __future__ import annotations
@@ -32,13 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from noiseattack.config import train_config_from_dict
+from noiseattack.config import PER_BLOCK, train_config_from_dict
 from noiseattack.errors import ConfigError
 from noiseattack.fileio import atomic_write_text
 from noiseattack.report import ReportError
 from noiseattack.report.claims import (Cells, Claim, build_study_report, claims_markdown, cost_markdown, evaluate, load_cells,
                                        write_claims)
-from noiseattack.report.collect import PER_BLOCK, norm_rank
+from noiseattack.report.collect import norm_rank
 from noiseattack.report.render import replace_regions
 from noiseattack.report.sweeps import to_markdown as sweeps_markdown
 from noiseattack.sweep.grid import load_grid
@@ -81,9 +85,8 @@ FOLLOW_UP = (  # cells from the follow-up's own runs: runs-block and runs-contro
           "accuracy at width 1", "mean", ((WIDE, ATT), (WIDE, BN)), (1, -1)),
 )
 REGIONS = ("status", "pilot", "sweep", "plots", "epochs", "claims", "cost", "block-status", "block-claims",
-           "block-cost")
-GRID = Path(__file__).resolve().parent / "grid_capacity.toml"
-BLOCK_GRID = Path(__file__).resolve().parent / "grid_capacity_block.toml"
+           "block-sweep", "block-plots", "block-epochs", "block-cost")
+GRIDS = [Path(__file__).resolve().parent / f"grid_capacity{g}.toml" for g in ("", "_block", "_controls")]
 
 
 def width_label(cfg) -> str:
@@ -162,13 +165,16 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, default=Path("docs/study-capacity/runs"))
     ap.add_argument("--block-runs", type=Path, default=Path("docs/study-capacity/runs-block"),
-                    help="the follow-up's runs (CBAM once per block); absent or empty: not run yet")
-    ap.add_argument("--out", type=Path, default=Path("docs/study-capacity"))
+                    help="the follow-up's runs of bn+cbam once per block; absent or empty: not run yet")
+    ap.add_argument("--control-runs", type=Path, default=Path("docs/study-capacity/runs-controls"),
+                    help="the follow-up's controls (bn, bn+cbam after every norm; fresh seeds)")
+    ap.add_argument("--out", type=Path, default=Path("docs/study-capacity"),
+                    help="the main grid's report; the follow-up's goes to OUT/follow-up")
     ap.add_argument("--doc", type=Path, default=Path("docs/study-capacity.md"))
     ap.add_argument("--pilot", type=Path, default=Path("docs/study-capacity/runs-pilot-n6000"),
                     help="the first design's runs (6000 images, 15 epochs)")
-    ap.add_argument("--grid", type=Path, default=GRID, help="the study's grid (for the number of runs planned)")
-    ap.add_argument("--block-grid", type=Path, default=BLOCK_GRID, help="the follow-up's grid")
+    ap.add_argument("--grids", type=Path, nargs=3, default=GRIDS, metavar=("MAIN", "BLOCK", "CONTROLS"),
+                    help="the study's grids (for the number of runs planned)")
     return ap
 
 
@@ -176,33 +182,56 @@ def _has_results(d: Path) -> bool:
     return d.is_dir() and any(d.rglob("results.jsonl"))
 
 
-def _block_cells(runs: Path) -> tuple[Cells, list[dict[str, Any]]]:
-    """The follow-up's finished runs per (width, "bn+cbam (per block)"), and its records; none before it has run."""
-    if not _has_results(runs):
-        return {}, []
-    cells, records = load_cells(runs, width_label, ("width",))
-    if {norm for _, norm in cells} - {ATT} or any(train_config_from_dict(r["config"]).attn_placement != "block"
-                                                  for r in records):
-        raise ReportError(f"{runs}: the follow-up holds bn+cbam runs with attn_placement = 'block' only")
-    return {(w, BLOCK): rs for (w, _), rs in cells.items()}, records
+def _training(r: dict[str, Any]) -> str:
+    """A run's training without the width and the attention placement: one for every run of the study."""
+    ident = train_config_from_dict(r["config"]).identity()
+    return repr(sorted((k, v) for k, v in ident.items() if k not in ("width", "attn_placement")))
 
 
-def _bodies(args, cells: Cells, records, pilot: Cells, block: Cells, block_records, planned: tuple[int, int],
-            report) -> dict[str, str]:
-    both = {**cells, **block}
-    follow = evaluate(FOLLOW_UP, both)
-    main_rows = evaluate(CLAIMS, cells)
+def follow_up_cells(block_runs: Path, control_runs: Path, main_records: list[dict[str, Any]]):
+    """The follow-up's finished runs per (width, norm), `bn+cbam (per block)` for runs-block, and its
+    records; none before it has run. Its runs hold only their grid's norms and placement, and train
+    as the main grid's do but for the width and the placement."""
+    cells: Cells = {}
+    records: list[dict[str, Any]] = []
+    for runs, placement, norms in ((block_runs, "block", (ATT,)), (control_runs, "norm", (BN, ATT))):
+        if not _has_results(runs):
+            continue
+        found, recs = load_cells(runs, width_label, ("width",))
+        if any(r["norm"] not in norms or train_config_from_dict(r["config"]).attn_placement != placement for r in recs):
+            raise ReportError(f"{runs}: the follow-up holds {' and '.join(norms)} runs with attn_placement = "
+                              f"'{placement}' only")
+        cells.update({(w, BLOCK if placement == "block" else norm): rs for (w, norm), rs in found.items()})
+        records += recs
+    if records and {_training(r) for r in records} != {_training(r) for r in main_records}:
+        raise ReportError("the follow-up's runs train otherwise than the main grid's (more differs than the width "
+                          "and the attention placement)")
+    return cells, records
+
+
+def _report_bodies(report, out: Path, doc: Path, prefix: str = "") -> dict[str, str]:
+    """The sweep table and the sweep plots of a report (regions `prefix`sweep, `prefix`plots)."""
+    return {f"{prefix}sweep": "\n".join(sweeps_markdown(report.sweeps)).strip() or "No finished sweep yet.",
+            f"{prefix}plots": plots_markdown(report.plots, Path(os.path.relpath(out, doc.parent)).as_posix())
+            or "No sweep plots yet."}
+
+
+def _bodies(args, main: tuple, pilot: Cells, follow: tuple, planned: tuple[int, int, int], reports) -> dict[str, str]:
+    (cells, records), (f_cells, f_records) = main, follow
+    main_rows, f_rows = evaluate(CLAIMS, cells), evaluate(FOLLOW_UP, f_cells)
     write_claims(args.out, main_rows)
-    write_claims(args.out, follow, stem="claims-block")
-    return {"status": status_markdown(cells, records, planned[0]), "pilot": pilot_markdown(pilot),
-            "sweep": "\n".join(sweeps_markdown(report.sweeps)).strip() or "No finished sweep yet.",
-            "plots": plots_markdown(report.plots, Path(os.path.relpath(args.out, args.doc.parent)).as_posix())
-            or "No sweep plots yet.",
-            "epochs": epochs_markdown(both), "claims": claims_markdown(main_rows),
-            "cost": cost_markdown(records, _cost_key, "width · norm"),
-            "block-status": status_markdown(block, block_records, planned[1]),
-            "block-claims": claims_markdown(follow),
-            "block-cost": cost_markdown(block_records, _cost_key, "width · norm") if block_records else "No run yet."}
+    f_out = args.out / "follow-up"
+    bodies = {"status": status_markdown(cells, records, planned[0]), "pilot": pilot_markdown(pilot),
+              **_report_bodies(reports[0], args.out, args.doc), "epochs": epochs_markdown(cells),
+              "claims": claims_markdown(main_rows), "cost": cost_markdown(records, _cost_key, "width · norm"),
+              "block-status": status_markdown(f_cells, f_records, planned[1] + planned[2]),
+              "block-claims": claims_markdown(f_rows), "block-sweep": "No run yet.", "block-plots": "No run yet.",
+              "block-epochs": "No run yet.", "block-cost": "No run yet."}
+    if f_records:
+        write_claims(f_out, f_rows)
+        bodies.update(_report_bodies(reports[1], f_out, args.doc, "block-"), **{
+            "block-epochs": epochs_markdown(f_cells), "block-cost": cost_markdown(f_records, _cost_key, "width · norm")})
+    return bodies
 
 
 def main() -> int:
@@ -210,24 +239,28 @@ def main() -> int:
     try:  # every check before anything is written
         text = args.doc.read_text()
         replace_regions(text, dict.fromkeys(REGIONS, ""))
-        planned = tuple(len(load_grid(g, defer_device=True).jobs()) for g in (args.grid, args.block_grid))
+        planned = tuple(len(load_grid(g, defer_device=True).jobs()) for g in args.grids)
         cells, records = load_cells(args.runs, width_label, ("width",))
         pilot, _ = load_cells(args.pilot, width_label, ("width",))
         for where, found in ((args.runs, cells), (args.pilot, pilot)):
             if not found:
                 raise ReportError(f"no finished run in '{where}'")
-        block, block_records = _block_cells(args.block_runs)
-        report = build_study_report([args.runs] + ([args.block_runs] if block_records else []), args.out)
+        f_cells, f_records = follow_up_cells(args.block_runs, args.control_runs, records)
+        reports = [build_study_report(args.runs, args.out)]
+        if f_records:
+            reports.append(build_study_report([d for d in (args.block_runs, args.control_runs) if _has_results(d)],
+                                              args.out / "follow-up"))
     except OSError as e:
         return _fail(f"cannot read {e.filename or args.doc}: {e.strerror}")
     except (ReportError, ConfigError) as e:
         return _fail(str(e))
     except ValueError as e:  # a missing region
         return _fail(f"{args.doc}: {e}")
-    report.prune(args.out)
-    bodies = _bodies(args, cells, records, pilot, block, block_records, planned, report)
+    for report, out in zip(reports, (args.out, args.out / "follow-up")):
+        report.prune(out)
+    bodies = _bodies(args, (cells, records), pilot, (f_cells, f_records), planned, reports)
     atomic_write_text(args.doc, replace_regions(text, {name: bodies[name] for name in REGIONS}))
-    print(f"wrote {args.out}/ (report, sweeps, claims, plots) and the tables in {args.doc}")
+    print(f"wrote {args.out}/ (report, sweeps, claims, plots; the follow-up's in follow-up/) and the tables in {args.doc}")
     return 0
 
 

@@ -68,6 +68,22 @@ def test_a_basic_block_computes_the_attention_on_the_residual_branch_before_the_
             torch.testing.assert_close(blk(x), expected)
 
 
+def test_a_bottleneck_block_computes_the_attention_after_its_last_norm_before_the_addition():
+    torch.manual_seed(1)
+    model = cifar_resnet(11, 10, "bn+se", width=1, block="bottleneck", attn_placement="block").eval()
+    blk = model.layer2[0]  # a projection shortcut
+    x = torch.randn(2, blk.conv1.in_channels, 16, 16)
+    with torch.no_grad():
+        nn.init.normal_(blk.attn.attn.fc2.weight, 0.0, 1.0)  # a gate far from uniform
+        branch = torch.relu(blk.bn1(blk.conv1(x)))
+        branch = torch.relu(blk.bn2(blk.conv2(branch)))
+        branch = blk.bn3(blk.conv3(branch))
+        pooled = branch.mean((2, 3), keepdim=True)  # SE written out: sigmoid(fc2(relu(fc1(avgpool))))
+        gate = torch.sigmoid(blk.attn.attn.fc2(torch.relu(blk.attn.attn.fc1(pooled))))
+        expected = torch.relu(branch * gate + blk.downsample(x))
+        torch.testing.assert_close(blk(x), expected)
+
+
 @pytest.mark.parametrize("norm", ["bn", "bnse", "iebn", "gn"])
 def test_a_layer_without_attention_builds_the_same_network_either_way(norm):
     torch.manual_seed(3)
@@ -82,7 +98,8 @@ def test_a_layer_without_attention_builds_the_same_network_either_way(norm):
 
 def test_the_constant_attack_reaches_the_norms_and_not_the_block_attention():
     model = cifar_resnet(8, 10, "bn+cbam", width=0.5, attn_placement="block")
-    set_constant_noise(model, 2.0, 1.0)
+    # the stem's norm, 2 per basic block, 2 projection shortcuts: the attention modules are not counted
+    assert set_constant_noise(model, 2.0, 1.0) == 1 + 2 * 3 + 2
     for name, m in _modules(model, BatchNorm):
         if ".attn." not in name:
             assert (m.noise_alpha, m.noise_beta) == (2.0, 1.0), name
@@ -147,3 +164,16 @@ def test_placement_as_a_grid_axis_is_named_once():
     doc["grid"]["attn_placement"] = ["norm", "stage"]
     with pytest.raises(ConfigError, match="attention placement 'stage'"):
         G.parse_grid(doc)
+
+
+def test_the_overview_counts_the_per_block_network_s_parameters():
+    """The report's row `bn+cbam (per block)`: BN's network plus one CBAM per block (3 per stage of
+    ResNet-20 at 2/4/8 channels), counted here from timm's module."""
+    from timm.layers import get_attn
+
+    from noiseattack.overview import model_params
+
+    cbam = lambda c: sum(p.numel() for p in get_attn("cbam")(c).parameters())
+    expected = model_params("fmnist", "resnet20w0.125-n2000-e45", "bn") + 3 * (cbam(2) + cbam(4) + cbam(8))
+    assert model_params("fmnist", "resnet20w0.125-n2000-e45", "bn+cbam (per block)") == expected
+    assert model_params("fmnist", "resnet20w0.125-n2000-e45", "bn+cbam") > expected  # 21 modules, not 9

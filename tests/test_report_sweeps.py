@@ -77,18 +77,26 @@ def test_attention_once_per_block_is_a_row_beside_the_same_setting_s_layers(tmp_
     for r in rows:
         assert r["mean"] == pytest.approx(truth[(r["value"], r["norm"])].mean())
     per_block = [row for row in rep.rows if row["norm"] == "bn+cbam (per block)"]
-    assert len(per_block) == 2 and all(row["variant"] == "" for row in per_block)
+    assert len(per_block) == 2 and all(row["variant"] == "" for row in rep.rows)
     for width, model in ((0.5, "resnet8w0.5-n600-e3"), (1, "resnet8-n600-e3")):  # compared with the same width's bn
         (row,) = [row for row in per_block if row["model"] == model]
         assert row["diff_vs_bn"] == pytest.approx(truth[(width, "bn+cbam (per block)")].mean()
                                                   - truth[(width, "bn")].mean())
-    # bn under the block placement: its own variant, not three more samples of bn
-    write_exp(tmp_path / "runs-bn-block", "clean-w1",
-              [width_record("bn", s, 1, 71.0 + s, 76.0, "block") for s in range(3)])
-    rep = R.build_report([tmp_path / "runs", tmp_path / "runs-block", tmp_path / "runs-bn-block"], plots=False)
-    bns = [row for row in rep.rows if row["norm"] == "bn" and row["model"] == "resnet8-n600-e3"]
-    assert sorted(row["n"] for row in bns) == [3, 3] and {row["variant"] for row in bns} == {
-        "attn_placement=block", "attn_placement=norm"}
+
+
+def test_one_block_placement_experiment_compares_per_block_attention_with_its_bn(tmp_path):
+    """`--norm bn,bn+cbam --attn-placement block`: bn (the same network under either placement) is the
+    reference of bn+cbam (per block); with bn also trained under the default placement and the same
+    seeds, each (bn, seed) counts once."""
+    write_exp(tmp_path / "runs", "block", [width_record("bn", s, 1, 70.0 + s, 80.0, "block") for s in range(3)]
+              + [width_record("bn+cbam", s, 1, 60.0 + 2 * s, 80.0, "block") for s in range(3)])
+    rep = R.build_report([tmp_path / "runs"], plots=False)
+    assert [(row["norm"], row["n"], row["variant"]) for row in rep.rows] == [("bn", 3, ""), ("bn+cbam (per block)", 3, "")]
+    assert rep.rows[1]["diff_vs_bn"] == pytest.approx(62.0 - 71.0)
+    write_exp(tmp_path / "runs", "norm", [width_record("bn", s, 1, 70.0 + s, 80.0) for s in range(3)])
+    rep = R.build_report([tmp_path / "runs"], plots=False)
+    assert [(row["norm"], row["n"]) for row in rep.rows] == [("bn", 3), ("bn+cbam (per block)", 3)]
+    assert any("counted once" in w for w in rep.warnings)
 
 
 def test_no_sweep_no_change(tmp_path):

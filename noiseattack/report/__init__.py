@@ -4,7 +4,9 @@ Every `results.jsonl` under the given dirs is read; runs are grouped by (dataset
 setting, norm), where the model includes the width and the training length (train subset,
 epochs), so that runs of different length are never pooled. When two experiments of the same
 (dataset, model) differ in any other field of their identity (lr, batch size, milestones, test
-subset, ...), a `variant` label names the differing fields and keeps them apart as well.
+subset, ...), a `variant` label names the differing fields and keeps them apart as well. The
+exception is where attention sits (`attn_placement`): a `NORM+ATTN` layer trained with its attention
+once per block is its own row, `bn+cbam (per block)`, in the setting's comparison (`collect.placed_norm`).
 
 Per group, over the finished runs: n, mean, std and variance (n-1), the 95% t-interval of the
 mean, min, max; against BN in the same (dataset, model, variant, attack, setting): the

@@ -210,10 +210,10 @@ def build_study_report(runs: str | Path | Sequence[str | Path], out_dir: str | P
         return build_report(copies, out_dir)
 
 
-def write_claims(out_dir: Path, rows: Sequence[dict[str, Any]], stem: str = "claims") -> None:
-    """`stem`.md and `stem`.csv (claims.md, claims.csv unless told) in `out_dir`."""
-    atomic_write_text(Path(out_dir) / f"{stem}.md", "# Claims\n\n" + claims_markdown(rows) + "\n")
-    atomic_write_text(Path(out_dir) / f"{stem}.csv", claims_csv(rows))
+def write_claims(out_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """claims.md and claims.csv in `out_dir`."""
+    atomic_write_text(Path(out_dir) / "claims.md", "# Claims\n\n" + claims_markdown(rows) + "\n")
+    atomic_write_text(Path(out_dir) / "claims.csv", claims_csv(rows))
 
 
 def cpu_line(records: Sequence[dict[str, Any]]) -> str:

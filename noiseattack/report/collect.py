@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import ConfigError, TrainConfig, train_config_from_dict
+from ..config import PER_BLOCK, ConfigError, TrainConfig, train_config_from_dict
 from ..results import RESULTS_FILE, read_results
 from ..zoo import PAPER, attention_names, norm_names
 
@@ -63,19 +63,18 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 _CKPT_RE = re.compile(r"^(?P<norm>.+)-s(?P<seed>-?\d+)\.pt$")
 
 
-PER_BLOCK = "(per block)"  # the row label's suffix of a NORM+ATTN layer whose attention sits once per block
-
-
 def placed_norm(norm: str, ident: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """A run's row label and the identity its group is compared in. A `NORM+ATTN` layer trained with
-    attn_placement "block" is the row `bn+cbam (per block)` of the setting without the option, beside
-    the same setting's `bn` and `bn+cbam` (attention after every norm): the placement is part of how
-    the layer sits in the model, and the comparison a reader wants is the three side by side. A
-    layer without `+ATTN` builds the same network either way: its block-placement runs stay a
-    variant of their own (`attn_placement=block`), so they never pool with the same seeds' runs."""
-    if ident.get("attn_placement") == "block" and "+" in norm:
-        return f"{norm} {PER_BLOCK}", {k: v for k, v in ident.items() if k != "attn_placement"}
-    return norm, ident
+    """A run's row label and the identity its group is compared in: the placement of attention is
+    part of how a layer sits in the model, not of the setting. A `NORM+ATTN` layer trained with
+    attn_placement "block" is the row `bn+cbam (per block)` of the setting without the option,
+    beside the same setting's `bn` and `bn+cbam` (attention after every norm). A layer without
+    `+ATTN` builds the same network either way, so it is the same row (`bn`) under both: one
+    command `--norm bn,bn+cbam --attn-placement block` compares bn+cbam (per block) with its bn.
+    Where such a layer ran under both placements with the same seed, `collect` counts it once."""
+    if ident.get("attn_placement") != "block":
+        return norm, ident
+    rest = {k: v for k, v in ident.items() if k != "attn_placement"}
+    return (f"{norm} {PER_BLOCK}" if "+" in norm else norm), rest
 
 
 def model_label(cfg: dict[str, Any]) -> str:
@@ -151,6 +150,10 @@ def collect(exp_dirs: Sequence[Path]) -> tuple[list[Group], list[str]]:
             continue
         norm, ident = placed_norm(norm, ident)
         entries.append((ident, setting, order, norm, rec, ck, exp_dir))
+    entries, twins = _one_per_seed(entries)
+    if twins:
+        warn.append(f"{twins} run(s) of a layer without attention trained under both attention placements with the "
+                    "same seed (the same network): counted once")
 
     variant_of = _variant_labels([e[0] for e in entries])
     groups: dict[GroupKey, Group] = {}
@@ -169,6 +172,20 @@ def collect(exp_dirs: Sequence[Path]) -> tuple[list[Group], list[str]]:
         else:
             g.diverged.append(rec)
     return sorted(groups.values(), key=_group_sort_key), warn
+
+
+def _one_per_seed(entries: list[tuple]) -> tuple[list[tuple], int]:
+    """The entries with one per (identity, norm, seed): a layer without `+ATTN` trained under both
+    placements (`placed_norm`) is one network run twice with one seed; the first found counts."""
+    seen, out = set(), []
+    for e in entries:
+        ident, norm, rec, ck = e[0], e[3], e[4], e[5]
+        seed = rec.get("seed") if rec is not None else Path(ck).stem.rsplit("-s", 1)[-1]
+        key = (json.dumps(ident, sort_keys=True), norm, str(seed))
+        if key not in seen:
+            seen.add(key)
+            out.append(e)
+    return out, len(entries) - len(out)
 
 
 def _read_dirs(exp_dirs: Sequence[Path]) -> tuple[list, list, list[str]]:

@@ -60,8 +60,6 @@ class Sweep:
             parts.append(f"{c.get('epochs')} epochs")
         if c.get("augment") is False:
             parts.append("no augmentation")
-        if c.get("attn_placement") == "block" and o != "attn_placement":
-            parts.append("attention once per block")
         setting = self.groups[0].key.setting
         head = DATASET_NAMES.get(c.get("dataset"), c.get("dataset", "")) if o != "dataset" else "datasets"
         return f"{head} · {', '.join(parts)} · {c.get('attack', '')}" + (f" {setting}" if setting != "clean" else "")
