@@ -97,8 +97,18 @@ def test_a_runs_dir_that_mixes_trainings_is_one_line_exit_2(tmp_path):
 
 
 def test_a_follow_up_run_not_placed_per_block_is_one_line_exit_2(tmp_path):
-    """The follow-up's runs dir holds bn+cbam with attn_placement "block" only: a main-grid run put
-    there by mistake is refused before anything is written."""
-    rec = a_committed_record(tmp_path, "bn+cbam")
+    """The follow-up's runs-block holds bn+cbam with attn_placement "block" only: a bn run there (here
+    a main-grid bn record, placed per block) is refused before anything is written."""
+    rec = a_committed_record(tmp_path, "bn")
+    rec["config"]["attn_placement"] = "block"
     assert_refused(tmp_path, tmp_path / "docs" / "study-capacity" / "runs-block" / "misplaced", rec,
                    "attn_placement = 'block' only")
+
+
+def test_follow_up_runs_that_train_otherwise_are_one_line_exit_2(tmp_path):
+    """The follow-up compares its runs with one another as the main grid's: a control trained for
+    fewer epochs is refused, not compared."""
+    rec = a_committed_record(tmp_path, "bn")
+    rec["config"]["epochs"] -= 1
+    assert_refused(tmp_path, tmp_path / "docs" / "study-capacity" / "runs-controls" / "shorter", rec,
+                   "train otherwise than the main grid's")
