@@ -5,6 +5,7 @@ sweeps, claims, and the doc with its generated regions) and the same set of plot
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -110,5 +111,6 @@ def test_follow_up_runs_that_train_otherwise_are_one_line_exit_2(tmp_path):
     fewer epochs is refused, not compared."""
     rec = a_committed_record(tmp_path, "bn")
     rec["config"]["epochs"] -= 1
+    shutil.rmtree(tmp_path / "docs" / "study-capacity" / "runs-controls", ignore_errors=True)  # the one control
     assert_refused(tmp_path, tmp_path / "docs" / "study-capacity" / "runs-controls" / "shorter", rec,
                    "train otherwise than the main grid's")
