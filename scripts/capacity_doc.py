@@ -153,7 +153,8 @@ def plots_markdown(plots, prefix: str) -> str:
 
 def _cost_key(r: dict[str, Any]) -> str:
     cfg = train_config_from_dict(r["config"])
-    return f"width {cfg.width:g} · {r['norm']}" + (f" {PER_BLOCK}" if cfg.attn_placement == "block" else "")
+    per_block = cfg.attn_placement == "block" and "+" in r["norm"]  # as the report's rows (collect.placed_norm)
+    return f"width {cfg.width:g} · {r['norm']}" + (f" {PER_BLOCK}" if per_block else "")
 
 
 def _fail(message: str) -> int:
@@ -190,8 +191,9 @@ def _training(r: dict[str, Any]) -> str:
 
 def follow_up_cells(block_runs: Path, control_runs: Path, main_records: list[dict[str, Any]]):
     """The follow-up's finished runs per (width, norm), `bn+cbam (per block)` for runs-block, and its
-    records; none before it has run. Its runs hold only their grid's norms and placement, and train
-    as the main grid's do but for the width and the placement."""
+    records; none before it has run. Its runs hold only their grid's norms and placement, train as
+    the main grid's do but for the width and the placement, ran on one CPU kind, and its controls'
+    seeds are not the main grid's (fresh runs, not re-runs)."""
     cells: Cells = {}
     records: list[dict[str, Any]] = []
     for runs, placement, norms in ((block_runs, "block", (ATT,)), (control_runs, "norm", (BN, ATT))):
@@ -206,6 +208,13 @@ def follow_up_cells(block_runs: Path, control_runs: Path, main_records: list[dic
     if records and {_training(r) for r in records} != {_training(r) for r in main_records}:
         raise ReportError("the follow-up's runs train otherwise than the main grid's (more differs than the width "
                           "and the attention placement)")
+    cpus = {(r.get("machine", {}).get("cpu"), r.get("machine", {}).get("cpu_capability")) for r in records}
+    if len(cpus) > 1:
+        raise ReportError(f"the follow-up's runs ran on {len(cpus)} CPU kinds: its comparisons need one")
+    reused = {r["seed"] for r in records if r["norm"] in (BN, ATT) and r["config"].get("attn_placement", "norm") == "norm"}
+    if reused & {r["seed"] for r in main_records}:
+        raise ReportError(f"the follow-up's controls reuse the main grid's seeds {sorted(reused & {r['seed'] for r in main_records})}: "
+                          "they must be fresh runs")
     return cells, records
 
 

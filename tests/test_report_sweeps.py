@@ -58,8 +58,7 @@ def test_report_groups_by_a_swept_width(tmp_path):
 
 def test_attention_once_per_block_is_a_row_beside_the_same_setting_s_layers(tmp_path):
     """bn+cbam trained with attn_placement "block" is the row `bn+cbam (per block)` of the setting
-    without the option: one width sweep of three rows, compared with BN like any layer. bn trained so
-    (the same network as bn) stays a variant of its own and never pools with bn's runs."""
+    without the option: one width sweep of three rows, compared with BN like any layer."""
     rng = np.random.default_rng(2)
     truth = {}
     for width in (0.5, 1):
@@ -97,6 +96,20 @@ def test_one_block_placement_experiment_compares_per_block_attention_with_its_bn
     rep = R.build_report([tmp_path / "runs"], plots=False)
     assert [(row["norm"], row["n"]) for row in rep.rows] == [("bn", 3), ("bn+cbam (per block)", 3)]
     assert any("counted once" in w for w in rep.warnings)
+
+
+def test_of_twin_runs_a_finished_one_counts_before_a_diverged_one(tmp_path):
+    """bn seed 0 diverged under one placement and finished under the other (one network, one seed):
+    the finished run counts, whichever dir is read first."""
+    diverged = width_record("bn", 0, 1, 10.0, 10.0)
+    diverged.update(status="diverged", final_acc=None)
+    for first, second in (("a", "b"), ("b", "a")):
+        root = tmp_path / first
+        write_exp(root / first, "x", [diverged, width_record("bn", 1, 1, 71.0, 80.0), width_record("bn", 2, 1, 72.0, 80.0)])
+        write_exp(root / second, "y", [width_record("bn", 0, 1, 70.0, 80.0, "block")])
+        rep = R.build_report([root], plots=False)
+        (row,) = rep.rows
+        assert (row["n"], row["diverged"], row["mean"]) == (3, 0, pytest.approx(71.0))
 
 
 def test_no_sweep_no_change(tmp_path):

@@ -139,7 +139,7 @@ def collect(exp_dirs: Sequence[Path]) -> tuple[list[Group], list[str]]:
     raw, pending, warn = _read_dirs(exp_dirs)
     found = [(cfg, rec["norm"], rec, None, exp_dir) for cfg, rec, exp_dir in raw]
     found += [(cfg, cfg["norm"], None, ck, exp_dir) for cfg, ck, exp_dir in pending]
-    entries = []
+    entries, seeds = [], []
     for cfg, norm, rec, ck, exp_dir in found:
         try:
             ident, setting, order = _identity(cfg)
@@ -150,10 +150,11 @@ def collect(exp_dirs: Sequence[Path]) -> tuple[list[Group], list[str]]:
             continue
         norm, ident = placed_norm(norm, ident)
         entries.append((ident, setting, order, norm, rec, ck, exp_dir))
-    entries, twins = _one_per_seed(entries)
+        seeds.append(cfg.get("seed"))
+    entries, twins = _one_per_seed(entries, seeds)
     if twins:
-        warn.append(f"{twins} run(s) of a layer without attention trained under both attention placements with the "
-                    "same seed (the same network): counted once")
+        warn.append(f"{twins} run(s) found twice under one setting, norm and seed (a layer without attention trained "
+                    "under both attention placements is one network): counted once, a finished one first")
 
     variant_of = _variant_labels([e[0] for e in entries])
     groups: dict[GroupKey, Group] = {}
@@ -174,18 +175,21 @@ def collect(exp_dirs: Sequence[Path]) -> tuple[list[Group], list[str]]:
     return sorted(groups.values(), key=_group_sort_key), warn
 
 
-def _one_per_seed(entries: list[tuple]) -> tuple[list[tuple], int]:
-    """The entries with one per (identity, norm, seed): a layer without `+ATTN` trained under both
-    placements (`placed_norm`) is one network run twice with one seed; the first found counts."""
-    seen, out = set(), []
-    for e in entries:
-        ident, norm, rec, ck = e[0], e[3], e[4], e[5]
-        seed = rec.get("seed") if rec is not None else Path(ck).stem.rsplit("-s", 1)[-1]
-        key = (json.dumps(ident, sort_keys=True), norm, str(seed))
-        if key not in seen:
-            seen.add(key)
-            out.append(e)
-    return out, len(entries) - len(out)
+def _one_per_seed(entries: list[tuple], seeds: list[Any]) -> tuple[list[tuple], int]:
+    """The entries with one per (identity, norm, seed), in their order: a layer without `+ATTN`
+    trained under both placements (`placed_norm`) is one network run twice with one seed. Of two, a
+    finished run counts before a diverged one, a diverged one before an unfinished one (a checkpoint)."""
+    def rank(e: tuple) -> int:
+        rec = e[4]
+        return 2 if rec is None else (0 if rec["status"] == "finished" and _finite(rec.get("final_acc")) else 1)
+
+    best: dict[tuple, int] = {}
+    for i, (e, seed) in enumerate(zip(entries, seeds)):
+        key = (json.dumps(e[0], sort_keys=True), e[3], json.dumps(seed))
+        if key not in best or rank(e) < rank(entries[best[key]]):
+            best[key] = i
+    kept = sorted(best.values())
+    return [entries[i] for i in kept], len(entries) - len(kept)
 
 
 def _read_dirs(exp_dirs: Sequence[Path]) -> tuple[list, list, list[str]]:
@@ -309,7 +313,8 @@ def missing_clean(groups: Sequence[Group]) -> list[str]:
             attacked.setdefault(ctx, g)
     out = []
     for (dataset, model, variant), g in attacked.items():
-        norms = sorted({h.key.norm for h in groups if h.key.context[:3] == (dataset, model, variant)}, key=norm_rank)
+        norms = sorted({h.key.norm.removesuffix(f" {PER_BLOCK}") for h in groups
+                        if h.key.context[:3] == (dataset, model, variant)}, key=norm_rank)
         cmd = ""
         try:
             cfg = json.loads((sorted(g.dirs)[0] / "config.json").read_text())
