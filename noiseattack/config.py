@@ -44,6 +44,18 @@ SHORTCUT_NORMS = ("same", "bn")
 ATTN_PLACEMENTS = ("norm", "block")
 PER_BLOCK = "(per block)"  # a report's row for NORM+ATTN with attn_placement "block": `bn+cbam (per block)`
 
+
+def row_label(norm: str, attn_placement: str) -> str:
+    """A layer's row in a report: its name, with ` (per block)` for a NORM+ATTN layer placed once per
+    block (a layer without `+ATTN` is the same network under either placement)."""
+    return f"{norm} {PER_BLOCK}" if attn_placement == "block" and "+" in norm else norm
+
+
+def layer_of_row(label: str) -> tuple[str, str]:
+    """The inverse of `row_label`: (layer name, attn_placement)."""
+    layer = label.removesuffix(f" {PER_BLOCK}")
+    return layer, ("block" if layer != label else "norm")
+
 # What every preset starts from; a preset's own entries replace these.
 BASE_SETTING: dict[str, Any] = {
     "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "lr_gamma": 0.1, "shortcut_norm": "same",

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from . import __version__
-from .config import Attack, ConfigError, ExperimentConfig, RunConfig, to_jsonable
+from .config import Attack, ConfigError, ExperimentConfig, RunConfig, row_label, to_jsonable
 from .fileio import append_jsonl, atomic_write_text, is_locked, locked
 from .iebn import iebn_kernels
 from .zoo import layer_info
@@ -63,7 +63,7 @@ class ExperimentResult:
 def _layer(run: RunConfig) -> dict[str, Any]:
     """What a results record says about the run's layer (`zoo.layer_info`), with where its attention sits."""
     info = layer_info(run.norm)
-    if run.train.attn_placement == "block" and "+" in run.norm:
+    if row_label(run.norm, run.train.attn_placement) != run.norm:
         info["description"] += " (the attention once per residual block, before the addition)"
     return info
 

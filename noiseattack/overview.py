@@ -75,18 +75,18 @@ def model_params(dataset: str, model: str, norm: str) -> int | None:
     from .data import DATASETS
     from .errors import ConfigError
     from .models import cifar_resnet
-    from .config import PER_BLOCK
+    from .config import layer_of_row
 
     m = re.match(r"resnet(?P<depth>\d+)(?:w(?P<width>[\d.]+))?", model)
     if m is None or dataset not in DATASETS:
         return None
     width = float(m["width"]) if m["width"] else 1
-    layer = norm.removesuffix(f" {PER_BLOCK}")  # a report's row `bn+cbam (per block)`: attn_placement "block"
+    layer, placement = layer_of_row(norm)  # a report's row `bn+cbam (per block)`: attn_placement "block"
     try:
         with torch.device("meta"):
             net = cifar_resnet(int(m["depth"]), DATASETS[dataset].num_classes, layer,
                                width=int(width) if float(width).is_integer() else width,
-                               attn_placement="block" if layer != norm else "norm")
+                               attn_placement=placement)
     except (ConfigError, TypeError, ValueError):
         return None
     return sum(p.numel() for p in net.parameters() if p.requires_grad)

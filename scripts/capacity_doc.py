@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from noiseattack.config import PER_BLOCK, train_config_from_dict
+from noiseattack.config import row_label, train_config_from_dict
 from noiseattack.errors import ConfigError
 from noiseattack.fileio import atomic_write_text
 from noiseattack.report import ReportError
@@ -49,7 +49,7 @@ from noiseattack.sweep.grid import load_grid
 
 NARROW, MID, WIDE = "0.125", "0.25", "1"
 BN, ATT = "bn", "bn+cbam"
-BLOCK = f"{ATT} {PER_BLOCK}"  # the follow-up's layer: CBAM once per residual block (the report's row label)
+BLOCK = row_label(ATT, "block")  # the follow-up's layer: CBAM once per residual block (the report's row label)
 
 
 def _helps(cid: str, width: str, where: str) -> Claim:
@@ -153,8 +153,7 @@ def plots_markdown(plots, prefix: str) -> str:
 
 def _cost_key(r: dict[str, Any]) -> str:
     cfg = train_config_from_dict(r["config"])
-    per_block = cfg.attn_placement == "block" and "+" in r["norm"]  # as the report's rows (collect.placed_norm)
-    return f"width {cfg.width:g} · {r['norm']}" + (f" {PER_BLOCK}" if per_block else "")
+    return f"width {cfg.width:g} · {row_label(r['norm'], cfg.attn_placement)}"  # the report's row label
 
 
 def _fail(message: str) -> int:
@@ -196,6 +195,7 @@ def follow_up_cells(block_runs: Path, control_runs: Path, main_records: list[dic
     seeds are not the main grid's (fresh runs, not re-runs)."""
     cells: Cells = {}
     records: list[dict[str, Any]] = []
+    control_seeds: set[int] = set()
     for runs, placement, norms in ((block_runs, "block", (ATT,)), (control_runs, "norm", (BN, ATT))):
         if not _has_results(runs):
             continue
@@ -203,18 +203,19 @@ def follow_up_cells(block_runs: Path, control_runs: Path, main_records: list[dic
         if any(r["norm"] not in norms or train_config_from_dict(r["config"]).attn_placement != placement for r in recs):
             raise ReportError(f"{runs}: the follow-up holds {' and '.join(norms)} runs with attn_placement = "
                               f"'{placement}' only")
-        cells.update({(w, BLOCK if placement == "block" else norm): rs for (w, norm), rs in found.items()})
+        cells.update({(w, row_label(norm, placement)): rs for (w, norm), rs in found.items()})
         records += recs
+        if placement == "norm":
+            control_seeds |= {r["seed"] for r in recs}
     if records and {_training(r) for r in records} != {_training(r) for r in main_records}:
         raise ReportError("the follow-up's runs train otherwise than the main grid's (more differs than the width "
                           "and the attention placement)")
     cpus = {(r.get("machine", {}).get("cpu"), r.get("machine", {}).get("cpu_capability")) for r in records}
     if len(cpus) > 1:
         raise ReportError(f"the follow-up's runs ran on {len(cpus)} CPU kinds: its comparisons need one")
-    reused = {r["seed"] for r in records if r["norm"] in (BN, ATT) and r["config"].get("attn_placement", "norm") == "norm"}
-    if reused & {r["seed"] for r in main_records}:
-        raise ReportError(f"the follow-up's controls reuse the main grid's seeds {sorted(reused & {r['seed'] for r in main_records})}: "
-                          "they must be fresh runs")
+    reused = sorted(control_seeds & {r["seed"] for r in main_records})
+    if reused:
+        raise ReportError(f"the follow-up's controls reuse the main grid's seeds {reused}: they must be fresh runs")
     return cells, records
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import PER_BLOCK, ConfigError, TrainConfig, train_config_from_dict
+from ..config import ConfigError, TrainConfig, layer_of_row, row_label, train_config_from_dict
 from ..results import RESULTS_FILE, read_results
 from ..zoo import PAPER, attention_names, norm_names
 
@@ -73,8 +73,7 @@ def placed_norm(norm: str, ident: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     Where such a layer ran under both placements with the same seed, `collect` counts it once."""
     if ident.get("attn_placement") != "block":
         return norm, ident
-    rest = {k: v for k, v in ident.items() if k != "attn_placement"}
-    return (f"{norm} {PER_BLOCK}" if "+" in norm else norm), rest
+    return row_label(norm, "block"), {k: v for k, v in ident.items() if k != "attn_placement"}
 
 
 def model_label(cfg: dict[str, Any]) -> str:
@@ -168,7 +167,7 @@ def collect(exp_dirs: Sequence[Path]) -> tuple[list[Group], list[str]]:
         g.dirs.add(exp_dir)
         if ck is not None:
             g.unfinished.append(ck)
-        elif rec["status"] == "finished" and _finite(rec.get("final_acc")):
+        elif _finished(rec):
             g.finished.append(rec)
         else:
             g.diverged.append(rec)
@@ -181,7 +180,7 @@ def _one_per_seed(entries: list[tuple], seeds: list[Any]) -> tuple[list[tuple], 
     finished run counts before a diverged one, a diverged one before an unfinished one (a checkpoint)."""
     def rank(e: tuple) -> int:
         rec = e[4]
-        return 2 if rec is None else (0 if rec["status"] == "finished" and _finite(rec.get("final_acc")) else 1)
+        return 2 if rec is None else (0 if _finished(rec) else 1)
 
     best: dict[tuple, int] = {}
     for i, (e, seed) in enumerate(zip(entries, seeds)):
@@ -250,6 +249,11 @@ def _variant_labels(idents: Sequence[dict[str, Any]]) -> dict[tuple[str, str, st
     return variant_of
 
 
+def _finished(rec: dict[str, Any]) -> bool:
+    """A record that enters the statistics: finished, with a finite final accuracy."""
+    return rec["status"] == "finished" and _finite(rec.get("final_acc"))
+
+
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
@@ -270,7 +274,7 @@ def _known_order() -> tuple[str, ...]:
 def norm_rank(norm: str) -> tuple[int, str]:
     """A layer's place among the rows: the known order, a per-block row right after its layer's."""
     known = _known_order()
-    base = norm.removesuffix(f" {PER_BLOCK}")
+    base = layer_of_row(norm)[0]
     return (known.index(base), norm) if base in known else (len(known), norm)
 
 
@@ -313,7 +317,7 @@ def missing_clean(groups: Sequence[Group]) -> list[str]:
             attacked.setdefault(ctx, g)
     out = []
     for (dataset, model, variant), g in attacked.items():
-        norms = sorted({h.key.norm.removesuffix(f" {PER_BLOCK}") for h in groups
+        norms = sorted({layer_of_row(h.key.norm)[0] for h in groups
                         if h.key.context[:3] == (dataset, model, variant)}, key=norm_rank)
         cmd = ""
         try:
