@@ -50,11 +50,12 @@ class ExtraImages:
         return self.normalize(images)
 
 
-def mixed_batch_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, extras: torch.Tensor | None):
+def mixed_batch_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, extras: torch.Tensor | None,
+                     label_smoothing: float = 0.0):
     """One forward pass over the concatenated [B primary + k extra] batch, so that every norm
-    layer's batch statistics include the extras; the loss is the mean cross-entropy over the B
-    primary images only. Returns (loss, logits of the primary images)."""
+    layer's batch statistics include the extras; the loss is the mean cross-entropy (with
+    `label_smoothing`) over the B primary images only. Returns (loss, logits of the primary images)."""
     b = x.shape[0]
     inputs = x if extras is None or extras.shape[0] == 0 else torch.cat([x, extras])
     logits = model(inputs)[:b]
-    return nn.functional.cross_entropy(logits, y), logits
+    return nn.functional.cross_entropy(logits, y, label_smoothing=label_smoothing), logits

@@ -42,6 +42,10 @@ SHORTCUT_NORMS = ("same", "bn")
 # before the addition, as in the SENet and CBAM papers; every norm position gets the norm alone).
 # See noiseattack/models.py.
 ATTN_PLACEMENTS = ("norm", "block")
+# The learning-rate schedule: "step" (lr x lr_gamma after each milestone epoch, the paper's), "cosine"
+# (half a cosine from lr to 0 over every training step) or "linear" (a straight line from lr to 0 over
+# every training step). cosine and linear take no milestones. See train.lr_at.
+LR_SCHEDULES = ("step", "cosine", "linear")
 PER_BLOCK = "(per block)"  # a report's row for NORM+ATTN with attn_placement "block": `bn+cbam (per block)`
 
 
@@ -74,7 +78,12 @@ PRESETS: dict[Preset, dict[str, Any]] = {
 
 # Fields that change speed but not the mathematics of a run: they are not part of a run's
 # identity (its key), so a run may be resumed on another device or with another memory layout.
-PERFORMANCE_FIELDS = ("device", "channels_last", "compile_norms", "eval_batch_size")
+PERFORMANCE_FIELDS = ("device", "channels_last", "compile_norms", "compile", "eval_batch_size")
+
+# Fields added after runs were committed: `identity()` leaves each out at this value, so that the
+# identity (and every run key) of a setting from before the field existed stays what it was.
+OMITTED_AT_DEFAULT: dict[str, Any] = {"shortcut_norm": "same", "attn_placement": "norm", "augment": True,
+                                      "lr_schedule": "step", "label_smoothing": 0.0, "nesterov": False}
 
 
 @dataclass(frozen=True)
@@ -97,8 +106,11 @@ class TrainConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    milestones: tuple[int, ...] = (15, 22)  # epochs after which lr is multiplied by lr_gamma
+    milestones: tuple[int, ...] = (15, 22)  # epochs after which lr is multiplied by lr_gamma ("step" only)
     lr_gamma: float = 0.1
+    lr_schedule: str = "step"  # LR_SCHEDULES: step (milestones), cosine or linear to 0 per step
+    label_smoothing: float = 0.0  # cross-entropy label smoothing (torch's: the target mixes in 1/classes)
+    nesterov: bool = False  # Nesterov momentum
     train_subset: int | None = None  # a fixed subset (seed 0) of the training split
     test_subset: int | None = None  # a fixed subset (seed 0) of the test split
     augment: bool = True  # random crops (CROP_PAD) and flips of the training batches and of mix's foreign images
@@ -107,23 +119,21 @@ class TrainConfig:
     device: str = "cpu"
     channels_last: bool = True
     compile_norms: bool = True  # IEBN's full-size work in torch.compile'd kernels (eager fallback)
+    compile: bool = False  # the whole model torch.compile'd (eager fallback); see train.compile_model
     eval_batch_size: int = 1000
 
     def identity(self) -> dict[str, Any]:
         """The fields that determine results, as plain JSON values.
 
-        `shortcut_norm` appears only when it is not "same", `attn_placement` only when it is not
-        "norm", `augment` only when it is False: the identity (and so every run key) of a setting
-        from before these fields existed stays what it was."""
+        A field of OMITTED_AT_DEFAULT appears only when it differs from its value there
+        (`shortcut_norm` only when it is not "same", `augment` only when False, ...): the identity
+        (and so every run key) of a setting from before the field existed stays what it was."""
         d = to_jsonable(dataclasses.asdict(self))
         for name in PERFORMANCE_FIELDS:
             d.pop(name)
-        if d["shortcut_norm"] == "same":
-            del d["shortcut_norm"]
-        if d["attn_placement"] == "norm":
-            del d["attn_placement"]
-        if d["augment"]:
-            del d["augment"]
+        for name, default in OMITTED_AT_DEFAULT.items():
+            if d[name] == default:
+                del d[name]
         return d
 
     def setting_label(self) -> str:
@@ -350,6 +360,19 @@ def cpu_supports_bf16() -> bool:
         return False
 
 
+def compile_pays(device: str) -> bool:
+    """Whether `--compile` is on by default here: where the whole compiled model was measured to train
+    faster than the eager one (docs/performance.md, `scripts/bench.py`): a CUDA GPU, and a CPU with
+    AVX-512. On other CPUs (AVX2 only) it has not been measured, so the eager model stays the default."""
+    if device.startswith("cuda"):
+        return True
+    if device != "cpu":
+        return False
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
 def _check_amp(amp: bool, device: str) -> None:
     if amp and device == "cpu" and not cpu_supports_bf16():
         raise ConfigError("--amp needs a GPU or a CPU with native bf16 (AVX-512 BF16 or AMX); this CPU has none, "
@@ -469,6 +492,9 @@ def resolve_train_config(
     weight_decay: float | None = None,
     milestones: tuple[int, ...] | None = None,
     lr_gamma: float | None = None,
+    lr_schedule: str = "step",
+    label_smoothing: float = 0.0,
+    nesterov: bool = False,
     train_subset: int | None = None,
     test_subset: int | None = None,
     augment: bool = True,
@@ -476,6 +502,7 @@ def resolve_train_config(
     device: str = "auto",
     channels_last: bool = True,
     compile_norms: bool = True,
+    compile: bool | None = None,
     eval_batch_size: int = 1000,
 ) -> TrainConfig:
     """Apply the preset, then the explicit options, then check every value.
@@ -495,6 +522,11 @@ def resolve_train_config(
                       if dataset in EXTRA_SOURCES else "")
         raise ConfigError(f"unknown dataset '{dataset}': choose from {', '.join(DATASETS)}{only_extra}")
 
+    if lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"unknown lr schedule '{lr_schedule}': choose {', '.join(LR_SCHEDULES)}")
+    if lr_schedule != "step" and milestones:
+        raise ConfigError(f"milestones belong to the step schedule: the {lr_schedule} schedule decays lr to 0 "
+                          "over the training steps by itself (drop --milestones)")
     o = _apply_preset(preset, depth=depth, epochs=epochs, milestones=milestones, batch_size=batch_size, lr=lr,
                       momentum=momentum, weight_decay=weight_decay, lr_gamma=lr_gamma, shortcut_norm=shortcut_norm)
     depth, epochs, milestones, batch_size, lr, momentum, weight_decay, lr_gamma, shortcut_norm = o.values()
@@ -503,7 +535,12 @@ def resolve_train_config(
     if attn_placement not in ATTN_PLACEMENTS:
         raise ConfigError(f"unknown attention placement '{attn_placement}': choose {' or '.join(ATTN_PLACEMENTS)}")
 
+    if lr_schedule != "step":
+        milestones = ()
     alpha, beta, extra, k = _attack_options(attack, alpha, beta, extra, k)
+    _finite("label smoothing", label_smoothing)
+    if not 0 <= label_smoothing < 1:
+        raise ConfigError(f"label smoothing must be in [0, 1), got {label_smoothing:g}")
 
     width = resolve_width(width)
     for name, v in (("batch size", batch_size), ("eval batch size", eval_batch_size),
@@ -517,13 +554,16 @@ def resolve_train_config(
                         test_subset=test_subset)
     device = resolve_device(device)
     _check_amp(amp, device)
+    if compile is None:
+        compile = compile_pays(device)
     return TrainConfig(
         dataset=dataset, attack=attack, alpha=float(alpha), beta=float(beta), extra=extra, k=int(k),
         depth=int(depth), block=block, width=width, shortcut_norm=shortcut_norm,
         attn_placement=attn_placement, epochs=int(epochs), batch_size=int(batch_size),
         lr=float(lr), momentum=float(momentum), weight_decay=float(weight_decay), milestones=milestones,
-        lr_gamma=float(lr_gamma), train_subset=train_subset, test_subset=test_subset, augment=bool(augment), amp=amp,
-        device=device, channels_last=channels_last, compile_norms=bool(compile_norms),
+        lr_gamma=float(lr_gamma), lr_schedule=lr_schedule, label_smoothing=float(label_smoothing),
+        nesterov=bool(nesterov), train_subset=train_subset, test_subset=test_subset, augment=bool(augment), amp=amp,
+        device=device, channels_last=channels_last, compile_norms=bool(compile_norms), compile=bool(compile),
         eval_batch_size=int(eval_batch_size),
     )
 
@@ -550,6 +590,12 @@ def default_name(cfg: TrainConfig) -> str:
     parts.append(f"e{cfg.epochs}")
     if not cfg.augment:
         parts.append("noaug")
+    if cfg.lr_schedule != "step":
+        parts.append(cfg.lr_schedule)
+    if cfg.label_smoothing:
+        parts.append(f"ls{cfg.label_smoothing:g}")
+    if cfg.nesterov:
+        parts.append("nesterov")
     return "-".join(parts)
 
 

@@ -122,7 +122,15 @@ def cli_command(exp: ExperimentConfig, norms: list[str] | tuple[str, ...] | None
         args += ["--attn-placement", t.attn_placement]
     args += ["--epochs", str(t.epochs), "--batch-size", str(t.batch_size), "--lr", repr(t.lr),
              "--momentum", repr(t.momentum), "--weight-decay", repr(t.weight_decay),
-             "--milestones", ",".join(map(str, t.milestones)), "--lr-gamma", repr(t.lr_gamma)]
+             "--lr-gamma", repr(t.lr_gamma)]
+    if t.lr_schedule == "step":
+        args += ["--milestones", ",".join(map(str, t.milestones))]
+    else:
+        args += ["--lr-schedule", t.lr_schedule]
+    if t.label_smoothing:
+        args += ["--label-smoothing", repr(t.label_smoothing)]
+    if t.nesterov:
+        args.append("--nesterov")
     if t.train_subset:
         args += ["--train-subset", str(t.train_subset)]
     if t.test_subset:
@@ -132,7 +140,8 @@ def cli_command(exp: ExperimentConfig, norms: list[str] | tuple[str, ...] | None
     if t.amp:
         args.append("--amp")
     args += ["--device", t.device, "--channels-last" if t.channels_last else "--no-channels-last",
-             "--compile-norms" if t.compile_norms else "--no-compile-norms", "--eval-batch-size", str(t.eval_batch_size)]
+             "--compile-norms" if t.compile_norms else "--no-compile-norms",
+             "--compile" if t.compile else "--no-compile", "--eval-batch-size", str(t.eval_batch_size)]
     args += ["--data-dir", str(exp.data_dir), "--name", exp.name, "--runs-dir", str(exp.runs_dir)]
     return shlex.join(args)
 
@@ -360,9 +369,10 @@ def _execute_locked(run: RunConfig, exp_dir: Path, data: TrainData, *, keep_chec
     record = _clean({
         "key": run.key, "experiment": exp_dir.name, "norm": run.norm, "seed": run.seed, "status": result.status,
         "final_acc": result.final_acc, "best_acc": result.best_acc, "diverged": result.diverged,
-        "wall_time_s": round(result.wall_time_s, 3), "epochs_done": len(result.history),
+        "wall_time_s": round(result.wall_time_s, 3), "compile_s": result.compile_s,
+        "epochs_done": len(result.history),
         "history": result.history, "config": run.to_dict(), "layer": _layer(run), "noiseattack": __version__,
-        "versions": versions(), "machine": {**_run_machine(run.train.device),
+        "versions": versions(), "machine": {**_run_machine(run.train.device), "compiled": result.compiled,
                                             **({"iebn_kernels": iebn_kernels(run.train.compile_norms)}
                                                if any(p.startswith("iebn") for p in run.norm.split("+")) else {})},
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -10,6 +10,7 @@ on a requested stop, mid-epoch) holds everything needed to continue bit-identica
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import time
@@ -96,7 +97,9 @@ def build_model(run: RunConfig, num_classes: int) -> nn.Module:
                          shortcut_norm=cfg.shortcut_norm, attn_placement=cfg.attn_placement)
     if cfg.attack is Attack.constant:
         set_constant_noise(model, cfg.alpha, cfg.beta)
-    if cfg.compile_norms:  # otherwise IEBN layers keep the impl they were built with (IEBN.default_impl)
+    if cfg.compile:  # the whole-model compile fuses IEBN's eager ops itself
+        set_iebn_impl(model, "eager")
+    elif cfg.compile_norms:  # otherwise IEBN layers keep the impl they were built with (IEBN.default_impl)
         set_iebn_impl(model, "compiled")
     model = model.to(cfg.device)
     if cfg.channels_last:
@@ -104,9 +107,71 @@ def build_model(run: RunConfig, num_classes: int) -> nn.Module:
     return model
 
 
-def lr_at(cfg: TrainConfig, epoch: int) -> float:
-    """Step schedule: lr times lr_gamma after each milestone epoch (epochs counted from 0)."""
-    return cfg.lr * cfg.lr_gamma ** sum(epoch >= m for m in cfg.milestones)
+class _CompileState:
+    """What compiling has cost and whether it works, once per process: a sweep worker that trains
+    several runs pays for each model structure once (a later model of the same structure reuses the
+    compiled code), and after one failure every run of the process trains eagerly."""
+
+    failed = False
+    seconds = 0.0  # spent compiling in this process (the probes' wall time)
+    RECOMPILE_LIMIT = 1024  # graphs per code object: one per layer type, shape and mode trained in a process
+
+
+def compile_model(model: nn.Module, cfg: TrainConfig, batch: int) -> tuple[Callable[[torch.Tensor], torch.Tensor], float]:
+    """The callable the training steps run: `torch.compile(model)` when `cfg.compile`, else `model`;
+    and the seconds this call spent compiling.
+
+    Compiling happens in a probe before the run's first step: a copy of the model takes one training
+    step on a zero batch of the run's shape (`batch` images), so that a model that cannot be
+    compiled (no C++ compiler, an operation inductor rejects) falls back to the eager model with one
+    warning, before the run's own state (weights, running statistics, random draws) is touched. The
+    compiled function is the same function: its results equal the eager ones within float rounding
+    (tests/test_compile.py). Code that dynamo cannot trace inside a layer (a researcher's layer, say)
+    runs eagerly between compiled graphs: each layer compiles or falls back by itself."""
+    if not cfg.compile or _CompileState.failed:
+        return model, 0.0
+    import copy
+
+    import torch._dynamo
+
+    dyn = torch._dynamo.config
+    dyn.recompile_limit = max(dyn.recompile_limit, _CompileState.RECOMPILE_LIMIT)
+    dyn.accumulated_recompile_limit = max(dyn.accumulated_recompile_limit, _CompileState.RECOMPILE_LIMIT)
+    t0 = time.perf_counter()
+    compiled = torch.compile(model, dynamic=False)
+    try:
+        probe = copy.deepcopy(model)
+        probe.train()
+        x = torch.zeros(batch, 3, 32, 32, device=cfg.device)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.amp):
+            out = torch.compile(probe, dynamic=False)(x)
+        out.float().sum().backward()
+    except Exception as e:  # noqa: BLE001 - no C++ compiler, an unsupported op, ...: eager computes the same
+        _CompileState.failed = True
+        first_line = (str(e).strip().splitlines() or [""])[0][:200]
+        warnings.warn(f"--compile: the model cannot be compiled here ({type(e).__name__}: {first_line}); "
+                      "training the eager model (the same function, slower)", NoiseattackWarning, stacklevel=2)
+        return model, time.perf_counter() - t0
+    spent = time.perf_counter() - t0
+    _CompileState.seconds += spent
+    return compiled, spent
+
+
+def lr_at(cfg: TrainConfig, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
+    """The learning rate of training step `step` (0-based) of epoch `epoch` (0-based).
+
+    "step": lr times lr_gamma after each milestone epoch, constant within an epoch.
+    "cosine": lr * (1 + cos(pi t / T)) / 2 and "linear": lr * (1 - t / T), where t is the number of
+    steps done before this one and T the steps of the whole run: lr at the first step, falling every
+    step, lr / T (linear) from 0 at the last."""
+    if cfg.lr_schedule == "step":
+        return cfg.lr * cfg.lr_gamma ** sum(epoch >= m for m in cfg.milestones)
+    frac = (epoch * steps_per_epoch + step) / (cfg.epochs * steps_per_epoch)
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * frac))
+    return cfg.lr * (1.0 - frac)
 
 
 @torch.no_grad()
@@ -134,6 +199,8 @@ class RunResult:
     history: list[dict[str, float]]
     wall_time_s: float
     diverged: dict[str, Any] | None = None  # {"epoch": e, "lr": lr} when status == "diverged"
+    compiled: bool = False  # the training steps ran the compiled model (TrainConfig.compile, and it compiled)
+    compile_s: float = 0.0  # seconds this run spent compiling (0 where the process had compiled its model before)
 
 
 @dataclass
@@ -217,7 +284,8 @@ def train_run(
     """Train one run to the end, resuming from `checkpoint` when it holds this run's state."""
     cfg = run.train
     model = build_model(run, data.num_classes)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                nesterov=cfg.nesterov)
     generator = torch.Generator(device=cfg.device).manual_seed(run.seed)
     state = (load_checkpoint(checkpoint, run, model, optimizer, generator) if checkpoint else None) or _State()
     extras = (ExtraImages(data.extra.images, cfg.k, flip=data.flip, normalize=data.normalize, augment=cfg.augment)
@@ -225,6 +293,8 @@ def train_run(
     n = len(data.train)
     bs = min(cfg.batch_size, n)
     steps = n // bs  # the last incomplete batch is dropped: every step has the same shape
+    step_model, compile_s = compile_model(model, cfg, bs + (cfg.k if extras is not None else 0))
+    done = functools.partial(RunResult, compiled=step_model is not model, compile_s=round(compile_s, 3))
     device_type = torch.device(cfg.device).type
     t0 = time.perf_counter() - state.wall_time_s
 
@@ -233,8 +303,9 @@ def train_run(
             state.wall_time_s = time.perf_counter() - t0
             save_checkpoint(checkpoint, run, model, optimizer, state, generator)
 
+    per_step = cfg.lr_schedule != "step"  # else the lr is set once per epoch
     while state.epoch < cfg.epochs:
-        lr = lr_at(cfg, state.epoch)
+        lr = lr_at(cfg, state.epoch, state.step if state.perm is not None else 0, steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
         if state.perm is None:  # a new epoch (else: resuming one mid-way)
@@ -247,8 +318,11 @@ def train_run(
             x = training_batch(data, idx, generator, augment=cfg.augment)
             y = data.train.labels[idx]
             extra_x = extras.draw(generator) if extras is not None else None
+            if per_step:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(cfg, state.epoch, state.step, steps)
             with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=cfg.amp):
-                loss, logits = mixed_batch_loss(model, x, y, extra_x)
+                loss, logits = mixed_batch_loss(step_model, x, y, extra_x, cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -267,7 +341,7 @@ def train_run(
         train_loss = loss_sum / seen
         test_loss, test_acc = evaluate(model, data.test, data, cfg) if _all_finite(model) else (math.nan, math.nan)
         if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
-            return RunResult("diverged", math.nan, _best(state.history), state.history,
+            return done("diverged", math.nan, _best(state.history), state.history,
                              time.perf_counter() - t0, {"epoch": state.epoch + 1, "lr": lr})
         record = {"epoch": state.epoch + 1, "lr": lr, "train_loss": train_loss, "train_acc": 100.0 * correct / seen,
                   "test_loss": test_loss, "test_acc": test_acc}
@@ -279,7 +353,7 @@ def train_run(
         if should_stop() and state.epoch < cfg.epochs:  # asked during the evaluation: stop at the boundary
             raise StopRequested(f"stopped after epoch {state.epoch}")
 
-    return RunResult("finished", state.history[-1]["test_acc"], _best(state.history), state.history,
+    return done("finished", state.history[-1]["test_acc"], _best(state.history), state.history,
                      time.perf_counter() - t0)
 
 

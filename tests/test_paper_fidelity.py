@@ -222,7 +222,8 @@ def old_key(train, norm, seed):
     """RunConfig.key by the rule from before shortcut_norm (and augment, attn_placement) existed: the
     sha256 of the non-performance fields, without shortcut_norm, augment and attn_placement."""
     ident = {k: v for k, v in to_jsonable(dataclasses.asdict(train)).items()
-             if k not in PERFORMANCE_FIELDS and k not in ("shortcut_norm", "augment", "attn_placement")}
+             if k not in PERFORMANCE_FIELDS and k not in ("shortcut_norm", "augment", "attn_placement", "lr_schedule",
+                                                             "label_smoothing", "nesterov")}
     payload = json.dumps({"train": ident, "norm": norm, "seed": seed}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

@@ -461,7 +461,7 @@ def test_every_result_changing_train_option_is_an_axis():
     and all but the speed-only ones are axes."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     assert set(S.TRAIN_KEYS) == fields - {"attack", "alpha", "beta", "extra", "k"} | {"preset"}
-    assert set(S.SWEEPABLE) == set(S.TRAIN_KEYS) - {"device", "channels_last", "compile_norms", "eval_batch_size"}
+    assert set(S.SWEEPABLE) == set(S.TRAIN_KEYS) - {"device", "channels_last", "compile_norms", "compile", "eval_batch_size"}
 
 
 @pytest.mark.slow

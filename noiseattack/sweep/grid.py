@@ -267,7 +267,7 @@ def load_grid(path: str | Path, *, runs_dir: str | Path | None = None, data_dir:
 
 
 _IN_DEFAULT_NAME = ("dataset", "depth", "width", "shortcut_norm", "attn_placement", "train_subset", "epochs",
-                    "augment")  # what config.default_name shows
+                    "augment", "lr_schedule", "label_smoothing", "nesterov")  # what config.default_name shows
 _TAGS = {"batch_size": "bs", "lr": "lr", "momentum": "mom", "weight_decay": "wd", "lr_gamma": "gamma",
          "milestones": "ms", "test_subset": "nt", "block": "", "preset": ""}
 
