@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from noiseattack.config import RunConfig, resolve_train_config  # noqa: E402
 from noiseattack.data import DataError, Normalizer, Split, load_dataset  # noqa: E402
-from noiseattack.train import TrainData, build_model, train_run  # noqa: E402
+from noiseattack.train import TrainData, build_model, compile_model, train_run  # noqa: E402
 from noiseattack.iebn import iebn_kernels  # noqa: E402
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
@@ -75,10 +75,12 @@ def load_images(data_dir: str, n: int) -> tuple[Split, bool]:
 
 
 def _model_and_optimizer(cfg, norm: str):
+    """The run's model (the compiled one when cfg.compile, as train_run steps it) and its optimizer."""
     model = build_model(RunConfig(cfg, norm, 0), 100)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     model.train()
-    return model, opt
+    step_model, _ = compile_model(model, cfg, cfg.batch_size)
+    return step_model, opt
 
 
 def _timed_steps(cfg, model, opt, next_batch, steps: int, warmup: int) -> float:
@@ -194,7 +196,9 @@ ZOO_DEFAULT = ("bn+se", "bn+eca", "gn", "bn+cbam", "bn+gc")
 def ratios(r: dict[str, float], norm: str) -> dict[str, float]:
     """The targets' ratios from one round's rates (img/s); step-time ratios are rate(BN) / rate(layer)."""
     rate = lambda n: r["harness"] if n == norm else r[f"harness_{n}"]
+    compiled, eager = (r["harness"], r["harness_flip"]) if r["compile"] else (r["harness_flip"], r["harness"])
     out = {"harness_vs_pure": r["harness"] / r["pure"], "harness_vs_reference": r["harness"] / r["reference"],
+           "compiled_vs_eager": compiled / eager,
            "iebn_step_vs_bn_step": rate("bn") / rate("iebn"),
            "constant_step_vs_clean_step": r["harness"] / r["harness_constant"]}
     if "harness_iebn_eager" in r:
@@ -218,6 +222,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     ap.add_argument("--no-compile-norms", dest="compile_norms", action="store_false",
                     help="IEBN with its eager kernels instead of the compiled ones")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                    help="the whole model compiled for pure and harness [default: where it pays, as the CLI]; "
+                         "harness_flip times the other choice, for the compiled_vs_eager ratio")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference")
     ap.add_argument("--data-dir", default=os.environ.get("NOISEATTACK_DATA", "data"))
     ap.add_argument("--ablations", action="store_true",
@@ -239,6 +246,7 @@ def _jobs(args: argparse.Namespace, clean, attacked, train: Split, root: Path) -
     jobs = {
         "pure": lambda: time_pure(clean, args.norm, first, args.steps, args.warmup),
         "harness": harness(clean, args.norm),
+        "harness_flip": harness(dataclasses.replace(clean, compile=not clean.compile), args.norm),
         "reference": lambda: time_reference(clean, args.norm, train, args.steps, args.warmup, root, args.workers),
         **{f"harness_{n}": harness(clean, n) for n in others},
         "harness_constant": harness(attacked, args.norm),
@@ -277,7 +285,8 @@ def main() -> None:
         ap.error("--warmup, --steps and --rounds must be >= 1")
 
     common = dict(dataset="cifar100", depth=args.depth, batch_size=args.batch_size, device=args.device,
-                  channels_last=args.channels_last, compile_norms=args.compile_norms, amp=args.amp, epochs=1)
+                  channels_last=args.channels_last, compile_norms=args.compile_norms, compile=args.compile, amp=args.amp,
+                  epochs=1)
     clean = resolve_train_config(attack="clean", **common)
     attacked = resolve_train_config(attack="constant", alpha=2.0, beta=1.0, **common)
     device = clean.device
@@ -286,7 +295,8 @@ def main() -> None:
     train = Split(train.images[:n], train.labels[:n])
     print(machine(device))
     print(f"model: ResNet-{args.depth}, batch {args.batch_size}, 32x32, 100 classes, norm {args.norm}, "
-          f"channels_last {args.channels_last}, {'bf16 autocast' if args.amp else 'fp32'}, device {device}; "
+          f"channels_last {args.channels_last}, {'bf16 autocast' if args.amp else 'fp32'}, device {device}, "
+          f"compiled {clean.compile} (harness_flip: {not clean.compile}); "
           "reference: NCHW, fp32")
     print("data: " + ("real CIFAR-100" if real else "synthetic CIFAR-100-format images (no CIFAR-100 in "
                       f"{args.data_dir}); speed does not depend on pixel values"))
@@ -306,7 +316,8 @@ def main() -> None:
     print()
     for k, v in med.items():
         print(f"{k:18s} {v:8.1f} img/s   (rounds: {', '.join(f'{x:.0f}' for x in rates[k])})")
-    per_round = [ratios({k: v[i] for k, v in rates.items()}, args.norm) for i in range(args.rounds)]
+    per_round = [ratios({**{k: v[i] for k, v in rates.items()}, "compile": clean.compile}, args.norm)
+                 for i in range(args.rounds)]
     print(f"iebn kernels: {iebn_kernels(args.compile_norms)}")
     if args.paper_epoch:
         _paper_epoch(args, device)
