@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from .config import ATTN_PLACEMENTS, SHORTCUT_NORMS, resolve_block
 from .norms import BlockAttention
-from .zoo import Factory, make_norm, split
+from .zoo import Factory, inplace_relu_after, make_norm, split
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -47,14 +47,14 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(self, cin: int, planes: int, stride: int, norm: str, shortcut_norm: str = "same",
-                 attn: Factory | None = None):
+                 attn: Factory | None = None, inplace: bool = True):
         super().__init__()
         self.conv1 = conv3x3(cin, planes, stride)
         self.bn1 = make_norm(norm, planes)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = make_norm(norm, planes)
         self.attn = _block_attention(attn, planes * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = nn.ReLU(inplace=inplace)
         self.downsample = _shortcut(cin, planes * self.expansion, stride, norm, shortcut_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,7 +69,7 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, cin: int, planes: int, stride: int, norm: str, shortcut_norm: str = "same",
-                 attn: Factory | None = None):
+                 attn: Factory | None = None, inplace: bool = True):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
         self.bn1 = make_norm(norm, planes)
@@ -78,7 +78,7 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
         self.bn3 = make_norm(norm, planes * 4)
         self.attn = _block_attention(attn, planes * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = nn.ReLU(inplace=inplace)
         self.downsample = _shortcut(cin, planes * self.expansion, stride, norm, shortcut_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,6 +125,7 @@ class CifarResNet(nn.Module):
             raise ValueError(f"unknown shortcut norm '{shortcut_norm}': choose {' or '.join(SHORTCUT_NORMS)}")
         if attn_placement not in ATTN_PLACEMENTS:
             raise ValueError(f"unknown attention placement '{attn_placement}': choose {' or '.join(ATTN_PLACEMENTS)}")
+        inplace = inplace_relu_after(norm)  # not after a user's layer (its forward may end in an in-place op)
         attn = None
         if attn_placement == "block":  # the norm alone at every norm position, its attention once per block
             norm_part, attn_part = split(norm)
@@ -134,13 +135,13 @@ class CifarResNet(nn.Module):
         planes = [round(16 * width), round(32 * width), round(64 * width)]  # width 0.5: 8, 16, 32
         self.conv1 = conv3x3(3, planes[0])
         self.bn1 = make_norm(norm, planes[0])
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = nn.ReLU(inplace=inplace)
         cin = planes[0]
         stages = []
         for i, p in enumerate(planes):
             blocks = []
             for j in range(n):
-                blocks.append(block_cls(cin, p, 2 if (i > 0 and j == 0) else 1, norm, shortcut_norm, attn))
+                blocks.append(block_cls(cin, p, 2 if (i > 0 and j == 0) else 1, norm, shortcut_norm, attn, inplace))
                 cin = p * block_cls.expansion
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages
