@@ -56,7 +56,7 @@ def _shared_options(
     block: Annotated[str, typer.Option(help="auto (basic up to depth 110, bottleneck above), basic, bottleneck.")] = "auto",
     width: Annotated[float, typer.Option(help="Channel multiplier: 16, 32, 64 x width channels per stage; 0.25, 0.5, 0.75 give narrower models than the default 1.")] = 1,
     shortcut_norm: Annotated[Optional[str], typer.Option(help="Norm of the projection shortcuts: same (the norm under test, as everywhere else) or bn (plain BatchNorm, the official IEBN architecture) [default: the preset's: same; bn for paper].")] = None,
-    attn_placement: Annotated[str, typer.Option(help="Where a NORM+ATTN layer's attention sits: norm (after every norm, as the paper's BN+SE) or block (once per residual block, before the addition, as in the SENet and CBAM papers).")] = "norm",
+    attn_placement: Annotated[str, typer.Option(help="Where a NORM+ATTN layer's attention sits: norm (after every norm, as the paper's BN+SE), block (once per residual block, before the addition, as in the SENet and CBAM papers) or stage (once at the end of each stage, as in the DAS paper).")] = "norm",
     batch_size: Annotated[Optional[int], typer.Option(help="Labelled images per step [default: the preset's: 128].")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Initial learning rate (SGD) [default: the preset's: 0.1].")] = None,
     momentum: Annotated[Optional[float], typer.Option(help="SGD momentum [default: the preset's: 0.9].")] = None,

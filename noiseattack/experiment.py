@@ -65,7 +65,9 @@ def _layer(run: RunConfig) -> dict[str, Any]:
     """What a results record says about the run's layer (`zoo.layer_info`), with where its attention sits."""
     info = layer_info(run.norm)
     if row_label(run.norm, run.train.attn_placement) != run.norm:
-        info["description"] += " (the attention once per residual block, before the addition)"
+        info["description"] += (" (the attention once per residual block, before the addition)"
+                                if run.train.attn_placement == "block" else
+                                " (the attention once per stage, after its last block)")
     return info
 
 

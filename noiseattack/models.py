@@ -23,7 +23,13 @@ Two places for the attention module of a `NORM+ATTN` layer, by `attn_placement`:
   "block" (the SENet and CBAM papers): every norm position gets the norm alone, and each residual
       block one attention module (`BlockAttention`) on its residual branch's output, after the
       branch's last norm and before the addition; none in the stem or the shortcuts.
+  "stage" (the DAS paper, which gates after the skip connection at the end of each stage of a
+      ResNet): every norm position gets the norm alone, and each of the three stages one attention
+      module after its last block's addition and ReLU (`layer1.<n>`, `layer2.<n>`, `layer3.<n>` for
+      n blocks per stage); none inside the blocks.
 A layer without `+ATTN` (bn, bnse, iebn, gn, a user's norm) builds the same network either way.
+An attention module placed per block or per stage is no norm: the constant attack passes it by.
+After a user's layer the ReLUs are out of place (`zoo.inplace_relu_after`): the same function.
 """
 
 from __future__ import annotations
@@ -124,12 +130,13 @@ class CifarResNet(nn.Module):
         if shortcut_norm not in SHORTCUT_NORMS:
             raise ValueError(f"unknown shortcut norm '{shortcut_norm}': choose {' or '.join(SHORTCUT_NORMS)}")
         if attn_placement not in ATTN_PLACEMENTS:
-            raise ValueError(f"unknown attention placement '{attn_placement}': choose {' or '.join(ATTN_PLACEMENTS)}")
+            raise ValueError(f"unknown attention placement '{attn_placement}': choose {', '.join(ATTN_PLACEMENTS)}")
         inplace = inplace_relu_after(norm)  # not after a user's layer (its forward may end in an in-place op)
         attn = None
-        if attn_placement == "block":  # the norm alone at every norm position, its attention once per block
+        if attn_placement != "norm":  # the norm alone at every norm position, its attention once per block or stage
             norm_part, attn_part = split(norm)
             norm, attn = norm_part.name, (attn_part.factory if attn_part is not None else None)
+        block_attn, stage_attn = (attn, None) if attn_placement == "block" else (None, attn)
         block = resolve_block(depth, block)
         block_cls, n = (BasicBlock, (depth - 2) // 6) if block == "basic" else (Bottleneck, (depth - 2) // 9)
         planes = [round(16 * width), round(32 * width), round(64 * width)]  # width 0.5: 8, 16, 32
@@ -141,8 +148,11 @@ class CifarResNet(nn.Module):
         for i, p in enumerate(planes):
             blocks = []
             for j in range(n):
-                blocks.append(block_cls(cin, p, 2 if (i > 0 and j == 0) else 1, norm, shortcut_norm, attn, inplace))
+                blocks.append(block_cls(cin, p, 2 if (i > 0 and j == 0) else 1, norm, shortcut_norm, block_attn,
+                                        inplace))
                 cin = p * block_cls.expansion
+            if stage_attn is not None:  # after the stage's last block (its addition and ReLU): layer<i>.<n>
+                blocks.append(BlockAttention(stage_attn(cin)))
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages
         self.fc = nn.Linear(cin, num_classes)
@@ -160,5 +170,5 @@ class CifarResNet(nn.Module):
 def cifar_resnet(depth: int, num_classes: int, norm: str, width: int | float = 1, block: str = "auto",
                  shortcut_norm: str = "same", attn_placement: str = "norm") -> CifarResNet:
     """The CIFAR ResNet (see the module docstring); shortcut_norm="bn" is the official IEBN architecture,
-    attn_placement="block" puts a NORM+ATTN layer's attention once per residual block."""
+    attn_placement="block" or "stage" puts a NORM+ATTN layer's attention once per residual block or stage."""
     return CifarResNet(depth, num_classes, norm, width, block, shortcut_norm, attn_placement)

@@ -23,10 +23,11 @@ under the constant attack, the attack can reach it (see `noiseattack.norms`). Th
 user's layer by an out-of-place ReLU (`inplace_relu_after`): a forward that ends in an in-place op
 is fine. Registered layers of noiseattack, torch and timm are covered by the test suite instead.
 
-timm's attention modules are taken from `timm.layers.get_attn`, the source the field uses.
-Left out on purpose: `nl`, `bat`, `lambda`, `halo`, `bottleneck` (self-attention: far too slow on
-CPU for this harness), `sk`, `splat` (convolution replacements, not gates on a norm's output),
-`ceca`, `gca`, `scoord`, `ela`, `strip` (variants; any of them works as `bn+timm.layers:StripAttn`).
+timm's attention modules are taken from `timm.layers.get_attn`, the source the field uses; `das`
+is ours (`noiseattack.layers.das`). Left out on purpose: `nl`, `bat`, `lambda`, `halo`,
+`bottleneck` (self-attention: far too slow on CPU for this harness), `sk`, `splat` (convolution
+replacements, not gates on a norm's output), `ceca`, `gca`, `scoord` (variants; any of them works
+by import path, e.g. `bn+timm.layers:SimpleCoordAttn`).
 """
 
 from __future__ import annotations
@@ -448,7 +449,7 @@ def _gn_groups(channels: int) -> int:
 def _builtin() -> None:
     from timm.layers import get_attn
 
-    from . import iebn, norms
+    from . import iebn, layers, norms
 
     for name, factory, description, origin in (
         ("bn", norms.BatchNorm, "BatchNorm2d (batch statistics in training, running ones in eval)", "noiseattack"),
@@ -467,6 +468,20 @@ def _builtin() -> None:
         ("iebn-b0", iebn.IEBNGateHalf,
          "control: IEBN with the gate bias starting at 0 (gate 0.5, not 0.2689): gates per instance, less damped",
          "noiseattack"),
+        ("evonorm-b0", layers.EvoNormB0,
+         "EvoNorm-B0 (timm): x / max(sqrt(batch var + eps), v*x + instance std), batch statistics", "timm"),
+        ("evonorm-s0", layers.EvoNormS0,
+         "EvoNorm-S0 (timm): x * sigmoid(v*x) / group std, gn's groups; no batch statistics", "timm"),
+        ("frn", layers.FilterResponseNorm,
+         "Filter Response Norm + TLU (timm): x / sqrt(mean_hw x^2 + eps), then max(affine, tau); no batch stats",
+         "timm"),
+        ("rms", layers.RmsNorm, "RMSNorm over the channels at each position (timm RmsNorm2d), no bias", "timm"),
+        ("gbn", layers.GhostBatchNorm,
+         "Ghost BatchNorm: statistics per virtual batch of 32 (image i in ghost batch i mod N//32): more noise",
+         "noiseattack"),
+        ("brn", layers.BatchRenorm,
+         "Batch Renormalization: r, d corrections toward the running statistics (rmax 1->3, dmax 0->5 by step 4000)",
+         "noiseattack"),
     ):
         register_norm(name, factory, description, origin=origin)
     for name, kwargs, description in (
@@ -479,8 +494,12 @@ def _builtin() -> None:
         ("cbam", {}, "CBAM: channel then spatial attention (7x7 conv); its spatial part contains a BatchNorm"),
         ("lcbam", {}, "light CBAM: channel then spatial attention from mean and max maps; contains a BatchNorm"),
         ("coord", {}, "coordinate attention (CVPR 2021): pooled along H and W; contains a BatchNorm"),
+        ("ela", {}, "efficient local attention (2024): 1D depthwise convs along H and W; contains GroupNorms"),
+        ("strip", {"use_conv": False}, "strip attention, parameter-free: x * sigmoid(mean over W + mean over H)"),
     ):
         register_attention(name, functools.partial(get_attn(name), **kwargs), description, origin="timm")
+    register_attention("das", layers.DAS, "DAS (2023): x * sigmoid(deformable 3x3 conv of a DW-separable "
+                       "bottleneck, /4, IN, GELU): a gate per pixel", origin="noiseattack")
 
 
 _builtin()

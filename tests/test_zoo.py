@@ -30,11 +30,12 @@ EVERY = zoo.norm_names() + COMPOSITES
 # --------------------------------------------------------------------------- registry
 
 
-def test_zoo_has_at_least_ten_layers_and_the_paper_four_first():
+def test_zoo_has_at_least_24_layers_and_the_paper_four_first():
     rows = zoo.describe_layers()
-    assert len(rows) >= 10
+    assert len(rows) >= 24
     assert [r["name"] for r in rows][:4] == ["bn", "in", "bnse", "iebn"]
-    assert {"gn", "ln", "bn+se", "bn+eca", "bn+cbam", "bn+gc"} <= {r["name"] for r in rows}
+    assert {"gn", "ln", "bn+se", "bn+eca", "bn+cbam", "bn+gc", "evonorm-b0", "evonorm-s0", "frn", "rms", "gbn", "brn",
+            "bn+das", "bn+ela", "bn+strip"} <= {r["name"] for r in rows}
     assert {r["origin"] for r in rows} <= set(zoo.ORIGINS)
 
 
