@@ -240,3 +240,24 @@ def test_a_failed_run_in_a_sweep_is_one_line_each_and_exit_3(layers, fake_mnist,
     assert code == 3 and "Traceback" not in out + err, err
     assert "failed at epoch 1, step 3: RuntimeError: boom at step 3" in " ".join(out.split())
     assert "1 runs failed" in err
+
+
+def test_the_readme_survey_of_torch_torchvision_and_timm_norms_is_what_the_harness_does():
+    """README's table (`scripts/layer_survey.py`): for each module named, whether it runs under clean and
+    mix and whether the constant attack reaches it, as the harness decides now."""
+    import re
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import layer_survey
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("<!-- layer-survey:begin -->")[1].split("<!-- layer-survey:end -->")[0]
+    rows = [line.split(" | ") for line in table.strip().splitlines()[2:]]
+    checked = 0
+    for first, clean, constant, _ in rows:
+        for path in re.findall(r"`([\w.]+:\w+)`", first):
+            got = layer_survey.survey_one(path)
+            assert (got[0].split(":")[0], got[1].split(":")[0]) == (clean, constant), (path, got)
+            checked += 1
+    assert checked >= 30
