@@ -560,23 +560,6 @@ def default_name(cfg: TrainConfig) -> str:
     return "-".join(parts)
 
 
-def model_shapes(cfg: TrainConfig) -> tuple[tuple[int, int], ...]:
-    """Every (channels, height = width) a norm position of the setting's ResNet sees on 32x32 images
-    (noiseattack.models): the stem, and per stage of p planes at map size s, p at s (and, in a
-    bottleneck stage after the first, p at the previous stage's size: its 1x1 conv1 comes before the
-    stride) and 4p at s for bottleneck blocks and their shortcuts."""
-    planes = [round(16 * cfg.width), round(32 * cfg.width), round(64 * cfg.width)]
-    sizes = [32, 16, 8]
-    shapes = {(planes[0], 32)}
-    for i, (p, s) in enumerate(zip(planes, sizes)):
-        shapes.add((p, s))
-        if cfg.block == "bottleneck":
-            shapes.add((4 * p, s))
-            if i > 0:
-                shapes.add((p, sizes[i - 1]))
-    return tuple(sorted(shapes))
-
-
 def check_writable_dir(path: Path) -> None:
     """The nearest existing ancestor of `path` must be a writable directory."""
     p = path.absolute()
@@ -601,6 +584,7 @@ def resolve_experiment(
     keep_checkpoints: bool = False,
     overwrite: bool = False,
 ) -> ExperimentConfig:
+    from .models import model_shapes
     from .zoo import check_layers
 
     norms = parse_norms(norms)

@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ATTN_PLACEMENTS, SHORTCUT_NORMS, resolve_block
+from .config import ATTN_PLACEMENTS, SHORTCUT_NORMS, TrainConfig, resolve_block
 from .norms import BlockAttention
 from .zoo import Factory, inplace_relu_after, make_norm, split
 
@@ -94,6 +94,23 @@ class Bottleneck(nn.Module):
         if self.attn is not None:
             out = self.attn(out)
         return self.relu(out + (self.downsample(x) if self.downsample is not None else x))
+
+
+def model_shapes(cfg: TrainConfig) -> tuple[tuple[int, int], ...]:
+    """Every (channels, height = width) a norm position of the setting's ResNet sees on 32x32 images
+    (this module): the stem, and per stage of p planes at map size s, p at s (and, in a
+    bottleneck stage after the first, p at the previous stage's size: its 1x1 conv1 comes before the
+    stride) and 4p at s for bottleneck blocks and their shortcuts."""
+    planes = [round(16 * cfg.width), round(32 * cfg.width), round(64 * cfg.width)]
+    sizes = [32, 16, 8]
+    shapes = {(planes[0], 32)}
+    for i, (p, s) in enumerate(zip(planes, sizes)):
+        shapes.add((p, s))
+        if cfg.block == "bottleneck":
+            shapes.add((4 * p, s))
+            if i > 0:
+                shapes.add((p, sizes[i - 1]))
+    return tuple(sorted(shapes))
 
 
 def _block_attention(attn: Factory | None, channels: int) -> BlockAttention | None:

@@ -282,7 +282,7 @@ def inplace_relu_after(name: str) -> bool:
 def check_layers(names: tuple[str, ...], *, constant: bool = False, channels_last: bool = True,
                  shapes: tuple[tuple[int, int], ...] = CHECK_SHAPES) -> None:
     """Refuse (ConfigError, one line naming the rule) a user's layer that breaks the contract, at
-    each (channels, height = width) of `shapes` (the model's norm positions: `config.model_shapes`)."""
+    each (channels, height = width) of `shapes` (the model's norm positions: `models.model_shapes`)."""
     for name in names:
         r = resolve(name)
         if r.origin == "user":

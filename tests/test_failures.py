@@ -261,3 +261,21 @@ def test_the_readme_survey_of_torch_torchvision_and_timm_norms_is_what_the_harne
             assert (got[0].split(":")[0], got[1].split(":")[0]) == (clean, constant), (path, got)
             checked += 1
     assert checked >= 30
+
+
+@pytest.mark.parametrize("depth,block,width", [(20, "basic", 1), (8, "basic", 0.25), (29, "bottleneck", 0.5)])
+def test_the_contract_check_sees_every_shape_a_norm_position_of_the_model_sees(depth, block, width):
+    import torch
+
+    from noiseattack.config import resolve_train_config
+    from noiseattack.models import cifar_resnet, model_shapes
+    from noiseattack.norms import BatchNorm
+
+    seen = set()
+    model = cifar_resnet(depth, 10, "bn", width=width, block=block)
+    for m in model.modules():
+        if isinstance(m, BatchNorm):
+            m.register_forward_hook(lambda mod, inp, out: seen.add((out.shape[1], out.shape[2])))
+    model(torch.randn(2, 3, 32, 32))
+    cfg = resolve_train_config(depth=depth, block=block, width=width, device="cpu")
+    assert set(model_shapes(cfg)) == seen
