@@ -276,6 +276,14 @@ def test_das_is_passed_by_by_the_attack_and_its_norm_stays_clean():
     assert type(layer.attn.norm) is nn.InstanceNorm2d
 
 
+def test_strip_attention_is_parameter_free_and_its_formula():
+    layer = zoo.make_norm("bn+strip", 8)
+    y = rand_input(c=8)
+    assert sum(p.numel() for p in layer.attn.parameters()) == 0
+    expected = y * torch.sigmoid(y.mean(dim=3, keepdim=True) + y.mean(dim=2, keepdim=True))
+    torch.testing.assert_close(layer.attn(y), expected)
+
+
 # --------------------------------------------------------------------------- in the ResNet
 
 

@@ -126,7 +126,8 @@ def test_the_constant_attack_reaches_every_registered_layer_at_every_norm_positi
 
 
 @pytest.mark.parametrize("attn,kwargs", [("eca", {}), ("se", {"rd_divisor": 1}), ("cbam", {}), ("gc", {}),
-                                         ("ge", {"use_mlp": False}), ("coord", {})])
+                                         ("ge", {"use_mlp": False}), ("coord", {}), ("ela", {}),
+                                         ("strip", {"use_conv": False})])
 @pytest.mark.parametrize("training", [True, False])
 def test_bn_plus_attn_is_timms_module_on_our_bns_output(attn, kwargs, training):
     c = 32
