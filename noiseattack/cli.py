@@ -1,7 +1,8 @@
 """The `noiseattack` command line: a thin layer over `noiseattack.experiment.run`.
 
 Every error a user can cause ends as one line on stderr and exit code 2, before anything is
-written; Ctrl-C checkpoints and exits with 130.
+written; a run whose model raises during training gets one line, is recorded as failed, the other
+runs go on, and the command exits with 3; Ctrl-C checkpoints and exits with 130.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ app = typer.Typer(
 )
 
 EXIT_BAD_INPUT = 2
+EXIT_RUNS_FAILED = 3  # some runs failed (their model raised); the others are done
 DATASET_NAMES = ", ".join(DATASETS)  # for the help of --dataset
 EXIT_INTERRUPTED = 130
 
@@ -54,7 +56,7 @@ def _shared_options(
     block: Annotated[str, typer.Option(help="auto (basic up to depth 110, bottleneck above), basic, bottleneck.")] = "auto",
     width: Annotated[float, typer.Option(help="Channel multiplier: 16, 32, 64 x width channels per stage; 0.25, 0.5, 0.75 give narrower models than the default 1.")] = 1,
     shortcut_norm: Annotated[Optional[str], typer.Option(help="Norm of the projection shortcuts: same (the norm under test, as everywhere else) or bn (plain BatchNorm, the official IEBN architecture) [default: the preset's: same; bn for paper].")] = None,
-    attn_placement: Annotated[str, typer.Option(help="Where a NORM+ATTN layer's attention sits: norm (after every norm, as the paper's BN+SE) or block (once per residual block, before the addition, as in the SENet and CBAM papers).")] = "norm",
+    attn_placement: Annotated[str, typer.Option(help="Where a NORM+ATTN layer's attention sits: norm (after every norm, as the paper's BN+SE), block (once per residual block, before the addition, as in the SENet and CBAM papers) or stage (once at the end of each stage, as in the DAS paper).")] = "norm",
     batch_size: Annotated[Optional[int], typer.Option(help="Labelled images per step [default: the preset's: 128].")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Initial learning rate (SGD) [default: the preset's: 0.1].")] = None,
     momentum: Annotated[Optional[float], typer.Option(help="SGD momentum [default: the preset's: 0.9].")] = None,
@@ -147,22 +149,26 @@ def _run(attack: str, alpha: float = 1.0, beta: float = 0.0, extra: str | None =
         if o["dry_run"]:
             _print_runs(exp)
             return
-        result = experiment.run(exp, progress=o["progress"], log=lambda line: _print_line(console, line))
+        result = experiment.run(exp, progress=o["progress"], log=lambda line: _print_line(console, line),
+                                on_failure=lambda line: typer.echo(f"noiseattack: error: {line}", err=True))
     except ConfigError as e:
         fail(str(e))
     except experiment.Interrupted as e:
         typer.echo(f"noiseattack: interrupted ({e}); checkpoint written. Re-run the same command to resume.", err=True)
         raise typer.Exit(EXIT_INTERRUPTED)
     _print_summary(console, result.summary, exp.dir)
+    if result.failed:  # each said in its own line as it happened; the others are done
+        raise typer.Exit(EXIT_RUNS_FAILED)
 
 
 def _print_runs(exp) -> None:
     """--dry-run: one line per run (done, diverged or pending, its key) and a count."""
-    from .results import read_results
+    from .results import read_failures, read_results
 
     records = {r["key"]: r for r in read_results(exp.dir)}
+    failed = {r["key"] for r in read_failures(exp.dir)}
     for r in exp.runs():
-        state = records[r.key]["status"] if r.key in records else "pending"
+        state = records[r.key]["status"] if r.key in records else "failed" if r.key in failed else "pending"
         typer.echo(f"{state:8s} {r.key}  {r.norm:4s} seed {r.seed}")
     n_done = sum(r.key in records for r in exp.runs())
     typer.echo(f"{exp.name}: {len(exp.runs())} runs, {n_done} done or diverged, "
@@ -352,7 +358,7 @@ def sweep(
         typer.echo(f"noiseattack: {len(result.failed)} runs failed (re-run the sweep to retry them):", err=True)
         for out in result.failed:
             typer.echo(f"  {out['experiment']} {out['norm']} seed {out['seed']}: {out['error']}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_RUNS_FAILED)
 
 
 def _print_sweep_summary(console, grid, records: list[dict[str, Any]]) -> None:

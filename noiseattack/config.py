@@ -38,27 +38,33 @@ EXTRA_SOURCES = DATASETS + ("mnist-inverted", "fmnist-inverted", "noise")  # mix
 # or "bn" (a plain BatchNorm, as in the official IEBN code). See noiseattack/models.py.
 SHORTCUT_NORMS = ("same", "bn")
 # Where the attention module of a NORM+ATTN layer sits: "norm" (after every norm, the way SE follows
-# BN in the paper's BN+SE) or "block" (once per residual block, on the residual branch's output
-# before the addition, as in the SENet and CBAM papers; every norm position gets the norm alone).
-# See noiseattack/models.py.
-ATTN_PLACEMENTS = ("norm", "block")
+# BN in the paper's BN+SE), "block" (once per residual block, on the residual branch's output
+# before the addition, as in the SENet and CBAM papers; every norm position gets the norm alone) or
+# "stage" (once at the end of each of the three stages, after its last block's addition and ReLU,
+# as the DAS paper places its gate). See noiseattack/models.py.
+ATTN_PLACEMENTS = ("norm", "block", "stage")
 # The learning-rate schedule: "step" (lr x lr_gamma after each milestone epoch, the paper's), "cosine"
 # (half a cosine from lr to 0 over every training step) or "linear" (a straight line from lr to 0 over
 # every training step). cosine and linear take no milestones. See train.lr_at.
 LR_SCHEDULES = ("step", "cosine", "linear")
 PER_BLOCK = "(per block)"  # a report's row for NORM+ATTN with attn_placement "block": `bn+cbam (per block)`
+PER_STAGE = "(per stage)"  # ... and with "stage": `bn+das (per stage)`
+_ROW_SUFFIX = {"block": PER_BLOCK, "stage": PER_STAGE}
 
 
 def row_label(norm: str, attn_placement: str) -> str:
-    """A layer's row in a report: its name, with ` (per block)` for a NORM+ATTN layer placed once per
-    block (a layer without `+ATTN` is the same network under either placement)."""
-    return f"{norm} {PER_BLOCK}" if attn_placement == "block" and "+" in norm else norm
+    """A layer's row in a report: its name, with ` (per block)` or ` (per stage)` for a NORM+ATTN layer
+    placed once per block or stage (a layer without `+ATTN` is the same network under any placement)."""
+    suffix = _ROW_SUFFIX.get(attn_placement)
+    return f"{norm} {suffix}" if suffix and "+" in norm else norm
 
 
 def layer_of_row(label: str) -> tuple[str, str]:
     """The inverse of `row_label`: (layer name, attn_placement)."""
-    layer = label.removesuffix(f" {PER_BLOCK}")
-    return layer, ("block" if layer != label else "norm")
+    for placement, suffix in _ROW_SUFFIX.items():
+        if label.endswith(f" {suffix}"):
+            return label.removesuffix(f" {suffix}"), placement
+    return label, "norm"
 
 # What every preset starts from; a preset's own entries replace these.
 BASE_SETTING: dict[str, Any] = {
@@ -100,7 +106,7 @@ class TrainConfig:
     block: str = "basic"  # resolved: "basic" or "bottleneck"
     width: int | float = 1  # channel multiplier: stages of 16, 32, 64 x width channels (an int when whole)
     shortcut_norm: str = "same"  # the projection shortcuts' norm: "same" or "bn" (SHORTCUT_NORMS)
-    attn_placement: str = "norm"  # NORM+ATTN's attention: after every norm or once per block (ATTN_PLACEMENTS)
+    attn_placement: str = "norm"  # NORM+ATTN's attention: after every norm, once per block or stage (ATTN_PLACEMENTS)
     epochs: int = 30
     batch_size: int = 128
     lr: float = 0.1
@@ -533,7 +539,7 @@ def resolve_train_config(
     if shortcut_norm not in SHORTCUT_NORMS:
         raise ConfigError(f"unknown shortcut norm '{shortcut_norm}': choose {' or '.join(SHORTCUT_NORMS)}")
     if attn_placement not in ATTN_PLACEMENTS:
-        raise ConfigError(f"unknown attention placement '{attn_placement}': choose {' or '.join(ATTN_PLACEMENTS)}")
+        raise ConfigError(f"unknown attention placement '{attn_placement}': choose {', '.join(ATTN_PLACEMENTS)}")
 
     if lr_schedule != "step":
         milestones = ()
@@ -571,7 +577,8 @@ def resolve_train_config(
 def default_name(cfg: TrainConfig) -> str:
     """`constant-a2-b1-cifar100-resnet20-e30`, `mix-fmnist-k32-cifar100-resnet20-e30`,
     `clean-cifar100-resnet164-bnshortcut-e164` (BatchNorm shortcuts: the paper preset),
-    `clean-fmnist-resnet20-blockattn-n2000-e45` (NORM+ATTN's attention once per block),
+    `clean-fmnist-resnet20-blockattn-n2000-e45` (NORM+ATTN's attention once per block; `-stageattn`
+    once per stage),
     `clean-fmnist-resnet20w0.5-n6000-e15-noaug` (no crops or flips)."""
     if cfg.attack is Attack.constant:
         head = f"constant-a{cfg.alpha:g}-b{cfg.beta:g}"
@@ -623,10 +630,12 @@ def resolve_experiment(
     keep_checkpoints: bool = False,
     overwrite: bool = False,
 ) -> ExperimentConfig:
+    from .models import model_shapes
     from .zoo import check_layers
 
     norms = parse_norms(norms)
-    check_layers(norms, constant=train.attack is Attack.constant, channels_last=train.channels_last)
+    check_layers(norms, constant=train.attack is Attack.constant, channels_last=train.channels_last,
+                 shapes=model_shapes(train))
     _at_least("repeats", repeats, 1)
     _at_most("repeats", repeats, MAX_REPEATS)
     seeds = parse_seeds(seeds) if seeds is not None else tuple(seed + i for i in range(repeats))

@@ -1,7 +1,7 @@
 """Experiments: one setting trained for every norm and seed, with its outputs under `runs/<name>/`.
 
     runs/<name>/config.json          the resolved setting, versions, machine, and the command to re-run it
-    runs/<name>/results.jsonl        one line per finished (or diverged) run, appended, never rewritten
+    runs/<name>/results.jsonl        one line per finished, diverged (or failed) run, appended, never rewritten
     runs/<name>/summary.{csv,md}     per norm: n, mean, std, var, min, max of final_acc (regenerated)
     runs/<name>/tb/                  TensorBoard's HParams config (the columns: norm, seed, setting first)
     runs/<name>/tb/<norm>-s<seed>/   TensorBoard scalars per epoch, and the run's HParams session
@@ -53,8 +53,9 @@ class RunBusy(Exception):
 @dataclass
 class ExperimentResult:
     dir: Path
-    records: list[dict[str, Any]]  # this experiment's runs (the norms and seeds asked for)
+    records: list[dict[str, Any]]  # this experiment's runs (the norms and seeds asked for), finished or diverged
     summary: list[dict[str, Any]]
+    failed: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # this invocation's failed runs
 
 
 # --------------------------------------------------------------------------- provenance
@@ -64,7 +65,9 @@ def _layer(run: RunConfig) -> dict[str, Any]:
     """What a results record says about the run's layer (`zoo.layer_info`), with where its attention sits."""
     info = layer_info(run.norm)
     if row_label(run.norm, run.train.attn_placement) != run.norm:
-        info["description"] += " (the attention once per residual block, before the addition)"
+        info["description"] += (" (the attention once per residual block, before the addition)"
+                                if run.train.attn_placement == "block" else
+                                " (the attention once per stage, after its last block)")
     return info
 
 
@@ -356,19 +359,21 @@ def _execute_locked(run: RunConfig, exp_dir: Path, data: TrainData, *, keep_chec
 
     try:
         result = train_run(run, data, checkpoint=ckpt, on_step=on_step, on_epoch=log_epoch, should_stop=should_stop)
-        w = writer[0] if writer else SummaryWriter(str(tb_dir))
-        # the HParams session, in the run's own log dir next to its curves; its columns: tb/ (open_dir)
-        w.add_scalar(FINAL_ACC_TAG, result.final_acc, len(result.history))
-        w.add_scalar(BEST_ACC_TAG, result.best_acc, len(result.history))
-        for summary in session_summaries(run, result.status):
-            w.file_writer.add_summary(summary)
-        w.close()
+        if result.status != "failed":
+            w = writer[0] if writer else SummaryWriter(str(tb_dir))
+            # the HParams session, in the run's own log dir next to its curves; its columns: tb/ (open_dir)
+            w.add_scalar(FINAL_ACC_TAG, result.final_acc, len(result.history))
+            w.add_scalar(BEST_ACC_TAG, result.best_acc, len(result.history))
+            for summary in session_summaries(run, result.status):
+                w.file_writer.add_summary(summary)
+            w.close()
     finally:
         for w in writer:
             w.close()
+    failure = {"error": result.error, "failed": result.failed} if result.status == "failed" else {}
     record = _clean({
         "key": run.key, "experiment": exp_dir.name, "norm": run.norm, "seed": run.seed, "status": result.status,
-        "final_acc": result.final_acc, "best_acc": result.best_acc, "diverged": result.diverged,
+        "final_acc": result.final_acc, "best_acc": result.best_acc, "diverged": result.diverged, **failure,
         "wall_time_s": round(result.wall_time_s, 3), "compile_s": result.compile_s,
         "epochs_done": len(result.history),
         "history": result.history, "config": run.to_dict(), "layer": _layer(run), "noiseattack": __version__,
@@ -380,7 +385,24 @@ def _execute_locked(run: RunConfig, exp_dir: Path, data: TrainData, *, keep_chec
     append_jsonl(exp_dir / RESULTS_FILE, record)
     if not keep_checkpoints:
         drop_checkpoint(exp_dir, run)
+        if result.status == "failed":  # curves of a run that has no result: re-running starts it afresh
+            shutil.rmtree(tb_dir, ignore_errors=True)
     return record
+
+
+def failure_where(rec: dict[str, Any]) -> str:
+    """Where a failed run's model raised: `building the model`, `epoch 1, step 3`, `evaluating after epoch 2`."""
+    where = rec.get("failed") or {}
+    if where.get("phase") == "build":
+        return "building the model"
+    if where.get("phase") == "eval":
+        return f"evaluating after epoch {where.get('epoch')}"
+    return f"epoch {where.get('epoch')}, step {where.get('step')}"
+
+
+def failure_line(rec: dict[str, Any], setting: str) -> str:
+    """The one line about a failed run: layer, setting, seed, where and the error."""
+    return f"{rec['norm']} {setting} seed {rec['seed']}: {failure_where(rec)}: {rec.get('error')}"
 
 
 @contextmanager
@@ -475,8 +497,13 @@ def _run_line(r: RunConfig, rec: dict[str, Any]) -> str:
     return f"{r.norm:5s} seed {r.seed}: {acc}  ({rec['wall_time_s']:.0f} s)"
 
 
-def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], None] | None = None) -> ExperimentResult:
+def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], None] | None = None,
+        on_failure: Callable[[str], None] | None = None) -> ExperimentResult:
     """Run every (norm, seed) of an experiment that is not done yet, then write the summaries.
+
+    A run whose model raises (a layer's bug, at some step) ends as "failed": `on_failure` (default
+    `log`) gets one line (`failure_line`), its record (status "failed", no result) goes to
+    results.jsonl, and the other runs go on; re-running the command trains it again.
 
     Bad input (a different setting in the dir, missing data, ...) raises ConfigError before
     anything is written. SIGINT stops after the current step, checkpoints, and raises Interrupted.
@@ -484,6 +511,8 @@ def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
     runs go first, then this process waits for it to end (and resumes it if that process died).
     """
     log = log or (lambda s: None)
+    on_failure = on_failure or log
+    failed: list[dict[str, Any]] = []
     data = prepare(exp)
     pending = _pending_runs(exp, log)
     bs = min(exp.train.batch_size, len(data.train))
@@ -533,6 +562,10 @@ def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
                 raise Interrupted(f"{r.run_id}: {e}") from None
             bar.advance(task, steps_per_run - start - advanced[0])
             ended += 1
+            if rec["status"] == "failed":
+                failed.append(rec)
+                on_failure(failure_line(rec, exp.train.setting_label()))
+                continue
             line = _run_line(r, rec)
             if off_screen:  # a log file: the bar is not redrawn there, so the line says how far the runs are
                 trained[0] += advanced[0]
@@ -544,4 +577,4 @@ def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
     wanted = {r.key for r in exp.runs()}
     records = [r for r in read_results(exp.dir) if r["key"] in wanted]
     rows = [row for row in write_summaries_locked(exp.dir, exp.norms) if row["norm"] in exp.norms]
-    return ExperimentResult(exp.dir, records, rows)
+    return ExperimentResult(exp.dir, records, rows, failed)

@@ -20,7 +20,7 @@ How the attack reaches a layer (`reach_noise`), walking the module tree from the
      `SyncBatchNorm.convert_sync_batchnorm` converts, into a subclass that carries the noise by
      the same affine fold: its class changes, its parameters, buffers and state_dict do not;
   3. anything else is searched recursively, except a module marked `noise_free` (an attention
-     module placed between blocks, `BlockAttention`), which the walk passes by.
+     module placed per block or per stage, `BlockAttention`), which the walk passes by.
 """
 
 from __future__ import annotations
@@ -255,7 +255,8 @@ class NormAttention(nn.Module):
 
 class BlockAttention(nn.Module):
     """An attention module placed once per residual block (attn_placement "block"), on the residual
-    branch's output before the addition. It is no norm: the constant attack's walk (`noise_targets`)
+    branch's output before the addition, or once per stage ("stage"), after its last block. It is
+    no norm: the constant attack's walk (`noise_targets`)
     passes it by (`noise_free`), so its own normalizations (CBAM's BatchNorm, GC's LayerNorm) stay
     clean, as inside `NORM+ATTN`, and it is not counted among the layers attacked."""
 

@@ -1,4 +1,6 @@
-"""Run records (one JSON line per finished run) and the per-norm summaries built from them."""
+"""Run records (one JSON line per finished, diverged or failed run) and the per-norm summaries built
+from the finished and diverged ones. A failed run (its model raised) is no result: `read_results`
+leaves it out, and the run is trained again (`read_failures` lists them)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,17 @@ def read_results(exp_dir: Path) -> list[dict[str, Any]]:
         if "key" in rec and rec.get("status") in DONE_STATUSES:
             seen.setdefault(rec["key"], rec)
     return list(seen.values())
+
+
+def read_failures(exp_dir: Path) -> list[dict[str, Any]]:
+    """The records of runs whose last attempt failed (status "failed": the model raised) and that are
+    not done: what re-running the experiment trains again."""
+    done = {r["key"] for r in read_results(exp_dir)}
+    last: dict[str, dict[str, Any]] = {}
+    for rec in read_jsonl(Path(exp_dir) / RESULTS_FILE):
+        if "key" in rec and rec["key"] not in done:
+            last[rec["key"]] = rec
+    return [r for r in last.values() if r.get("status") == "failed"]
 
 
 def summarize(records: Iterable[dict[str, Any]], norms: Iterable[str] | None = None) -> list[dict[str, Any]]:

@@ -193,7 +193,7 @@ def evaluate(model: nn.Module, split: Split, data: TrainData, cfg: TrainConfig) 
 
 @dataclass
 class RunResult:
-    status: str  # "finished" or "diverged"
+    status: str  # "finished", "diverged" or "failed"
     final_acc: float
     best_acc: float
     history: list[dict[str, float]]
@@ -201,6 +201,25 @@ class RunResult:
     diverged: dict[str, Any] | None = None  # {"epoch": e, "lr": lr} when status == "diverged"
     compiled: bool = False  # the training steps ran the compiled model (TrainConfig.compile, and it compiled)
     compile_s: float = 0.0  # seconds this run spent compiling (0 where the process had compiled its model before)
+    # status == "failed": the model raised (RunFailure); {"phase", "epoch", "step"} and the one-line error
+    failed: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class RunFailure(Exception):
+    """The run's model raised: while it was built (phase "build"), in a training step ("train") or
+    in an evaluation ("eval"). The run ends as "failed": no result, one line, and the experiment
+    goes on. Non-finite values are not failures but divergence ("diverged", a result of training)."""
+
+    def __init__(self, phase: str, epoch: int, step: int, cause: BaseException):
+        from .zoo import describe_error
+
+        self.phase, self.epoch, self.step = phase, epoch, step
+        self.error = describe_error(cause)
+        super().__init__(self.error)
+
+    def info(self) -> dict[str, Any]:
+        return {"phase": self.phase, "epoch": self.epoch, "step": self.step}
 
 
 @dataclass
@@ -281,13 +300,31 @@ def train_run(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> RunResult:
-    """Train one run to the end, resuming from `checkpoint` when it holds this run's state."""
+    """Train one run to the end, resuming from `checkpoint` when it holds this run's state. A model
+    that raises (a layer's bug) ends the run as "failed" (see RunFailure), with the epochs it did."""
+    t0 = time.perf_counter()
+    history: list[dict[str, float]] = []
+    try:
+        return _train(run, data, history, checkpoint=checkpoint, on_step=on_step, on_epoch=on_epoch,
+                      should_stop=should_stop)
+    except RunFailure as f:
+        return RunResult("failed", math.nan, math.nan, history, time.perf_counter() - t0, failed=f.info(),
+                         error=f.error)
+
+
+def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, checkpoint, on_step, on_epoch,
+           should_stop) -> RunResult:
     cfg = run.train
-    model = build_model(run, data.num_classes)
+    try:
+        model = build_model(run, data.num_classes)
+    except Exception as e:  # noqa: BLE001 - a layer's constructor at one of the model's channel counts
+        raise RunFailure("build", 0, 0, e) from e
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                 nesterov=cfg.nesterov)
     generator = torch.Generator(device=cfg.device).manual_seed(run.seed)
     state = (load_checkpoint(checkpoint, run, model, optimizer, generator) if checkpoint else None) or _State()
+    history[:] = state.history
+    state.history = history  # the caller's list: a failed run reports the epochs it did
     extras = (ExtraImages(data.extra.images, cfg.k, flip=data.flip, normalize=data.normalize, augment=cfg.augment)
               if data.extra is not None and cfg.k > 0 else None)
     n = len(data.train)
@@ -321,11 +358,14 @@ def train_run(
             if per_step:
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(cfg, state.epoch, state.step, steps)
-            with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=cfg.amp):
-                loss, logits = mixed_batch_loss(step_model, x, y, extra_x, cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            try:
+                with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=cfg.amp):
+                    loss, logits = mixed_batch_loss(step_model, x, y, extra_x, cfg.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            except Exception as e:  # noqa: BLE001 - the model's code raised: the run fails, the others go on
+                raise RunFailure("train", state.epoch + 1, state.step + 1, e) from e
             with torch.no_grad():
                 correct = (logits.argmax(1) == y).sum()
                 state.sums += torch.stack([loss.detach().float() * bs, correct.float()])
@@ -339,7 +379,10 @@ def train_run(
         loss_sum, correct = state.sums.tolist()  # the one host sync of the training epoch
         seen = steps * bs
         train_loss = loss_sum / seen
-        test_loss, test_acc = evaluate(model, data.test, data, cfg) if _all_finite(model) else (math.nan, math.nan)
+        try:
+            test_loss, test_acc = evaluate(model, data.test, data, cfg) if _all_finite(model) else (math.nan, math.nan)
+        except Exception as e:  # noqa: BLE001
+            raise RunFailure("eval", state.epoch + 1, state.step, e) from e
         if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
             return done("diverged", math.nan, _best(state.history), state.history,
                              time.perf_counter() - t0, {"epoch": state.epoch + 1, "lr": lr})

@@ -14,16 +14,20 @@ file, 8 hex digits>`, which the run key, the results and the report carry: two v
 user's layer never share a key or a row. A canonical name given back (from a results file)
 must match the source as it is now.
 
-A user's layer is checked on a tiny batch at 16, 32 and 64 channels before anything is written
-(`check_layers`): it builds, it is an nn.Module, its forward keeps the shape and gives finite
-values in training and eval mode, it has a backward, and, under the constant attack, the attack
-can reach it (see `noiseattack.norms`). Registered layers of noiseattack, torch and timm are
-covered by the test suite instead.
+A user's layer is checked on a tiny batch at each channel count and map size of the model's norm
+positions before anything is written (`check_layers`): it builds, it is an nn.Module and no lazy
+module, it says it was built for the channels asked (where it says: num_features, num_channels,
+normalized_shape), its forward keeps the shape and gives finite values in training and eval mode
+on the model's memory format, it has a backward through the ReLU the model puts after it, and,
+under the constant attack, the attack can reach it (see `noiseattack.norms`). The model follows a
+user's layer by an out-of-place ReLU (`inplace_relu_after`): a forward that ends in an in-place op
+is fine. Registered layers of noiseattack, torch and timm are covered by the test suite instead.
 
-timm's attention modules are taken from `timm.layers.get_attn`, the source the field uses.
-Left out on purpose: `nl`, `bat`, `lambda`, `halo`, `bottleneck` (self-attention: far too slow on
-CPU for this harness), `sk`, `splat` (convolution replacements, not gates on a norm's output),
-`ceca`, `gca`, `scoord`, `ela`, `strip` (variants; any of them works as `bn+timm.layers:StripAttn`).
+timm's attention modules are taken from `timm.layers.get_attn`, the source the field uses; `das`
+is ours (`noiseattack.layers.das`). Left out on purpose: `nl`, `bat`, `lambda`, `halo`,
+`bottleneck` (self-attention: far too slow on CPU for this harness), `sk`, `splat` (convolution
+replacements, not gates on a norm's output), `ceca`, `gca`, `scoord` (variants; any of them works
+by import path, e.g. `bn+timm.layers:SimpleCoordAttn`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import inspect
 import os
 import re
 import sys
+import traceback
 from dataclasses import dataclass
 from typing import Callable
 
@@ -46,7 +51,8 @@ from .errors import ConfigError
 Factory = Callable[[int], nn.Module]
 ORIGINS = ("noiseattack", "torch", "timm", "user")
 PAPER = ("bn", "in", "bnse", "iebn")  # the IEBN paper's four layers
-CHECK_CHANNELS = (16, 32, 64)
+CHECK_CHANNELS = (16, 32, 64)  # the channel counts `noiseattack norms` prices a layer at
+CHECK_SHAPES = ((16, 32), (32, 16), (64, 8))  # (channels, height = width) of ResNet-20's stages
 
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
 _PATH = re.compile(r"^(?P<module>[A-Za-z_][\w.]*):(?P<attr>[A-Za-z_][\w.]*)(?:@(?P<sha>[0-9a-f]{8}))?$")
@@ -185,8 +191,7 @@ def _import_layer(path: str) -> Resolved:
     except ModuleNotFoundError as e:
         raise ConfigError(f"cannot import '{module_name}' for layer '{path}': {e}") from None
     except Exception as e:  # noqa: BLE001 - any error in the user's module is bad input: one line
-        raise ConfigError(f"importing '{module_name}' for layer '{path}' failed: "
-                          f"{type(e).__name__}: {_first_line(e)}") from None
+        raise ConfigError(f"importing '{module_name}' for layer '{path}' failed: {describe_error(e)}") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ConfigError(f"module '{module_name}' has no attribute '{attr}' (layer '{path}')")
@@ -198,8 +203,16 @@ def _import_layer(path: str) -> Resolved:
     if m["sha"] and m["sha"] != source["sha256"][:8]:
         raise ConfigError(f"layer '{path}': its source has changed since (now {canonical}); "
                           f"name it without '@{m['sha']}' to run the current version")
-    doc = (inspect.getdoc(obj) or "").strip().splitlines()
+    doc = own_doc(obj).splitlines()
     return Resolved(canonical, obj, doc[0] if doc else f"user layer {module_name}:{attr}", "user", (source,))
+
+
+def own_doc(obj) -> str:
+    """The docstring `obj` itself has, cleaned; "" without one. A class's docstring is not inherited
+    here (inspect.getdoc would give timm's EvoNorm2dB0 nn.Module's "Base class for all neural
+    network modules.")."""
+    doc = obj.__dict__.get("__doc__") if isinstance(obj, type) else getattr(obj, "__doc__", None)
+    return inspect.cleandoc(doc).strip() if isinstance(doc, str) else ""
 
 
 def _source_of(obj, module_name: str) -> dict[str, str]:
@@ -258,25 +271,37 @@ def param_counts(name: str, channels: tuple[int, ...] = CHECK_CHANNELS) -> dict[
     return out
 
 
-def check_layers(names: tuple[str, ...], *, constant: bool = False, channels_last: bool = True) -> None:
-    """Refuse (ConfigError, one line naming the rule) a user's layer that breaks the contract."""
+def inplace_relu_after(name: str) -> bool:
+    """Whether the model may follow the layer `name` by an in-place ReLU: for the registered layers
+    of noiseattack, torch and timm (tested), not after a user's layer, whose forward may end in an
+    in-place op or in an op that autograd saves its output for (sigmoid, an in-place activation,
+    ...): an in-place ReLU on that output would break the backward. The same function either way."""
+    return resolve(name).origin != "user"
+
+
+def check_layers(names: tuple[str, ...], *, constant: bool = False, channels_last: bool = True,
+                 shapes: tuple[tuple[int, int], ...] = CHECK_SHAPES) -> None:
+    """Refuse (ConfigError, one line naming the rule) a user's layer that breaks the contract, at
+    each (channels, height = width) of `shapes` (the model's norm positions: `models.model_shapes`)."""
     for name in names:
         r = resolve(name)
         if r.origin == "user":
-            check_layer(r, constant=constant, channels_last=channels_last)
+            check_layer(r, constant=constant, channels_last=channels_last, shapes=shapes)
 
 
-def check_layer(r: Resolved, *, constant: bool, channels_last: bool) -> None:
-    for c in CHECK_CHANNELS:
+def check_layer(r: Resolved, *, constant: bool, channels_last: bool,
+                shapes: tuple[tuple[int, int], ...] = CHECK_SHAPES) -> None:
+    for c, size in shapes:
         with torch.random.fork_rng():
             torch.manual_seed(0)
             layer = _build(r, c)
+            _check_built(r.name, layer, c)
             for training in (True, False):
-                _check_forward(r.name, layer, c, training, channels_last)
-        if constant:  # the layer built for the check takes the attack, and must still work under it
-            _check_reach(r.name, layer)
-            for training in (True, False):
-                _check_forward(r.name, layer, c, training, channels_last)
+                _check_forward(r.name, layer, c, size, training, channels_last)
+            if constant:  # the layer built for the check takes the attack, and must still work under it
+                _check_reach(r.name, layer)
+                for training in (True, False):
+                    _check_forward(r.name, layer, c, size, training, channels_last)
 
 
 def _check_reach(name: str, layer: nn.Module) -> None:
@@ -290,7 +315,7 @@ def _check_reach(name: str, layer: nn.Module) -> None:
     except ConfigError as e:  # a set_noise that refuses, e.g. NORM+ATTN whose norm the attack cannot reach
         raise ConfigError(f"layer '{name}': {e}") from None
     except Exception as e:  # noqa: BLE001 - the user's set_noise: any failure is one line
-        raise ConfigError(f"layer '{name}': its set_noise(2.0, 1.0) failed: {type(e).__name__}: {_first_line(e)}") from None
+        raise ConfigError(f"layer '{name}': its set_noise(2.0, 1.0) failed: {describe_error(e)}") from None
     if not reached:
         raise ConfigError(unreachable)
 
@@ -300,16 +325,48 @@ def _build(r: Resolved, channels: int) -> nn.Module:
         layer = r.factory(channels)
     except Exception as e:  # noqa: BLE001 - the user's code: any failure is one line
         raise ConfigError(f"layer '{r.name}': building it for {channels} channels failed: "
-                          f"{type(e).__name__}: {_first_line(e)}") from None
+                          f"{describe_error(e)}") from None
     if not isinstance(layer, nn.Module):
         raise ConfigError(f"layer '{r.name}': must be an nn.Module, got {type(layer).__name__} for {channels} channels")
     return layer
 
 
-def _check_forward(name: str, layer: nn.Module, channels: int, training: bool, channels_last: bool) -> None:
+_CHANNEL_ATTRS = ("num_features", "num_channels", "normalized_shape")
+
+
+def _check_built(name: str, layer: nn.Module, channels: int) -> None:
+    """No lazy module (its constructor takes no channel count: `LazyBatchNorm2d(16)` is eps=16), and
+    the layer says it was built for `channels` where it says it (num_features, num_channels,
+    normalized_shape of the layer, or of the norm and the attention module of NORM+ATTN)."""
+    from torch.nn.modules.lazy import LazyModuleMixin
+    from torch.nn.parameter import is_lazy
+
+    from .norms import NormAttention
+
+    for m in layer.modules():
+        tensors = list(m.parameters(recurse=False)) + list(m.buffers(recurse=False))
+        if isinstance(m, LazyModuleMixin) or any(is_lazy(t) for t in tensors):
+            cls = type(m).__name__
+            plain = cls.removeprefix("Lazy")
+            instead = f", e.g. torch.nn:{plain}" if plain != cls and hasattr(nn, plain) else ""
+            raise ConfigError(f"layer '{name}': {cls} is a lazy module: its parameters take their shape from the "
+                              f"first input and its constructor takes no channel count ({cls}({channels}) sets its "
+                              f"first argument, not the channels); name a class that takes the channel count{instead}")
+    for m in (layer.norm, layer.attn) if isinstance(layer, NormAttention) else (layer,):
+        for attr in _CHANNEL_ATTRS:
+            said = getattr(m, attr, None)
+            first = said[0] if isinstance(said, (tuple, list)) and said else said
+            if isinstance(first, int) and not isinstance(first, bool) and first != channels:
+                raise ConfigError(f"layer '{name}': built for {channels} channels, its {type(m).__name__} says "
+                                  f"{attr}={said!r}: its constructor does not take the channel count first")
+
+
+def _check_forward(name: str, layer: nn.Module, channels: int, size: int, training: bool, channels_last: bool) -> None:
+    """The layer's forward and backward as the model runs them: on a channels_last input (unless
+    --no-channels-last), followed by the ReLU the model puts after it (`inplace_relu_after`)."""
     mode = "training" if training else "eval"
     g = torch.Generator().manual_seed(channels)
-    x = torch.randn(4, channels, 8, 8, generator=g)
+    x = torch.randn(4, channels, size, size, generator=g)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_(True)
@@ -317,9 +374,8 @@ def _check_forward(name: str, layer: nn.Module, channels: int, training: bool, c
     try:
         y = layer(x)
     except Exception as e:  # noqa: BLE001
-        hint = " (a channels_last input: use .reshape, not .view, or --no-channels-last)" if channels_last else ""
-        raise ConfigError(f"layer '{name}': forward failed at {channels} channels in {mode} mode{hint}: "
-                          f"{type(e).__name__}: {_first_line(e)}") from None
+        raise ConfigError(f"layer '{name}': forward failed at {channels} channels ({tuple(x.shape)}) in {mode} mode"
+                          f"{_why_forward_failed(layer, x, channels)}: {describe_error(e)}") from None
     if not isinstance(y, torch.Tensor) or y.shape != x.shape:
         got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise ConfigError(f"layer '{name}': must keep the shape N x C x H x W: {tuple(x.shape)} -> {got} "
@@ -330,12 +386,55 @@ def _check_forward(name: str, layer: nn.Module, channels: int, training: bool, c
     if not y.requires_grad:
         raise ConfigError(f"layer '{name}': has no backward: its output does not depend differentiably on its input")
     try:
-        y.float().square().mean().backward()
+        z = torch.relu_(y) if inplace_relu_after(name) else torch.relu(y)
+        (z.float().square().mean() + y.float().mean()).backward()
     except Exception as e:  # noqa: BLE001
-        raise ConfigError(f"layer '{name}': backward failed at {channels} channels: "
-                          f"{type(e).__name__}: {_first_line(e)}") from None
+        raise ConfigError(f"layer '{name}': backward (after the model's ReLU) failed at {channels} channels: "
+                          f"{describe_error(e)}") from None
     if x.grad is None or not torch.isfinite(x.grad).all():
         raise ConfigError(f"layer '{name}': its input gradient is missing or not finite ({mode} mode)")
+
+
+def _why_forward_failed(layer: nn.Module, x: torch.Tensor, channels: int) -> str:
+    """A hint where one is sure: a channel count its groups do not divide, or a forward that works
+    on the same input in NCHW (it uses .view on a channels_last tensor)."""
+    for attr in ("groups", "num_groups"):
+        g = getattr(layer, attr, None)
+        if isinstance(g, int) and g > 0 and channels % g:
+            return f" ({channels} channels are not divisible by its {attr}={g})"
+    if x.is_contiguous():
+        return ""
+    try:
+        with torch.no_grad():
+            layer(x.detach().contiguous())
+    except Exception:  # noqa: BLE001 - it fails either way: no layout hint
+        return ""
+    return " (it works on an NCHW input: use .reshape, not .view, on channels_last tensors, or --no-channels-last)"
+
+
+def describe_error(e: BaseException) -> str:
+    """`Type: first line of the message`; for an exception without a message (a bare assert), where
+    it was raised and the line that raised it, so that the one line still says why."""
+    msg = _first_line(e)
+    if msg:
+        return f"{type(e).__name__}: {msg}"
+    frames = traceback.extract_tb(e.__traceback__)
+    if not frames:
+        return f"{type(e).__name__} (no message)"
+    # the innermost frame that is not an assert helper (timm's `_assert(cond, msg)` wraps `assert`)
+    frame = next((f for f in reversed(frames) if not f.name.lstrip("_").startswith("assert")), frames[-1])
+    line = f": {frame.line.strip()}" if frame.line else ""
+    return f"{type(e).__name__} (no message) at {_short_path(frame.filename)}:{frame.lineno}{line}"
+
+
+def _short_path(path: str) -> str:
+    """A source file as a reader finds it: from the package root for installed code, else relative
+    to the working directory where it lies below it."""
+    parts = path.replace(os.sep, "/").split("/site-packages/")
+    if len(parts) > 1:
+        return parts[-1]
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
 
 
 # --------------------------------------------------------------------------- the built-in zoo
@@ -350,7 +449,7 @@ def _gn_groups(channels: int) -> int:
 def _builtin() -> None:
     from timm.layers import get_attn
 
-    from . import iebn, norms
+    from . import iebn, layers, norms
 
     for name, factory, description, origin in (
         ("bn", norms.BatchNorm, "BatchNorm2d (batch statistics in training, running ones in eval)", "noiseattack"),
@@ -369,6 +468,20 @@ def _builtin() -> None:
         ("iebn-b0", iebn.IEBNGateHalf,
          "control: IEBN with the gate bias starting at 0 (gate 0.5, not 0.2689): gates per instance, less damped",
          "noiseattack"),
+        ("evonorm-b0", layers.EvoNormB0,
+         "EvoNorm-B0 (timm): x / max(sqrt(batch var + eps), v*x + instance std), batch statistics", "timm"),
+        ("evonorm-s0", layers.EvoNormS0,
+         "EvoNorm-S0 (timm): x * sigmoid(v*x) / group std, gn's groups; no batch statistics", "timm"),
+        ("frn", layers.FilterResponseNorm,
+         "Filter Response Norm + TLU (timm): x / sqrt(mean_hw x^2 + eps), then max(affine, tau); no batch stats",
+         "timm"),
+        ("rms", layers.RmsNorm, "RMSNorm over the channels at each position (timm RmsNorm2d), no bias", "timm"),
+        ("gbn", layers.GhostBatchNorm,
+         "Ghost BatchNorm: statistics per virtual batch of 32 (image i in ghost batch i mod N//32): more noise",
+         "noiseattack"),
+        ("brn", layers.BatchRenorm,
+         "Batch Renormalization: r, d corrections toward the running statistics (rmax 1->3, dmax 0->5 by step 4000)",
+         "noiseattack"),
     ):
         register_norm(name, factory, description, origin=origin)
     for name, kwargs, description in (
@@ -381,8 +494,12 @@ def _builtin() -> None:
         ("cbam", {}, "CBAM: channel then spatial attention (7x7 conv); its spatial part contains a BatchNorm"),
         ("lcbam", {}, "light CBAM: channel then spatial attention from mean and max maps; contains a BatchNorm"),
         ("coord", {}, "coordinate attention (CVPR 2021): pooled along H and W; contains a BatchNorm"),
+        ("ela", {}, "efficient local attention (2024): 1D depthwise convs along H and W; contains GroupNorms"),
+        ("strip", {"use_conv": False}, "strip attention, parameter-free: x * sigmoid(mean over W + mean over H)"),
     ):
         register_attention(name, functools.partial(get_attn(name), **kwargs), description, origin="timm")
+    register_attention("das", layers.DAS, "DAS (2023): x * sigmoid(deformable 3x3 conv of a DW-separable "
+                       "bottleneck, /4, IN, GELU): a gate per pixel", origin="noiseattack")
 
 
 _builtin()

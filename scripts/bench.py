@@ -16,7 +16,8 @@ even on a busy machine where absolute numbers swing:
              workers, NCHW, fp32 (as they train), the same model and optimizer
 
     python scripts/bench.py --zoo                 # also: each zoo layer's step time relative to BN
-    python scripts/bench.py --zoo gn,bn+cbam      # ... for the layers named
+    python scripts/bench.py --zoo gn,bn+das/stage # ... for the layers named (NAME/PLACEMENT: the attention
+                                                  # once per block or stage, --attn-placement's values)
 
 Every ratio is computed within each round, from measurements taken side by side, and the median
 of those paired per-round ratios is reported with their min and max: on a shared machine the
@@ -46,10 +47,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from noiseattack.config import RunConfig, resolve_train_config  # noqa: E402
+from noiseattack.config import ATTN_PLACEMENTS, ConfigError, RunConfig, resolve_train_config  # noqa: E402
 from noiseattack.data import DataError, Normalizer, Split, load_dataset  # noqa: E402
 from noiseattack.train import TrainData, build_model, compile_model, train_run  # noqa: E402
 from noiseattack.iebn import iebn_kernels  # noqa: E402
+from noiseattack.zoo import resolve  # noqa: E402
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
@@ -122,7 +124,9 @@ def time_harness(cfg, norm: str, train: Split, steps: int, warmup: int) -> float
             sync(cfg.device)
             marks[done[0]] = time.perf_counter()
 
-    train_run(RunConfig(cfg, norm, 0), data, on_step=on_step)
+    result = train_run(RunConfig(cfg, norm, 0), data, on_step=on_step)
+    if result.status == "failed":
+        raise RuntimeError(f"{norm}: {result.error}")
     return steps * bs / (marks[warmup + steps] - marks[warmup])
 
 
@@ -190,7 +194,10 @@ def cpu_kind() -> str:
     return f"{torch.backends.cpu.get_cpu_capability()}, bf16 {'yes' if bf16 else 'no'}"
 
 
-ZOO_DEFAULT = ("bn+se", "bn+eca", "gn", "bn+cbam", "bn+gc")
+# The zoo's layers timed against BN by --zoo: NAME, or NAME/PLACEMENT for an attention module placed
+# once per block or per stage (`bn+das/stage`: DAS as its paper places it, after each stage).
+ZOO_DEFAULT = ("bn+se", "bn+eca", "gn", "bn+cbam", "bn+gc", "evonorm-b0", "evonorm-s0", "frn", "rms", "gbn", "brn",
+               "bn+das/stage", "bn+das", "bn+ela", "bn+strip")
 
 
 def ratios(r: dict[str, float], norm: str) -> dict[str, float]:
@@ -251,8 +258,9 @@ def _jobs(args: argparse.Namespace, clean, attacked, train: Split, root: Path) -
         **{f"harness_{n}": harness(clean, n) for n in others},
         "harness_constant": harness(attacked, args.norm),
     }
-    for name in (z.strip() for z in args.zoo.split(",") if z.strip()):
-        jobs[f"zoo_{name}"] = harness(clean, name)
+    for item in (z.strip() for z in args.zoo.split(",") if z.strip()):
+        name, _, placement = item.partition("/")
+        jobs[f"zoo_{item}"] = harness(dataclasses.replace(clean, attn_placement=placement) if placement else clean, name)
     if args.ablations:
         jobs["harness_nchw"] = harness(dataclasses.replace(clean, channels_last=False), args.norm)
         uncompiled = dataclasses.replace(clean, compile_norms=False)
@@ -283,6 +291,14 @@ def main() -> None:
     args = ap.parse_args()
     if args.warmup < 1 or args.steps < 1 or args.rounds < 1:
         ap.error("--warmup, --steps and --rounds must be >= 1")
+    for item in (z.strip() for z in args.zoo.split(",") if z.strip()):
+        name, _, placement = item.partition("/")
+        if placement and placement not in ATTN_PLACEMENTS:
+            ap.error(f"--zoo {item}: unknown placement '{placement}': choose {', '.join(ATTN_PLACEMENTS)}")
+        try:
+            resolve(name)
+        except ConfigError as e:
+            ap.error(f"--zoo {item}: {e}")
 
     common = dict(dataset="cifar100", depth=args.depth, batch_size=args.batch_size, device=args.device,
                   channels_last=args.channels_last, compile_norms=args.compile_norms, compile=args.compile, amp=args.amp,

@@ -1,6 +1,7 @@
-"""Where a NORM+ATTN layer's attention sits (`attn_placement`): after every norm (the default) or once
-per residual block on the residual branch before the addition (the SENet and CBAM papers); the
-block's function written out by hand, the attack's reach, run keys, names, the CLI and grids."""
+"""Where a NORM+ATTN layer's attention sits (`attn_placement`): after every norm (the default), once
+per residual block on the residual branch before the addition (the SENet and CBAM papers), or once
+per stage after its last block (the DAS paper); the block's and the stage's function written out by
+hand, the attack's reach, run keys, names, the CLI and grids."""
 
 from __future__ import annotations
 
@@ -110,10 +111,73 @@ def test_the_constant_attack_reaches_the_norms_and_not_the_block_attention():
 
 
 def test_an_unknown_placement_is_refused():
-    with pytest.raises(ConfigError, match="unknown attention placement 'blocks': choose norm or block"):
+    with pytest.raises(ConfigError, match="unknown attention placement 'blocks': choose norm, block, stage"):
         resolve_train_config(attn_placement="blocks", device="cpu")
     with pytest.raises(ValueError, match="unknown attention placement"):
-        cifar_resnet(8, 10, "bn+se", attn_placement="stage")
+        cifar_resnet(8, 10, "bn+se", attn_placement="stem")
+
+
+# --------------------------------------------------------------------------- once per stage (DAS's placement)
+
+
+@pytest.mark.parametrize("depth,block", [(20, "basic"), (29, "bottleneck")])
+def test_stage_placement_puts_one_attention_at_the_end_of_each_stage(depth, block):
+    model = cifar_resnet(depth, 10, "bn+das", width=0.5, block=block, attn_placement="stage")
+    n = 3  # blocks per stage: depth 20 basic (6n+2), 29 bottleneck (9n+2)
+    attns = _modules(model, BlockAttention)
+    assert [name for name, _ in attns] == [f"layer{i}.{n}" for i in (1, 2, 3)]
+    assert not _modules(model, NormAttention)
+    expansion = 4 if block == "bottleneck" else 1
+    assert [m.attn.depthwise.in_channels for _, m in attns] == [8 * expansion, 16 * expansion, 32 * expansion]
+    assert all(blk.attn is None for stage in (model.layer1, model.layer2, model.layer3) for blk in stage[:n])
+
+
+def test_a_stage_computes_its_blocks_then_the_attention_after_the_last_addition():
+    torch.manual_seed(0)
+    model = cifar_resnet(8, 10, "bn+das", width=1, attn_placement="stage").eval()
+    stage = model.layer2
+    x = torch.randn(2, 16, 16, 16)
+    with torch.no_grad():
+        nn.init.normal_(stage[1].attn.deform.weight, 0.0, 1.0)  # a gate far from uniform
+        after_block = stage[0](x)  # the block's addition and ReLU
+        gate = stage[1].attn.gate(after_block)
+        assert gate.std() > 0.05
+        torch.testing.assert_close(stage(x), after_block * gate)
+
+
+def test_the_constant_attack_passes_the_stage_attention_by():
+    model = cifar_resnet(8, 10, "bn+das", width=0.5, attn_placement="stage")
+    assert set_constant_noise(model, 2.0, 1.0) == 1 + 2 * 3 + 2  # the norms only
+    assert not any(isinstance(m, ConstantNoise) for _, blk in _modules(model, BlockAttention) for m in blk.modules())
+    model(torch.randn(4, 3, 32, 32)).sum().backward()
+
+
+def test_stage_placement_keys_names_rows_and_cli(tmp_path, capsys):
+    from noiseattack.config import layer_of_row, row_label
+
+    per_norm = resolve_train_config(dataset="mnist", depth=8, epochs=2, device="cpu")
+    stage = dataclasses.replace(per_norm, attn_placement="stage")
+    assert stage.identity() == {**per_norm.identity(), "attn_placement": "stage"}
+    assert RunConfig(stage, "bn+das", 0).key not in {RunConfig(per_norm, "bn+das", 0).key,
+                                                     RunConfig(dataclasses.replace(per_norm, attn_placement="block"),
+                                                               "bn+das", 0).key}
+    assert default_name(stage) == "clean-mnist-resnet8-stageattn-e2"
+    assert row_label("bn+das", "stage") == "bn+das (per stage)" and row_label("bn", "stage") == "bn"
+    assert layer_of_row("bn+das (per stage)") == ("bn+das", "stage")
+    assert layer_of_row("bn+cbam (per block)") == ("bn+cbam", "block") and layer_of_row("bn") == ("bn", "norm")
+    code, out, err = run_cli(capsys, "clean", "--dataset", "mnist", "--depth", "8", "--epochs", "2", "--norm",
+                             "bn,bn+das", "--repeats", "1", "--runs-dir", tmp_path / "runs", "--device", "cpu",
+                             "--attn-placement", "stage", "--dry-run")
+    assert code == 0 and "clean-mnist-resnet8-stageattn-e2 ->" in out, err
+
+
+def test_the_overview_counts_the_per_stage_network_s_parameters():
+    from noiseattack.overview import model_params
+    from noiseattack.layers import DAS
+
+    das = lambda c: sum(p.numel() for p in DAS(c).parameters())
+    expected = model_params("fmnist", "resnet20-e4", "bn") + das(16) + das(32) + das(64)
+    assert model_params("fmnist", "resnet20-e4", "bn+das (per stage)") == expected
 
 
 # --------------------------------------------------------------------------- keys, names, CLI, grids
@@ -140,9 +204,9 @@ def test_dry_run_and_the_re_run_command(tmp_path, capsys):
     assert code == 0, err
     assert "clean-mnist-resnet8-blockattn-e2 ->" in out and '"attn_placement": "block"' in out
     assert not (tmp_path / "runs").exists()
-    code, out, err = run_cli(capsys, *args, "--attn-placement", "stage")
+    code, out, err = run_cli(capsys, *args, "--attn-placement", "stem")
     assert code == 2 and err.strip().splitlines() == [
-        "noiseattack: error: unknown attention placement 'stage': choose norm or block"]
+        "noiseattack: error: unknown attention placement 'stem': choose norm, block, stage"]
     train = resolve_train_config(dataset="mnist", depth=8, epochs=2, attn_placement="block", device="cpu")
     exp = resolve_experiment(train, norms="bn+cbam", repeats=1, runs_dir=tmp_path / "runs")
     cmd = shlex.split(cli_command(exp))
@@ -161,8 +225,8 @@ def test_placement_as_a_grid_axis_is_named_once():
     g = G.parse_grid(doc)
     assert [e.name for e in g.experiments] == ["clean-mnist-resnet8-e1", "clean-mnist-resnet8-blockattn-e1"]
     assert len({j.key for j in g.jobs()}) == 2
-    doc["grid"]["attn_placement"] = ["norm", "stage"]
-    with pytest.raises(ConfigError, match="attention placement 'stage'"):
+    doc["grid"]["attn_placement"] = ["norm", "stem"]
+    with pytest.raises(ConfigError, match="attention placement 'stem'"):
         G.parse_grid(doc)
 
 

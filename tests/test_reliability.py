@@ -205,7 +205,8 @@ def test_sigint_checkpoints_exits_130_and_resumes_to_the_same_results(reference,
     assert_same_results(runs / NAME, reference)
 
 
-@pytest.mark.parametrize("norm", ["bnse", "iebn"])  # iebn: with its compiled kernels (the default)
+@pytest.mark.parametrize("norm", ["bnse", "iebn", "brn"])  # iebn: with its compiled kernels (the default);
+# brn: its schedule's step counter is a buffer in the checkpoint
 def test_a_stop_mid_epoch_resumes_bit_identically(norm, data, tmp_path):
     """In process: stop after step 6 (epoch 2 of 3, step 2 of 4), resume from the checkpoint."""
     cfg = resolve_train_config(dataset="mnist", depth=8, epochs=3, batch_size=64, device="cpu")

@@ -6,7 +6,9 @@ epochs), so that runs of different length are never pooled. When two experiments
 (dataset, model) differ in any other field of their identity (lr, batch size, milestones, test
 subset, ...), a `variant` label names the differing fields and keeps them apart as well. The
 exception is where attention sits (`attn_placement`): a `NORM+ATTN` layer trained with its attention
-once per block is its own row, `bn+cbam (per block)`, in the setting's comparison (`collect.placed_norm`).
+once per block or per stage is its own row, `bn+cbam (per block)`, `bn+das (per stage)`, in the
+setting's comparison (`collect.placed_norm`). Failed runs (their model raised) are no result and
+are left out (`results.read_results`).
 
 Per group, over the finished runs: n, mean, std and variance (n-1), the 95% t-interval of the
 mean, min, max; against BN in the same (dataset, model, variant, attack, setting): the

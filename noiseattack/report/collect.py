@@ -66,14 +66,16 @@ _CKPT_RE = re.compile(r"^(?P<norm>.+)-s(?P<seed>-?\d+)\.pt$")
 def placed_norm(norm: str, ident: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """A run's row label and the identity its group is compared in: the placement of attention is
     part of how a layer sits in the model, not of the setting. A `NORM+ATTN` layer trained with
-    attn_placement "block" is the row `bn+cbam (per block)` of the setting without the option,
+    attn_placement "block" is the row `bn+cbam (per block)` of the setting without the option (with
+    "stage", `bn+das (per stage)`),
     beside the same setting's `bn` and `bn+cbam` (attention after every norm). A layer without
     `+ATTN` builds the same network either way, so it is the same row (`bn`) under both: one
     command `--norm bn,bn+cbam --attn-placement block` compares bn+cbam (per block) with its bn.
     Where such a layer ran under both placements with the same seed, `collect` counts it once."""
-    if ident.get("attn_placement") != "block":
+    placement = ident.get("attn_placement", "norm")
+    if placement == "norm":
         return norm, ident
-    return row_label(norm, "block"), {k: v for k, v in ident.items() if k != "attn_placement"}
+    return row_label(norm, placement), {k: v for k, v in ident.items() if k != "attn_placement"}
 
 
 def model_label(cfg: dict[str, Any]) -> str:

@@ -40,8 +40,8 @@ comes from `TrainConfig`'s fields and types, so a field added there is a [train]
 
 Names. An experiment's dir is `config.default_name(train)`, as for the single-run commands
 (`clean-fmnist-resnet20w2-n5000-e4`: attack, dataset, depth, width, `-bnshortcut` for
-shortcut_norm = "bn", `-blockattn` for attn_placement = "block", train_subset, epochs, and `-noaug`
-for augment = false), plus, for each axis that name does not show, `-<tag><value>` in the
+shortcut_norm = "bn", `-blockattn` / `-stageattn` for attn_placement = "block" / "stage",
+train_subset, epochs, and `-noaug` for augment = false), plus, for each axis that name does not show, `-<tag><value>` in the
 axes' order: `-bs32` (batch_size), `-lr0.05`, `-mom0.8` (momentum), `-wd0.0005` (weight_decay),
 `-gamma0.2` (lr_gamma), `-ms10_20` (milestones), `-nt1000` (test_subset), `-amp` / `-noamp`,
 `-basic` / `-bottleneck` (block), `-quick` / `-paper` (preset), and `-<option>_<value>` for any

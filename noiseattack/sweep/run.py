@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import Attack, ConfigError, ExperimentConfig
-from ..experiment import fmt_eta, is_running, on_screen, open_dir, other_setting, run_paths, sigint_requests_stop
+from ..experiment import (failure_where, fmt_eta, is_running, on_screen, open_dir, other_setting, run_paths,
+                          sigint_requests_stop)
 from ..results import read_results
 from ..train import prepare_data
 from .executors import (
@@ -107,6 +108,8 @@ def describe(outcome: dict[str, Any]) -> str:
     if st == "diverged":
         d = outcome.get("diverged") or {}
         return f"{head}: diverged at epoch {d.get('epoch')} (lr {d.get('lr', float('nan')):g})"
+    if st == "failed" and outcome.get("failed"):  # the run's model raised (a record in results.jsonl)
+        return f"{head}: failed at {failure_where(outcome)}: {outcome.get('error', '')}"
     return f"{head}: {st}: {outcome.get('error', '')}"
 
 
