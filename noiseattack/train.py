@@ -92,6 +92,8 @@ def training_batch(data: TrainData, idx: torch.Tensor, generator: torch.Generato
 def build_model(run: RunConfig, num_classes: int) -> nn.Module:
     """The run's model: initialised from the run's seed, attacked when the setting says so."""
     cfg = run.train
+    if cfg.device.startswith("cuda"):  # the same seed trains the same run (and a resumed run continues it)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     torch.manual_seed(run.seed)
     model = cifar_resnet(cfg.depth, num_classes, run.norm, width=cfg.width, block=cfg.block,
                          shortcut_norm=cfg.shortcut_norm, attn_placement=cfg.attn_placement)
