@@ -244,10 +244,12 @@ def _rng_states(generator: torch.Generator) -> dict[str, Any]:
 
 
 def _set_rng_states(generator: torch.Generator, states: dict[str, Any]) -> None:
-    generator.set_state(states["generator"])
-    torch.set_rng_state(states["torch"])
+    """Restore the states `_rng_states` saved. They are CPU ByteTensors whatever the device (a checkpoint
+    read with map_location="cuda" has moved them to the GPU, where set_state refuses them)."""
+    generator.set_state(states["generator"].cpu())
+    torch.set_rng_state(states["torch"].cpu())
     if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
 
 
 def save_checkpoint(path: Path, run: RunConfig, model, optimizer, state: _State, generator) -> None:
