@@ -72,7 +72,7 @@ def _shared_options(
     device: Annotated[str, typer.Option(help="auto (cuda when present), cpu, cuda[:N].")] = "auto",
     channels_last: Annotated[bool, typer.Option(help="channels_last memory format (same results, faster).")] = True,
     compile_norms: Annotated[bool, typer.Option(help="IEBN's statistics, gate and scale-and-shift as torch.compile'd fused kernels (the same function, faster; falls back to the eager kernels where compiling fails).")] = True,
-    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the whole model for the training steps (the same function, faster where it pays; falls back to eager with a warning where compiling fails) [default: on for CUDA and AVX-512 CPUs, where it was measured to pay].")] = None,
+    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the whole model for the training steps (the same function, faster where it pays; falls back to eager with a warning where compiling fails) [default: on for AVX-512 CPUs, where it was measured to pay; off on GPUs (0.97x there) and AVX2-only CPUs].")] = None,
     amp: Annotated[bool, typer.Option(help="bf16 autocast (CUDA, or a CPU with bf16 support). Changes the numerics.")] = False,
     eval_batch_size: Annotated[int, typer.Option(help="Batch size for evaluation.")] = 1000,
     keep_checkpoints: Annotated[bool, typer.Option(help="Keep the checkpoints of finished runs.")] = False,

@@ -368,10 +368,9 @@ def cpu_supports_bf16() -> bool:
 
 def compile_pays(device: str) -> bool:
     """Whether `--compile` is on by default here: where the whole compiled model was measured to train
-    faster than the eager one (docs/performance.md, `scripts/bench.py`): a CUDA GPU, and a CPU with
-    AVX-512. On other CPUs (AVX2 only) it has not been measured, so the eager model stays the default."""
-    if device.startswith("cuda"):
-        return True
+    faster than the eager one (docs/performance.md, `scripts/bench.py`): a CPU with AVX-512. Not on a
+    GPU (an H200 stepped the compiled ResNet-20 at 0.97x the eager one: its small kernels are bound by
+    their launches, which inductor's default mode does not remove), nor on AVX2-only CPUs (not measured)."""
     if device != "cpu":
         return False
     import torch
