@@ -374,6 +374,7 @@ def _execute_locked(run: RunConfig, exp_dir: Path, data: TrainData, *, keep_chec
     record = _clean({
         "key": run.key, "experiment": exp_dir.name, "norm": run.norm, "seed": run.seed, "status": result.status,
         "final_acc": result.final_acc, "best_acc": result.best_acc, "diverged": result.diverged, **failure,
+        "precise_acc": result.precise_acc,
         "wall_time_s": round(result.wall_time_s, 3), "compile_s": result.compile_s,
         "epochs_done": len(result.history),
         "history": result.history, "config": run.to_dict(), "layer": _layer(run), "noiseattack": __version__,

@@ -29,6 +29,7 @@ from .data import Dataset, Normalizer, Split, load_datasets, random_crop_flip
 from .fileio import NoiseattackWarning, atomic_write
 from .models import cifar_resnet
 from .iebn import set_iebn_impl
+from .precise import PRECISE_BATCHES, running_stat_layers, update_bn_stats
 
 CROP_PAD = 4
 
@@ -203,6 +204,7 @@ class RunResult:
     diverged: dict[str, Any] | None = None  # {"epoch": e, "lr": lr} when status == "diverged"
     compiled: bool = False  # the training steps ran the compiled model (TrainConfig.compile, and it compiled)
     compile_s: float = 0.0  # seconds this run spent compiling (0 where the process had compiled its model before)
+    precise_acc: float | None = None  # final accuracy with PreciseBN statistics (None: no BN-type layer)
     # status == "failed": the model raised (RunFailure); {"phase", "epoch", "step"} and the one-line error
     failed: dict[str, Any] | None = None
     error: str | None = None
@@ -400,8 +402,29 @@ def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, 
         if should_stop() and state.epoch < cfg.epochs:  # asked during the evaluation: stop at the boundary
             raise StopRequested(f"stopped after epoch {state.epoch}")
 
+    try:
+        precise = precise_accuracy(model, data, cfg, run.seed)
+    except Exception as e:  # noqa: BLE001 - the model's code raised in the recomputation
+        raise RunFailure("eval", state.epoch, 0, e) from e
     return done("finished", state.history[-1]["test_acc"], _best(state.history), state.history,
-                     time.perf_counter() - t0)
+                time.perf_counter() - t0, precise_acc=precise)
+
+
+def precise_accuracy(model: nn.Module, data: TrainData, cfg: TrainConfig, seed: int) -> float | None:
+    """Test accuracy (%) after PreciseBN (`noiseattack.precise`): every BN-type layer's running
+    statistics recomputed on PRECISE_BATCHES clean training batches (the primary's images as they
+    are: no foreign images, no augmentation; drawn with a generator seeded from the run's seed), then
+    the model evaluated as usual. None for a model without running statistics. Ends the run: the
+    model's statistics are replaced (its checkpoint, written before, keeps the trained ones)."""
+    if not running_stat_layers(model):
+        return None
+    bs = min(cfg.batch_size, len(data.train))
+    g = torch.Generator(device=cfg.device).manual_seed(seed)
+    n = min(PRECISE_BATCHES * bs, len(data.train) // bs * bs)
+    idx = torch.randperm(len(data.train), device=cfg.device, generator=g)[:n].view(-1, bs)
+    with torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.amp):
+        update_bn_stats(model, (data.normalize(data.train.images[i]) for i in idx))
+    return evaluate(model, data.test, data, cfg)[1]
 
 
 def _best(history: list[dict[str, float]]) -> float:

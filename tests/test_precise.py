@@ -1,0 +1,98 @@
+"""PreciseBN (noiseattack.precise): the population statistics recomputed after training, as fvcore's
+update_bn_stats does, checked against the statistics written out by hand."""
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from noiseattack.config import RunConfig, resolve_train_config
+from noiseattack.iebn import IEBN
+from noiseattack.layers.batch import GhostBatchNorm
+from noiseattack.norms import BatchNorm
+from noiseattack.precise import running_stat_layers, update_bn_stats
+from noiseattack.train import prepare_data, train_run
+
+
+def _batches(seed=0, n=5, shift=3.0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(8, 4, 5, 5, generator=g) * (1 + i) + shift * i for i in range(n)]
+
+
+@pytest.mark.parametrize("layer", [nn.BatchNorm2d(4), BatchNorm(4), IEBN(4, impl="eager")], ids=["torch", "bn", "iebn"])
+def test_statistics_are_those_of_all_batches_combined(layer):
+    batches = _batches()
+    layer.running_mean.fill_(7.0)  # trained statistics, to be replaced
+    layer.eval()
+    used = update_bn_stats(layer, batches)
+    assert used == len(batches)
+    values = torch.cat([b.transpose(0, 1).reshape(4, -1) for b in batches], 1)  # every value, per channel
+    want_mean, want_var = values.mean(1), values.var(1, unbiased=False)
+    torch.testing.assert_close(layer.running_mean, want_mean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer.running_var, want_var, rtol=1e-5, atol=1e-5)
+    assert layer.momentum == 0.1 and not layer.training  # restored
+
+
+def test_ghost_bn_pools_its_own_per_step_statistics():
+    """Ghost BN's per-step update (its mean, the count-weighted ghost variances) is what gets pooled."""
+    layer = GhostBatchNorm(4, virtual_batch=4)
+    batches = _batches(n=3)
+    means, squares = [], []
+    for b in batches:
+        probe = GhostBatchNorm(4, virtual_batch=4)
+        probe.momentum = 1.0
+        probe.train()
+        probe(b)
+        m = b.numel() // 4
+        means.append(probe.running_mean.clone())
+        squares.append(probe.running_mean.square() + probe.running_var * (m - 1) / m)
+    update_bn_stats(layer, batches)
+    mean = torch.stack(means).mean(0)  # equal batch sizes: equal weights
+    torch.testing.assert_close(layer.running_mean, mean)
+    torch.testing.assert_close(layer.running_var, torch.stack(squares).mean(0) - mean.square())
+
+
+def test_a_model_without_running_statistics_is_left_alone():
+    model = nn.Sequential(nn.GroupNorm(2, 4), nn.Conv2d(4, 4, 1))
+    assert running_stat_layers(model) == [] and update_bn_stats(model, _batches()) == 0
+
+
+def test_only_the_statistics_change():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 4, 3), BatchNorm(4), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    update_bn_stats(model, _batches())
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"1.running_mean", "1.running_var", "1.num_batches_tracked", "4.running_mean", "4.running_var",
+                       "4.num_batches_tracked"}
+
+
+def test_runs_record_accuracy_with_precise_statistics(fake_mnist):
+    data_dir = fake_mnist(n_train=128, n_test=64)
+    mix = resolve_train_config(dataset="mnist", depth=8, width=0.5, epochs=1, batch_size=32, device="cpu",
+                               attack="mix", extra="mnist-inverted", k=32, compile=False)
+    data = prepare_data(mix, data_dir)
+    bn = train_run(RunConfig(mix, "bn", 0), data)
+    assert math.isfinite(bn.precise_acc) and 0 <= bn.precise_acc <= 100
+    gn = train_run(RunConfig(mix, "gn", 0), data)
+    assert gn.precise_acc is None  # no BN-type layer: nothing to recompute
+
+
+def test_precise_statistics_match_fvcore_where_installed(monkeypatch):
+    fvcore = pytest.importorskip("fvcore.nn", reason="fvcore is not installed (pip install fvcore to compare)")
+    import fvcore.nn.precise_bn as fv
+
+    # fvcore recomputes torch's BatchNorm classes only; ours every BN-type layer (here IEBN too)
+    monkeypatch.setattr(fv, "BN_MODULE_TYPES", (nn.modules.batchnorm._BatchNorm,))
+    torch.manual_seed(0)
+    ours = nn.Sequential(nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1), IEBN(4, impl="eager"))
+    theirs = nn.Sequential(nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1), IEBN(4, impl="eager"))
+    theirs.load_state_dict(ours.state_dict())
+    batches = _batches() + [torch.randn(3, 4, 5, 5)]  # a smaller last batch: weighted by its size
+    update_bn_stats(ours, batches)
+    fvcore.update_bn_stats(theirs, batches, num_iters=len(batches))
+    for i in (1, 4):
+        torch.testing.assert_close(ours[i].running_mean, theirs[i].running_mean)
+        torch.testing.assert_close(ours[i].running_var, theirs[i].running_var)
