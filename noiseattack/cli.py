@@ -420,5 +420,7 @@ def _click_classes(name: str) -> tuple[type[BaseException], ...]:
     return tuple(classes)
 
 
+from . import cli_bench  # noqa: E402,F401 - registers protocols, bench and leaderboard on `app`
+
 if __name__ == "__main__":
     main()

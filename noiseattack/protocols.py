@@ -172,7 +172,7 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
     Protocol("cifar100", 1, "CIFAR-100, ResNet-20, 100 epochs with crops and flips, cosine lr, fp32, on a GPU",
              {"dataset": "cifar100", "depth": 20, "width": 1, "epochs": 100, "batch_size": 128, "lr": 0.1,
               "momentum": 0.9, "weight_decay": 5e-4, "lr_schedule": "cosine", "augment": True},
-             (_CLEAN, _CONSTANT, _mix("mnist", 64)), seeds=5, device="cuda", threads=None,
+             (_CLEAN, _CONSTANT, _mix("mnist", 128)), seeds=5, device="cuda", threads=None,
              notes=("for users with CIFAR-100 and a GPU; defined and dry-runnable here, not run by this project",)),
 )}
 

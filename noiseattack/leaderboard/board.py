@@ -1,0 +1,274 @@
+"""A protocol's leaderboard, computed from the per-run records (results.jsonl) of its runs dir.
+
+Every record must be one of the protocol's runs: its setting's identity one of the protocol's
+settings (`Protocol.setting_of`), its device class the protocol's, and, on a CPU protocol, the
+protocol's thread count. Anything else in the runs dir (another protocol's or version's runs,
+another precision, a GPU run on a CPU board, a layer's runs made from two versions of its source)
+is refused with one line: a leaderboard never mixes results.
+
+Per layer and setting: the finished runs' final accuracies (n, mean, std, 95% CI), their
+comparison with BN's in the same setting (difference of means with its Welch 95% interval,
+variance ratio with its permutation interval; Holm-adjusted across the whole board, means and
+variances as two families), the drop from the layer's clean accuracy (with its interval) and,
+under the mix attack, the accuracy with PreciseBN statistics. The rank orders layers by their
+robust accuracy: the mean of their attacked settings' mean accuracies (clean excluded), as
+RobustBench ranks by robust accuracy; a layer short of the protocol's n in any setting is ranked
+on what it has and marked.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError
+from ..protocols import Protocol
+from ..report.stats import ALPHA, MIN_N, adjust, compare, contrast, describe
+from ..results import RESULTS_FILE
+
+REFERENCE = "bn"
+SCHEMA = 1  # leaderboard.json's schema version
+
+
+@dataclass
+class Cell:
+    """One layer under one setting."""
+
+    runs: list[dict[str, Any]]  # finished records, by seed
+    diverged: int = 0
+    failed: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)  # describe() of final_acc
+    vs_bn: dict[str, Any] | None = None  # compare() with BN's cell (None for BN, or without BN runs)
+    drop: dict[str, Any] | None = None  # contrast(): this setting's mean minus the layer's clean mean
+    precise: dict[str, Any] | None = None  # describe() of precise_acc (None: no BN-type layer, or not recorded)
+
+    @property
+    def values(self) -> list[float]:
+        return [float(r["final_acc"]) for r in self.runs]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [int(r["seed"]) for r in self.runs]
+
+
+@dataclass
+class Row:
+    layer: str
+    origin: str
+    description: str
+    params: int | None
+    cells: dict[str, Cell]
+    step_cost: float | None = None  # median clean wall time / BN's, on the same CPU kind
+    robust: float | None = None  # mean of the attacked settings' means
+    rank: int | None = None
+    short: list[str] = field(default_factory=list)  # settings with fewer finished runs than the protocol's n
+
+
+@dataclass
+class Board:
+    protocol: Protocol
+    rows: list[Row]
+    runs_dirs: list[str]
+    records: int
+    machines: dict[str, int]  # "cpu (capability)" or GPU name -> runs
+    warnings: list[str] = field(default_factory=list)
+
+    def row(self, layer: str) -> Row | None:
+        return next((r for r in self.rows if r.layer == layer), None)
+
+
+# --------------------------------------------------------------------------- reading the runs
+
+
+def read_records(runs_dirs: list[Path]) -> list[dict[str, Any]]:
+    out, seen = [], set()
+    for d in runs_dirs:
+        if not d.is_dir():
+            raise ConfigError(f"runs dir '{d}' does not exist")
+        for f in sorted(d.rglob(RESULTS_FILE)):
+            for i, line in enumerate(f.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    raise ConfigError(f"{f}:{i} is not a JSON line") from None
+                if rec.get("key") not in seen:  # the same run committed in two dirs counts once
+                    seen.add(rec.get("key"))
+                    out.append({**rec, "_file": str(f)})
+    return out
+
+
+def check_record(proto: Protocol, rec: dict[str, Any]) -> str:
+    """The record's setting id, or ConfigError (one line) when it is not a run of `proto`."""
+    where = f"{rec.get('_file')}: run {rec.get('norm')} seed {rec.get('seed')}"
+    config = rec.get("config")
+    if not isinstance(config, dict):
+        raise ConfigError(f"{where} has no config: not a noiseattack run record")
+    setting = proto.setting_of(config)
+    if setting is None:
+        raise ConfigError(f"{where} is not a run of protocol {proto.name} v{proto.version} (another protocol, version "
+                          f"or precision): keep other runs out of {proto.name}'s runs dir")
+    device = str((rec.get("machine") or {}).get("device", config.get("device", "cpu")))
+    if device.split(":")[0] != proto.device:
+        raise ConfigError(f"{where} ran on {device}, but protocol {proto.name} is a {proto.device} protocol "
+                          f"(device is part of a result: {'fmnist-gpu' if proto.device == 'cpu' else 'fmnist'}'s board "
+                          f"takes it)")
+    threads = (rec.get("machine") or {}).get("threads")
+    if proto.threads is not None and threads is not None and threads != proto.threads:
+        raise ConfigError(f"{where} ran at {threads} threads; protocol {proto.name} fixes {proto.threads}")
+    return setting
+
+
+def _check_sources(records: list[dict[str, Any]]) -> None:
+    """A user's layer (`pkg.mod:Name@hash`) from two versions of its source never shares a board."""
+    by_path: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        name = str(r.get("norm", ""))
+        if "@" in name:
+            path, sha = name.rsplit("@", 1)
+            by_path[path].add(sha)
+    for path, shas in by_path.items():
+        if len(shas) > 1:
+            raise ConfigError(f"runs of {path} from {len(shas)} versions of its source ({', '.join(sorted(shas))}): "
+                              "a changed layer is a new layer; keep one version's runs in the runs dir")
+
+
+# --------------------------------------------------------------------------- the board
+
+
+def build(proto: Protocol, runs_dirs: list[Path]) -> Board:
+    """The leaderboard of `proto` from the records under `runs_dirs` (refusing any foreign run)."""
+    records = read_records(runs_dirs)
+    _check_sources(records)
+    cells: dict[str, dict[str, Cell]] = defaultdict(dict)
+    machines: dict[str, int] = defaultdict(int)
+    for rec in records:
+        setting = check_record(proto, rec)
+        cell = cells[rec["norm"]].setdefault(setting, Cell(runs=[]))
+        status = rec.get("status")
+        if status == "finished" and isinstance(rec.get("final_acc"), (int, float)):
+            cell.runs.append(rec)
+        elif status == "diverged":
+            cell.diverged += 1
+        else:
+            cell.failed += 1
+        machines[_machine(rec)] += 1
+    rows = [_row(proto, layer, by_setting) for layer, by_setting in cells.items()]
+    _compare(proto, rows)
+    _rank(rows)
+    warnings = [] if any(r.layer == REFERENCE for r in rows) or not rows else [
+        f"no {REFERENCE} runs: nothing to compare with"]
+    return Board(proto, rows, [str(d) for d in runs_dirs], len(records), dict(sorted(machines.items())), warnings)
+
+
+def _machine(rec: dict[str, Any]) -> str:
+    m = rec.get("machine") or {}
+    if m.get("gpu"):
+        return str(m["gpu"])
+    return f"{m.get('cpu', 'unknown CPU')} ({m.get('cpu_capability', '?')})"
+
+
+def _row(proto: Protocol, layer: str, by_setting: dict[str, Cell]) -> Row:
+    from .. import zoo
+
+    try:
+        info = zoo.layer_info(layer)
+        origin, description = info.get("origin", "user"), info.get("description", "")
+    except ConfigError:  # a user's layer that is not importable here: what its records say
+        any_rec = next(c.runs[0] for c in by_setting.values() if c.runs) if any(c.runs for c in by_setting.values()) \
+            else {}
+        info = any_rec.get("layer") or {}
+        origin, description = info.get("origin", "user"), info.get("description", "")
+    for cell in by_setting.values():
+        cell.runs.sort(key=lambda r: int(r["seed"]))
+        cell.stats = describe(cell.values)
+        precise = [float(r["precise_acc"]) for r in cell.runs if isinstance(r.get("precise_acc"), (int, float))]
+        cell.precise = describe(precise) if precise else None
+    short = [s.id for s in proto.settings if len(by_setting.get(s.id, Cell(runs=[])).runs) < proto.seeds]
+    return Row(layer, origin, description.split("\n")[0], _params(proto, layer), by_setting, short=short)
+
+
+def _params(proto: Protocol, layer: str) -> int | None:
+    import torch
+
+    from ..models import cifar_resnet
+
+    try:
+        cfg = proto.train_config(proto.settings[0], "cpu")
+        with torch.device("meta"):
+            net = cifar_resnet(cfg.depth, 10 if cfg.dataset != "cifar100" else 100, layer, width=cfg.width,
+                               shortcut_norm=cfg.shortcut_norm, attn_placement=cfg.attn_placement)
+        return sum(p.numel() for p in net.parameters() if p.requires_grad)
+    except Exception:  # noqa: BLE001 - a user's layer that cannot be built here
+        return None
+
+
+def _compare(proto: Protocol, rows: list[Row]) -> None:
+    """Each cell against BN's (Holm across the board), the drops from clean, the step costs."""
+    ref = next((r for r in rows if r.layer == REFERENCE), None)
+    comparisons = []
+    for row in rows:
+        clean = row.cells.get("clean")
+        for sid, cell in row.cells.items():
+            if sid != "clean" and clean is not None and cell.runs and clean.runs:
+                cell.drop = contrast([cell.values, clean.values], [1, -1])
+            if ref is not None and row is not ref and sid in ref.cells and cell.runs:
+                cell.vs_bn = compare(cell.values, ref.cells[sid].values)
+                if ref.cells[sid].drop is not None and cell.drop is not None:  # the drop minus BN's drop
+                    cell.vs_bn["drop_vs_bn"] = contrast(
+                        [cell.values, clean.values, ref.cells[sid].values, ref.cells["clean"].values], [1, -1, -1, 1])
+                comparisons.append(cell.vs_bn)
+        row.step_cost = _step_cost(row, ref)
+    adjust(comparisons, ALPHA)
+
+
+def _step_cost(row: Row, ref: Row | None) -> float | None:
+    """Median wall time of the layer's clean runs over BN's, on the CPU kind (or GPU) they share most."""
+    if ref is None or "clean" not in row.cells or "clean" not in ref.cells:
+        return None
+    mine, theirs = defaultdict(list), defaultdict(list)
+    for r in row.cells["clean"].runs:
+        mine[_machine(r)].append(float(r["wall_time_s"]))
+    for r in ref.cells["clean"].runs:
+        theirs[_machine(r)].append(float(r["wall_time_s"]))
+    shared = sorted(set(mine) & set(theirs), key=lambda m: -(len(mine[m]) + len(theirs[m])))
+    if not shared:
+        return None
+    m = shared[0]
+    return statistics.median(mine[m]) / statistics.median(theirs[m])
+
+
+def _rank(rows: list[Row]) -> None:
+    for row in rows:
+        attacked = [c.stats["mean"] for sid, c in row.cells.items() if sid != "clean" and c.stats.get("mean") is not None]
+        row.robust = sum(attacked) / len(attacked) if attacked else None
+    rows.sort(key=lambda r: (r.robust is None, -(r.robust or 0.0), r.layer))
+    for i, row in enumerate(rows, 1):
+        row.rank = i if row.robust is not None else None
+
+
+def marks(cmp: dict[str, Any] | None, alpha: float = ALPHA) -> str:
+    """▲ / ▼: mean above / below BN's, ◆: variance different from BN's, by Holm-adjusted p < alpha."""
+    if not cmp:
+        return ""
+    out = ""
+    p, diff = cmp.get("welch_p_holm"), cmp.get("diff_vs_bn")
+    if p is not None and diff is not None and p < alpha:
+        out += "▲" if diff > 0 else "▼"
+    q = cmp.get("var_p_holm")
+    if q is not None and q < alpha:
+        out += "◆"
+    return out
+
+
+def finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+__all__ = ["Board", "Cell", "MIN_N", "REFERENCE", "Row", "build", "check_record", "marks", "read_records"]

@@ -1,0 +1,131 @@
+"""A leaderboard as files: leaderboard.md (for people), leaderboard.csv (one line per layer and
+setting, every number), leaderboard.json (the same, with the protocol's definition), and the static
+HTML page (page.py). Every number comes from the run records through board.build; nothing here
+computes statistics."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from .board import Board, Cell, Row, SCHEMA, finite, marks
+
+CSV_FIELDS = (
+    "rank", "layer", "origin", "params", "step_cost_vs_bn", "robust_acc", "setting", "n", "seeds", "diverged", "failed",
+    "mean", "std", "ci95_low", "ci95_high", "min", "max", "diff_vs_bn", "diff_ci95_low", "diff_ci95_high", "welch_p",
+    "welch_p_holm", "var_ratio", "var_ratio_ci95_low", "var_ratio_ci95_high", "var_p", "var_p_holm", "marks", "drop",
+    "drop_ci95_low", "drop_ci95_high", "drop_vs_bn", "drop_vs_bn_ci95_low", "drop_vs_bn_ci95_high", "precise_n",
+    "precise_mean", "precise_std", "short_of_n",
+)
+
+
+def _r(v: Any, digits: int = 4) -> Any:
+    """Numbers rounded for the files (the same bytes on every machine that computes the same values)."""
+    if isinstance(v, bool) or v is None:
+        return v
+    if isinstance(v, float):
+        return round(v, digits) if finite(v) else None
+    return v
+
+
+def cell_fields(row: Row, sid: str, cell: Cell | None) -> dict[str, Any]:
+    """Every number of one layer under one setting, as CSV_FIELDS names them."""
+    c = cell or Cell(runs=[])
+    s, v, d = c.stats or {}, c.vs_bn or {}, c.drop or {}
+    dv = v.get("drop_vs_bn") or {}
+    out = {
+        "rank": row.rank, "layer": row.layer, "origin": row.origin, "params": row.params,
+        "step_cost_vs_bn": _r(row.step_cost, 3), "robust_acc": _r(row.robust), "setting": sid,
+        "n": len(c.runs), "seeds": " ".join(map(str, c.seeds)), "diverged": c.diverged, "failed": c.failed,
+        **{k: _r(s.get(k)) for k in ("mean", "std", "ci95_low", "ci95_high", "min", "max")},
+        **{k: _r(v.get(k), 6 if k.endswith("p") or "p_" in k else 4) for k in (
+            "diff_vs_bn", "diff_ci95_low", "diff_ci95_high", "welch_p", "welch_p_holm", "var_ratio", "var_ratio_ci95_low",
+            "var_ratio_ci95_high", "var_p", "var_p_holm")},
+        "marks": marks(c.vs_bn), "drop": _r(d.get("estimate")), "drop_ci95_low": _r(d.get("ci_low")),
+        "drop_ci95_high": _r(d.get("ci_high")), "drop_vs_bn": _r(dv.get("estimate")),
+        "drop_vs_bn_ci95_low": _r(dv.get("ci_low")), "drop_vs_bn_ci95_high": _r(dv.get("ci_high")),
+        "precise_n": c.precise["n"] if c.precise else 0, "precise_mean": _r((c.precise or {}).get("mean")),
+        "precise_std": _r((c.precise or {}).get("std")), "short_of_n": sid in row.short,
+    }
+    return out
+
+
+def to_csv(board: Board) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for row in board.rows:
+        for s in board.protocol.settings:
+            w.writerow(cell_fields(row, s.id, row.cells.get(s.id)))
+    return buf.getvalue()
+
+
+def to_json(board: Board) -> str:
+    p = board.protocol
+    doc = {
+        "schema": SCHEMA, "protocol": p.describe(), "runs": board.records, "machines": board.machines,
+        "ranked_by": "robust_acc: the mean of the attacked settings' mean final accuracies",
+        "rows": [{"rank": r.rank, "layer": r.layer, "origin": r.origin, "description": r.description,
+                  "params": r.params, "step_cost_vs_bn": _r(r.step_cost, 3), "robust_acc": _r(r.robust),
+                  "short_of_n": r.short,
+                  "settings": {s.id: {k: v for k, v in cell_fields(r, s.id, r.cells.get(s.id)).items()
+                                      if k not in ("rank", "layer", "origin", "params", "step_cost_vs_bn",
+                                                   "robust_acc", "setting")}
+                               for s in p.settings}} for r in board.rows],
+        "warnings": board.warnings,
+    }
+    return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+
+
+def mean_cell(cell: Cell | None, n_wanted: int) -> str:
+    """`91.23 ± 0.31 (5)▲`; `-` without runs; the count in bold-free brackets, `*` when short of n."""
+    if cell is None or not cell.runs:
+        return "–"
+    s = cell.stats
+    std = f" ± {s['std']:.2f}" if s.get("std") is not None else ""
+    short = "*" if len(cell.runs) < n_wanted else ""
+    return f"{s['mean']:.2f}{std} ({len(cell.runs)}{short}){marks(cell.vs_bn)}"
+
+
+def _drop(cell: Cell | None) -> str:
+    if cell is None or cell.drop is None:
+        return "–"
+    d = cell.drop
+    ci = f" [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]" if d.get("ci_low") is not None else ""
+    return f"{d['estimate']:+.2f}{ci}"
+
+
+def _precise(cell: Cell | None) -> str:
+    if cell is None or not cell.precise:
+        return "–"
+    p = cell.precise
+    std = f" ± {p['std']:.2f}" if p.get("std") is not None else ""
+    return f"{p['mean']:.2f}{std} ({p['n']})"
+
+
+def to_markdown(board: Board) -> str:
+    p = board.protocol
+    attacked = [s for s in p.settings if s.id != "clean"]
+    head = ["rank", "layer", "origin", "params", "step vs BN", "robust acc", *[s.title for s in p.settings],
+            *[f"drop under {s.id}" for s in attacked], *[f"{s.id}, PreciseBN" for s in attacked if s.id == "mix"]]
+    lines = [f"# Leaderboard: protocol `{p.name}` v{p.version}", "",
+             f"{p.summary}. Final test accuracy (%), mean ± std (n) over seeds; ▲/▼ mean above/below BN's, ◆ variance "
+             f"different from BN's (Holm-adjusted p < 0.05 across the board); `*` fewer runs than the protocol's n = "
+             f"{p.seeds}. Ranked by robust accuracy (the mean of the attacked settings' means). Drops: the setting's "
+             "mean minus the layer's clean mean [95% CI]. PreciseBN: the mix runs re-evaluated after their BN-type "
+             "layers' statistics were recomputed on clean training batches.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in board.rows:
+        cells = [mean_cell(r.cells.get(s.id), p.seeds) for s in p.settings]
+        drops = [_drop(r.cells.get(s.id)) for s in attacked]
+        precise = [_precise(r.cells.get(s.id)) for s in attacked if s.id == "mix"]
+        vals = [str(r.rank or "–"), f"`{r.layer}`", r.origin, f"{r.params:,}" if r.params else "–",
+                f"{r.step_cost:.2f}" if r.step_cost else "–", f"{r.robust:.2f}" if r.robust is not None else "–",
+                *cells, *drops, *precise]
+        lines.append("| " + " | ".join(vals) + " |")
+    lines += ["", f"{board.records} runs from {len(board.machines)} machine(s): "
+              + "; ".join(f"{m}: {n}" for m, n in board.machines.items()) + "."]
+    lines += [f"Warning: {w}" for w in board.warnings]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,239 @@
+"""Protocols, `noiseattack bench` and `noiseattack leaderboard` (#20): definitions, the calibration
+check, the board's statistics against values recomputed here from the records, the files, the page,
+and the refusals."""
+
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from scipy import stats
+
+from noiseattack import leaderboard as L
+from noiseattack import protocols as P
+from noiseattack.config import RunConfig, default_name, resolve_train_config
+from noiseattack.leaderboard import bench as B
+
+REPO = Path(__file__).resolve().parents[1]
+FMNIST = P.get("fmnist")
+
+
+def record(proto, norm, setting, seed, acc, *, cpu="Test CPU", threads=1, status="finished", precise=None, wall=100.0,
+           device=None):
+    cfg = proto.train_config(setting, "cpu")
+    run = RunConfig(cfg, norm, seed)
+    hist = [{"epoch": e + 1, "lr": 0.1, "train_loss": 1.0, "train_acc": 80.0, "test_loss": 1.0,
+             "test_acc": acc - (cfg.epochs - 1 - e)} for e in range(cfg.epochs)]
+    return {"key": run.key, "experiment": default_name(cfg), "norm": norm, "seed": seed, "status": status, "final_acc": acc,
+            "best_acc": acc, "diverged": None, "precise_acc": precise, "wall_time_s": wall, "epochs_done": cfg.epochs,
+            "history": hist, "config": {**run.to_dict(), "device": device or proto.device},
+            "layer": {"origin": "noiseattack", "description": norm},
+            "machine": {"device": device or proto.device, "cpu": cpu, "cpu_capability": "AVX512", "threads": threads}}
+
+
+def write_runs(root: Path, records) -> Path:
+    for r in records:
+        d = root / r["experiment"]
+        d.mkdir(parents=True, exist_ok=True)
+        with open(d / "results.jsonl", "a") as f:
+            f.write(json.dumps(r) + "\n")
+    return root
+
+
+ACC = {("bn", "clean"): [91.5, 91.2, 91.7, 91.4, 91.1], ("bn", "constant"): [85.0, 86.8, 84.5, 84.6, 87.0],
+       ("bn", "mix"): [90.7, 89.8, 89.0, 90.1, 89.5], ("iebn", "clean"): [90.0, 91.0, 90.9, 90.5, 90.7],
+       ("iebn", "constant"): [90.7, 90.9, 90.9, 91.0, 90.6], ("iebn", "mix"): [90.0, 88.9, 89.3, 89.9, 89.6]}
+
+
+@pytest.fixture
+def board_runs(tmp_path):
+    recs = [record(FMNIST, n, s, seed, v, precise=v + 0.5 if s == "mix" else None)
+            for (n, s), vals in ACC.items() for seed, v in enumerate(vals)]
+    return write_runs(tmp_path / "runs", recs)
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+def test_fmnist_resolves_to_the_train_configs_it_claims():
+    want = dict(dataset="fmnist", depth=20, width=0.5, epochs=3, batch_size=128, lr=0.1, momentum=0.9,
+                weight_decay=1e-4, lr_schedule="linear", augment=False, device="cpu")
+    assert FMNIST.train_config("clean", "cpu").identity() == resolve_train_config(**want).identity()
+    assert FMNIST.train_config("constant", "cpu").identity() == resolve_train_config(
+        **want, attack="constant", alpha=2, beta=1).identity()
+    assert FMNIST.train_config("mix", "cpu").identity() == resolve_train_config(
+        **want, attack="mix", extra="mnist-inverted", k=128).identity()
+    assert FMNIST.device == "cpu" and FMNIST.threads == 1 and FMNIST.precision == "fp32" and FMNIST.seeds == 5
+    keys = FMNIST.keys("iebn")
+    assert len(keys) == 15 and set(keys.values()) == {(s, seed) for s in ("clean", "constant", "mix")
+                                                       for seed in range(5)}
+    gpu = P.get("fmnist-gpu")
+    assert gpu.identities() == FMNIST.identities()  # the same recipe: the board, not the identity, holds the device
+
+
+def test_protocols_command_lists_every_protocol(capsys):
+    code, out, _ = run_cli(capsys, "protocols", "--format", "json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [r["name"] for r in rows] == list(P.PROTOCOLS)
+    assert rows[0]["settings"][2] == {"id": "mix", "title": "mix mnist-inverted k=128", "attack": "mix",
+                                      "extra": "mnist-inverted", "k": 128}
+
+
+# --------------------------------------------------------------------------- bench
+
+
+def test_bench_dry_run_lists_the_protocol_runs_and_which_are_done(tmp_path, capsys):
+    runs = write_runs(tmp_path / "runs", [record(FMNIST, "iebn", "constant", 2, 90.0)])
+    code, out, err = run_cli(capsys, "bench", "--norm", "iebn", "--runs-dir", runs, "--dry-run")
+    assert code == 0, err
+    lines = [l for l in out.splitlines() if l.split()[0] in ("done", "pending", "partial", "diverged")]
+    assert len(lines) == 15 and sum(l.startswith("done") for l in lines) == 1
+    assert any(l.startswith("done") and "constant-a2-b1" in l and "iebn seed 2" in l for l in lines)
+    assert "15 runs, 1 done" in out and not (tmp_path / "calibration").exists()
+
+
+def test_calibration_accepts_runs_from_the_committed_distribution_and_rejects_a_shifted_one():
+    rng = np.random.default_rng(0)
+    committed = list(91.4 + 0.3 * rng.standard_normal(10))
+    inside = B.calibration(committed, list(91.4 + 0.3 * rng.standard_normal(2)))
+    assert inside.ok is True
+    shifted = B.calibration(committed, [90.2, 90.4])  # 1.1 points below: about 4 standard errors
+    assert shifted.ok is False and "OUTSIDE" in shifted.line()
+    # the interval, written out: mean ± t(n-1) · s · sqrt(1/n + 1/k)
+    x = np.array(committed)
+    half = stats.t.ppf(0.975, 9) * x.std(ddof=1) * math.sqrt(1 / 10 + 1 / 2)
+    assert (shifted.low, shifted.high) == pytest.approx((x.mean() - half, x.mean() + half))
+    assert B.calibration([91.0], [91.0]).ok is None  # one committed run: no interval
+
+
+def test_bench_stops_where_the_machine_is_not_calibrated(tmp_path, capsys):
+    here = B.this_machine("cpu")
+    cpu, cap = here.rsplit(" (", 1)
+    committed = [record(FMNIST, "bn", "clean", s, v) for s, v in enumerate([91.5, 91.2, 91.7, 91.4, 91.1])]
+    runs = write_runs(tmp_path / "lb" / "runs", committed)
+    calib = [record(FMNIST, "bn", "clean", s, 88.0, cpu=cpu) for s in B.CALIBRATION_SEEDS]
+    for r in calib:
+        r["machine"]["cpu_capability"] = cap.rstrip(")")
+    write_runs(tmp_path / "lb" / "calibration", calib)
+    code, out, err = run_cli(capsys, "bench", "--norm", "iebn", "--runs-dir", runs, "--no-progress")
+    assert code == 2 and err.count("\n") == 1
+    assert "OUTSIDE" in err and "--with-baselines" in err
+    assert [p.name for p in runs.iterdir()] == ["clean-fmnist-resnet20w0.5-e3-noaug-linear"]  # nothing trained
+
+
+# --------------------------------------------------------------------------- the board
+
+
+def test_board_numbers_equal_statistics_recomputed_from_the_records(board_runs):
+    board = L.build_leaderboard(FMNIST, [board_runs])
+    iebn, bn = board.row("iebn"), board.row("bn")
+    for s in ("clean", "constant", "mix"):
+        a, b = np.array(ACC[("iebn", s)]), np.array(ACC[("bn", s)])
+        c = iebn.cells[s]
+        assert c.stats["mean"] == pytest.approx(a.mean()) and c.stats["std"] == pytest.approx(a.std(ddof=1))
+        assert c.vs_bn["diff_vs_bn"] == pytest.approx(a.mean() - b.mean())
+        assert c.vs_bn["welch_p"] == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+        assert c.vs_bn["var_ratio"] == pytest.approx(a.var(ddof=1) / b.var(ddof=1))
+    # Holm over the board's three mean comparisons
+    p = sorted(stats.ttest_ind(np.array(ACC[("iebn", s)]), np.array(ACC[("bn", s)]), equal_var=False).pvalue
+               for s in ("clean", "constant", "mix"))
+    holm = [min(1, 3 * p[0]), max(min(1, 3 * p[0]), min(1, 2 * p[1]))]
+    got = sorted(iebn.cells[s].vs_bn["welch_p_holm"] for s in ("clean", "constant", "mix"))
+    assert got[:2] == pytest.approx(holm)
+    drop = np.mean(ACC[("iebn", "constant")]) - np.mean(ACC[("iebn", "clean")])
+    assert iebn.cells["constant"].drop["estimate"] == pytest.approx(drop)
+    assert iebn.cells["mix"].precise["mean"] == pytest.approx(np.mean(ACC[("iebn", "mix")]) + 0.5)
+    robust = {n: (np.mean(ACC[(n, "constant")]) + np.mean(ACC[(n, "mix")])) / 2 for n in ("bn", "iebn")}
+    assert iebn.robust == pytest.approx(robust["iebn"]) and bn.robust == pytest.approx(robust["bn"])
+    assert [r.layer for r in board.rows] == sorted(robust, key=lambda n: -robust[n])
+    assert bn.step_cost == 1.0 and iebn.short == []
+
+
+def test_files_are_written_and_regenerate_identically(board_runs, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, md, err = run_cli(capsys, "leaderboard", "--runs-dir", board_runs, "--out", out)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == sorted(L.FILES)
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    run_cli(capsys, "leaderboard", "--runs-dir", board_runs, "--out", out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first
+    assert md == first["leaderboard.md"].decode() and "| 1 | `iebn` |" in md
+    rows = list(__import__("csv").DictReader(first["leaderboard.csv"].decode().splitlines()))
+    assert len(rows) == 6 and {r["layer"] for r in rows} == {"bn", "iebn"}
+    doc = json.loads(first["leaderboard.json"])
+    assert doc["protocol"]["name"] == "fmnist" and doc["rows"][0]["layer"] == "iebn"
+
+
+def test_the_committed_leaderboard_regenerates_byte_for_byte(tmp_path, capsys):
+    committed = REPO / "docs" / "leaderboard" / "fmnist"
+    if not (committed / "leaderboard.md").exists():
+        pytest.skip("no committed fmnist leaderboard yet")
+    code, _, err = run_cli(capsys, "leaderboard", "--runs-dir", committed / "runs", "--out", tmp_path)
+    assert code == 0, err
+    for name in L.FILES:
+        assert (tmp_path / name).read_bytes() == (committed / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_the_page_opens_in_a_browser_and_shows_the_rows(board_runs, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if chromium is None:
+        pytest.skip("no Chromium here (apt-get install chromium): the page's rows are not checked in a browser")
+    L.write_leaderboard(L.build_leaderboard(FMNIST, [board_runs]), tmp_path)
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+                          (tmp_path / "leaderboard.html").as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert 'id="row-iebn"' in dom and 'id="row-bn"' in dom and "<svg" in dom
+    assert dom.index('id="row-iebn"') < dom.index('id="row-bn"')  # ranked
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def test_runs_of_a_foreign_protocol_are_refused(tmp_path, capsys):
+    other = record(P.get("mnist"), "bn", "clean", 0, 99.0)
+    runs = write_runs(tmp_path / "runs", [record(FMNIST, "bn", "clean", 0, 91.0), other])
+    for args in (["leaderboard", "--runs-dir", runs, "--out", tmp_path / "out"],
+                 ["bench", "--norm", "iebn", "--runs-dir", runs, "--dry-run"]):
+        code, _, err = run_cli(capsys, *args)
+        assert code == 2 and err.count("\n") == 1 and "is not a run of protocol fmnist v1" in err, args
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"threads": 2}, "ran at 2 threads; protocol fmnist fixes 1"),
+    ({"device": "cuda"}, "ran on cuda, but protocol fmnist is a cpu protocol"),
+])
+def test_other_threads_or_device_are_refused(tmp_path, capsys, change, message):
+    r = record(FMNIST, "bn", "clean", 0, 91.0)
+    r["machine"].update(change)
+    runs = write_runs(tmp_path / "runs", [r])
+    code, _, err = run_cli(capsys, "leaderboard", "--runs-dir", runs, "--out", tmp_path / "out")
+    assert code == 2 and message in err and not (tmp_path / "out").exists()
+
+
+def test_two_versions_of_a_layers_source_are_refused(tmp_path, capsys):
+    runs = write_runs(tmp_path / "runs", [record(FMNIST, "my.mod:Norm@0123abcd", "clean", 0, 91.0),
+                                          record(FMNIST, "my.mod:Norm@89abcdef", "clean", 1, 91.0)])
+    code, _, err = run_cli(capsys, "leaderboard", "--runs-dir", runs, "--out", tmp_path / "out")
+    assert code == 2 and "from 2 versions of its source" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bench", "--norm", "iebn", "--protocol", "nope", "--dry-run"], "unknown protocol 'nope'"),
+    (["leaderboard", "--protocol", "nope"], "unknown protocol 'nope'"),
+    (["bench", "--norm", "torch.nn:Linear", "--dry-run"], "torch.nn:Linear"),
+    (["bench", "--norm", "iebn", "--threads", "2", "--dry-run"], "fixes 1 thread(s) per run"),
+    (["bench", "--norm", "iebn", "--workers", "0", "--dry-run"], "--workers must be"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert list(tmp_path.iterdir()) == []
