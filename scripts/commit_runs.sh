@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Commit the results of runs that finished (live experiment data under docs/) together with the docs
+# generated from them, so that the committed docs are exactly what the committed runs give (the
+# byte-for-byte tests check that). Runs may finish while this works: it stages the runs, regenerates,
+# and repeats until no run landed in between.
+#
+#   bash scripts/commit_runs.sh "message"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MSG=${1:?usage: scripts/commit_runs.sh MESSAGE}
+RUNS="docs/leaderboard docs/protocols"
+for attempt in 1 2 3 4 5; do
+  git add $RUNS
+  python scripts/protocols_doc.py > /dev/null
+  python scripts/study_protocol_doc.py > /dev/null
+  for p in fmnist fmnist-gpu; do
+    if [ -d docs/leaderboard/$p/runs ]; then noiseattack leaderboard --protocol $p > /dev/null 2>&1; fi
+  done
+  git add $RUNS docs/protocols.md docs/study-protocol.md docs/study-protocol
+  if git diff --quiet -- $RUNS; then
+    git commit -qm "$MSG" && git log --oneline -1
+    exit 0
+  fi
+  echo "a run landed while regenerating; again" >&2
+done
+echo "commit_runs: runs kept landing; try again" >&2
+exit 1
