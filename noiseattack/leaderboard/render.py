@@ -125,7 +125,8 @@ def to_markdown(board: Board) -> str:
                 f"{r.step_cost:.2f}" if r.step_cost else "–", f"{r.robust:.2f}" if r.robust is not None else "–",
                 *cells, *drops, *precise]
         lines.append("| " + " | ".join(vals) + " |")
-    lines += ["", f"{board.records} runs from {len(board.machines)} machine(s): "
-              + "; ".join(f"{m}: {n}" for m, n in board.machines.items()) + "."]
+    lines += ["", (f"{board.records} runs from {len(board.machines)} machine(s): "
+                   + "; ".join(f"{m}: {n}" for m, n in board.machines.items()) + ".") if board.records
+              else "No runs yet: the leaderboard grows as they finish."]
     lines += [f"Warning: {w}" for w in board.warnings]
     return "\n".join(lines) + "\n"
