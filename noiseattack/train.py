@@ -135,8 +135,14 @@ def compile_model(model: nn.Module, cfg: TrainConfig, batch: int) -> tuple[Calla
         return model, 0.0
     import copy
 
+    import logging
+
     import torch._dynamo
 
+    # The CUDA wheels log "No CUDA runtime is found, using CUDA_HOME=..." when inductor loads its C++
+    # toolchain on a machine without a GPU: true, and irrelevant to CPU kernels (as in iebn._Compiled).
+    logging.getLogger("torch.utils.cpp_extension").addFilter(
+        lambda record: "No CUDA runtime is found" not in record.getMessage())
     dyn = torch._dynamo.config
     dyn.recompile_limit = max(dyn.recompile_limit, _CompileState.RECOMPILE_LIMIT)
     dyn.accumulated_recompile_limit = max(dyn.accumulated_recompile_limit, _CompileState.RECOMPILE_LIMIT)
