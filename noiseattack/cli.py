@@ -178,6 +178,8 @@ def _print_runs(exp) -> None:
 def _print_summary(console, rows: list[dict[str, Any]], exp_dir: Path) -> None:
     from rich.table import Table
 
+    from .tbhparams import comparison_url
+
     table = Table(title=f"final test accuracy (%) · {exp_dir.name}")
     for col in ("norm", "n", "mean", "std", "var", "min", "max", "diverged"):
         table.add_column(col, justify="left" if col == "norm" else "right")
@@ -188,6 +190,7 @@ def _print_summary(console, rows: list[dict[str, Any]], exp_dir: Path) -> None:
     _print_line(console, f"results: {exp_dir / 'results.jsonl'}")
     _print_line(console, f"summaries: {exp_dir / 'summary.md'}")
     _print_line(console, f"TensorBoard: tensorboard --logdir {exp_dir / 'tb'}")
+    _print_line(console, f"  the norms' means, coloured by norm: {comparison_url()}")
 
 
 def _print_line(console, line: str) -> None:
@@ -365,6 +368,7 @@ def _print_sweep_summary(console, grid, records: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     from .results import summarize
+    from .tbhparams import comparison_url
 
     table = Table(title="final test accuracy (%) per experiment and norm")
     for col in ("experiment", "norm", "n", "mean", "std", "diverged"):
@@ -375,6 +379,7 @@ def _print_sweep_summary(console, grid, records: list[dict[str, Any]]) -> None:
     console.print(table)
     runs_dirs = sorted({str(exp.runs_dir) for exp in grid.experiments})
     _print_line(console, f"results: {', '.join(runs_dirs)}   TensorBoard: tensorboard --logdir {runs_dirs[0]}")
+    _print_line(console, f"  the norms' means, coloured by experiment and norm: {comparison_url()}")
 
 
 def main() -> None:
