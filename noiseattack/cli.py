@@ -18,6 +18,9 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
+from .startup import check_torch_pair
+
+check_torch_pair()  # before the imports below load torchvision: a mismatched torch/torchvision pair is one line
 from . import experiment
 from .data import DATASETS, EXTRA_SOURCES
 from .config import ConfigError, check_memory, resolve_experiment, resolve_train_config
