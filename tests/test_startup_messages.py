@@ -34,6 +34,65 @@ def _env(first: Path | None = None, **extra: str) -> dict[str, str]:
     return env
 
 
+# --------------------------------------------------------------------------- 4. data errors name what failed
+
+def _offline(monkeypatch, module: str, reason: OSError) -> None:
+    """Every download raises the URLError urllib raises for `reason` (no network, at once)."""
+    def offline(url, *args, **kwargs):
+        raise URLError(reason)
+
+    monkeypatch.setattr(f"torchvision.datasets.{module}.download_and_extract_archive", offline)
+
+
+def test_a_data_dir_that_does_not_exist_without_network_says_both(capsys, tmp_path, monkeypatch):
+    _offline(monkeypatch, "mnist", socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+    data, runs = tmp_path / "nonexistent", tmp_path / "runs"
+    code, out, err = run_cli(capsys, "clean", "--dataset", "mnist", *SMALL, "--data-dir", data, "--runs-dir", runs)
+    assert code == 2 and err.count("\n") == 1 and out == "", err
+    hosts = ", ".join(urlsplit(m).hostname for m in tvd.MNIST.mirrors)
+    raw = data / "MNIST" / "raw"
+    assert err.startswith(f"noiseattack: error: mnist: data missing in {raw} (no such directory: {data}) and the "
+                          f"download failed: no network ({hosts}: Name or service not known); put "
+                          "train-images-idx3-ubyte.gz, "), err
+    assert err.rstrip().endswith(f"into {raw}")
+    assert ":)" not in err and "()" not in err  # torchvision's 'Error downloading ...:' said nothing after the colon
+    assert not data.exists() and not runs.exists()
+
+
+def test_cifar_without_network_says_no_network(capsys, tmp_path, monkeypatch):
+    _offline(monkeypatch, "cifar", ConnectionRefusedError(111, "Connection refused"))
+    data = tmp_path / "data"
+    data.mkdir()
+    code, out, err = run_cli(capsys, "clean", "--dataset", "cifar10", *SMALL, "--data-dir", data, "--runs-dir",
+                             tmp_path / "runs")
+    assert code == 2 and err.count("\n") == 1, err
+    assert (f"cifar10: data missing in {data} and the download failed: no network (Connection refused); put "
+            "cifar-10-python.tar.gz") in err
+
+
+def test_a_data_dir_that_is_a_file_says_so(capsys, tmp_path):
+    data = tmp_path / "data.txt"
+    data.write_text("not a dir")
+    code, out, err = run_cli(capsys, "clean", "--dataset", "mnist", *SMALL, "--data-dir", data, "--runs-dir",
+                             tmp_path / "runs")
+    assert code == 2 and err.count("\n") == 1, err
+    assert (f"mnist: data missing in {data / 'MNIST' / 'raw'} (not a directory: {data}) and nothing can be written "
+            f"there (Not a directory: {data / 'MNIST'}); put ") in err
+    assert "download" not in err  # nothing was downloaded: the dir was refused first
+
+
+def test_a_read_only_empty_data_dir_is_not_said_to_hold_archives(tmp_path):
+    data = tmp_path / "empty"
+    data.mkdir()
+    code, out, err = _run_on_read_only(tmp_path, data, ["clean", "--dataset", "mnist", *SMALL, "--data-dir", data,
+                                                        "--runs-dir", tmp_path / "runs"])
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"mnist: data missing in {data / 'MNIST' / 'raw'} and nothing can be written there (" in err
+    assert re.search(r"\((Read-only file system|Permission denied): ", err), err
+    assert "holds" not in err and "download" not in err and "Traceback" not in err
+    assert list(data.iterdir()) == []
+
+
 # --------------------------------------------------------------------------- 9. a mismatched torch/torchvision pair
 
 FAKE_TORCHVISION = '''\
