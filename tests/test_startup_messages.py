@@ -151,3 +151,14 @@ def test_the_readme_pins_a_matching_cpu_pair():
     (torch_v, vision_v), = re.findall(r"pip install torch==2\.(\d+)\.\d+ torchvision==0\.(\d+)\.\d+ "
                                        r"--index-url https://download\.pytorch\.org/whl/cpu", readme)
     assert int(vision_v) == int(torch_v) + 15
+
+
+# --------------------------------------------------------------------------- 10. skipped real-data tests say why
+
+def test_skipped_real_data_tests_end_the_run_with_the_variable(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_realdata.py"],
+                          capture_output=True, text=True, cwd=REPO,
+                          env=_env(NOISEATTACK_SHARED_DATA=str(tmp_path / "none")))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (f"1 real-data test skipped: no MNIST/FashionMNIST at {tmp_path / 'none'}. Set NOISEATTACK_SHARED_DATA "
+            "to a dir with MNIST/raw and FashionMNIST/raw") in proc.stdout, proc.stdout
