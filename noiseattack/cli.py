@@ -143,7 +143,7 @@ def _run(attack: str, alpha: float = 1.0, beta: float = 0.0, extra: str | None =
         experiment.check_dir(exp)
         if not o["dry_run"]:  # a dry run plans without the data (a login node, say)
             check_data(train, exp.data_dir)  # every missing dataset, before the settings are shown
-        console.print(f"[bold]{exp.name}[/bold] -> {exp.dir}")
+        console.print(f"[bold]{exp.name}[/bold] -> {exp.dir}", soft_wrap=True)  # one line, at any width
         console.print_json(json.dumps({"norms": list(exp.norms), "seeds": list(exp.seeds),
                                        **train.identity(), "shortcut_norm": train.shortcut_norm,
                                        "attn_placement": train.attn_placement,
@@ -345,7 +345,8 @@ def sweep(
         elsewhere = sum(1 for _, st, _ in states if st == S.RUNNING)
         console.print(f"[bold]{grid}[/bold]: {len(states)} runs in {len(g.experiments)} experiments, "
                       f"{len(states) - todo - elsewhere} done, "
-                      + (f"{elsewhere} running in another process, " if elsewhere else "") + f"{todo} to run ({executor})")
+                      + (f"{elsewhere} running in another process, " if elsewhere else "") + f"{todo} to run ({executor})",
+                      soft_wrap=True)
         result = S.run_sweep(g, executor=executor, workers=workers, threads=threads, runs_per_job=runs_per_job,
                              slurm=options, wait=wait, progress=progress,
                              log=lambda line: _print_line(console, line))
@@ -357,7 +358,7 @@ def sweep(
     if executor == "slurm" and not wait:
         arrays = ", ".join(sorted({j.split("_")[0] for j in result.job_ids}))
         console.print(f"{len(result.pending)} runs submitted (Slurm job array {arrays}). Re-run the same command "
-                      f"with --dry-run to see their state.")
+                      f"with --dry-run to see their state.", soft_wrap=True)
         return
     _print_sweep_summary(console, g, result.records)
     if result.failed:

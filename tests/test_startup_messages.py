@@ -162,3 +162,30 @@ def test_skipped_real_data_tests_end_the_run_with_the_variable(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (f"1 real-data test skipped: no MNIST/FashionMNIST at {tmp_path / 'none'}. Set NOISEATTACK_SHARED_DATA "
             "to a dir with MNIST/raw and FashionMNIST/raw") in proc.stdout, proc.stdout
+
+
+# --------------------------------------------------------------------------- 11. a log file's first line
+
+def test_the_first_line_of_a_log_file_is_not_broken_at_80_columns(tmp_path, fake_mnist):
+    runs = tmp_path / ("a-runs-dir-whose-path-is-longer-than-eighty-columns-" + "x" * 30)
+    log = tmp_path / "log"
+    with open(log, "w") as f:  # `noiseattack ... > log`
+        proc = subprocess.run([sys.executable, "-m", "noiseattack", "clean", *SMALL, "--dataset", "mnist", "--name",
+                               "exp", "--data-dir", str(fake_mnist(n_train=64, n_test=32)), "--runs-dir", str(runs),
+                               "--dry-run"], stdout=f, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    first = log.read_text().splitlines()[0]
+    assert first == f"exp -> {runs / 'exp'}" and len(first) > 80
+
+
+def test_a_sweep_s_first_line_in_a_log_file_is_one_line(capsys, tmp_path, fake_mnist, log_file_output, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    folder = tmp_path / ("grids-in-a-folder-whose-name-is-long-enough-to-pass-eighty-columns-" + "y" * 20)
+    folder.mkdir()
+    grid = folder / "grid.toml"
+    grid.write_text(f'[train]\ndataset = "mnist"\ndepth = 8\nepochs = 1\nbatch_size = 32\ndevice = "cpu"\n'
+                    f'compile_norms = false\ndata_dir = "{fake_mnist(n_train=64, n_test=32)}"\n\n'
+                    '[grid]\nnorms = ["bn"]\nseeds = [0]\n\n[[attack]]\nkind = "clean"\n')
+    code, out, err = run_cli(capsys, "sweep", grid, "--runs-dir", tmp_path / "runs", "--threads", "1", "--no-progress")
+    assert code == 0, err
+    assert out.splitlines()[0] == f"{grid}: 1 runs in 1 experiments, 0 done, 1 to run (local)"
