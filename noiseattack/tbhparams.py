@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import time
 from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import quote
@@ -46,7 +48,8 @@ CURVES = (("test/acc", "test_acc"), ("test/loss", "test_loss"), ("train/acc", "t
 LOG_CURVES = (("test/log10_loss", "test_loss"), ("train/log10_loss", "train_loss"))
 MEAN_SUFFIX = "-mean"  # tb/<norm>-mean
 COLOR_BY_NORM = "(.*)-"  # a run name up to its last '-': the norm, for bn-s0 and bn-mean alike
-_STAMP = ".content"  # in a mean run's dir: what its events file holds, so that an unchanged one is kept
+_STAMP = ".content"  # in a mean run's dir: the config and means its events files hold (the last one wins)
+KEEP_OLD_S = 600  # a mean run's replaced events files are deleted once this old: TensorBoard has read past them
 
 
 def run_hparams(run: RunConfig, status: str) -> dict[str, Any]:
@@ -119,7 +122,8 @@ def session_summaries(run: RunConfig, status: str) -> list[Summary]:
 
 def mean_curves(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """The mean over the finished runs among `records` (one norm's): per epoch, each history key
-    over the runs that have a finite value for it; the mean final and best accuracy; n."""
+    over the runs that have a finite value for it; the mean final and best accuracy, seconds per
+    epoch, and n."""
     finished = [r for r in records if r.get("status") == "finished"]
     epochs: dict[int, dict[str, list[float]]] = {}
     for r in finished:
@@ -135,6 +139,9 @@ def mean_curves(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
         vs = [float(r[name]) for r in finished if r.get(name) is not None and math.isfinite(r[name])]
         if vs:
             final[name] = math.fsum(vs) / len(vs)
+    per_epoch = [r["wall_time_s"] / len(r["history"]) for r in finished if r.get("wall_time_s") and r.get("history")]
+    if per_epoch:  # the mean run's time per epoch: TensorBoard's relative time axis
+        final["epoch_s"] = math.fsum(per_epoch) / len(per_epoch)
     return {"n": len(finished), "history": history, **final}
 
 
@@ -149,9 +156,16 @@ def comparison_url(port: int = 6006, means_only: bool = True) -> str:
 
 def write_mean_runs(exp_dir: Path) -> None:
     """Write tb/<norm>-mean/ for every norm of the experiment dir (its config.json): the experiment-level
-    HParams config and the norm's mean curves (`mean_curves` of results.jsonl). A mean run whose
-    content has not changed is left as it is; the config that older versions wrote into tb/ itself
-    (listed by TensorBoard as a run named `.`) is removed. Call it under the experiment's summary lock."""
+    HParams config and the norm's mean curves (`mean_curves` of results.jsonl). Call it under the
+    experiment's summary lock. The config that older versions wrote into tb/ itself (listed by
+    TensorBoard as a run named `.`) is removed.
+
+    TensorBoard reads a run's events files in name order, never goes back to one, and keeps the first
+    HParams config it sees. So new curves go into a new file named to sort last, which starts by
+    dropping the points before it (a SessionLog START at step 1; the config is at step 0), and the
+    replaced files are deleted once KEEP_OLD_S old (a TensorBoard that is reading one cannot move on
+    if it is gone). A new config (norms or seeds added) starts the run afresh: one file, config first.
+    A mean run whose content has not changed is left as it is."""
     from .fileio import atomic_write_text
     from .results import read_results
 
@@ -167,27 +181,61 @@ def write_mean_runs(exp_dir: Path) -> None:
         old.unlink(missing_ok=True)
     records = read_results(exp_dir)
     config = experiment_summary(train, norms, seeds)
+    config_hex = config.SerializeToString().hex()
     for norm in dict.fromkeys(norms + [r["norm"] for r in records]):
         means = mean_curves([r for r in records if r["norm"] == norm])
         run_dir = tb / f"{norm}{MEAN_SUFFIX}"
-        stamp = json.dumps({"config": config.SerializeToString().hex(), "means": means}, sort_keys=True)
+        for tmp in run_dir.glob(".mean.*.tmp"):  # left by a process killed while writing one
+            tmp.unlink(missing_ok=True)
         events = sorted(run_dir.glob("events.out.tfevents.*"))
-        if events and (run_dir / _STAMP).is_file() and (run_dir / _STAMP).read_text() == stamp:
+        try:
+            old = json.loads((run_dir / _STAMP).read_text()) if events else {}
+        except (OSError, ValueError):
+            old = {}
+        if old.get("config") != config_hex:  # afresh: the config first, in the run's first file
+            for f in events:
+                f.unlink(missing_ok=True)
+            _write_mean_run(run_dir, events, config, means, train.epochs)
+        elif old.get("means") != json.loads(json.dumps(means)):
+            _write_mean_run(run_dir, events, None, means, train.epochs)
+            for f in events[1:-1]:  # the first holds the config; the previous one may be being read
+                if time.time() - f.stat().st_mtime > KEEP_OLD_S:
+                    f.unlink(missing_ok=True)
+        else:
             continue
-        _write_mean_run(run_dir, config, means, train.epochs)
-        for old in events:
-            old.unlink(missing_ok=True)
-        atomic_write_text(run_dir / _STAMP, stamp)
+        atomic_write_text(run_dir / _STAMP, json.dumps({"config": config_hex, "means": means}, sort_keys=True))
 
 
-def _write_mean_run(run_dir: Path, config: Summary, means: dict[str, Any], epochs: int) -> None:
-    from torch.utils.tensorboard import SummaryWriter
+def _write_mean_run(run_dir: Path, previous: list[Path], config: Summary | None, means: dict[str, Any],
+                    epochs: int) -> None:
+    """A new events file in run_dir, named to sort after `previous`, complete before it appears under
+    that name: the config (when given) at step 0, a SessionLog START at step 1 (on which TensorBoard
+    drops the points it read from an earlier file), the mean curves and the mean final metrics."""
+    from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+    from tensorboard.summary.writer.record_writer import RecordWriter
 
-    with SummaryWriter(str(run_dir)) as w:
-        w.file_writer.add_summary(config)
-        for rec in means["history"]:
-            for tag, value in epoch_scalars(rec):
-                w.add_scalar(tag, value, rec["epoch"])
-        for tag, name in ((FINAL_ACC_TAG, "final_acc"), (BEST_ACC_TAG, "best_acc")):
-            if name in means:
-                w.add_scalar(tag, means[name], len(means["history"]) or epochs)
+    stamps = [p.name.split(".")[3] for p in previous]  # events.out.tfevents.<seconds>.<...>
+    number = max([int(time.time())] + [int(t) + 1 for t in stamps if t.isdigit()])
+    now = time.time()
+    events = [Event(wall_time=now, step=0, file_version="brain.Event:2")]
+    if config is not None:
+        events.append(Event(wall_time=now, step=0, summary=config))
+    events.append(Event(wall_time=now, step=1, session_log=SessionLog(status=SessionLog.START)))
+    epoch_s = means.get("epoch_s", 0.0)  # wall times as the mean run's: TensorBoard's relative time axis
+    for rec in means["history"]:
+        events.append(Event(wall_time=now + epoch_s * rec["epoch"], step=rec["epoch"], summary=Summary(value=[
+            Summary.Value(tag=tag, simple_value=value) for tag, value in epoch_scalars(rec)])))
+    final = [Summary.Value(tag=tag, simple_value=means[name])
+             for tag, name in ((FINAL_ACC_TAG, "final_acc"), (BEST_ACC_TAG, "best_acc")) if name in means]
+    if final:
+        step = len(means["history"]) or epochs
+        events.append(Event(wall_time=now + epoch_s * step, step=step, summary=Summary(value=final)))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f".mean.{os.getpid()}.tmp"  # no 'tfevents' in the name: TensorBoard does not read it
+    with open(tmp, "wb") as f:
+        writer = RecordWriter(f)
+        for event in events:
+            writer.write(event.SerializeToString())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, run_dir / f"events.out.tfevents.{number:010d}.noiseattack.mean")
