@@ -18,6 +18,9 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
+from .startup import check_torch_pair
+
+check_torch_pair()  # before the imports below load torchvision: a mismatched torch/torchvision pair is one line
 from . import experiment
 from .data import DATASETS, EXTRA_SOURCES
 from .config import ConfigError, check_memory, resolve_experiment, resolve_train_config
@@ -140,7 +143,7 @@ def _run(attack: str, alpha: float = 1.0, beta: float = 0.0, extra: str | None =
         experiment.check_dir(exp)
         if not o["dry_run"]:  # a dry run plans without the data (a login node, say)
             check_data(train, exp.data_dir)  # every missing dataset, before the settings are shown
-        console.print(f"[bold]{exp.name}[/bold] -> {exp.dir}")
+        console.print(f"[bold]{exp.name}[/bold] -> {exp.dir}", soft_wrap=True)  # one line, at any width
         console.print_json(json.dumps({"norms": list(exp.norms), "seeds": list(exp.seeds),
                                        **train.identity(), "shortcut_norm": train.shortcut_norm,
                                        "attn_placement": train.attn_placement,
@@ -178,6 +181,8 @@ def _print_runs(exp) -> None:
 def _print_summary(console, rows: list[dict[str, Any]], exp_dir: Path) -> None:
     from rich.table import Table
 
+    from .tbhparams import comparison_url
+
     table = Table(title=f"final test accuracy (%) · {exp_dir.name}")
     for col in ("norm", "n", "mean", "std", "var", "min", "max", "diverged"):
         table.add_column(col, justify="left" if col == "norm" else "right")
@@ -188,6 +193,7 @@ def _print_summary(console, rows: list[dict[str, Any]], exp_dir: Path) -> None:
     _print_line(console, f"results: {exp_dir / 'results.jsonl'}")
     _print_line(console, f"summaries: {exp_dir / 'summary.md'}")
     _print_line(console, f"TensorBoard: tensorboard --logdir {exp_dir / 'tb'}")
+    _print_line(console, f"  the norms' means, coloured by norm: {comparison_url()}")
 
 
 def _print_line(console, line: str) -> None:
@@ -339,7 +345,8 @@ def sweep(
         elsewhere = sum(1 for _, st, _ in states if st == S.RUNNING)
         console.print(f"[bold]{grid}[/bold]: {len(states)} runs in {len(g.experiments)} experiments, "
                       f"{len(states) - todo - elsewhere} done, "
-                      + (f"{elsewhere} running in another process, " if elsewhere else "") + f"{todo} to run ({executor})")
+                      + (f"{elsewhere} running in another process, " if elsewhere else "") + f"{todo} to run ({executor})",
+                      soft_wrap=True)
         result = S.run_sweep(g, executor=executor, workers=workers, threads=threads, runs_per_job=runs_per_job,
                              slurm=options, wait=wait, progress=progress,
                              log=lambda line: _print_line(console, line))
@@ -351,7 +358,7 @@ def sweep(
     if executor == "slurm" and not wait:
         arrays = ", ".join(sorted({j.split("_")[0] for j in result.job_ids}))
         console.print(f"{len(result.pending)} runs submitted (Slurm job array {arrays}). Re-run the same command "
-                      f"with --dry-run to see their state.")
+                      f"with --dry-run to see their state.", soft_wrap=True)
         return
     _print_sweep_summary(console, g, result.records)
     if result.failed:
@@ -365,6 +372,7 @@ def _print_sweep_summary(console, grid, records: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     from .results import summarize
+    from .tbhparams import comparison_url
 
     table = Table(title="final test accuracy (%) per experiment and norm")
     for col in ("experiment", "norm", "n", "mean", "std", "diverged"):
@@ -375,6 +383,7 @@ def _print_sweep_summary(console, grid, records: list[dict[str, Any]]) -> None:
     console.print(table)
     runs_dirs = sorted({str(exp.runs_dir) for exp in grid.experiments})
     _print_line(console, f"results: {', '.join(runs_dirs)}   TensorBoard: tensorboard --logdir {runs_dirs[0]}")
+    _print_line(console, f"  the norms' means, coloured by experiment and norm: {comparison_url()}")
 
 
 def main() -> None:

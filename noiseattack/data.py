@@ -18,10 +18,13 @@ import errno
 import functools
 import math
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.error import URLError
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
@@ -229,15 +232,51 @@ def _open_torchvision(spec: DatasetSpec, root: Path, train: bool):
         where = root / spec.folder if spec.folder else root
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         archives, _ = _archives_and_extracted(spec, root)
-        if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) \
+                and any(a.exists() for a in archives):  # else: nothing to extract, the dir cannot be created
             raise DataError(_read_only_message(spec, root, archives) + f" ({reason})") from e
         if all(a.exists() for a in archives):  # nothing to download: the files there do not load
             raise DataError(f"{spec.name}: the files in {where} do not load ({reason}): delete the extracted "
                             f"files to extract them again from {', '.join(a.name for a in archives)}") from e
         raise DataError(
-            f"{spec.name}: data missing in {where} and the download failed ({reason}); "
+            f"{spec.name}: data missing in {where}{_absent(root)} and {_no_download(e)}; "
             f"put {', '.join(spec.files)} into {where}"
         ) from e
+
+
+def _absent(root: Path) -> str:
+    """` (no such directory: ROOT)` where the data dir does not exist (a typo?), ` (not a directory:
+    ROOT)` where it is a file, else nothing."""
+    if not root.exists():
+        return f" (no such directory: {root})"
+    return "" if root.is_dir() else f" (not a directory: {root})"
+
+
+_OFFLINE = re.compile(r"name or service not known|name resolution|nodename nor servname|getaddrinfo failed|"
+                      r"network is unreachable|no route to host|connection refused|timed out|connection reset",
+                      re.IGNORECASE)
+
+
+def _no_download(e: BaseException) -> str:
+    """Why torchvision got no files, in words: `the download failed: no network (HOSTS: REASON)`, or
+    `nothing can be written there (...)` where the dir (or a file in it) was refused. torchvision's
+    MNIST family raises `Error downloading <file>:` with each mirror's error on the lines below
+    (whose first line alone said nothing); CIFAR raises the URLError itself."""
+    if isinstance(e, OSError) and not isinstance(e, URLError) and e.filename:  # makedirs, before downloading
+        return f"nothing can be written there ({e.strerror or e}: {e.filename})"
+    errors = re.findall(r"^Tried (\S+), got:\n(.+)$", str(e), flags=re.M) or [("", str(e))]
+    hosts = ", ".join(dict.fromkeys(urlsplit(mirror).hostname or mirror for mirror, _ in errors if mirror))
+    reasons = "; ".join(dict.fromkeys(_url_error_text(text) for _, text in errors)) or type(e).__name__
+    detail = f"{hosts}: {reasons}" if hosts else reasons
+    return f"the download failed: no network ({detail})" if _OFFLINE.search(reasons) else \
+        f"the download failed ({detail})"
+
+
+def _url_error_text(text: str) -> str:
+    """`<urlopen error [Errno -2] Name or service not known>` -> `Name or service not known`."""
+    text = " ".join(text.split())
+    m = re.fullmatch(r"<urlopen error (?:\[Errno -?\d+\] )?(.*)>", text)
+    return m.group(1) if m else text
 
 
 @functools.lru_cache(maxsize=8)

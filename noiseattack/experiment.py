@@ -3,8 +3,8 @@
     runs/<name>/config.json          the resolved setting, versions, machine, and the command to re-run it
     runs/<name>/results.jsonl        one line per finished, diverged (or failed) run, appended, never rewritten
     runs/<name>/summary.{csv,md}     per norm: n, mean, std, var, min, max of final_acc (regenerated)
-    runs/<name>/tb/                  TensorBoard's HParams config (the columns: norm, seed, setting first)
     runs/<name>/tb/<norm>-s<seed>/   TensorBoard scalars per epoch, and the run's HParams session
+    runs/<name>/tb/<norm>-mean/      the norm's mean curves over its finished runs, and the HParams config
     runs/<name>/ckpt/<norm>-s<seed>.pt   the checkpoint of a run in progress (removed when it ends)
     runs/<name>/.locks/<norm>-s<seed>    the run's lock: held by the process that trains it
 
@@ -38,7 +38,7 @@ from .fileio import append_jsonl, atomic_write_text, is_locked, locked
 from .iebn import iebn_kernels
 from .zoo import layer_info
 from .results import RESULTS_FILE, read_results, write_summaries_locked
-from .tbhparams import BEST_ACC_TAG, FINAL_ACC_TAG, experiment_summary, session_summaries
+from .tbhparams import BEST_ACC_TAG, FINAL_ACC_TAG, epoch_scalars, session_summaries, write_mean_runs
 from .train import StopRequested, TrainData, prepare_data, read_checkpoint, train_run
 
 
@@ -186,25 +186,9 @@ def open_dir(exp: ExperimentConfig) -> None:
         shutil.rmtree(exp.dir)
     with locked(exp.dir / ".locks" / "config"):  # two processes adding norms or seeds: no lost update
         remove_stale_temp_files(exp.dir, "config.json")
-        norms, seeds = _write_config(exp)
-        _write_tb_config(exp, norms, seeds)
-
-
-def _write_tb_config(exp: ExperimentConfig, norms: list[str], seeds: list[int]) -> None:
-    """The experiment-level HParams config in tb/ (replacing the previous one: every norm and seed of the dir)."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    tb = exp.dir / "tb"
-    stamp = json.dumps({"identity": exp.train.identity(), "norms": norms, "seeds": seeds}, sort_keys=True)
-    events = list(tb.glob("events.out.tfevents.*"))
-    if events and (tb / ".hparams").is_file() and (tb / ".hparams").read_text() == stamp:
-        return  # the same columns: a re-run that resumes or has nothing to do writes nothing new
-    tb.mkdir(parents=True, exist_ok=True)
-    for old in events:  # only this config lives in tb/ itself; runs have subdirs
-        old.unlink(missing_ok=True)
-    with SummaryWriter(str(tb)) as w:
-        w.file_writer.add_summary(experiment_summary(exp.train, norms, seeds))
-    atomic_write_text(tb / ".hparams", stamp)
+        _write_config(exp)
+        with locked(exp.dir / ".locks" / "summary"):  # the HParams config, in tb/<norm>-mean (tbhparams)
+            write_mean_runs(exp.dir)
 
 
 def remove_stale_temp_files(folder: Path, name: str) -> None:
@@ -348,11 +332,8 @@ def _execute_locked(run: RunConfig, exp_dir: Path, data: TrainData, *, keep_chec
         if not writer:  # purge events a killed attempt wrote at or after this epoch
             writer.append(SummaryWriter(str(tb_dir), purge_step=int(rec["epoch"])))
         w, e = writer[0], int(rec["epoch"])
-        w.add_scalar("test/acc", rec["test_acc"], e)
-        w.add_scalar("test/loss", rec["test_loss"], e)
-        w.add_scalar("train/acc", rec["train_acc"], e)
-        w.add_scalar("train/loss", rec["train_loss"], e)
-        w.add_scalar("train/lr", rec["lr"], e)
+        for tag, value in epoch_scalars(rec):  # the curves, and the losses' log10
+            w.add_scalar(tag, value, e)
         w.flush()
         if on_epoch is not None:
             on_epoch(rec)
@@ -361,7 +342,7 @@ def _execute_locked(run: RunConfig, exp_dir: Path, data: TrainData, *, keep_chec
         result = train_run(run, data, checkpoint=ckpt, on_step=on_step, on_epoch=log_epoch, should_stop=should_stop)
         if result.status != "failed":
             w = writer[0] if writer else SummaryWriter(str(tb_dir))
-            # the HParams session, in the run's own log dir next to its curves; its columns: tb/ (open_dir)
+            # the HParams session, in the run's own log dir next to its curves; its columns: tb/<norm>-mean
             w.add_scalar(FINAL_ACC_TAG, result.final_acc, len(result.history))
             w.add_scalar(BEST_ACC_TAG, result.best_acc, len(result.history))
             for summary in session_summaries(run, result.status):

@@ -89,11 +89,15 @@ def summary_markdown(rows: list[dict[str, Any]], title: str = "") -> str:
 
 
 def write_summaries(exp_dir: Path, norms: Iterable[str] | None = None) -> list[dict[str, Any]]:
-    """Regenerate summary.csv and summary.md from results.jsonl."""
+    """Regenerate summary.csv and summary.md from results.jsonl, and TensorBoard's per-norm mean runs
+    (tb/<norm>-mean, `tbhparams.write_mean_runs`)."""
+    from .tbhparams import write_mean_runs
+
     exp_dir = Path(exp_dir)
     rows = summarize(read_results(exp_dir), norms)
     atomic_write_text(exp_dir / "summary.csv", summary_csv(rows))
     atomic_write_text(exp_dir / "summary.md", summary_markdown(rows, exp_dir.name))
+    write_mean_runs(exp_dir)
     return rows
 
 

@@ -1,10 +1,14 @@
-"""Screenshots of TensorBoard as a user first sees it: the HParams tab and the Time Series tab.
+"""Screenshots of TensorBoard as a user first sees it: the HParams tab, the Time Series tab, and the
+Time Series on the per-norm comparison (the URL the CLI prints: the `<norm>-mean` runs, coloured by
+norm; and the same without its run filter: every seed in its norm's colour).
 
     python scripts/tb_screenshots.py runs/<experiment>/tb --out shots/
 
 Starts `tensorboard --logdir LOGDIR` on localhost only, waits until it answers, takes headless
-Chromium screenshots (1400x900) of `#hparams` and `#timeseries`, and stops the TensorBoard it
-started. Needs `chromium` (Debian: apt-get install chromium) or Google Chrome on PATH.
+Chromium screenshots (1400x900) of `#hparams`, `#timeseries` and the comparison (both), and stops the
+TensorBoard it started. Headless Chromium drew TensorBoard's WebGL charts empty (swiftshader
+included), so they are drawn as SVG (`forceSVG=true`, TensorBoard's own flag; the same charts). Needs `chromium` (Debian: apt-get install
+chromium) or Google Chrome on PATH.
 """
 
 from __future__ import annotations
@@ -17,7 +21,19 @@ import time
 import urllib.request
 from pathlib import Path
 
-TABS = {"hparams": "#hparams", "timeseries": "#timeseries"}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from noiseattack.tbhparams import comparison_url  # noqa: E402
+
+
+def pages(port: int) -> dict[str, str]:
+    """{screenshot name: URL}, each with TensorBoard's forceSVG flag (see the docstring)."""
+    base = f"http://localhost:{port}/"
+
+    def svg(url: str) -> str:
+        return url.replace("/?", "/?forceSVG=true&", 1)
+
+    return {"hparams": base + "?forceSVG=true#hparams", "timeseries": base + "?forceSVG=true#timeseries",
+            "compare": svg(comparison_url(port)), "compare-seeds": svg(comparison_url(port, means_only=False))}
 
 
 def browser() -> str:
@@ -62,9 +78,9 @@ def main() -> None:
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(base + "data/runs", tb)
-        for name, anchor in TABS.items():
+        for name, url in pages(args.port).items():
             out = (args.out / f"{name}.png").absolute()
-            screenshot(chrome, base + anchor, out, args.size, args.budget_ms)
+            screenshot(chrome, url, out, args.size, args.budget_ms)
             print(out)
     finally:
         tb.terminate()

@@ -67,11 +67,14 @@ def write_fake_cifar100(root: Path, n_train: int = 200, n_test: int = 100, seed:
     return root
 
 
+NO_SHARED_DATA = "real MNIST/FashionMNIST not found at"  # the skip reason's start, counted at the end of a run
+
+
 @pytest.fixture
 def shared_data(tmp_path: Path) -> Path:
     """A private copy of ../shared/data (MNIST, FashionMNIST raw .gz files); skips if absent."""
     if not (SHARED_DATA / "MNIST" / "raw").is_dir() or not (SHARED_DATA / "FashionMNIST" / "raw").is_dir():
-        pytest.skip(f"real MNIST/FashionMNIST not found at {SHARED_DATA} (the repo's ../shared/data)")
+        pytest.skip(f"{NO_SHARED_DATA} {SHARED_DATA} (the repo's ../shared/data)")
     dst = tmp_path / "realdata"
     for name in ("MNIST", "FashionMNIST"):
         shutil.copytree(SHARED_DATA / name, dst / name)
@@ -108,3 +111,15 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
 def cxx_compiler() -> str | None:
     """A C++ compiler on PATH, which the compiled IEBN kernels need on a CPU (else they fall back to eager)."""
     return next((c for c in ("g++", "c++", "clang++") if shutil.which(c)), None)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The real-data tests skip where ../shared/data is absent: the end of the run says how many, and
+    that NOISEATTACK_SHARED_DATA points them at a data dir."""
+    n = sum(1 for r in terminalreporter.stats.get("skipped", [])
+            if isinstance(r.longrepr, tuple) and str(r.longrepr[2]).startswith(f"Skipped: {NO_SHARED_DATA}"))
+    if n:
+        terminalreporter.write_line(
+            f"{n} real-data test{'s' * (n != 1)} skipped: no MNIST/FashionMNIST at {SHARED_DATA}. Set "
+            "NOISEATTACK_SHARED_DATA to a dir with MNIST/raw and FashionMNIST/raw (torchvision's .gz files) "
+            "to run them.", yellow=True, bold=True)

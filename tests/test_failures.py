@@ -13,6 +13,7 @@ import textwrap
 import pytest
 
 from conftest import run_cli
+from test_cli import tb_scalars
 from noiseattack import zoo
 
 LAYERS = '''
@@ -131,7 +132,10 @@ def test_a_layer_that_raises_at_step_3_is_one_line_exit_3_and_the_others_run(lay
     assert bad["failed"] == {"phase": "train", "epoch": 1, "step": 3} and bad["history"] == []
     # nothing half-written: no checkpoint, no curves of the failed runs, summaries without them
     assert not (exp / "ckpt").exists()
-    assert sorted(p.name.split("-s")[0].split("@")[0] for p in (exp / "tb").iterdir() if p.is_dir()) == ["bn", "bn"]
+    assert sorted(p.name.split("-s")[0].split("@")[0] for p in (exp / "tb").iterdir()
+                  if p.is_dir() and not p.name.endswith("-mean")) == ["bn", "bn"]
+    (failed_mean,) = [p for p in (exp / "tb").iterdir() if p.name.startswith(layers) and p.name.endswith("-mean")]
+    assert tb_scalars(failed_mean) == {}  # its mean run: the HParams config, no curves
     assert not list(exp.rglob("*.tmp"))
     summary = {line.split(",")[0].split("@")[0]: line.split(",")[1] for line in
                (exp / "summary.csv").read_text().splitlines()[1:]}

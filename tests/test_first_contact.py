@@ -375,26 +375,29 @@ def test_tensorboard_hparams_lead_with_norm_seed_and_setting(capsys, tmp_path, f
     assert run_cli(capsys, *args)[0] == 0
     assert run_cli(capsys, *args[:-7], "--seeds", "1", *args[-7:])[0] == 0  # a second invocation: seed 1
     tb = runs / "exp" / "tb"
-    (config,) = _hparams_events(tb)["_hparams_/experiment"]  # one config, replaced, not appended
-    experiment_pb = config.experiment
-    # TensorBoard's own ordering of the columns (the dashboard shows the first five)
+    assert not _hparams_events(tb)  # nothing in tb/ itself, which TensorBoard would list as a run `.`
+    configs = [_hparams_events(tb / f"{n}-mean")["_hparams_/experiment"] for n in ("bn", "in")]
+    assert configs[0] == configs[1] and len(configs[0]) == 1  # one config per mean run, replaced, not appended
+    experiment_pb = configs[0][0].experiment
+    # TensorBoard's own ordering of the columns (the dashboard shows the first five, then the metrics)
     _sort_and_reduce_to_hparams_limit(experiment_pb)
     columns = [h.name for h in experiment_pb.hparam_infos]
-    assert columns[:5] == ["norm", "seed", "setting", "alpha", "attack"]
+    assert columns == ["norm", "seed", "setting"]  # what tells a dir's runs apart: the metrics fit beside them
     domains = {h.name: h for h in experiment_pb.hparam_infos}
     assert sorted(domains["norm"].domain_discrete) == ["bn", "in"]
-    assert (domains["seed"].domain_interval.min_value, domains["seed"].domain_interval.max_value) == (0, 1)
+    assert list(domains["seed"].domain_discrete) == ["0", "1"]  # strings: shown as 0, not 0.0000
     assert list(domains["setting"].domain_discrete) == ["a2_b1"]
     assert [m.name.tag for m in experiment_pb.metric_infos] == ["zz_final/test_acc", "zz_final/best_test_acc"]
 
     run_dirs = sorted(p.name for p in tb.iterdir() if p.is_dir())
-    assert run_dirs == ["bn-s0", "bn-s1", "in-s0", "in-s1"]  # run names lead with norm and seed
-    for name in run_dirs:
+    assert run_dirs == ["bn-mean", "bn-s0", "bn-s1", "in-mean", "in-s0", "in-s1"]  # run names lead with the norm
+    for name in run_dirs[1:3] + run_dirs[4:]:
         (start,) = _hparams_events(tb / name)["_hparams_/session_start_info"]
         hp = start.session_start_info.hparams
         norm, seed = name.split("-s")
-        assert (hp["norm"].string_value, hp["seed"].number_value, hp["setting"].string_value) == (norm, int(seed), "a2_b1")
+        assert (hp["norm"].string_value, hp["seed"].string_value, hp["setting"].string_value) == (norm, seed, "a2_b1")
+        assert hp["alpha"].number_value == 2 and hp["attack"].string_value == "constant"  # the rest of the setting
         tags = sorted(tb_scalars(tb / name))
         # the curves first, the single-point final metrics last
-        assert tags == ["test/acc", "test/loss", "train/acc", "train/loss", "train/lr",
-                        "zz_final/best_test_acc", "zz_final/test_acc"]
+        assert tags == ["test/acc", "test/log10_loss", "test/loss", "train/acc", "train/log10_loss", "train/loss",
+                        "train/lr", "zz_final/best_test_acc", "zz_final/test_acc"]
