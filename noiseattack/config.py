@@ -370,7 +370,12 @@ def compile_pays(device: str) -> bool:
     """Whether `--compile` is on by default here: where the whole compiled model was measured to train
     faster than the eager one (docs/performance.md, `scripts/bench.py`): a CPU with AVX-512. Not on a
     GPU (an H200 stepped the compiled ResNet-20 at 0.97x the eager one: its small kernels are bound by
-    their launches, which inductor's default mode does not remove), nor on AVX2-only CPUs (not measured)."""
+    their launches, which inductor's default mode does not remove), nor on AVX2-only CPUs (not measured).
+    $NOISEATTACK_COMPILE=0 (or 1) sets the default on every device instead (the test suite sets 0: its
+    many tiny models would each be compiled)."""
+    env = os.environ.get("NOISEATTACK_COMPILE", "").strip().lower()
+    if env in ("0", "1", "off", "on", "false", "true"):
+        return env in ("1", "on", "true")
     if device != "cpu":
         return False
     import torch

@@ -12,6 +12,10 @@ import pytest
 
 import os
 
+# --compile's default off in the suite: each of its many tiny models would be compiled (tens of seconds
+# each); the compiled path is tested where a test asks for it (tests/test_compile.py).
+os.environ.setdefault("NOISEATTACK_COMPILE", "0")
+
 # The real MNIST/FashionMNIST files: ../shared/data beside the checkout, or $NOISEATTACK_SHARED_DATA.
 SHARED_DATA = Path(os.environ.get("NOISEATTACK_SHARED_DATA",
                                   Path(__file__).resolve().parents[1].parent / "shared" / "data"))

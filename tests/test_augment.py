@@ -97,7 +97,8 @@ def key_without_augment(train, norm, seed):
     """RunConfig.key recomputed here from the setting's fields, leaving out augment (and the fields
     identity() leaves out for other reasons): the key of a run from before the option existed."""
     ident = {k: v for k, v in to_jsonable(dataclasses.asdict(train)).items()
-             if k not in PERFORMANCE_FIELDS and k not in ("augment", "shortcut_norm", "attn_placement")}
+             if k not in PERFORMANCE_FIELDS and k not in ("augment", "shortcut_norm", "attn_placement", "lr_schedule",
+                                                             "label_smoothing", "nesterov")}
     payload = json.dumps({"train": ident, "norm": norm, "seed": seed}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

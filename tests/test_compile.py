@@ -21,7 +21,8 @@ RTOL = 2e-3
 
 
 def _cfg(**kw):
-    return resolve_train_config(dataset="mnist", depth=8, epochs=2, batch_size=32, device="cpu", width=0.5, **kw)
+    return resolve_train_config(**{"dataset": "mnist", "depth": 8, "epochs": 2, "batch_size": 32, "device": "cpu",
+                                   "width": 0.5, **kw})
 
 
 @needs_compiler
@@ -79,12 +80,17 @@ def test_a_model_that_cannot_compile_trains_eagerly_with_one_warning(fake_mnist,
     torch._dynamo.reset()
 
 
-def test_the_default_follows_the_measurement():
+def test_the_default_follows_the_measurement(monkeypatch):
+    monkeypatch.delenv("NOISEATTACK_COMPILE")  # the suite turns the default off (conftest)
     cap = torch.backends.cpu.get_cpu_capability()
     assert compile_pays("cpu") is cap.startswith("AVX512")
     assert resolve_train_config(device="cpu").compile is compile_pays("cpu")
     assert resolve_train_config(device="cpu", compile=False).compile is False
     assert not compile_pays("cuda")  # measured on an H200: 0.97x (docs/bench/gpu-h200-2026-12-04)
+    monkeypatch.setenv("NOISEATTACK_COMPILE", "1")
+    assert compile_pays("cuda") and resolve_train_config(device="cpu").compile is True
+    monkeypatch.setenv("NOISEATTACK_COMPILE", "0")
+    assert resolve_train_config(device="cpu").compile is False
 
 
 @needs_compiler
