@@ -19,7 +19,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from . import experiment
-from .data import DATASETS, EXTRA_SOURCES
+from .datasets import DATASETS, EXTRA_SOURCES
 from .config import ConfigError, check_memory, resolve_experiment, resolve_train_config
 from .train import check_data
 

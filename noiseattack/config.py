@@ -18,6 +18,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from . import datasets
 from .errors import ConfigError
 
 
@@ -32,8 +33,8 @@ class Preset(str, Enum):
     paper = "paper"
 
 
-DATASETS = ("cifar100", "cifar10", "fmnist", "mnist")  # kept in sync with data.DATASETS by a test
-EXTRA_SOURCES = DATASETS + ("mnist-inverted", "fmnist-inverted", "noise")  # mix's --extra; = data.EXTRA_SOURCES
+DATASETS = tuple(datasets.DATASETS)  # the primary datasets (noiseattack.datasets, the registry)
+EXTRA_SOURCES = datasets.EXTRA_SOURCES  # mix's --extra: the datasets and the derived sources
 # The norm of the projection shortcuts: "same" (the norm under test, as at every other position)
 # or "bn" (a plain BatchNorm, as in the official IEBN code). See noiseattack/models.py.
 SHORTCUT_NORMS = ("same", "bn")

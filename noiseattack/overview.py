@@ -72,7 +72,7 @@ def model_params(dataset: str, model: str, norm: str) -> int | None:
     not importable)."""
     import torch
 
-    from .data import DATASETS
+    from .datasets import DATASETS
     from .errors import ConfigError
     from .models import cifar_resnet
     from .config import layer_of_row

@@ -31,3 +31,22 @@ def test_every_committed_run_key_is_recomputed_from_its_config():
     wrong = [(str(f.relative_to(ROOT)), rec["key"]) for f, rec in records
              if RunConfig(train_config_from_dict(rec["config"]), rec["norm"], rec["seed"]).key != rec["key"]]
     assert not wrong, f"{len(wrong)} of {len(records)} keys changed, e.g. {wrong[:3]}"
+
+
+def test_the_dataset_registry_is_what_config_data_and_the_plots_read():
+    import subprocess
+    import sys
+
+    from noiseattack import config, data, datasets
+    from noiseattack.report import plots
+
+    assert config.DATASETS == tuple(datasets.DATASETS) == tuple(data.DATASETS)
+    assert config.EXTRA_SOURCES == data.EXTRA_SOURCES == tuple(datasets.DATASETS) + tuple(datasets.DERIVED)
+    assert plots.DATASET_NAMES == {n: d.display for n, d in datasets.DATASETS.items()}
+    for name, info in datasets.DATASETS.items():
+        spec = data.DATASETS[name]
+        assert (spec.num_classes, spec.hflip, spec.folder) == (info.num_classes, info.hflip, info.folder)
+        assert spec.tv_class.__name__ == info.loader and spec.files
+    # the registry (and the config that reads it) loads without torch
+    code = "import sys, noiseattack.datasets; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

@@ -11,6 +11,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..datasets import DATASETS
 from .collect import Group, _finite, _group_sort_key, _known_order, norm_rank
 
 
@@ -22,7 +23,7 @@ def _setting_title(attack: str, setting: str, order: tuple) -> str:
     return f"{attack} ({setting})" if attack != "clean" else "clean (no attack)"
 
 
-DATASET_NAMES = {"cifar100": "CIFAR-100", "cifar10": "CIFAR-10", "fmnist": "FashionMNIST", "mnist": "MNIST"}
+DATASET_NAMES = {name: d.display for name, d in DATASETS.items()}  # the registry's display names
 PLOT_FORMATS = ("png", "svg", "pdf")
 DPI = 150
 
