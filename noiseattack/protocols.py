@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import attacks
 from .config import ConfigError, RunConfig, TrainConfig, resolve_train_config
 
 LEADERBOARD_ROOT = Path("docs/leaderboard")
@@ -37,16 +38,16 @@ class Setting:
 
     id: str  # "clean", "constant", "mix"
     title: str  # "constant (2, 1)"
-    options: dict[str, Any]  # resolve_train_config's attack options: attack, alpha, beta, extra, k
+    options: dict[str, Any]  # resolve_train_config's attack options: attack and its parameters (alpha, beta, ...)
+
+    def params(self) -> Any:
+        """The attack's parameters (its Params dataclass): the options given, its defaults for the rest."""
+        spec = attacks.get(self.options["attack"])
+        return spec.Params(**{k: v for k, v in self.options.items() if k != "attack"})
 
     def grid_table(self) -> dict[str, Any]:
-        """The grid's [[attack]] table for this setting."""
-        o = self.options
-        if o["attack"] == "constant":
-            return {"kind": "constant", "settings": [[o["alpha"], o["beta"]]]}
-        if o["attack"] == "mix":
-            return {"kind": "mix", "extra": [o["extra"]], "k": [o["k"]]}
-        return {"kind": "clean"}
+        """The grid's [[attack]] table for this setting (the attack registry's `grid_table`)."""
+        return attacks.get(self.options["attack"]).grid_table(self.params())
 
 
 @dataclass(frozen=True)

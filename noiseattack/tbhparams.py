@@ -16,7 +16,7 @@ from typing import Any
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
-from .config import Attack, RunConfig, TrainConfig
+from .config import RunConfig, TrainConfig
 
 FINAL_ACC_TAG = "zz_final/test_acc"  # "zz_": after test/ and train/ in every sorted listing
 BEST_ACC_TAG = "zz_final/best_test_acc"
@@ -27,8 +27,7 @@ LEADING = ("norm", "seed", "setting")  # the columns shown first, in this (alpha
 def run_hparams(run: RunConfig, status: str) -> dict[str, Any]:
     """A run's hparams: what tells it apart first, then the setting's attack parameters and the rest."""
     t = run.train
-    attack = {Attack.constant: {"alpha": t.alpha, "beta": t.beta},
-              Attack.mix: {"extra": t.extra, "k": t.k}}.get(t.attack, {})
+    attack = t.attack_spec().hparams(t.attack_params())
     return {"norm": run.norm, "seed": run.seed, "setting": t.setting_label(), "attack": t.attack.value, **attack,
             "dataset": t.dataset, "depth": t.depth, "width": t.width, "epochs": t.epochs, "status": status}
 

@@ -23,12 +23,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attacks import ExtraImages, mixed_batch_loss, set_constant_noise
-from .config import Attack, ConfigError, RunConfig, TrainConfig
+from .attacks import AttackRun, mixed_batch_loss
+from .config import ConfigError, RunConfig, TrainConfig
 from .data import Dataset, Normalizer, Split, load_datasets, random_crop_flip
 from .fileio import NoiseattackWarning, atomic_write
-from .models import cifar_resnet
 from .iebn import set_iebn_impl
+from .models import cifar_resnet
+from .zoo import describe_error
 
 CROP_PAD = 4
 
@@ -43,17 +44,17 @@ class TrainData:
 
     train: Split
     test: Split
-    extra: Split | None
+    extra: Split | None  # the training split of the attack's foreign dataset (mix), if it has one
     num_classes: int
     flip: bool
     normalize: Normalizer
 
 
 def check_data(cfg: TrainConfig, data_dir: str | Path) -> tuple[Dataset, Dataset | None]:
-    """Load (on the CPU) the datasets a setting reads, (primary, extra or None), and check the subsets and
-    the batch against them. Every dataset that is missing is named in one DataError."""
-    mixing = cfg.attack is Attack.mix and cfg.k > 0
-    loaded = load_datasets([cfg.dataset] + ([cfg.extra] if mixing else []), data_dir)
+    """Load (on the CPU) the datasets a setting reads, (primary, the attack's extra dataset or None), and
+    check the subsets and the batch against them. Every dataset that is missing is named in one DataError."""
+    extras = cfg.attack_spec().extra_datasets(cfg.attack_params())
+    loaded = load_datasets([cfg.dataset, *extras], data_dir)
     primary = loaded[cfg.dataset]
     if cfg.train_subset is not None and cfg.train_subset > len(primary.train):
         raise ConfigError(
@@ -64,7 +65,7 @@ def check_data(cfg: TrainConfig, data_dir: str | Path) -> tuple[Dataset, Dataset
     if cfg.batch_size > n_train:
         raise ConfigError(f"batch size {cfg.batch_size} is larger than the {n_train} training images of {cfg.dataset}: "
                           f"use --batch-size {n_train} or less")
-    return primary, loaded[cfg.extra] if mixing else None
+    return primary, loaded[extras[0]] if extras else None
 
 
 def prepare_data(cfg: TrainConfig, data_dir: str | Path) -> TrainData:
@@ -97,8 +98,7 @@ def build_model(run: RunConfig, num_classes: int) -> nn.Module:
     torch.manual_seed(run.seed)
     model = cifar_resnet(cfg.depth, num_classes, run.norm, width=cfg.width, block=cfg.block,
                          shortcut_norm=cfg.shortcut_norm, attn_placement=cfg.attn_placement)
-    if cfg.attack is Attack.constant:
-        set_constant_noise(model, cfg.alpha, cfg.beta)
+    cfg.attack_spec().prepare_model(model, cfg.attack_params())  # the constant attack: part of the model
     if cfg.compile:  # the whole-model compile fuses IEBN's eager ops itself
         set_iebn_impl(model, "eager")
     elif cfg.compile_norms:  # otherwise IEBN layers keep the impl they were built with (IEBN.default_impl)
@@ -177,14 +177,19 @@ def lr_at(cfg: TrainConfig, epoch: int, step: int = 0, steps_per_epoch: int = 1)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, data: TrainData, cfg: TrainConfig) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy in %) on a split, in eval mode, without augmentation."""
+def evaluate(model: nn.Module, split: Split, data: TrainData, cfg: TrainConfig,
+             attack: AttackRun | None = None) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy in %) on a split, in eval mode, without augmentation (and with the
+    run's `attack` told before the evaluation and each of its batches)."""
     model.eval()
+    attack = attack or AttackRun()
+    attack.before_eval()
     loss_sum = torch.zeros((), device=cfg.device)
     correct = torch.zeros((), device=cfg.device, dtype=torch.long)
     for i in range(0, len(split), cfg.eval_batch_size):
         x = data.normalize(split.images[i:i + cfg.eval_batch_size])
         y = split.labels[i:i + cfg.eval_batch_size]
+        attack.before_eval_batch()
         with torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.amp):
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
@@ -214,8 +219,6 @@ class RunFailure(Exception):
     goes on. Non-finite values are not failures but divergence ("diverged", a result of training)."""
 
     def __init__(self, phase: str, epoch: int, step: int, cause: BaseException):
-        from .zoo import describe_error
-
         self.phase, self.epoch, self.step = phase, epoch, step
         self.error = describe_error(cause)
         super().__init__(self.error)
@@ -252,11 +255,13 @@ def _set_rng_states(generator: torch.Generator, states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
 
 
-def save_checkpoint(path: Path, run: RunConfig, model, optimizer, state: _State, generator) -> None:
+def save_checkpoint(path: Path, run: RunConfig, model, optimizer, state: _State, generator,
+                    attack: AttackRun | None = None) -> None:
     cfg = run.train
     payload = {
         "key": run.key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "state": state.__dict__, "rng": _rng_states(generator),
+        "attack": attack.state_dict() if attack is not None else {},  # e.g. the random attack's generator
         # The lr is a function of the epoch (lr_at); the run's key pins these, kept for inspection.
         "schedule": {"lr": cfg.lr, "milestones": list(cfg.milestones), "lr_gamma": cfg.lr_gamma,
                      "lr_now": lr_at(cfg, state.epoch)},
@@ -273,7 +278,8 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Any
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def load_checkpoint(path: Path, run: RunConfig, model, optimizer, generator) -> _State | None:
+def load_checkpoint(path: Path, run: RunConfig, model, optimizer, generator,
+                    attack: AttackRun | None = None) -> _State | None:
     """Restore a run from its checkpoint; None when there is none (or it belongs to another run)."""
     if not path.exists():
         return None
@@ -288,6 +294,8 @@ def load_checkpoint(path: Path, run: RunConfig, model, optimizer, generator) -> 
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     _set_rng_states(generator, payload["rng"])
+    if attack is not None:
+        attack.load_state_dict(payload.get("attack") or {})
     return _State(**payload["state"])
 
 
@@ -326,15 +334,17 @@ def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, 
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                 nesterov=cfg.nesterov)
     generator = torch.Generator(device=cfg.device).manual_seed(run.seed)
-    state = (load_checkpoint(checkpoint, run, model, optimizer, generator) if checkpoint else None) or _State()
+    try:
+        attack = cfg.attack_spec().start(cfg.attack_params(), model=model, data=data, cfg=cfg, seed=run.seed)
+    except Exception as e:  # noqa: BLE001 - a layer's set_noise, say: the run fails, the others go on
+        raise RunFailure("build", 0, 0, e) from e
+    state = (load_checkpoint(checkpoint, run, model, optimizer, generator, attack) if checkpoint else None) or _State()
     history[:] = state.history
     state.history = history  # the caller's list: a failed run reports the epochs it did
-    extras = (ExtraImages(data.extra.images, cfg.k, flip=data.flip, normalize=data.normalize, augment=cfg.augment)
-              if data.extra is not None and cfg.k > 0 else None)
     n = len(data.train)
     bs = min(cfg.batch_size, n)
     steps = n // bs  # the last incomplete batch is dropped: every step has the same shape
-    step_model, compile_s = compile_model(model, cfg, bs + (cfg.k if extras is not None else 0))
+    step_model, compile_s = compile_model(model, cfg, bs + attack.extra_images)
     done = functools.partial(RunResult, compiled=step_model is not model, compile_s=round(compile_s, 3))
     device_type = torch.device(cfg.device).type
     t0 = time.perf_counter() - state.wall_time_s
@@ -342,7 +352,7 @@ def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, 
     def save() -> None:
         if checkpoint:
             state.wall_time_s = time.perf_counter() - t0
-            save_checkpoint(checkpoint, run, model, optimizer, state, generator)
+            save_checkpoint(checkpoint, run, model, optimizer, state, generator, attack)
 
     per_step = cfg.lr_schedule != "step"  # else the lr is set once per epoch
     while state.epoch < cfg.epochs:
@@ -358,11 +368,12 @@ def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, 
             idx = state.perm[state.step * bs:(state.step + 1) * bs]
             x = training_batch(data, idx, generator, augment=cfg.augment)
             y = data.train.labels[idx]
-            extra_x = extras.draw(generator) if extras is not None else None
+            extra_x = attack.batch_extras(generator)  # mix: drawn after the batch's own draws
             if per_step:
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(cfg, state.epoch, state.step, steps)
             try:
+                attack.before_step()
                 with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=cfg.amp):
                     loss, logits = mixed_batch_loss(step_model, x, y, extra_x, cfg.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
@@ -384,7 +395,8 @@ def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, 
         seen = steps * bs
         train_loss = loss_sum / seen
         try:
-            test_loss, test_acc = evaluate(model, data.test, data, cfg) if _all_finite(model) else (math.nan, math.nan)
+            test_loss, test_acc = (evaluate(model, data.test, data, cfg, attack) if _all_finite(model)
+                                   else (math.nan, math.nan))
         except Exception as e:  # noqa: BLE001
             raise RunFailure("eval", state.epoch + 1, state.step, e) from e
         if not (math.isfinite(train_loss) and math.isfinite(test_loss)):

@@ -279,18 +279,22 @@ def inplace_relu_after(name: str) -> bool:
     return resolve(name).origin != "user"
 
 
-def check_layers(names: tuple[str, ...], *, constant: bool = False, channels_last: bool = True,
-                 shapes: tuple[tuple[int, int], ...] = CHECK_SHAPES) -> None:
+def check_layers(names: tuple[str, ...], *, reach: str | None = None, constant: bool = False,
+                 channels_last: bool = True, shapes: tuple[tuple[int, int], ...] = CHECK_SHAPES) -> None:
     """Refuse (ConfigError, one line naming the rule) a user's layer that breaks the contract, at
-    each (channels, height = width) of `shapes` (the model's norm positions: `models.model_shapes`)."""
+    each (channels, height = width) of `shapes` (the model's norm positions: `models.model_shapes`),
+    or that the setting's attack cannot reach (`reach`: the attack's, see `noiseattack.attacks`;
+    `constant=True` is reach "constant")."""
     for name in names:
         r = resolve(name)
         if r.origin == "user":
-            check_layer(r, constant=constant, channels_last=channels_last, shapes=shapes)
+            check_layer(r, reach=reach, constant=constant, channels_last=channels_last, shapes=shapes)
 
 
-def check_layer(r: Resolved, *, constant: bool, channels_last: bool,
+def check_layer(r: Resolved, *, reach: str | None = None, constant: bool = False, channels_last: bool = True,
                 shapes: tuple[tuple[int, int], ...] = CHECK_SHAPES) -> None:
+    """`check_layers` for one resolved layer."""
+    reach = reach or ("constant" if constant else None)
     for c, size in shapes:
         with torch.random.fork_rng():
             torch.manual_seed(0)
@@ -298,14 +302,14 @@ def check_layer(r: Resolved, *, constant: bool, channels_last: bool,
             _check_built(r.name, layer, c)
             for training in (True, False):
                 _check_forward(r.name, layer, c, size, training, channels_last)
-            if constant:  # the layer built for the check takes the attack, and must still work under it
-                _check_reach(r.name, layer)
+            if reach is not None:  # the layer built for the check takes the attack, and must still work under it
+                _check_reach(r.name, layer, reach)
                 for training in (True, False):
                     _check_forward(r.name, layer, c, size, training, channels_last)
 
 
-def _check_reach(name: str, layer: nn.Module) -> None:
-    """The constant attack reaches `layer`: applying it (as a model would) finds a target and does not fail."""
+def _check_reach(name: str, layer: nn.Module, reach: str = "constant") -> None:
+    """The attack reaches `layer`: applying it (as a model would) finds a target and does not fail."""
     from .norms import reach_noise
 
     unreachable = (f"layer '{name}': the constant attack cannot reach it (no set_noise(alpha, beta) method and no "

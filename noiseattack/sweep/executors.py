@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import Attack, ConfigError, ExperimentConfig, RunConfig, TrainConfig, resolve_device
+from ..config import ConfigError, ExperimentConfig, RunConfig, TrainConfig, resolve_device
 from ..experiment import RunBusy, execute, open_dir, sigint_requests_stop
 from ..results import read_results
 from ..results import write_summaries_locked as _write_summaries_locked
@@ -31,7 +31,7 @@ _DATA_CACHE: dict[tuple, Any] = {}
 
 def _data_for(train: TrainConfig, data_dir: Path):
     """The run's TrainData, kept for the next run of this process that trains on the same data."""
-    sig = (train.dataset, train.extra if train.attack is Attack.mix and train.k > 0 else None, train.train_subset,
+    sig = (train.dataset, train.attack_spec().extra_datasets(train.attack_params()), train.train_subset,
            train.test_subset, train.device, train.channels_last, str(Path(data_dir).absolute()))
     if sig not in _DATA_CACHE:
         _DATA_CACHE.clear()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import Attack, ConfigError, ExperimentConfig
+from ..config import ConfigError, ExperimentConfig
 from ..experiment import (failure_where, fmt_eta, is_running, on_screen, open_dir, other_setting, run_paths,
                           sigint_requests_stop)
 from ..results import read_results
@@ -58,7 +58,7 @@ def check_data(grid: Grid) -> None:
     seen = set()
     for exp in grid.experiments:
         t = exp.train
-        sig = (t.dataset, t.extra if t.attack is Attack.mix and t.k > 0 else None, t.train_subset, t.test_subset,
+        sig = (t.dataset, t.attack_spec().extra_datasets(t.attack_params()), t.train_subset, t.test_subset,
                str(exp.data_dir))
         if sig in seen:
             continue
