@@ -309,8 +309,20 @@ def check_layer(r: Resolved, *, reach: str | None = None, constant: bool = False
 
 
 def _check_reach(name: str, layer: nn.Module, reach: str = "constant") -> None:
-    """The attack reaches `layer`: applying it (as a model would) finds a target and does not fail."""
-    from .norms import reach_noise
+    """The attack reaches `layer`: applying it (as a model would) finds a target and does not fail.
+    reach "constant": set_noise(2.0, 1.0); "per-channel": per-channel alpha, beta (`norms.per_channel_noise`)."""
+    from .norms import per_channel_noise, reach_noise
+
+    if reach == "per-channel":
+        try:
+            noise = per_channel_noise(layer)
+            noise[0].uniform_(0.9, 1.1)
+            noise[1].uniform_(-0.1, 0.1)
+        except ConfigError as e:
+            raise ConfigError(f"layer '{name}': {e}") from None
+        except Exception as e:  # noqa: BLE001 - the user's set_noise: any failure is one line
+            raise ConfigError(f"layer '{name}': its set_noise with per-channel tensors failed: {describe_error(e)}") from None
+        return
 
     unreachable = (f"layer '{name}': the constant attack cannot reach it (no set_noise(alpha, beta) method and no "
                    "torch normalization module inside); run it under mix or clean, or implement set_noise")

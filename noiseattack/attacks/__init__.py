@@ -1,13 +1,11 @@
-"""The attack registry: one `AttackSpec` per attack, one module of this package each.
-
-    clean      no attack (clean.py)
-    constant   x̂ -> α·x̂ + β in every norm, in training and eval (constant.py)
-    mix        k foreign images join every training batch (mix.py)
+"""The attack registry: one `AttackSpec` per attack, in one module of this package each (clean.py,
+constant.py, mix.py, ...).
 
 Every module of this package but `base` is imported here and registers its attack (`base.register`),
-so adding an attack is adding a module. `Attack` is the enum of their names (`TrainConfig.attack`).
-What a spec declares and what reads it: see `base`. The names of the first modules' runtime pieces
-(`set_constant_noise`, `ExtraImages`, `mixed_batch_loss`) are importable from here as before.
+so adding an attack is adding a module. `Attack` is the enum of their names (`TrainConfig.attack`), in
+the registry's order (each spec's `rank`). What a spec declares and what reads it: see `base`. The
+names of the first modules' runtime pieces (`set_constant_noise`, `ExtraImages`, `mixed_batch_loss`)
+are importable from here as before.
 """
 
 from __future__ import annotations
