@@ -24,7 +24,7 @@ from .config import (ATTACK_FIELDS, BASE_SETTING, OMITTED_AT_DEFAULT, PERFORMANC
 from .experiment_setup import resolve_experiment
 from .memory import check_memory
 from .options import bounds_text
-from .train import check_data
+from .train import load_checked_data
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -149,7 +149,7 @@ def _run(attack: str, **o: Any) -> None:
         )
         experiment.check_dir(exp)
         if not o["dry_run"]:  # a dry run plans without the data (a login node, say)
-            check_data(train, exp.data_dir)  # every missing dataset, before the settings are shown
+            load_checked_data(train, exp.data_dir)  # every missing dataset, before the settings are shown
         console.print(f"[bold]{exp.name}[/bold] -> {exp.dir}")
         shown = [n for n in TRAIN_OPTIONS if n in OMITTED_AT_DEFAULT or n in PERFORMANCE_FIELDS]  # not in identity
         console.print_json(json.dumps({"norms": list(exp.norms), "seeds": list(exp.seeds), **train.identity(),

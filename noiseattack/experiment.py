@@ -38,8 +38,8 @@ from .config import (TRAIN_FIELDS, TRAIN_OPTIONS, ConfigError, ExperimentConfig,
 from .fileio import append_jsonl, atomic_write_text, is_locked, locked
 from .iebn import iebn_kernels
 from .options import CHANGED
-from .zoo import layer_info
-from .results import RESULTS_FILE, read_results, write_summaries_locked
+from .results import RECORD_SCHEMA, RESULTS_FILE, read_results, write_summaries_locked
+from .zoo import has_iebn, layer_info
 from .tbhparams import BEST_ACC_TAG, FINAL_ACC_TAG, experiment_summary, session_summaries
 from .train import StopRequested, TrainData, prepare_data, read_checkpoint, train_run
 
@@ -357,14 +357,14 @@ def _execute_locked(run: RunConfig, exp_dir: Path, data: TrainData, *, keep_chec
             w.close()
     failure = {"error": result.error, "failed": result.failed} if result.status == "failed" else {}
     record = _clean({
-        "key": run.key, "experiment": exp_dir.name, "norm": run.norm, "seed": run.seed, "status": result.status,
+        "schema": RECORD_SCHEMA, "key": run.key, "experiment": exp_dir.name, "norm": run.norm, "seed": run.seed, "status": result.status,
         "final_acc": result.final_acc, "best_acc": result.best_acc, "diverged": result.diverged, **failure,
         "wall_time_s": round(result.wall_time_s, 3), "compile_s": result.compile_s,
         "epochs_done": len(result.history),
         "history": result.history, "config": run.to_dict(), "layer": _layer(run), "noiseattack": __version__,
         "versions": versions(), "machine": {**_run_machine(run.train.device), "compiled": result.compiled,
                                             **({"iebn_kernels": iebn_kernels(run.train.compile_norms)}
-                                               if any(p.startswith("iebn") for p in run.norm.split("+")) else {})},
+                                               if has_iebn(run.norm) else {})},
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     })
     append_jsonl(exp_dir / RESULTS_FILE, record)

@@ -239,6 +239,12 @@ class BatchNorm(ConstantNoise, nn.BatchNorm2d):
         return F.batch_norm(x, self.running_mean, self.running_var, w, b, self.training, self.momentum, self.eps)
 
 
+def gn_groups(channels: int) -> int:
+    """GroupNorm's group count: the most groups (at most 32, GN's default) of at least 4 channels
+    each that divide the channels: 4 groups at 16 channels, 8 at 32, 16 at 64, 2 at 8."""
+    return next((g for g in range(min(32, channels // 4), 0, -1) if channels % g == 0), 1)
+
+
 IEBN_INITIAL_GATE = 1.0 / (1.0 + math.exp(1.0))  # sigmoid(-1) = 0.2689: IEBN's gate at init (w = 0, b = -1)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import attacks
-from .config import ConfigError, RunConfig, TrainConfig, resolve_train_config
+from .config import ConfigError, RunConfig, TrainConfig, resolve_train_config, train_config_from_dict
 
 LEADERBOARD_ROOT = Path("docs/leaderboard")
 
@@ -86,8 +86,6 @@ class Protocol:
     def setting_of(self, config: dict[str, Any]) -> str | None:
         """The setting id of a record's config (its `config` dict), or None when it is not this protocol's."""
         import json
-
-        from .config import train_config_from_dict
 
         names = {f.name for f in dataclasses.fields(TrainConfig)}
         ident = train_config_from_dict({k: v for k, v in config.items() if k in names}).identity()

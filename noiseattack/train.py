@@ -50,7 +50,7 @@ class TrainData:
     normalize: Normalizer
 
 
-def check_data(cfg: TrainConfig, data_dir: str | Path) -> tuple[Dataset, Dataset | None]:
+def load_checked_data(cfg: TrainConfig, data_dir: str | Path) -> tuple[Dataset, Dataset | None]:
     """Load (on the CPU) the datasets a setting reads, (primary, the attack's extra dataset or None), and
     check the subsets and the batch against them. Every dataset that is missing is named in one DataError."""
     extras = cfg.attack_spec().extra_datasets(cfg.attack_params())
@@ -69,7 +69,7 @@ def check_data(cfg: TrainConfig, data_dir: str | Path) -> tuple[Dataset, Dataset
 
 
 def prepare_data(cfg: TrainConfig, data_dir: str | Path) -> TrainData:
-    primary, extra_ds = check_data(cfg, data_dir)
+    primary, extra_ds = load_checked_data(cfg, data_dir)
     extra = extra_ds.train.to(cfg.device) if extra_ds is not None else None
     return TrainData(
         train=primary.train.subset(cfg.train_subset).to(cfg.device),
@@ -177,7 +177,7 @@ def lr_at(cfg: TrainConfig, epoch: int, step: int = 0, steps_per_epoch: int = 1)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, data: TrainData, cfg: TrainConfig,
+def evaluate_model(model: nn.Module, split: Split, data: TrainData, cfg: TrainConfig,
              attack: AttackRun | None = None) -> tuple[float, float]:
     """(mean cross-entropy, accuracy in %) on a split, in eval mode, without augmentation (and with the
     run's `attack` told before the evaluation and each of its batches)."""
@@ -395,7 +395,7 @@ def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, 
         seen = steps * bs
         train_loss = loss_sum / seen
         try:
-            test_loss, test_acc = (evaluate(model, data.test, data, cfg, attack) if _all_finite(model)
+            test_loss, test_acc = (evaluate_model(model, data.test, data, cfg, attack) if _all_finite(model)
                                    else (math.nan, math.nan))
         except Exception as e:  # noqa: BLE001
             raise RunFailure("eval", state.epoch + 1, state.step, e) from e
@@ -418,3 +418,6 @@ def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, 
 
 def _best(history: list[dict[str, float]]) -> float:
     return max((h["test_acc"] for h in history), default=math.nan)
+
+
+check_data, evaluate = load_checked_data, evaluate_model  # their former names (sweep.check_grid_data, claims.evaluate)

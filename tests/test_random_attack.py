@@ -146,6 +146,8 @@ def test_the_random_attack_runs_on_real_data_through_the_cli_a_grid_and_the_api(
     assert exp.name == "random-s0.93to1.07-b-0.1to0.1-mnist-resnet8-n256-e1"
     records = [json.loads(line) for line in (exp / "results.jsonl").read_text().splitlines()]
     assert {r["status"] for r in records} == {"finished"} and {r["config"]["attack"] for r in records} == {"random"}
+    assert {r["schema"] for r in records} == {1}  # the record layout's version, in every record
+    assert "iebn_kernels" in next(r for r in records if r["norm"] == "iebn")["machine"]
     command = json.loads((exp / "config.json").read_text())["command"]
     assert "--scale-low 0.93" in command and "--bias-low -0.1" in command and "--no-noise-in-eval" in command
     rerun = CliRunner().invoke(app, shlex.split(command)[1:] + ["--no-progress"])  # the recorded command resumes

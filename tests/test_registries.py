@@ -50,3 +50,54 @@ def test_the_dataset_registry_is_what_config_data_and_the_plots_read():
     # the registry (and the config that reads it) loads without torch
     code = "import sys, noiseattack.datasets; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_the_config_and_the_registries_load_without_torch_the_zoo_or_the_model():
+    import subprocess
+    import sys
+
+    code = ("import sys, noiseattack.config; "
+            "assert not {'torch', 'noiseattack.zoo', 'noiseattack.models'} & set(sys.modules), sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_no_module_imports_another_modules_private_names():
+    import ast
+
+    found = []
+    for f in sorted((ROOT / "noiseattack").rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("noiseattack")):
+                found += [f"{f.relative_to(ROOT)}: {a.name}" for a in node.names
+                          if a.name.startswith("_") and a.name != "__version__"]
+    assert not found, found
+
+
+def test_every_attack_is_one_registered_spec_and_the_cli_the_grid_and_hparams_read_them():
+    from noiseattack import attacks
+    from noiseattack.cli import app
+    from noiseattack.config import Attack
+    from noiseattack.sweep import grid
+
+    names = attacks.names()
+    assert names[:4] == ("clean", "constant", "mix", "random") and tuple(a.value for a in Attack) == names
+    assert {c.name for c in app.registered_commands} >= set(names)
+    assert set(grid.ATTACK_KEYS) == set(names)
+    for spec in attacks.specs():
+        p = spec.defaults()
+        t = resolve_train_config_for(spec.name)
+        assert t.attack_params() == spec.check(p, batch_size=128) and t.setting_label() == spec.label(p)
+        assert spec.order_of_label(spec.label(p)) == spec.order(p) or spec.name == "clean"
+
+
+def resolve_train_config_for(attack: str):
+    from noiseattack.config import resolve_train_config
+
+    return resolve_train_config(attack=attack, dataset="mnist", device="cpu")
+
+
+def test_a_records_iebn_kernels_come_from_the_layer_not_its_name():
+    from noiseattack import zoo
+
+    assert zoo.has_iebn("iebn") and zoo.has_iebn("iebn-b0+cbam") and not zoo.has_iebn("bn")
+    assert not zoo.has_iebn("bnse") and not zoo.has_iebn("gn+eca")

@@ -25,6 +25,9 @@ from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
 from .. import attacks
+from ..config import layer_of_row
+from ..datasets import DATASETS
+from ..errors import ConfigError
 from .stats import holm
 
 ALPHA = 0.05
@@ -42,7 +45,7 @@ def setting_name(attack: str, setting: str) -> str:
     """A setting's column: the attack's `column` (`clean`, `constant a2_b1`); an unknown attack's `attack setting`."""
     try:
         return attacks.get(attack).column(setting)
-    except attacks.ConfigError:
+    except ConfigError:
         return f"{attack} {setting}"
 
 
@@ -51,7 +54,7 @@ def _setting_order(attack: str, setting: str) -> tuple:
     parsed back from the label (a report.csv has the labels only)."""
     try:
         key = attacks.get(attack).order_of_label(setting)
-    except attacks.ConfigError:
+    except ConfigError:
         key = (setting,)
     return attacks.rank(attack)[0], attack, key
 
@@ -75,10 +78,7 @@ def model_params(dataset: str, model: str, norm: str) -> int | None:
     not importable)."""
     import torch
 
-    from ..config import layer_of_row
-    from ..datasets import DATASETS
-    from ..errors import ConfigError
-    from ..models import cifar_resnet
+    from ..models import cifar_resnet  # torch: only where parameters are counted
 
     m = re.match(r"resnet(?P<depth>\d+)(?:w(?P<width>[\d.]+))?", model)
     if m is None or dataset not in DATASETS:

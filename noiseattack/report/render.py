@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,7 +15,6 @@ from . import overview
 from ..fileio import atomic_write, atomic_write_text
 from .collect import Group, ReportError
 from .plots import Plot, describe_context
-from .study import replace_region, replace_regions  # noqa: F401 - the one implementation, importable here too
 from .stats import ALPHA, MIN_N, NO_REFERENCE, NOT_MEANINGFUL, REFERENCE, adjust, compare, describe, fmt_p
 from .sweeps import Sweep
 from .sweeps import to_csv as sweeps_csv
@@ -262,3 +262,19 @@ def _umask() -> int:
     os.umask(mask)
     return mask
 
+
+def replace_region(text: str, name: str, body: str) -> str:
+    """`text` with what lies between `<!-- name:begin -->` and `<!-- name:end -->` replaced by
+    `body` (the markers kept); ValueError naming the region when `text` lacks it."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if begin not in text or end not in text:
+        raise ValueError(f"no {begin} ... {end} region")
+    return re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: f"{begin}\n{body.strip()}\n{end}", text,
+                  flags=re.S)
+
+
+def replace_regions(text: str, bodies: dict[str, str]) -> str:
+    """`replace_region` for every (name, body) of `bodies`, in order."""
+    for name, body in bodies.items():
+        text = replace_region(text, name, body)
+    return text

@@ -11,14 +11,13 @@ code 2, with nothing written. Running it twice changes nothing.
 
 The pieces studies share are here too: the per-epoch table (`epoch_table`), the status of a grid
 (`status_line`), the validity checks a study's cells need (`one_training`, `one_cpu_kind`,
-`fresh_seeds`), and `replace_region`, the one "replace a region of a doc" there is.
+`fresh_seeds`), and `replace_region` (render's: the one "replace a region of a doc" there is).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,25 +27,10 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..fileio import atomic_write_text
+from ..config import train_config_from_dict
 from .claims import Cells
 from .collect import ReportError
-
-
-def replace_region(text: str, name: str, body: str) -> str:
-    """`text` with what lies between `<!-- name:begin -->` and `<!-- name:end -->` replaced by
-    `body` (the markers kept); ValueError naming the region when `text` lacks it."""
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    if begin not in text or end not in text:
-        raise ValueError(f"no {begin} ... {end} region")
-    return re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: f"{begin}\n{body.strip()}\n{end}", text,
-                  flags=re.S)
-
-
-def replace_regions(text: str, bodies: dict[str, str]) -> str:
-    """`replace_region` for every (name, body) of `bodies`, in order."""
-    for name, body in bodies.items():
-        text = replace_region(text, name, body)
-    return text
+from .render import replace_region, replace_regions  # the one "replace a region of a doc"
 
 
 # --------------------------------------------------------------------------- the declaration and the pipeline
@@ -156,8 +140,6 @@ def status_line(cells: Cells, records: Sequence[dict[str, Any]], planned: int) -
 
 def training_of(record: dict[str, Any], varying: Sequence[str]) -> str:
     """A run's training without the fields `varying` (what the study's cells vary)."""
-    from ..config import train_config_from_dict
-
     ident = train_config_from_dict(record["config"]).identity()
     return repr(sorted((k, v) for k, v in ident.items() if k not in varying))
 

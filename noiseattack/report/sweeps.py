@@ -12,6 +12,7 @@ report without such experiments has no sweeps and nothing here changes it.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -24,6 +25,7 @@ import numpy as np
 from ..config import TRAIN_FIELDS
 from ..datasets import display_name
 from .collect import Group, norm_rank
+from .plots import Plot, epoch_stats, norm_colors, render, safe_filename
 
 DERIVED = {"epochs": ("milestones",)}  # fields that follow the option (lr decays at 50% and 75% of the epochs)
 # The options a report draws against, in this order (an attack's parameters are left to the box plots).
@@ -153,8 +155,6 @@ def sweep_plot(sweep: Sweep, title: str):
     """Two panels against the option: final test accuracy (mean ± std per norm), and train − test gap."""
     from matplotlib.figure import Figure
 
-    from .plots import norm_colors
-
     rows = sweep_rows(sweep)
     values = sweep.values
     numeric = all(isinstance(v, (int, float)) for v in values)
@@ -195,8 +195,6 @@ def sweep_curves_plot(sweep: Sweep, title: str):
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    from .plots import epoch_stats, norm_colors
-
     values = sweep.values
     norms = sorted({g.key.norm for g in sweep.groups}, key=norm_rank)
     colors = norm_colors(norms)
@@ -231,10 +229,6 @@ def sweep_curves_plot(sweep: Sweep, title: str):
 def make_sweep_plots(sweeps: Sequence[Sweep], formats: Sequence[str], dpi: int) -> list:
     """Per sweep two figures, as `Plot`s: kind "sweep" (`sweep_plot`, against the option) and kind
     "sweep-curves" (`sweep_curves_plot`, per epoch for each value of the option)."""
-    import hashlib
-
-    from .plots import Plot, render, safe_filename
-
     plots = []
     for s in sweeps:
         ctx = _stable(s.context)
