@@ -207,6 +207,19 @@ for _spec in attacks.specs():  # clean, constant, mix, ...: one command each, in
     _attack_command(_spec)
 
 
+@app.command(name="attacks")
+def attacks_command(
+    fmt: Annotated[str, typer.Option("--format", help="table (for people) or json (for programs).")] = "table",
+) -> None:
+    """List every attack (its command) with its parameters: default, value when another attack runs, limits."""
+    if fmt not in ("table", "json"):
+        fail(f"unknown --format '{fmt}': choose table or json")
+    if fmt == "json":
+        typer.echo(json.dumps(attacks.describe_attacks(), indent=2))
+        return
+    typer.echo(attacks.markdown_table())
+
+
 @app.command()
 def norms(
     fmt: Annotated[str, typer.Option("--format", help="table (for people) or json (for programs).")] = "table",

@@ -125,7 +125,7 @@ def bounds_text(m: Meta) -> str:
     if m.high is not None:
         parts.append(f"<= {m.high:g}")
     if m.abs_high is not None:
-        parts.append(f"|x| <= {m.abs_high:g}")
+        parts.append(f"within ±{m.abs_high:g}")
     if m.nonzero is not None:
         parts.append("non-zero")
     return ", ".join(parts)

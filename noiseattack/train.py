@@ -324,20 +324,31 @@ def train_run(
                          error=f.error)
 
 
-def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, checkpoint, on_step, on_epoch,
-           should_stop) -> RunResult:
+def _build(run: RunConfig, data: TrainData) -> tuple[nn.Module, AttackRun]:
+    """The run's model and what its attack does during the run; any failure is the run's ("build")."""
     cfg = run.train
     try:
         model = build_model(run, data.num_classes)
-    except Exception as e:  # noqa: BLE001 - a layer's constructor at one of the model's channel counts
+        return model, cfg.attack_spec().start(cfg.attack_params(), model=model, data=data, cfg=cfg, seed=run.seed)
+    except Exception as e:  # noqa: BLE001 - a layer's constructor or set_noise: the run fails, the others go on
         raise RunFailure("build", 0, 0, e) from e
+
+
+def _evaluate(model: nn.Module, data: TrainData, cfg: TrainConfig, attack: AttackRun, state: _State):
+    """(test loss, test accuracy) after an epoch; NaN for a model whose weights are not finite."""
+    try:
+        return evaluate_model(model, data.test, data, cfg, attack) if _all_finite(model) else (math.nan, math.nan)
+    except Exception as e:  # noqa: BLE001 - the model's code raised: the run fails, the others go on
+        raise RunFailure("eval", state.epoch + 1, state.step, e) from e
+
+
+def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, checkpoint, on_step, on_epoch,
+           should_stop) -> RunResult:
+    cfg = run.train
+    model, attack = _build(run, data)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                 nesterov=cfg.nesterov)
     generator = torch.Generator(device=cfg.device).manual_seed(run.seed)
-    try:
-        attack = cfg.attack_spec().start(cfg.attack_params(), model=model, data=data, cfg=cfg, seed=run.seed)
-    except Exception as e:  # noqa: BLE001 - a layer's set_noise, say: the run fails, the others go on
-        raise RunFailure("build", 0, 0, e) from e
     state = (load_checkpoint(checkpoint, run, model, optimizer, generator, attack) if checkpoint else None) or _State()
     history[:] = state.history
     state.history = history  # the caller's list: a failed run reports the epochs it did
@@ -394,11 +405,7 @@ def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, 
         loss_sum, correct = state.sums.tolist()  # the one host sync of the training epoch
         seen = steps * bs
         train_loss = loss_sum / seen
-        try:
-            test_loss, test_acc = (evaluate_model(model, data.test, data, cfg, attack) if _all_finite(model)
-                                   else (math.nan, math.nan))
-        except Exception as e:  # noqa: BLE001
-            raise RunFailure("eval", state.epoch + 1, state.step, e) from e
+        test_loss, test_acc = _evaluate(model, data, cfg, attack, state)
         if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
             return done("diverged", math.nan, _best(state.history), state.history,
                              time.perf_counter() - t0, {"epoch": state.epoch + 1, "lr": lr})

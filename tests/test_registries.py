@@ -101,3 +101,11 @@ def test_a_records_iebn_kernels_come_from_the_layer_not_its_name():
 
     assert zoo.has_iebn("iebn") and zoo.has_iebn("iebn-b0+cbam") and not zoo.has_iebn("bn")
     assert not zoo.has_iebn("bnse") and not zoo.has_iebn("gn+eca")
+
+
+def test_the_readme_attack_table_is_the_registrys():
+    from noiseattack import attacks
+
+    readme = (ROOT / "README.md").read_text()
+    region = readme.split("<!-- attacks:begin -->\n")[1].split("\n<!-- attacks:end -->")[0]
+    assert region == attacks.markdown_table()

@@ -14,8 +14,8 @@ import importlib
 import pkgutil
 from enum import Enum
 
-from .base import (AttackRun, AttackSpec, ConfigError, NoParams, field_names, get, mixed_batch_loss, names,
-                   neutral_values, param_fields, params_of, rank, register, specs)
+from .base import (AttackRun, AttackSpec, ConfigError, NoParams, describe_attacks, field_names, get, markdown_table,
+                   mixed_batch_loss, names, neutral_values, param_fields, params_of, rank, register, specs)
 
 
 def _discover() -> None:
@@ -31,7 +31,8 @@ Attack.__doc__ = "An attack's name: one per registered attack (noiseattack.attac
 
 _MOVED = {"set_constant_noise": "constant", "ExtraImages": "mix", "MAX_K_PER_BATCH": "mix", "MAX_NOISE": "constant"}
 
-__all__ = ["Attack", "AttackRun", "AttackSpec", "ConfigError", "NoParams", "field_names", "get", "mixed_batch_loss", "names",
+__all__ = ["Attack", "AttackRun", "AttackSpec", "ConfigError", "NoParams", "describe_attacks", "field_names", "get",
+           "markdown_table", "mixed_batch_loss", "names",
            "neutral_values", "param_fields", "params_of", "rank", "register", "specs", *_MOVED]
 
 

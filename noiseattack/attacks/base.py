@@ -18,7 +18,7 @@ import typing
 from typing import Any
 
 from ..errors import ConfigError  # noqa: F401 - also attacks.ConfigError, for callers of get()
-from ..options import UNSET, Meta, check, display, fields_with_meta, meta
+from ..options import UNSET, Meta, bounds_text, check, display, fields_with_meta, meta
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,3 +254,28 @@ def params_of(spec: AttackSpec, values: dict[str, Any]) -> Any:
 
 def meta_of(field: dataclasses.Field) -> Meta:
     return meta(field)
+
+
+def describe_attacks() -> list[dict[str, Any]]:
+    """Every attack: name, summary, and its parameters (name, default, neutral value, limits, help).
+    What `noiseattack attacks` prints and the README's table shows."""
+    rows = []
+    for s in specs():
+        params = [{"name": f.name, "default": f.default, "neutral": m.neutral, "limits": bounds_text(m),
+                   "help": m.help} for f, m in s.param_fields()]
+        rows.append({"name": s.name, "summary": s.help.split(". ")[0].split(": ")[0], "params": params,
+                     "label": s.label(s.defaults())})
+    return rows
+
+
+def markdown_table() -> str:
+    """The attacks and their parameters as a markdown table (the README's `attacks` region)."""
+    out = ["| attack | parameter (`--flag`) | default | otherwise | limits | what |", "|---|---|---|---|---|---|"]
+    for a in describe_attacks():
+        if not a["params"]:
+            out.append(f"| `{a['name']}` | — | | | | {a['summary']} |")
+        for p in a["params"]:
+            flag = "--" + p["name"].replace("_", "-")
+            out.append(f"| `{a['name']}` | `{flag}` | {p['default']} | {p['neutral']} | {p['limits'] or '—'} | "
+                       f"{p['help']} |")
+    return "\n".join(out)
