@@ -14,8 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .config import resolve_experiment, resolve_train_config
+from .config import resolve_train_config
 from .experiment import ExperimentResult
+from .experiment_setup import resolve_experiment
 
 
 def run(attack: str = "clean", norms: str | Iterable[str] = "paper", *, repeats: int = 5, seed: int = 0,

@@ -7,11 +7,11 @@ runs go on, and the command exits with 3; Ctrl-C checkpoints and exits with 130.
 
 from __future__ import annotations
 
-import functools
 import importlib
 import inspect
 import json
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
@@ -21,10 +21,13 @@ import typer
 from .startup import check_torch_pair
 
 check_torch_pair()  # before the imports below load torchvision: a mismatched torch/torchvision pair is one line
-from . import experiment
-from .data import DATASETS, EXTRA_SOURCES
-from .config import ConfigError, check_memory, resolve_experiment, resolve_train_config
-from .train import check_data
+from . import attacks, experiment
+from .config import (ATTACK_FIELDS, BASE_SETTING, OMITTED_AT_DEFAULT, PERFORMANCE_FIELDS, PRESETS, TRAIN_FIELDS,
+                     TRAIN_OPTIONS, ConfigError, TrainConfig, given_default, resolve_train_config, to_jsonable)
+from .experiment_setup import resolve_experiment
+from .memory import check_memory
+from .options import bounds_text
+from .train import load_checked_data
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -33,7 +36,6 @@ app = typer.Typer(
 
 EXIT_BAD_INPUT = 2
 EXIT_RUNS_FAILED = 3  # some runs failed (their model raised); the others are done
-DATASET_NAMES = ", ".join(DATASETS)  # for the help of --dataset
 EXIT_INTERRUPTED = 130
 
 
@@ -42,11 +44,10 @@ def fail(message: str) -> None:
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
-def _shared_options(
+def _experiment_options(
     norm: Annotated[str, typer.Option(help="Comma-separated layers: names from `noiseattack norms`, NORM+ATTN "
                                            "(bn+eca), your own pkg.module:Class, 'paper' (bn,in,bnse,iebn) "
                                            "or 'all' (every registered norm).")] = "paper",
-    dataset: Annotated[str, typer.Option(help=f"Primary dataset: {DATASET_NAMES}.")] = "cifar100",
     data_dir: Annotated[Optional[Path], typer.Option(help="Dataset root [default: $NOISEATTACK_DATA or ./data].")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where experiment dirs go.")] = Path("runs"),
     name: Annotated[Optional[str], typer.Option(help="Experiment dir name [default: from the settings].")] = None,
@@ -54,36 +55,50 @@ def _shared_options(
     seed: Annotated[int, typer.Option(help="First seed.")] = 0,
     seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds, e.g. 0,5,7 (overrides --repeats and --seed).")] = None,
     preset: Annotated[str, typer.Option(help="quick (ResNet-20, 30 epochs) or paper (the official IEBN setup: ResNet-164 with BatchNorm shortcuts, 164 epochs).")] = "quick",
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs [default: the preset's].")] = None,
-    depth: Annotated[Optional[int], typer.Option(help="ResNet depth [default: the preset's].")] = None,
-    block: Annotated[str, typer.Option(help="auto (basic up to depth 110, bottleneck above), basic, bottleneck.")] = "auto",
-    width: Annotated[float, typer.Option(help="Channel multiplier: 16, 32, 64 x width channels per stage; 0.25, 0.5, 0.75 give narrower models than the default 1.")] = 1,
-    shortcut_norm: Annotated[Optional[str], typer.Option(help="Norm of the projection shortcuts: same (the norm under test, as everywhere else) or bn (plain BatchNorm, the official IEBN architecture) [default: the preset's: same; bn for paper].")] = None,
-    attn_placement: Annotated[str, typer.Option(help="Where a NORM+ATTN layer's attention sits: norm (after every norm, as the paper's BN+SE), block (once per residual block, before the addition, as in the SENet and CBAM papers) or stage (once at the end of each stage, as in the DAS paper).")] = "norm",
-    batch_size: Annotated[Optional[int], typer.Option(help="Labelled images per step [default: the preset's: 128].")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Initial learning rate (SGD) [default: the preset's: 0.1].")] = None,
-    momentum: Annotated[Optional[float], typer.Option(help="SGD momentum [default: the preset's: 0.9].")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay [default: the preset's: 1e-4].")] = None,
-    milestones: Annotated[Optional[str], typer.Option(help="Comma-separated epochs after which lr *= lr-gamma [default: 50% and 75% of the epochs; 81,122 for the paper preset].")] = None,
-    lr_gamma: Annotated[Optional[float], typer.Option(help="lr factor at each milestone [default: the preset's: 0.1].")] = None,
-    lr_schedule: Annotated[str, typer.Option(help="step (lr *= lr-gamma after each milestone), cosine or linear (from lr to 0 over the training steps; no milestones).")] = "step",
-    label_smoothing: Annotated[float, typer.Option(help="Label smoothing of the cross-entropy, in [0, 1).")] = 0.0,
-    nesterov: Annotated[bool, typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum.")] = False,
-    train_subset: Annotated[Optional[int], typer.Option(help="Train on a fixed (seed 0) subset of N images.")] = None,
-    test_subset: Annotated[Optional[int], typer.Option(help="Evaluate on a fixed (seed 0) subset of N test images.")] = None,
-    augment: Annotated[bool, typer.Option(help="Random crops (4 px) and flips of the training batches and of the mix attack's foreign images; --no-augment trains on the images as they are.")] = True,
-    device: Annotated[str, typer.Option(help="auto (cuda when present), cpu, cuda[:N].")] = "auto",
-    channels_last: Annotated[bool, typer.Option(help="channels_last memory format (same results, faster).")] = True,
-    compile_norms: Annotated[bool, typer.Option(help="IEBN's statistics, gate and scale-and-shift as torch.compile'd fused kernels (the same function, faster; falls back to the eager kernels where compiling fails).")] = True,
-    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the whole model for the training steps (the same function, faster where it pays; falls back to eager with a warning where compiling fails) [default: on for AVX-512 CPUs, where it was measured to pay; off on GPUs (0.97x there) and AVX2-only CPUs].")] = None,
-    amp: Annotated[bool, typer.Option(help="bf16 autocast (CUDA, or a CPU with bf16 support). Changes the numerics.")] = False,
-    eval_batch_size: Annotated[int, typer.Option(help="Batch size for evaluation.")] = 1000,
     keep_checkpoints: Annotated[bool, typer.Option(help="Keep the checkpoints of finished runs.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing experiment dir that holds another setting.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Resolve and print the setting and its runs; train nothing, write nothing.")] = False,
 ) -> None:
-    """Options shared by clean, constant and mix (merged into their signatures by `_with_shared`)."""
+    """The options of every attack's command besides the training options (`_option_parameters`)."""
+
+
+def _preset_text(name: str) -> str:
+    """` [default: the preset's: 128]`, ` [default: the preset's: same; bn for paper]`."""
+    text = lambda v: ",".join(map(str, v)) if isinstance(v, tuple) else str(v)  # noqa: E731
+    values = {p.value: PRESETS[p].get(name, BASE_SETTING[name]) for p in PRESETS}
+    quick = values.pop("quick")
+    others = [f"{text(v)} for {p}" for p, v in values.items() if v != quick]
+    return f" [default: the preset's: {'; '.join([text(quick), *others])}]"
+
+
+def _limits_text(m) -> str:
+    """` Limits: >= 1, <= 10000.` from an option's declared bounds; "" without any."""
+    text = bounds_text(m)
+    return f" Limits: {text}." if text else ""
+
+
+def _cli_parameter(name: str, tp: Any, default: Any, help: str) -> inspect.Parameter:
+    """A `--name` option of a command (a bool as `--name/--no-name`), typed for typer."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in (typing.Union, types.UnionType) else [tp]
+    tp = args[0] if len(args) == 1 else float  # int | float (width): a number
+    flag = "--" + name.replace("_", "-")
+    decls = [f"{flag}/--no-{flag[2:]}"] if tp is bool else []
+    annotation = Annotated[Optional[tp] if default is None else tp, typer.Option(*decls, help=help)]
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def _option_parameters() -> list[inspect.Parameter]:
+    """Every training option (TrainConfig's fields but the attack's) as a command-line option: its help,
+    its default (None where the preset or the machine decides), its type (`cli_type` where the
+    command line writes it otherwise: milestones as "15,22")."""
+    hints = typing.get_type_hints(TrainConfig)
+    out = []
+    for name in TRAIN_OPTIONS:
+        m = TRAIN_FIELDS[name]
+        help = m.help + _limits_text(m) + (_preset_text(name) if m.preset and "[default:" not in m.help else "")
+        out.append(_cli_parameter(name, m.cli_type or hints[name], given_default(name), help))
+    return out
 
 
 def _resolved_parameters(fn: Callable[..., Any]) -> list[inspect.Parameter]:
@@ -93,48 +108,43 @@ def _resolved_parameters(fn: Callable[..., Any]) -> list[inspect.Parameter]:
     only for a signature it computes, not for the `__signature__` set below, where a string
     annotation would hide the `typer.Option(help=...)` inside it."""
     hints = typing.get_type_hints(fn, include_extras=True)
-    return [p.replace(annotation=hints.get(p.name, p.annotation)) for p in inspect.signature(fn).parameters.values()
-            if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    return [p.replace(annotation=hints.get(p.name, p.annotation), kind=inspect.Parameter.KEYWORD_ONLY)
+            for p in inspect.signature(fn).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
 
 
-def _with_shared(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Give a command the shared options as well as its own."""
-    params = _resolved_parameters(fn) + _resolved_parameters(_shared_options)
+def _attack_command(spec: attacks.AttackSpec) -> None:
+    """`noiseattack NAME`: the attack's parameters (its defaults, its help), then the training options
+    and the experiment's options; registered on the app."""
+    hints = typing.get_type_hints(spec.Params)
+    own = [_cli_parameter(f.name, hints[f.name], f.default, m.help + _limits_text(m)) for f, m in spec.param_fields()]
+    params = own + _option_parameters() + _resolved_parameters(_experiment_options)
 
-    @functools.wraps(fn)
-    def command(**kwargs: Any) -> Any:
-        return fn(**kwargs)
+    def command(**o: Any) -> None:
+        _run(spec.name, **o)
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
-    return command
+    command.__name__ = spec.name
+    app.command(name=spec.name, help=spec.help)(command)
 
 
-def _parse_milestones(spec: str | None) -> tuple[int, ...] | None:
-    if spec is None:
-        return None
-    try:
-        return tuple(int(s) for s in spec.split(",") if s.strip())
-    except ValueError:
-        raise ConfigError(f"--milestones must be comma-separated epochs, got '{spec}'") from None
+def _train_config(attack: str, o: dict[str, Any]):
+    """The command's options -> the resolved TrainConfig (the attack's parameters, the training options
+    parsed where the command line writes them otherwise, the preset)."""
+    options = {name: o[name] for name in (*ATTACK_FIELDS[1:], *TRAIN_OPTIONS) if name in o}
+    for name in TRAIN_OPTIONS:
+        parse = TRAIN_FIELDS[name].parse
+        if parse is not None:
+            options[name] = parse(options[name])
+    return resolve_train_config(attack=attack, preset=o["preset"], **options)
 
 
-def _run(attack: str, alpha: float = 1.0, beta: float = 0.0, extra: str | None = None, k: int = 0, **o: Any) -> None:
+def _run(attack: str, **o: Any) -> None:
     from rich.console import Console
 
     console = Console()
     try:
-        train = resolve_train_config(
-            attack=attack, dataset=o["dataset"], alpha=alpha, beta=beta, extra=extra, k=k, preset=o["preset"],
-            depth=o["depth"], block=o["block"], width=o["width"], shortcut_norm=o["shortcut_norm"],
-            attn_placement=o["attn_placement"], epochs=o["epochs"], batch_size=o["batch_size"],
-            lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
-            milestones=_parse_milestones(o["milestones"]), lr_gamma=o["lr_gamma"], lr_schedule=o["lr_schedule"],
-            label_smoothing=o["label_smoothing"], nesterov=o["nesterov"], compile=o["compile"],
-            train_subset=o["train_subset"],
-            test_subset=o["test_subset"], augment=o["augment"], amp=o["amp"], device=o["device"],
-            channels_last=o["channels_last"], compile_norms=o["compile_norms"], eval_batch_size=o["eval_batch_size"],
-        )
+        train = _train_config(attack, o)
         check_memory(train)
         exp = resolve_experiment(
             train, norms=o["norm"], repeats=o["repeats"], seed=o["seed"], seeds=o["seeds"], name=o["name"], runs_dir=o["runs_dir"],
@@ -142,13 +152,11 @@ def _run(attack: str, alpha: float = 1.0, beta: float = 0.0, extra: str | None =
         )
         experiment.check_dir(exp)
         if not o["dry_run"]:  # a dry run plans without the data (a login node, say)
-            check_data(train, exp.data_dir)  # every missing dataset, before the settings are shown
+            load_checked_data(train, exp.data_dir)  # every missing dataset, before the settings are shown
         console.print(f"[bold]{exp.name}[/bold] -> {exp.dir}", soft_wrap=True)  # one line, at any width
-        console.print_json(json.dumps({"norms": list(exp.norms), "seeds": list(exp.seeds),
-                                       **train.identity(), "shortcut_norm": train.shortcut_norm,
-                                       "attn_placement": train.attn_placement,
-                                       "augment": train.augment, "device": train.device, "channels_last": train.channels_last,
-                                       "compile_norms": train.compile_norms, "compile": train.compile}))
+        shown = [n for n in TRAIN_OPTIONS if n in OMITTED_AT_DEFAULT or n in PERFORMANCE_FIELDS]  # not in identity
+        console.print_json(json.dumps({"norms": list(exp.norms), "seeds": list(exp.seeds), **train.identity(),
+                                       **to_jsonable({n: getattr(train, n) for n in shown})}))
         if o["dry_run"]:
             _print_runs(exp)
             return
@@ -201,34 +209,21 @@ def _print_line(console, line: str) -> None:
     console.print(line, soft_wrap=True, markup=False, highlight=False)
 
 
-@app.command()
-@_with_shared
-def clean(**o: Any) -> None:
-    """Train without any attack (the baseline)."""
-    _run("clean", **o)
+for _spec in attacks.specs():  # clean, constant, mix, ...: one command each, in the registry's order
+    _attack_command(_spec)
 
 
-@app.command()
-@_with_shared
-def constant(
-    alpha: Annotated[float, typer.Option(help="x_hat -> alpha * x_hat + beta in every norm (finite, non-zero).")] = 2.0,
-    beta: Annotated[float, typer.Option(help="The constant shift (finite).")] = 1.0,
-    **o: Any,
+@app.command(name="attacks")
+def attacks_command(
+    fmt: Annotated[str, typer.Option("--format", help="table (for people) or json (for programs).")] = "table",
 ) -> None:
-    """Constant-noise attack: every norm's normalized activation becomes alpha * x_hat + beta."""
-    _run("constant", alpha=alpha, beta=beta, **o)
-
-
-@app.command()
-@_with_shared
-def mix(
-    extra: Annotated[str, typer.Option(help="Foreign dataset whose images join every batch: "
-                                            f"{', '.join(EXTRA_SOURCES)}.")] = "fmnist",
-    k: Annotated[int, typer.Option(help="Foreign images per batch (unlabelled, outside the loss).")] = 32,
-    **o: Any,
-) -> None:
-    """Mixed-dataset attack: k foreign images join every training batch (batch statistics only)."""
-    _run("mix", extra=extra, k=k, **o)
+    """List every attack (its command) with its parameters: default, value when another attack runs, limits."""
+    if fmt not in ("table", "json"):
+        fail(f"unknown --format '{fmt}': choose table or json")
+    if fmt == "json":
+        typer.echo(json.dumps(attacks.describe_attacks(), indent=2))
+        return
+    typer.echo(attacks.markdown_table())
 
 
 @app.command()

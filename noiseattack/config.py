@@ -4,6 +4,13 @@ A `TrainConfig` fixes everything that determines the result of one training run 
 norm and the seed; a `RunConfig` adds those two. An `ExperimentConfig` is one setting (a
 `TrainConfig`) repeated over several norms and seeds. Invalid input raises `ConfigError`
 with a one-line message, before any file is written.
+
+One source: each field of `TrainConfig` is declared once, with its default, bounds, help and how it
+shows (`noiseattack.options.option`); the attacks' parameters come from the attack registry
+(`noiseattack.attacks`, each with its neutral value), the datasets from the dataset registry
+(`noiseattack.datasets`). `resolve_train_config` (and so `api.run`), the command line, the grid,
+the presets, the record, `cli_command` and the default name all read the declarations: a new
+training option is one field here.
 """
 
 from __future__ import annotations
@@ -12,19 +19,15 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from . import attacks, datasets
+from .attacks import Attack
 from .errors import ConfigError
-
-
-class Attack(str, Enum):
-    clean = "clean"
-    constant = "constant"
-    mix = "mix"
+from .options import CHANGED, UNSET, Meta, at_least, check, display, fields_with_meta, meta, option
 
 
 class Preset(str, Enum):
@@ -32,8 +35,9 @@ class Preset(str, Enum):
     paper = "paper"
 
 
-DATASETS = ("cifar100", "cifar10", "fmnist", "mnist")  # kept in sync with data.DATASETS by a test
-EXTRA_SOURCES = DATASETS + ("mnist-inverted", "fmnist-inverted", "noise")  # mix's --extra; = data.EXTRA_SOURCES
+DATASETS = tuple(datasets.DATASETS)  # the primary datasets (noiseattack.datasets, the registry)
+EXTRA_SOURCES = datasets.EXTRA_SOURCES  # mix's --extra: the datasets and the derived sources
+
 # The norm of the projection shortcuts: "same" (the norm under test, as at every other position)
 # or "bn" (a plain BatchNorm, as in the official IEBN code). See noiseattack/models.py.
 SHORTCUT_NORMS = ("same", "bn")
@@ -66,74 +70,115 @@ def layer_of_row(label: str) -> tuple[str, str]:
             return label.removesuffix(f" {suffix}"), placement
     return label, "norm"
 
-# What every preset starts from; a preset's own entries replace these.
-BASE_SETTING: dict[str, Any] = {
-    "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "lr_gamma": 0.1, "shortcut_norm": "same",
-}
 
-# Presets: every field a preset sets can be overridden by an explicit option.
-PRESETS: dict[Preset, dict[str, Any]] = {
-    Preset.quick: {"depth": 20, "epochs": 30},
-    # The official IEBN setup (gbup-group/IEBN: `cifar.py -a iebn_resnet --block-name bottleneck
-    # --depth 164 --epochs 164 --schedule 81 122 --gamma 0.1 --wd 1e-4`, with cifar.py's defaults
-    # lr 0.1, train-batch 128, momentum 0.9): ResNet-164 (bottleneck blocks: `block` auto), plain
-    # BatchNorm in the projection shortcuts. Every value is spelled out, not inherited.
-    Preset.paper: {"depth": 164, "epochs": 164, "milestones": (81, 122), "lr_gamma": 0.1, "lr": 0.1,
-                   "batch_size": 128, "momentum": 0.9, "weight_decay": 1e-4, "shortcut_norm": "bn"},
-}
+# Upper bounds: a value past them is a typo or a run that cannot finish (README, "Limits").
+MAX_EPOCHS = 10_000
+MAX_DEPTH = 1202  # the deepest CIFAR ResNet of He et al.
+MAX_WIDTH = 64
+MAX_BATCH_SIZE = 65_536  # training and evaluation batches; memory usually bounds them first
+MAX_LR = 1e6  # room for divergence studies (a diverged run is recorded as such)
+MAX_SUBSET = 10_000_000
 
-# Fields that change speed but not the mathematics of a run: they are not part of a run's
-# identity (its key), so a run may be resumed on another device or with another memory layout.
-PERFORMANCE_FIELDS = ("device", "channels_last", "compile_norms", "compile", "eval_batch_size")
 
-# Fields added after runs were committed: `identity()` leaves each out at this value, so that the
-# identity (and every run key) of a setting from before the field existed stays what it was.
-OMITTED_AT_DEFAULT: dict[str, Any] = {"shortcut_norm": "same", "attn_placement": "norm", "augment": True,
-                                      "lr_schedule": "step", "label_smoothing": 0.0, "nesterov": False}
+def _model_part(t: "TrainConfig") -> str:
+    return f"resnet{t.depth}" + (f"w{t.width}" if t.width != 1 else "")
+
+
+def _parse_milestones(spec: str | None) -> tuple[int, ...] | None:
+    if spec is None:
+        return None
+    try:
+        return tuple(int(s) for s in spec.split(",") if s.strip())
+    except ValueError:
+        raise ConfigError(f"--milestones must be comma-separated epochs, got '{spec}'") from None
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class _Head:
+    """The primary dataset and the attack: TrainConfig's first fields (the attacks' parameters follow)."""
+
+    dataset: str = option("cifar100", f"Primary dataset: {', '.join(DATASETS)}.", name_part=lambda t: t.dataset,
+                          name_rank=10)
+    attack: Attack = option(Attack.clean, cli=None)  # the command itself (clean, constant, mix, ...)
+
+
+# Every attack's parameters (alpha, beta, extra, k, ...), as the attack registry declares them, each
+# with its neutral value as its default: what a TrainConfig holds for the attacks it does not run.
+_AttackFields = dataclasses.make_dataclass(
+    "_AttackFields", [(name, tp, dataclasses.field(default=m.neutral, metadata={"option": m}))
+                      for name, tp, m, _ in attacks.param_fields()], bases=(_Head,), frozen=True)
+_AttackFields.__module__ = __name__
+
+
+@dataclass(frozen=True)
+class TrainConfig(_AttackFields):
     """One experimental setting: data, attack, model and optimisation. No norm, no seed."""
 
-    dataset: str = "cifar100"
-    attack: Attack = Attack.clean
-    alpha: float = 1.0  # constant attack: x_hat -> alpha * x_hat + beta
-    beta: float = 0.0
-    extra: str | None = None  # mix attack: the foreign dataset ...
-    k: int = 0  # ... and how many of its images join every training batch
-    depth: int = 20
-    block: str = "basic"  # resolved: "basic" or "bottleneck"
-    width: int | float = 1  # channel multiplier: stages of 16, 32, 64 x width channels (an int when whole)
-    shortcut_norm: str = "same"  # the projection shortcuts' norm: "same" or "bn" (SHORTCUT_NORMS)
-    attn_placement: str = "norm"  # NORM+ATTN's attention: after every norm, once per block or stage (ATTN_PLACEMENTS)
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    milestones: tuple[int, ...] = (15, 22)  # epochs after which lr is multiplied by lr_gamma ("step" only)
-    lr_gamma: float = 0.1
-    lr_schedule: str = "step"  # LR_SCHEDULES: step (milestones), cosine or linear to 0 per step
-    label_smoothing: float = 0.0  # cross-entropy label smoothing (torch's: the target mixes in 1/classes)
-    nesterov: bool = False  # Nesterov momentum
-    train_subset: int | None = None  # a fixed subset (seed 0) of the training split
-    test_subset: int | None = None  # a fixed subset (seed 0) of the test split
-    augment: bool = True  # random crops (CROP_PAD) and flips of the training batches and of mix's foreign images
-    amp: bool = False  # bf16 autocast (CUDA only); changes the numerics, so part of the key
-    # performance only (see PERFORMANCE_FIELDS)
-    device: str = "cpu"
-    channels_last: bool = True
-    compile_norms: bool = True  # IEBN's full-size work in torch.compile'd kernels (eager fallback)
-    compile: bool = False  # the whole model torch.compile'd (eager fallback); see train.compile_model
-    eval_batch_size: int = 1000
+    depth: int = option(20, "ResNet depth.", preset=True, high=MAX_DEPTH, name_part=_model_part, name_rank=20,
+                        axis="depth")
+    block: str = option("basic", "auto (basic up to depth 110, bottleneck above), basic, bottleneck.", given="auto",
+                        tag="")  # resolved: "basic" or "bottleneck"
+    width: int | float = option(1, "Channel multiplier: 16, 32, 64 x width channels per stage; 0.25, 0.5, 0.75 give "
+                                "narrower models than the default 1.", high=MAX_WIDTH, cli_type=float, in_name=True,
+                                axis="width multiplier (16/32/64 × width channels)")  # an int when whole
+    shortcut_norm: str = option("same", "Norm of the projection shortcuts: same (the norm under test, as everywhere "
+                                "else) or bn (plain BatchNorm, the official IEBN architecture).", preset=True,
+                                omit_at_default=True, cli=CHANGED, name_rank=30,
+                                name_part=lambda t: f"{t.shortcut_norm}shortcut" if t.shortcut_norm != "same" else None)
+    attn_placement: str = option("norm", "Where a NORM+ATTN layer's attention sits: norm (after every norm, as the "
+                                 "paper's BN+SE), block (once per residual block, before the addition, as in the SENet "
+                                 "and CBAM papers) or stage (once at the end of each stage, as in the DAS paper).",
+                                 omit_at_default=True, cli=CHANGED, name_rank=40,
+                                 name_part=lambda t: f"{t.attn_placement}attn" if t.attn_placement != "norm" else None)
+    epochs: int = option(30, "Epochs.", preset=True, low=1, high=MAX_EPOCHS, name_part=lambda t: f"e{t.epochs}",
+                         name_rank=60, axis="epochs")
+    batch_size: int = option(128, "Labelled images per step.", preset=True, low=1, high=MAX_BATCH_SIZE, tag="bs",
+                             axis="batch size")
+    lr: float = option(0.1, "Initial learning rate (SGD).", preset=True, low=0, low_open=True, high=MAX_LR, tag="lr",
+                       axis="learning rate")
+    momentum: float = option(0.9, "SGD momentum.", preset=True, tag="mom", axis="momentum")
+    weight_decay: float = option(1e-4, "Weight decay.", preset=True, tag="wd", axis="weight decay")
+    milestones: tuple[int, ...] = option((15, 22), "Comma-separated epochs after which lr *= lr-gamma [default: 50% "
+                                         "and 75% of the epochs; 81,122 for the paper preset].", preset=True,
+                                         cli_type=str, parse=_parse_milestones, tag="ms",
+                                         cli_when=lambda t: t.lr_schedule == "step")  # "step" only
+    lr_gamma: float = option(0.1, "lr factor at each milestone.", preset=True, tag="gamma")
+    lr_schedule: str = option("step", "step (lr *= lr-gamma after each milestone), cosine or linear (from lr to 0 over "
+                              "the training steps; no milestones).", omit_at_default=True, cli=CHANGED, name_rank=80,
+                              name_part=lambda t: t.lr_schedule if t.lr_schedule != "step" else None)
+    label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy, in [0, 1).", omit_at_default=True,
+                                    cli=CHANGED, name_rank=90,
+                                    name_part=lambda t: f"ls{t.label_smoothing:g}" if t.label_smoothing else None)
+    nesterov: bool = option(False, "Nesterov momentum.", omit_at_default=True, cli=CHANGED, name_rank=100,
+                            name_part=lambda t: "nesterov" if t.nesterov else None)
+    train_subset: int | None = option(None, "Train on a fixed (seed 0) subset of N images.", low=1, high=MAX_SUBSET,
+                                      cli=CHANGED, name_rank=50, axis="training images",
+                                      name_part=lambda t: f"n{t.train_subset}" if t.train_subset else None)
+    test_subset: int | None = option(None, "Evaluate on a fixed (seed 0) subset of N test images.", low=1,
+                                     high=MAX_SUBSET, cli=CHANGED, tag="nt", axis="test images")
+    augment: bool = option(True, "Random crops (4 px) and flips of the training batches and of the mix attack's foreign "
+                           "images; --no-augment trains on the images as they are.", omit_at_default=True, cli=CHANGED,
+                           name_rank=70, name_part=lambda t: None if t.augment else "noaug")
+    amp: bool = option(False, "bf16 autocast (CUDA, or a CPU with bf16 support). Changes the numerics.", cli=CHANGED)
+    # performance only: not part of a run's identity (PERFORMANCE_FIELDS)
+    device: str = option("cpu", "auto (cuda when present), cpu, cuda[:N].", given="auto", performance=True)
+    channels_last: bool = option(True, "channels_last memory format (same results, faster).", performance=True)
+    compile_norms: bool = option(True, "IEBN's statistics, gate and scale-and-shift as torch.compile'd fused kernels "
+                                 "(the same function, faster; falls back to the eager kernels where compiling fails).",
+                                 performance=True)
+    compile: bool = option(False, "torch.compile the whole model for the training steps (the same function, faster "
+                           "where it pays; falls back to eager with a warning where compiling fails) [default: on for "
+                           "AVX-512 CPUs, where it was measured to pay; off on GPUs (0.97x there) and AVX2-only CPUs].",
+                           given=None, performance=True)  # see train.compile_model
+    eval_batch_size: int = option(1000, "Batch size for evaluation.", low=1, high=MAX_BATCH_SIZE, performance=True)
 
     def identity(self) -> dict[str, Any]:
         """The fields that determine results, as plain JSON values.
 
         A field of OMITTED_AT_DEFAULT appears only when it differs from its value there
-        (`shortcut_norm` only when it is not "same", `augment` only when False, ...): the identity
-        (and so every run key) of a setting from before the field existed stays what it was."""
+        (`shortcut_norm` only when it is not "same", `augment` only when False, a later attack's
+        parameters only in its own runs, ...): the identity (and so every run key) of a setting from
+        before the field existed stays what it was."""
         d = to_jsonable(dataclasses.asdict(self))
         for name in PERFORMANCE_FIELDS:
             d.pop(name)
@@ -142,13 +187,61 @@ class TrainConfig:
                 del d[name]
         return d
 
+    def attack_spec(self) -> attacks.AttackSpec:
+        """The attack's spec (noiseattack.attacks)."""
+        return attacks.get(self.attack)
+
+    def attack_params(self) -> Any:
+        """The attack's parameters (its Params dataclass) from this setting's fields."""
+        return attacks.params_of(self.attack_spec(), self.__dict__)
+
     def setting_label(self) -> str:
-        """The attack setting in a few characters: `a2_b1`, `k32`, `clean`."""
-        if self.attack is Attack.constant:
-            return f"a{self.alpha:g}_b{self.beta:g}"
-        if self.attack is Attack.mix:
-            return f"{self.extra}_k{self.k}"
-        return "clean"
+        """The attack setting in a few characters: `a2_b1`, `mnist_k32`, `clean` (the attack's `label`)."""
+        return self.attack_spec().label(self.attack_params())
+
+
+TRAIN_FIELDS: dict[str, Meta] = {f.name: m for f, m in fields_with_meta(TrainConfig)}
+ATTACK_FIELDS = ("attack", *attacks.field_names())  # TrainConfig fields that the attack sets
+# The training options: what resolve_train_config, the command line and a grid's [train] take.
+TRAIN_OPTIONS = tuple(name for name in TRAIN_FIELDS if name not in ATTACK_FIELDS)
+
+# Fields that change speed but not the mathematics of a run: they are not part of a run's
+# identity (its key), so a run may be resumed on another device or with another memory layout.
+PERFORMANCE_FIELDS = tuple(name for name, m in TRAIN_FIELDS.items() if m.performance)
+
+# Fields added after runs were committed: `identity()` leaves each out at this value, so that the
+# identity (and every run key) of a setting from before the field existed stays what it was. The
+# first attacks' parameters are in every identity; a later attack's are left out at their neutral value.
+OMITTED_AT_DEFAULT: dict[str, Any] = {
+    **{f.name: f.default for f in dataclasses.fields(TrainConfig) if meta(f).omit_at_default},
+    **{name: m.neutral for name, _, m, _ in attacks.param_fields() if not m.always_in_key},
+}
+
+# Presets: every field a preset sets can be overridden by an explicit option. `quick` is TrainConfig's
+# defaults (ResNet-20, 30 epochs, lr 0.1, batch 128, momentum 0.9, weight decay 1e-4, lr x 0.1 after
+# epochs 15 and 22, the norm under test in the shortcuts); a preset's entries replace them.
+BASE_SETTING: dict[str, Any] = {name: getattr(TrainConfig, name) for name, m in TRAIN_FIELDS.items() if m.preset}
+PRESETS: dict[Preset, dict[str, Any]] = {
+    Preset.quick: {},
+    # The official IEBN setup (gbup-group/IEBN: `cifar.py -a iebn_resnet --block-name bottleneck
+    # --depth 164 --epochs 164 --schedule 81 122 --gamma 0.1 --wd 1e-4`, with cifar.py's defaults
+    # lr 0.1, train-batch 128, momentum 0.9): ResNet-164 (bottleneck blocks: `block` auto), plain
+    # BatchNorm in the projection shortcuts. Every value is spelled out, not inherited.
+    Preset.paper: {"depth": 164, "epochs": 164, "milestones": (81, 122), "lr_gamma": 0.1, "lr": 0.1,
+                   "batch_size": 128, "momentum": 0.9, "weight_decay": 1e-4, "shortcut_norm": "bn"},
+}
+
+
+def given_default(name: str) -> Any:
+    """What an option is when it is not given: None for a preset's option (the preset decides), `given`
+    where the option resolves (block, device: "auto"; compile: None), else TrainConfig's default; an
+    attack parameter: None (the attack's own default, or its neutral value for the other attacks)."""
+    m = TRAIN_FIELDS[name]
+    if name in ATTACK_FIELDS:
+        return None
+    if m.preset:
+        return None
+    return m.given if m.given is not UNSET else getattr(TrainConfig, name)
 
 
 @dataclass(frozen=True)
@@ -211,36 +304,15 @@ def to_jsonable(obj: Any) -> Any:
 def train_config_from_dict(d: dict[str, Any]) -> TrainConfig:
     """Inverse of `dataclasses.asdict` for a TrainConfig read back from JSON (or of `identity()`).
     Missing fields take their defaults: a dict written before `shortcut_norm` existed reads as "same",
-    one written before `attn_placement` existed as "norm", one written before `augment` existed as True."""
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    kw = {k: v for k, v in d.items() if k in names}
+    one written before `attn_placement` existed as "norm", one written before `augment` existed as True,
+    one written before an attack existed holds its neutral parameters. An unknown attack is a ValueError."""
+    kw = {k: v for k, v in d.items() if k in TRAIN_FIELDS}
     kw["attack"] = Attack(kw.get("attack", "clean"))
     kw["milestones"] = tuple(kw.get("milestones", ()))
     return TrainConfig(**kw)
 
 
 # --------------------------------------------------------------------------- resolution
-
-
-def parse_norms(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """Layer names (`bn,iebn+eca,pkg.mod:MyNorm`, `paper`, `all`) -> canonical names: see `noiseattack.zoo`."""
-    from .zoo import parse_norms as parse
-
-    return parse(spec)
-
-
-def parse_seeds(spec: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:
-    """`0,5,7` -> (0, 5, 7). Order is kept, duplicates are dropped."""
-    if isinstance(spec, str):
-        try:
-            seeds = [int(s) for s in spec.split(",") if s.strip()]
-        except ValueError:
-            raise ConfigError(f"--seeds must be comma-separated integers, got '{spec}'") from None
-    else:
-        seeds = [int(s) for s in spec]
-    if not seeds:
-        raise ConfigError("--seeds is empty: name one or more seeds, e.g. 0,1,2")
-    return tuple(dict.fromkeys(seeds))
 
 
 def resolve_block(depth: int, block: str) -> str:
@@ -283,78 +355,6 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _finite(name: str, value: float) -> None:
-    if not math.isfinite(value):
-        raise ConfigError(f"{name} must be finite, got {value}")
-
-
-def _at_least(name: str, value: int | float | None, low: int | float) -> None:
-    if value is not None and value < low:
-        raise ConfigError(f"{name} must be >= {low}, got {value}")
-
-
-def _apply_preset(preset: Preset, **o: Any) -> dict[str, Any]:
-    """The options `o`, in their order, each None replaced by the preset's value (`PRESETS` on top of
-    `BASE_SETTING`). The preset's milestones hold only for its own epoch count: explicit epochs
-    without explicit milestones decay lr after 50% and 75% of the epochs (once, where they coincide)."""
-    p = {**BASE_SETTING, **PRESETS[preset]}
-    out = {k: (p[k] if v is None and k in p and k != "milestones" else v) for k, v in o.items()}
-    if out["milestones"] is None and o["epochs"] is None:
-        out["milestones"] = p.get("milestones")
-    _at_least("epochs", out["epochs"], 1)
-    if out["milestones"] is None:
-        e = out["epochs"]
-        out["milestones"] = {max(1, int(e * 0.5)), max(1, int(e * 0.75))}
-    out["milestones"] = tuple(sorted(int(m) for m in out["milestones"]))
-    return out
-
-
-# Upper bounds: a value past them is a typo or a run that cannot finish (README, "Limits").
-MAX_K_PER_BATCH = 16  # mix: k <= 16 x the batch size (the extra images are drawn with replacement)
-MAX_EPOCHS = 10_000
-MAX_DEPTH = 1202  # the deepest CIFAR ResNet of He et al.
-MAX_WIDTH = 64
-MAX_BATCH_SIZE = 65_536  # training and evaluation batches; memory usually bounds them first
-MAX_LR = 1e6  # room for divergence studies (a diverged run is recorded as such)
-MAX_NOISE = 1000.0  # |alpha| and |beta| of the constant attack
-MAX_SEED = 2**32 - 1
-MAX_REPEATS = 1000
-MAX_SUBSET = 10_000_000
-
-
-def _at_most(name: str, value: int | float | None, high: int | float) -> None:
-    if value is not None and value > high:
-        raise ConfigError(f"{name} must be <= {high:g}, got {value:g}" if isinstance(value, float)
-                          else f"{name} must be <= {high}, got {value}")
-
-
-def _check_upper_limits(*, attack: "Attack", alpha: float, beta: float, k: int, depth: int, width: int, epochs: int,
-                        batch_size: int, eval_batch_size: int, lr: float, momentum: float, weight_decay: float,
-                        milestones: tuple[int, ...], train_subset: int | None, test_subset: int | None) -> None:
-    """The upper bounds of every numeric option (the lower ones are checked where they are resolved)."""
-    if attack is Attack.constant:
-        _at_most("|alpha|", abs(alpha), MAX_NOISE)
-        _at_most("|beta|", abs(beta), MAX_NOISE)
-    if k > MAX_K_PER_BATCH * batch_size:
-        raise ConfigError(f"k must be <= {MAX_K_PER_BATCH} x the batch size ({MAX_K_PER_BATCH * batch_size} "
-                          f"for --batch-size {batch_size}), got {k}")
-    _at_most("depth", depth, MAX_DEPTH)
-    _at_most("width", width, MAX_WIDTH)
-    _at_most("epochs", epochs, MAX_EPOCHS)
-    _at_most("batch size", batch_size, MAX_BATCH_SIZE)
-    _at_most("eval batch size", eval_batch_size, MAX_BATCH_SIZE)
-    _at_most("lr", lr, MAX_LR)
-    if momentum >= 1 or weight_decay >= 1:
-        raise ConfigError(f"momentum and weight decay must be < 1, got {momentum:g} and {weight_decay:g}")
-    if any(m > epochs for m in milestones):
-        raise ConfigError(f"milestones must be epochs <= {epochs} (the number of epochs), got {list(milestones)}")
-    _at_most("train subset", train_subset, MAX_SUBSET)
-    _at_most("test subset", test_subset, MAX_SUBSET)
-    if train_subset is not None and train_subset < batch_size:
-        raise ConfigError(f"train subset {train_subset} is smaller than the batch size {batch_size}: "
-                          f"use --batch-size {train_subset} or less, or a larger --train-subset")
-
-
 def cpu_supports_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX): without it, bf16 autocast on
     the CPU is emulated, several times slower than fp32."""
@@ -389,193 +389,153 @@ def _check_amp(amp: bool, device: str) -> None:
                           "so bf16 would be about 10x slower than fp32: drop --amp")
 
 
-def _bytes_per_image(depth: int, width: int | float, block: str) -> tuple[int, int]:
-    """(training, evaluation) memory per image of a CIFAR ResNet, estimated from its activations:
-    every conv output counts 3 fp32 tensors kept for the backward pass (conv, norm and ReLU outputs)
-    in training, and the largest activation twice in evaluation."""
-    hw = (1024, 256, 64)  # 32x32, 16x16, 8x8
-    planes = [16 * width * 2**s for s in range(3)]
-    elems = planes[0] * hw[0]  # the stem
-    if block == "basic":
-        n = (depth - 2) // 6
-        elems += sum(2 * n * c * a for c, a in zip(planes, hw)) + sum(c * a for c, a in zip(planes[1:], hw[1:]))
-    else:
-        n = (depth - 2) // 9
-        elems += sum(n * 6 * c * a + 4 * c * a for c, a in zip(planes, hw))  # conv1, conv2, conv3 (4C); shortcut
-    largest = max(c * a * (4 if block == "bottleneck" else 1) for c, a in zip(planes, hw))
-    return int(12 * elems), int(2 * 4 * largest)
+def _apply_preset(preset: Preset, o: dict[str, Any]) -> None:
+    """Replace each preset option of `o` left at None by the preset's value (`PRESETS` on top of
+    `BASE_SETTING`, TrainConfig's defaults). The preset's milestones hold only for its own epoch count:
+    explicit epochs without explicit milestones decay lr after 50% and 75% of the epochs (once, where
+    they coincide)."""
+    p = {**BASE_SETTING, **PRESETS[preset]}
+    epochs_given, milestones_given = o["epochs"] is not None, o["milestones"] is not None
+    for name in BASE_SETTING:
+        if o[name] is None and name != "milestones":
+            o[name] = p[name]
+    at_least("epochs", o["epochs"], 1)
+    if not milestones_given:
+        e = o["epochs"]
+        o["milestones"] = p["milestones"] if not epochs_given else {max(1, int(e * 0.5)), max(1, int(e * 0.75))}
+    o["milestones"] = tuple(sorted(int(m) for m in o["milestones"]))
 
 
-def available_memory(device: str) -> int | None:
-    """Bytes free for a run on `device` (MemAvailable on a CPU), or None where unknown."""
-    if device.startswith("cuda"):
-        import torch
-
-        return int(torch.cuda.mem_get_info(torch.device(device))[0])
-    if device != "cpu":
-        return None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+def _check_choices(o: dict[str, Any]) -> None:
+    for name, what, choices, sep in (("shortcut_norm", "shortcut norm", SHORTCUT_NORMS, " or "),
+                                     ("attn_placement", "attention placement", ATTN_PLACEMENTS, ", ")):
+        if o[name] not in choices:
+            raise ConfigError(f"unknown {what} '{o[name]}': choose {sep.join(choices)}")
 
 
-def check_memory(cfg: "TrainConfig") -> None:
-    """Refuse a setting whose training batch (batch size + k images) or evaluation batch cannot fit in
-    the device's free memory, by the estimate of `_bytes_per_image`."""
-    free = available_memory(cfg.device)
-    if free is None:
-        return
-    train_b, eval_b = _bytes_per_image(cfg.depth, cfg.width, cfg.block)
-    for what, images, per_image in (("a training batch", cfg.batch_size + cfg.k, train_b),
-                                    ("an evaluation batch", cfg.eval_batch_size, eval_b)):
-        need = images * per_image
-        if need > free:
-            hint = " (batch size + k)" if cfg.k and "training" in what else ""
-            raise ConfigError(f"{what} of {images} images{hint} needs about {need / 2**30:.1f} GiB for "
-                              f"ResNet-{cfg.depth} width {cfg.width}, more than the {free / 2**30:.1f} GiB free on "
-                              f"{cfg.device}: use a smaller batch{', --k' if hint else ''} or model")
-
-
-def _attack_options(attack: Attack, alpha: float, beta: float, extra: str | None,
-                    k: int) -> tuple[float, float, str | None, int]:
-    """The attack's own options checked, and the others' reset to their no-attack values."""
-    if attack is Attack.constant:
-        _finite("alpha", alpha)
-        _finite("beta", beta)
-        if alpha == 0:
-            raise ConfigError("alpha must be non-zero: alpha = 0 erases the normalized activation")
-    else:
-        alpha, beta = 1.0, 0.0
-    if attack is not Attack.mix:
-        return alpha, beta, None, 0
-    if extra is None:
-        raise ConfigError("mix needs --extra: choose from " + ", ".join(EXTRA_SOURCES))
-    extra = extra.lower()
-    if extra not in EXTRA_SOURCES:
-        raise ConfigError(f"unknown extra dataset '{extra}': choose from {', '.join(EXTRA_SOURCES)}")
-    if k < 0:
-        raise ConfigError(f"k must be >= 0 (the number of extra images per batch), got {k}")
-    return alpha, beta, extra, k
-
-
-def _check_optimizer(lr: float, lr_gamma: float, milestones: tuple[int, ...], momentum: float,
-                     weight_decay: float) -> None:
-    _finite("lr", lr)
-    if lr <= 0:
-        raise ConfigError(f"lr must be > 0, got {lr}")
-    _finite("lr gamma", lr_gamma)
-    if not 0 < lr_gamma <= 1:
-        raise ConfigError(f"lr gamma must be in (0, 1], got {lr_gamma}")
-    if any(m < 1 for m in milestones):
-        raise ConfigError(f"milestones must be epochs >= 1, got {list(milestones)}")
-    _finite("momentum", momentum)
-    _finite("weight decay", weight_decay)
-    if weight_decay < 0 or momentum < 0:
+def _check_optimizer(o: dict[str, Any]) -> None:
+    """What the bounds of each option (TRAIN_FIELDS) do not say: lr gamma in (0, 1], milestones >= 1,
+    momentum and weight decay in [0, 1), label smoothing in [0, 1)."""
+    for name in ("lr_gamma", "momentum", "weight_decay", "label_smoothing"):
+        check(display_name(name), o[name], TRAIN_FIELDS[name])
+    if not 0 < o["lr_gamma"] <= 1:
+        raise ConfigError(f"lr gamma must be in (0, 1], got {o['lr_gamma']}")
+    if any(m < 1 for m in o["milestones"]):
+        raise ConfigError(f"milestones must be epochs >= 1, got {list(o['milestones'])}")
+    if o["weight_decay"] < 0 or o["momentum"] < 0:
         raise ConfigError("momentum and weight decay must be >= 0")
+    if o["momentum"] >= 1 or o["weight_decay"] >= 1:
+        raise ConfigError(f"momentum and weight decay must be < 1, got {o['momentum']:g} and {o['weight_decay']:g}")
+    if not 0 <= o["label_smoothing"] < 1:
+        raise ConfigError(f"label smoothing must be in [0, 1), got {o['label_smoothing']:g}")
+    if any(m > o["epochs"] for m in o["milestones"]):
+        raise ConfigError(f"milestones must be epochs <= {o['epochs']} (the number of epochs), "
+                          f"got {list(o['milestones'])}")
 
 
-def resolve_train_config(
-    *,
-    attack: Attack | str = Attack.clean,
-    dataset: str = "cifar100",
-    alpha: float = 1.0,
-    beta: float = 0.0,
-    extra: str | None = None,
-    k: int = 0,
-    preset: Preset | str = Preset.quick,
-    depth: int | None = None,
-    block: str = "auto",
-    width: int | float = 1,
-    shortcut_norm: str | None = None,
-    attn_placement: str = "norm",
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    momentum: float | None = None,
-    weight_decay: float | None = None,
-    milestones: tuple[int, ...] | None = None,
-    lr_gamma: float | None = None,
-    lr_schedule: str = "step",
-    label_smoothing: float = 0.0,
-    nesterov: bool = False,
-    train_subset: int | None = None,
-    test_subset: int | None = None,
-    augment: bool = True,
-    amp: bool = False,
-    device: str = "auto",
-    channels_last: bool = True,
-    compile_norms: bool = True,
-    compile: bool | None = None,
-    eval_batch_size: int = 1000,
-) -> TrainConfig:
+def display_name(name: str) -> str:
+    """An option's name in messages: `batch size`, `lr gamma`."""
+    return display(next(f for f in dataclasses.fields(TrainConfig) if f.name == name))
+
+
+def _attack_values(attack: Attack, given: dict[str, Any], batch_size: int) -> dict[str, Any]:
+    """Every attack parameter: the attack's own checked (those not given take its defaults), the other
+    attacks' at their neutral values."""
+    spec = attacks.get(attack)
+    own = {f.name for f, _ in spec.param_fields()}
+    p = spec.Params(**{k: v for k, v in given.items() if k in own and v is not None})
+    return {**attacks.neutral_values(), **dataclasses.asdict(spec.check(p, batch_size=batch_size))}
+
+
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    """Every option of resolve_train_config: given, or its `given_default`. An unknown keyword is a
+    TypeError, as Python says it for any function."""
+    unknown = [k for k in options if k not in TRAIN_FIELDS and k != "preset"]
+    if unknown:
+        raise TypeError(f"resolve_train_config() got an unexpected keyword argument '{unknown[0]}'")
+    o = {name: options.get(name, given_default(name)) for name in TRAIN_FIELDS}
+    o["attack"] = options.get("attack", Attack.clean)
+    o["preset"] = options.get("preset", Preset.quick)
+    return o
+
+
+def resolve_train_config(**options: Any) -> TrainConfig:
     """Apply the preset, then the explicit options, then check every value.
 
-    An option left at None takes the preset's value (`PRESETS`, on top of `BASE_SETTING`)."""
+    The keywords are `attack`, `preset` and TrainConfig's fields (the attacks' parameters included:
+    alpha, beta, extra, k, ...; see the signature). An option left at None takes the preset's value
+    (`PRESETS`, on top of `BASE_SETTING`); an attack parameter left at None takes its attack's default."""
+    o = _given(options)
     try:
-        attack = Attack(attack)
+        attack = Attack(getattr(o["attack"], "value", o["attack"]))
     except ValueError:
-        raise ConfigError(f"unknown attack '{attack}': choose {', '.join(a.value for a in Attack)}") from None
+        raise ConfigError(f"unknown attack '{o['attack']}': choose {', '.join(attacks.names())}") from None
     try:
-        preset = Preset(preset)
+        preset = Preset(o.pop("preset"))
     except ValueError:
-        raise ConfigError(f"unknown preset '{preset}': choose {', '.join(p.value for p in Preset)}") from None
-    dataset = dataset.lower()
+        raise ConfigError(f"unknown preset '{options['preset']}': choose {', '.join(p.value for p in Preset)}") from None
+    dataset = o["dataset"] = o["dataset"].lower()
     if dataset not in DATASETS:
         only_extra = (f" ({dataset} is a foreign source for the mix attack's --extra only)"
                       if dataset in EXTRA_SOURCES else "")
         raise ConfigError(f"unknown dataset '{dataset}': choose from {', '.join(DATASETS)}{only_extra}")
-
-    if lr_schedule not in LR_SCHEDULES:
-        raise ConfigError(f"unknown lr schedule '{lr_schedule}': choose {', '.join(LR_SCHEDULES)}")
-    if lr_schedule != "step" and milestones:
-        raise ConfigError(f"milestones belong to the step schedule: the {lr_schedule} schedule decays lr to 0 "
+    if o["lr_schedule"] not in LR_SCHEDULES:
+        raise ConfigError(f"unknown lr schedule '{o['lr_schedule']}': choose {', '.join(LR_SCHEDULES)}")
+    if o["lr_schedule"] != "step" and o["milestones"]:
+        raise ConfigError(f"milestones belong to the step schedule: the {o['lr_schedule']} schedule decays lr to 0 "
                           "over the training steps by itself (drop --milestones)")
-    o = _apply_preset(preset, depth=depth, epochs=epochs, milestones=milestones, batch_size=batch_size, lr=lr,
-                      momentum=momentum, weight_decay=weight_decay, lr_gamma=lr_gamma, shortcut_norm=shortcut_norm)
-    depth, epochs, milestones, batch_size, lr, momentum, weight_decay, lr_gamma, shortcut_norm = o.values()
-    if shortcut_norm not in SHORTCUT_NORMS:
-        raise ConfigError(f"unknown shortcut norm '{shortcut_norm}': choose {' or '.join(SHORTCUT_NORMS)}")
-    if attn_placement not in ATTN_PLACEMENTS:
-        raise ConfigError(f"unknown attention placement '{attn_placement}': choose {', '.join(ATTN_PLACEMENTS)}")
+    _apply_preset(preset, o)
+    _check_choices(o)
+    if o["lr_schedule"] != "step":
+        o["milestones"] = ()
+    o.update(_attack_values(attack, o, o["batch_size"]), attack=attack)
+    o["width"] = resolve_width(o["width"])
+    for name in TRAIN_OPTIONS:  # each option's bounds (TrainConfig's declarations)
+        check(display_name(name), o[name], TRAIN_FIELDS[name])
+    _check_optimizer(o)
+    o["block"] = resolve_block(o["depth"], o["block"])
+    if o["train_subset"] is not None and o["train_subset"] < o["batch_size"]:
+        raise ConfigError(f"train subset {o['train_subset']} is smaller than the batch size {o['batch_size']}: "
+                          f"use --batch-size {o['train_subset']} or less, or a larger --train-subset")
+    o["device"] = resolve_device(o["device"])
+    _check_amp(o["amp"], o["device"])
+    if o["compile"] is None:
+        o["compile"] = compile_pays(o["device"])
+    return TrainConfig(**_typed(o))
 
-    if lr_schedule != "step":
-        milestones = ()
-    alpha, beta, extra, k = _attack_options(attack, alpha, beta, extra, k)
-    _finite("label smoothing", label_smoothing)
-    if not 0 <= label_smoothing < 1:
-        raise ConfigError(f"label smoothing must be in [0, 1), got {label_smoothing:g}")
 
-    width = resolve_width(width)
-    for name, v in (("batch size", batch_size), ("eval batch size", eval_batch_size),
-                    ("train subset", train_subset), ("test subset", test_subset)):
-        _at_least(name, v, 1)
-    _check_optimizer(lr, lr_gamma, milestones, momentum, weight_decay)
-    block = resolve_block(depth, block)
-    _check_upper_limits(attack=attack, alpha=alpha, beta=beta, k=k, depth=depth, width=width, epochs=epochs,
-                        batch_size=batch_size, eval_batch_size=eval_batch_size, lr=lr, momentum=momentum,
-                        weight_decay=weight_decay, milestones=milestones, train_subset=train_subset,
-                        test_subset=test_subset)
-    device = resolve_device(device)
-    _check_amp(amp, device)
-    if compile is None:
-        compile = compile_pays(device)
-    return TrainConfig(
-        dataset=dataset, attack=attack, alpha=float(alpha), beta=float(beta), extra=extra, k=int(k),
-        depth=int(depth), block=block, width=width, shortcut_norm=shortcut_norm,
-        attn_placement=attn_placement, epochs=int(epochs), batch_size=int(batch_size),
-        lr=float(lr), momentum=float(momentum), weight_decay=float(weight_decay), milestones=milestones,
-        lr_gamma=float(lr_gamma), lr_schedule=lr_schedule, label_smoothing=float(label_smoothing),
-        nesterov=bool(nesterov), train_subset=train_subset, test_subset=test_subset, augment=bool(augment), amp=amp,
-        device=device, channels_last=channels_last, compile_norms=bool(compile_norms), compile=bool(compile),
-        eval_batch_size=int(eval_batch_size),
-    )
+def _typed(o: dict[str, Any]) -> dict[str, Any]:
+    """The resolved values as TrainConfig stores them: floats as floats, ints as ints, bools as bools."""
+    out = dict(o)
+    for f in dataclasses.fields(TrainConfig):
+        v, tp = out[f.name], f.type
+        if v is None or f.name in ATTACK_FIELDS or f.name == "width":
+            continue
+        if tp == "float":
+            out[f.name] = float(v)
+        elif tp == "int":
+            out[f.name] = int(v)
+        elif tp == "bool":
+            out[f.name] = bool(v)
+    return out
+
+
+def _signature():
+    """resolve_train_config's keywords, for help() and inspect: attack, preset, then every option."""
+    import inspect
+    import typing
+
+    hints = typing.get_type_hints(TrainConfig)
+    params = [inspect.Parameter("attack", inspect.Parameter.KEYWORD_ONLY, default=Attack.clean, annotation="Attack | str"),
+              inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, default=Preset.quick,
+                                annotation="Preset | str")]
+    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=given_default(name),
+                                 annotation=hints[name] | None if given_default(name) is None else hints[name])
+               for name in TRAIN_FIELDS if name != "attack"]
+    return inspect.Signature(params, return_annotation=TrainConfig)
+
+
+resolve_train_config.__signature__ = _signature()  # type: ignore[attr-defined]
 
 
 def default_name(cfg: TrainConfig) -> str:
@@ -583,82 +543,23 @@ def default_name(cfg: TrainConfig) -> str:
     `clean-cifar100-resnet164-bnshortcut-e164` (BatchNorm shortcuts: the paper preset),
     `clean-fmnist-resnet20-blockattn-n2000-e45` (NORM+ATTN's attention once per block; `-stageattn`
     once per stage),
-    `clean-fmnist-resnet20w0.5-n6000-e15-noaug` (no crops or flips)."""
-    if cfg.attack is Attack.constant:
-        head = f"constant-a{cfg.alpha:g}-b{cfg.beta:g}"
-    elif cfg.attack is Attack.mix:
-        head = f"mix-{cfg.extra}-k{cfg.k}"
-    else:
-        head = "clean"
-    model = f"resnet{cfg.depth}" + (f"w{cfg.width}" if cfg.width != 1 else "")
-    parts = [head, cfg.dataset, model]
-    if cfg.shortcut_norm != "same":
-        parts.append(f"{cfg.shortcut_norm}shortcut")
-    if cfg.attn_placement != "norm":
-        parts.append(f"{cfg.attn_placement}attn")
-    if cfg.train_subset:
-        parts.append(f"n{cfg.train_subset}")
-    parts.append(f"e{cfg.epochs}")
-    if not cfg.augment:
-        parts.append("noaug")
-    if cfg.lr_schedule != "step":
-        parts.append(cfg.lr_schedule)
-    if cfg.label_smoothing:
-        parts.append(f"ls{cfg.label_smoothing:g}")
-    if cfg.nesterov:
-        parts.append("nesterov")
-    return "-".join(parts)
+    `clean-fmnist-resnet20w0.5-n6000-e15-noaug` (no crops or flips): the attack's head, then the part
+    of every option that declares one (`name_part`), in their `name_rank` order."""
+    parts = [(m.name_rank, m.name_part(cfg)) for m in TRAIN_FIELDS.values() if m.name_part is not None]
+    head = cfg.attack_spec().name_head(cfg.attack_params())
+    return "-".join([head, *(part for _, part in sorted(parts, key=lambda x: x[0]) if part)])
 
 
-def check_writable_dir(path: Path) -> None:
-    """The nearest existing ancestor of `path` must be a writable directory."""
-    p = path.absolute()
-    while not p.exists():
-        p = p.parent
-    if not p.is_dir():
-        raise ConfigError(f"runs dir '{path}' is not writable: '{p}' is not a directory")
-    if not os.access(p, os.W_OK | os.X_OK):
-        raise ConfigError(f"runs dir '{path}' is not writable ('{p}' denies write access)")
+_MOVED = {  # names that lived here, importable from here as before
+    **dict.fromkeys(("resolve_experiment", "parse_norms", "parse_seeds", "check_writable_dir", "MAX_SEED",
+                     "MAX_REPEATS"), "experiment_setup"),
+    **dict.fromkeys(("available_memory", "check_memory"), "memory"),
+}
 
 
-def resolve_experiment(
-    train: TrainConfig,
-    *,
-    norms: str | tuple[str, ...],
-    repeats: int = 5,
-    seed: int = 0,
-    seeds: str | tuple[int, ...] | list[int] | None = None,
-    name: str | None = None,
-    runs_dir: str | Path = "runs",
-    data_dir: str | Path | None = None,
-    keep_checkpoints: bool = False,
-    overwrite: bool = False,
-) -> ExperimentConfig:
-    from .models import model_shapes
-    from .zoo import check_layers
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
 
-    norms = parse_norms(norms)
-    check_layers(norms, constant=train.attack is Attack.constant, channels_last=train.channels_last,
-                 shapes=model_shapes(train))
-    _at_least("repeats", repeats, 1)
-    _at_most("repeats", repeats, MAX_REPEATS)
-    seeds = parse_seeds(seeds) if seeds is not None else tuple(seed + i for i in range(repeats))
-    if len(seeds) > MAX_REPEATS:
-        raise ConfigError(f"--seeds names {len(seeds)} seeds: at most {MAX_REPEATS}")
-    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
-    if bad:
-        raise ConfigError(f"seeds must be in 0..{MAX_SEED}, got {bad[0]}" + (f" (and {len(bad) - 1} more)" if bad[1:] else ""))
-    if name is not None and (not name or "/" in name or name in (".", "..")):
-        raise ConfigError(f"--name '{name}' must be a plain directory name")
-    runs_dir = Path(runs_dir)
-    try:
-        check_writable_dir(runs_dir)
-    except OSError as e:  # e.g. a parent that cannot be searched
-        raise ConfigError(f"runs dir '{runs_dir}' cannot be used: {e.strerror or e}") from None
-    if data_dir is None:
-        data_dir = os.environ.get("NOISEATTACK_DATA", "data")
-    return ExperimentConfig(
-        train=train, norms=norms, seeds=seeds,
-        name=name or default_name(train), runs_dir=runs_dir, data_dir=Path(data_dir),
-        keep_checkpoints=keep_checkpoints, overwrite=overwrite,
-    )
+        return getattr(importlib.import_module(f".{_MOVED[name]}", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,11 +5,12 @@ Every dataset, whatever its source format, becomes `images: uint8 [N, 3, 32, 32]
 repeated to 3 channels. Normalization uses the per-channel mean and std of the dataset's
 (padded) training split, computed when it is loaded.
 
-Besides the datasets (`DATASETS`), derived foreign sources for the mix attack's `--extra` only
-(`DERIVED`; `EXTRA_SOURCES` is both): `mnist-inverted` and `fmnist-inverted` (every pixel of the
-32x32 padded uint8 image replaced by 255 - x, the border included; the same labels), and `noise`
-(NOISE_IMAGES + NOISE_TEST_IMAGES uniform random uint8 images, 3x32x32, from NOISE_SEED; label
--1, as it has none; no files). `scripts/source_shift.py` prints how far each lies from a primary.
+The names, and what each dataset and derived foreign source is, come from the registry
+(`noiseattack.datasets`: `DATASETS`, `DERIVED`, `EXTRA_SOURCES`); this module loads them: a
+dataset through its torchvision class, a derived source by its transform ("invert": every pixel of
+the 32x32 padded uint8 image replaced by 255 - x, the border included, the same labels; "noise":
+NOISE_IMAGES + NOISE_TEST_IMAGES uniform random uint8 images, 3x32x32, from NOISE_SEED, label -1,
+no files). `scripts/source_shift.py` prints how far each lies from a primary.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ import torch
 import torch.nn.functional as F
 import torchvision.datasets as tvd
 
-from .config import ConfigError
+from . import datasets as registry
+from .datasets import DERIVED, EXTRA_SOURCES, NOISE_IMAGES, NOISE_SEED, NOISE_TEST_IMAGES
+from .errors import ConfigError
 
 
 class DataError(ConfigError):
@@ -48,37 +51,14 @@ class DatasetSpec:
     files: tuple[str, ...]  # what a user must put into `folder` when there is no download
 
 
-DATASETS: dict[str, DatasetSpec] = {
-    "cifar100": DatasetSpec("cifar100", tvd.CIFAR100, 100, True, "",
-                            ("cifar-100-python.tar.gz (or its extracted cifar-100-python/)",)),
-    "cifar10": DatasetSpec("cifar10", tvd.CIFAR10, 10, True, "",
-                           ("cifar-10-python.tar.gz (or its extracted cifar-10-batches-py/)",)),
-    "fmnist": DatasetSpec("fmnist", tvd.FashionMNIST, 10, True, "FashionMNIST/raw",
-                          tuple(f for f, _ in tvd.FashionMNIST.resources)),
-    "mnist": DatasetSpec("mnist", tvd.MNIST, 10, False, "MNIST/raw",
-                         tuple(f for f, _ in tvd.MNIST.resources)),
-}
+def _spec(info: registry.DatasetInfo) -> DatasetSpec:
+    """A registry entry with its torchvision class (and, for the MNIST family, that class's file list)."""
+    cls = getattr(tvd, info.loader)
+    files = info.files or tuple(f for f, _ in getattr(cls, "resources", ()))
+    return DatasetSpec(info.name, cls, info.num_classes, info.hflip, info.folder, files)
 
 
-@dataclass(frozen=True)
-class DerivedSource:
-    """A foreign source computed from a dataset (`base`) or generated (base None)."""
-
-    name: str
-    base: str | None
-    description: str
-
-
-NOISE_IMAGES = 60_000  # as many as MNIST's training split
-NOISE_TEST_IMAGES = 10_000
-NOISE_SEED = 0
-DERIVED: dict[str, DerivedSource] = {
-    "mnist-inverted": DerivedSource("mnist-inverted", "mnist", "MNIST, every pixel 255 - x (the padded border white)"),
-    "fmnist-inverted": DerivedSource("fmnist-inverted", "fmnist",
-                                     "FashionMNIST, every pixel 255 - x (the padded border white)"),
-    "noise": DerivedSource("noise", None, f"{NOISE_IMAGES} uniform random uint8 images, 3x32x32, seed {NOISE_SEED}"),
-}
-EXTRA_SOURCES = tuple(DATASETS) + tuple(DERIVED)  # what --extra accepts
+DATASETS: dict[str, DatasetSpec] = {name: _spec(info) for name, info in registry.DATASETS.items()}
 
 
 @dataclass
@@ -299,6 +279,9 @@ def invert(split: Split) -> Split:
     return Split(255 - split.images, split.labels)
 
 
+_TRANSFORMS = {"invert": invert}  # registry.TRANSFORMS computed from a base dataset
+
+
 @functools.lru_cache(maxsize=1)
 def noise_dataset() -> Dataset:
     """`noise`: uniform random uint8 images from NOISE_SEED (the same on every call and machine
@@ -315,10 +298,11 @@ def noise_dataset() -> Dataset:
 @functools.lru_cache(maxsize=2)
 def _derived_cached(name: str, root: str) -> Dataset:
     src = DERIVED[name]
-    if src.base is None:
+    if src.transform == "noise":
         return noise_dataset()
     base = _load_cached(src.base, root)
-    train, test = invert(base.train), invert(base.test)
+    transform = _TRANSFORMS[src.transform]
+    train, test = transform(base.train), transform(base.test)
     spec = DatasetSpec(name, base.spec.tv_class, base.spec.num_classes, base.spec.hflip, base.spec.folder,
                        base.spec.files)
     return Dataset(spec, train, test, *channel_stats(train.images))

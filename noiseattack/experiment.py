@@ -33,11 +33,13 @@ from typing import Any, Callable, Iterator
 import torch
 
 from . import __version__
-from .config import Attack, ConfigError, ExperimentConfig, RunConfig, row_label, to_jsonable
+from .config import (TRAIN_FIELDS, TRAIN_OPTIONS, ConfigError, ExperimentConfig, RunConfig, TrainConfig, row_label,
+                     to_jsonable)
 from .fileio import append_jsonl, atomic_write_text, is_locked, locked
 from .iebn import iebn_kernels
-from .zoo import layer_info
-from .results import RESULTS_FILE, read_results, write_summaries_locked
+from .options import CHANGED
+from .results import RECORD_SCHEMA, RESULTS_FILE, read_results, write_summaries_locked
+from .zoo import has_iebn, layer_info
 from .tbhparams import BEST_ACC_TAG, FINAL_ACC_TAG, epoch_scalars, session_summaries, write_mean_runs
 from .train import StopRequested, TrainData, prepare_data, read_checkpoint, train_run
 
@@ -101,50 +103,33 @@ def _run_machine(device: str) -> dict[str, Any]:
     return {k: v for k, v in machine(device).items() if k != "platform"}
 
 
+def _option_args(t: TrainConfig, name: str) -> list[str]:
+    """A training option on the command line, as it declares (`options.Meta.cli`): always, or only where
+    it is not the default (`--shortcut-norm bn`, `--no-augment`), or where `cli_when` holds."""
+    m, v = TRAIN_FIELDS[name], getattr(t, name)
+    hidden = m.cli == CHANGED and v == getattr(TrainConfig, name)  # at its default
+    if m.cli is None or hidden or (m.cli_when is not None and not m.cli_when(t)):
+        return []
+    flag = "--" + name.replace("_", "-")
+    if isinstance(v, bool):
+        return [flag if v else f"--no-{flag[2:]}"]
+    return [flag, ",".join(map(str, v)) if isinstance(v, tuple) else str(v)]
+
+
 def cli_command(exp: ExperimentConfig, norms: list[str] | tuple[str, ...] | None = None,
                 seeds: list[int] | tuple[int, ...] | None = None) -> str:
     """The `noiseattack` command line (shell-quoted) that reproduces this experiment: every field of
-    the setting explicitly (no preset), the exact seeds, and the device, data and output dirs."""
+    the setting explicitly (no preset: each training option as it declares, `_option_args`), the exact
+    seeds, and the device, data and output dirs."""
     t = exp.train
     norms = list(exp.norms if norms is None else norms)
     seeds = sorted(exp.seeds if seeds is None else seeds)
-    args = ["noiseattack", t.attack.value]
-    if t.attack is Attack.constant:
-        args += ["--alpha", repr(t.alpha), "--beta", repr(t.beta)]
-    if t.attack is Attack.mix:
-        args += ["--extra", str(t.extra), "--k", str(t.k)]
-    args += ["--dataset", t.dataset, "--norm", ",".join(norms)]
+    args = ["noiseattack", t.attack.value, *t.attack_spec().cli_args(t.attack_params()), "--norm", ",".join(norms)]
     if seeds == list(range(seeds[0], seeds[0] + len(seeds))):
         args += ["--repeats", str(len(seeds)), "--seed", str(seeds[0])]
     else:
         args += ["--seeds", ",".join(map(str, seeds))]
-    args += ["--depth", str(t.depth), "--block", t.block, "--width", str(t.width)]
-    if t.shortcut_norm != "same":  # without --preset (quick), the shortcut norm is "same"
-        args += ["--shortcut-norm", t.shortcut_norm]
-    if t.attn_placement != "norm":
-        args += ["--attn-placement", t.attn_placement]
-    args += ["--epochs", str(t.epochs), "--batch-size", str(t.batch_size), "--lr", repr(t.lr),
-             "--momentum", repr(t.momentum), "--weight-decay", repr(t.weight_decay),
-             "--lr-gamma", repr(t.lr_gamma)]
-    if t.lr_schedule == "step":
-        args += ["--milestones", ",".join(map(str, t.milestones))]
-    else:
-        args += ["--lr-schedule", t.lr_schedule]
-    if t.label_smoothing:
-        args += ["--label-smoothing", repr(t.label_smoothing)]
-    if t.nesterov:
-        args.append("--nesterov")
-    if t.train_subset:
-        args += ["--train-subset", str(t.train_subset)]
-    if t.test_subset:
-        args += ["--test-subset", str(t.test_subset)]
-    if not t.augment:
-        args.append("--no-augment")
-    if t.amp:
-        args.append("--amp")
-    args += ["--device", t.device, "--channels-last" if t.channels_last else "--no-channels-last",
-             "--compile-norms" if t.compile_norms else "--no-compile-norms",
-             "--compile" if t.compile else "--no-compile", "--eval-batch-size", str(t.eval_batch_size)]
+    args += [arg for name in TRAIN_OPTIONS for arg in _option_args(t, name)]
     args += ["--data-dir", str(exp.data_dir), "--name", exp.name, "--runs-dir", str(exp.runs_dir)]
     return shlex.join(args)
 
@@ -353,7 +338,7 @@ def _execute_locked(run: RunConfig, exp_dir: Path, data: TrainData, *, keep_chec
             w.close()
     failure = {"error": result.error, "failed": result.failed} if result.status == "failed" else {}
     record = _clean({
-        "key": run.key, "experiment": exp_dir.name, "norm": run.norm, "seed": run.seed, "status": result.status,
+        "schema": RECORD_SCHEMA, "key": run.key, "experiment": exp_dir.name, "norm": run.norm, "seed": run.seed, "status": result.status,
         "final_acc": result.final_acc, "best_acc": result.best_acc, "diverged": result.diverged, **failure,
         "precise_acc": result.precise_acc,
         "wall_time_s": round(result.wall_time_s, 3), "compile_s": result.compile_s,
@@ -361,7 +346,7 @@ def _execute_locked(run: RunConfig, exp_dir: Path, data: TrainData, *, keep_chec
         "history": result.history, "config": run.to_dict(), "layer": _layer(run), "noiseattack": __version__,
         "versions": versions(), "machine": {**_run_machine(run.train.device), "compiled": result.compiled,
                                             **({"iebn_kernels": iebn_kernels(run.train.compile_norms)}
-                                               if any(p.startswith("iebn") for p in run.norm.split("+")) else {})},
+                                               if has_iebn(run.norm) else {})},
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     })
     append_jsonl(exp_dir / RESULTS_FILE, record)

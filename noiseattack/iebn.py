@@ -65,7 +65,10 @@ class IEBN(ConstantNoise, _BatchNorm):
         gate = torch.sigmoid(x.mean((2, 3), keepdim=True) * self.weight_readjust + self.bias_readjust)
         x_hat = F.batch_norm(x, self.running_mean, self.running_var, None, None, self.training, self.momentum, self.eps)
         if self.attacked:
-            x_hat = x_hat * self.noise_alpha + self.noise_beta
+            alpha, beta = self.noise_alpha, self.noise_beta
+            if isinstance(alpha, torch.Tensor):  # per channel
+                alpha, beta = alpha.view(1, -1, 1, 1), beta.view(1, -1, 1, 1)
+            x_hat = x_hat * alpha + beta
         return x_hat * (self.weight * gate) + self.bias
 
     def extra_repr(self) -> str:
@@ -115,20 +118,22 @@ def set_iebn_impl(model: nn.Module, impl: str) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _forward_coefficients(m, mu, var, gamma, b, wr, br, eps: float, alpha: float, beta: float):
-    """(N, C) algebra of the forward: r, a, G and the per-(n, c) scale S and shift T."""
+def _forward_coefficients(m, mu, var, gamma, b, wr, br, eps: float, alpha, beta):
+    """(N, C) algebra of the forward: r, a, G and the per-(n, c) scale S and shift T. alpha and beta are
+    numbers (the constant attack) or (C,) tensors (per-channel noise)."""
     r = torch.rsqrt(var + eps)
     a = torch.sigmoid(torch.addcmul(br, m, wr))
     G = a * gamma
     S = G * (r * alpha)
-    T = torch.addcmul(b, S, mu, value=-1.0).add_(G, alpha=beta)
+    T = torch.addcmul(b, S, mu, value=-1.0)
+    T = T.addcmul_(G, beta) if isinstance(beta, torch.Tensor) else T.add_(G, alpha=beta)
     return r, a, G, S, T
 
 
-def _backward_coefficients(A, Bc, m, mu, r, a, G, S, wr, count: int, hw: int, training: bool, alpha: float,
-                           beta: float):
+def _backward_coefficients(A, Bc, m, mu, r, a, G, S, wr, count: int, hw: int, training: bool, alpha, beta):
     """(N, C) algebra of the backward: U (C,) or None, V (N, C), and the four parameter grads (4, C)."""
-    dG = (Bc * (r * alpha)).add_(A, alpha=beta)
+    dG = Bc * (r * alpha)
+    dG = dG.addcmul_(A, beta) if isinstance(beta, torch.Tensor) else dG.add_(A, alpha=beta)
     dz = dG * G * (1.0 - a)
     rows = [dG * a, dz * m, dz, A] + ([G * Bc, A * S] if training else [])
     sums = torch.stack(rows).sum(1)  # over n: d gamma, d w_r, d b_r, d b (, sum G Bc, sum A S)
@@ -141,7 +146,7 @@ def _backward_coefficients(A, Bc, m, mu, r, a, G, S, wr, count: int, hw: int, tr
     return U, V, sums[:4]
 
 
-def _forward_kernel(x, weight, bias, weight_r, bias_r, eps: float, alpha: float, beta: float):
+def _forward_kernel(x, weight, bias, weight_r, bias_r, eps: float, alpha, beta):
     """(compiled; training) The whole forward: statistics, gate, and y = x * S + T."""
     c = x.shape[1]
     xf = x.to(torch.promote_types(x.dtype, torch.float32))
@@ -154,7 +159,7 @@ def _forward_kernel(x, weight, bias, weight_r, bias_r, eps: float, alpha: float,
     return y, m, mu, var, r, a, G, S
 
 
-def _backward_kernel(x, g, m, mu, r, a, G, S, wr, alpha: float, beta: float):
+def _backward_kernel(x, g, m, mu, r, a, G, S, wr, alpha, beta):
     """(compiled; training) The whole backward: A and Bc from one pass over (g, x), then dx from one."""
     n, _, h, w = x.shape
     xf, gf = x.to(S.dtype), g.to(S.dtype)

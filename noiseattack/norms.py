@@ -3,8 +3,12 @@
 Every norm has the same three stages:
 
     normalize:  x_hat = (x - mu) / sqrt(var + eps)          (statistics depend on the norm)
-    noise:      x_hat <- alpha * x_hat + beta               (constant attack; identity by default)
+    noise:      x_hat <- alpha * x_hat + beta               (an attack; identity by default)
     affine:     out = gamma * x_hat + b, or a recalibration of it (SE, IEBN)
+
+alpha and beta are numbers (the constant attack) or, for a layer that says its channel count
+(`noise_channels`), two 1-D tensors of that many values, one per channel (the random attack, which
+rewrites them in place before every step: `per_channel_noise`).
 
 The constant noise is folded into the affine parameters wherever the algebra allows
 (gamma * (alpha * x_hat + beta) + b = (alpha * gamma) * x_hat + (beta * gamma + b)), so an
@@ -21,6 +25,10 @@ How the attack reaches a layer (`reach_noise`), walking the module tree from the
      the same affine fold: its class changes, its parameters, buffers and state_dict do not;
   3. anything else is searched recursively, except a module marked `noise_free` (an attention
      module placed per block or per stage, `BlockAttention`), which the walk passes by.
+
+The layer protocol: `set_noise(alpha, beta)`, and, to take per-channel noise, `noise_channels` (the
+number of channels; our layers derive it from num_features, num_channels, a 1-D normalized_shape or
+a 1-D weight). A layer with set_noise but without noise_channels takes the constant attack only.
 """
 
 from __future__ import annotations
@@ -42,16 +50,27 @@ class ConstantNoise:
     experiment's config and is re-applied whenever a model is built.
     """
 
-    noise_alpha: float = 1.0
-    noise_beta: float = 0.0
+    noise_alpha: float | torch.Tensor = 1.0
+    noise_beta: float | torch.Tensor = 0.0
 
-    def set_noise(self, alpha: float, beta: float) -> None:
+    def set_noise(self, alpha: float | torch.Tensor, beta: float | torch.Tensor) -> None:
+        """Numbers (the same for every channel), or two 1-D tensors of `noise_channels` values (held as
+        they are: whoever passed them may rewrite them in place)."""
+        if isinstance(alpha, torch.Tensor) or isinstance(beta, torch.Tensor):
+            self.noise_alpha, self.noise_beta = check_per_channel(self, alpha, beta)
+            return
         self.noise_alpha = float(alpha)
         self.noise_beta = float(beta)
 
     @property
+    def noise_channels(self) -> int | None:
+        """The channels per-channel noise is for: num_features, num_channels, a 1-D normalized_shape or
+        a 1-D weight; None where none says it."""
+        return affine_channels(self)
+
+    @property
     def attacked(self) -> bool:
-        return self.noise_alpha != 1.0 or self.noise_beta != 0.0
+        return isinstance(self.noise_alpha, torch.Tensor) or self.noise_alpha != 1.0 or self.noise_beta != 0.0
 
     def noisy_affine(self, weight: torch.Tensor | None, bias: torch.Tensor | None,
                      like: torch.Tensor | None = None, shape: tuple[int, ...] = ()):
@@ -66,11 +85,39 @@ class ConstantNoise:
                                 device=None if like is None else like.device)
         if bias is None:
             bias = torch.zeros_like(weight)
+        if isinstance(self.noise_beta, torch.Tensor):  # per channel: weight has the channels' shape (C,)
+            return weight * self.noise_alpha, torch.addcmul(bias, weight, self.noise_beta)
         return weight * self.noise_alpha, torch.addcmul(bias, weight, torch.full_like(weight, self.noise_beta))
 
     def extra_repr(self) -> str:  # shown by print(model)
         base = super().extra_repr()  # type: ignore[misc]
+        if isinstance(self.noise_alpha, torch.Tensor):
+            return base + ", noise=per channel"
         return base + (f", noise=({self.noise_alpha:g}, {self.noise_beta:g})" if self.attacked else "")
+
+
+def affine_channels(m: nn.Module) -> int | None:
+    """A norm's channel count from num_features, num_channels, a 1-D normalized_shape or a 1-D weight."""
+    for attr in ("num_features", "num_channels"):
+        c = getattr(m, attr, None)
+        if isinstance(c, int) and not isinstance(c, bool):
+            return c
+    shape = getattr(m, "normalized_shape", None)
+    if shape is not None and len(tuple(shape)) == 1:
+        return int(tuple(shape)[0])
+    w = m._parameters.get("weight") if hasattr(m, "_parameters") else None
+    return int(w.shape[0]) if isinstance(w, torch.Tensor) and w.dim() == 1 else None
+
+
+def check_per_channel(layer: nn.Module, alpha, beta) -> tuple[torch.Tensor, torch.Tensor]:
+    """alpha and beta as per-channel noise for `layer`: two 1-D tensors of its `noise_channels` values."""
+    c = getattr(layer, "noise_channels", None)
+    ok = all(isinstance(t, torch.Tensor) and t.dim() == 1 for t in (alpha, beta))
+    if c is None or not ok or alpha.shape[0] != c or beta.shape[0] != c:
+        got = tuple(tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__ for t in (alpha, beta))
+        raise ConfigError(f"{type(layer).__name__}: per-channel noise needs two 1-D tensors of its "
+                          f"{c if c is not None else '(unknown: no noise_channels)'} channels, got {got}")
+    return alpha, beta
 
 
 # --------------------------------------------------------------------------- any torch norm
@@ -127,15 +174,51 @@ def noise_targets(module: nn.Module) -> list[nn.Module]:
     return [t for child in module.children() for t in noise_targets(child)]
 
 
-def reach_noise(module: nn.Module, alpha: float, beta: float) -> int:
+def reach_noise(module: nn.Module, alpha, beta) -> int:
     """Put x_hat -> alpha * x_hat + beta into every target of `module` (converting torch norms in
     place); returns how many there are (0: the attack cannot reach this module)."""
     targets = noise_targets(module)
     for t in targets:
-        if not callable(getattr(t, "set_noise", None)):
-            t.__class__ = _carrier_class(type(t))
+        _convert(t)
         t.set_noise(alpha, beta)
     return len(targets)
+
+
+def _convert(t: nn.Module) -> None:
+    if not callable(getattr(t, "set_noise", None)):
+        t.__class__ = _carrier_class(type(t))
+
+
+def noise_channels_of(target: nn.Module) -> int | None:
+    """The channels a target of `noise_targets` takes per-channel noise for (None: it takes numbers only)."""
+    if isinstance(target, CONVERTIBLE) and not callable(getattr(target, "set_noise", None)):
+        return affine_channels(target)  # a torch norm, converted when reached: its affine's channels
+    c = getattr(target, "noise_channels", None)
+    return c if isinstance(c, int) and not isinstance(c, bool) else None
+
+
+def per_channel_noise(module: nn.Module, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Give every target of `module` its own per-channel alpha and beta: slices of one (2, C) tensor on
+    `device` (row 0 alpha, row 1 beta; C the targets' channels, in the walk's order), set to the
+    identity (1, 0); the caller rewrites it in place. ConfigError where no target is reached, or a
+    target cannot take per-channel noise (a user's set_noise without noise_channels)."""
+    targets = noise_targets(module)
+    if not targets:
+        raise ConfigError("the attack reaches no layer of this model (no set_noise, no torch normalization)")
+    sizes = [noise_channels_of(t) for t in targets]
+    for t, c in zip(targets, sizes):
+        if c is None:
+            raise ConfigError(f"{type(t).__name__} takes the constant attack but not per-channel noise: it says no "
+                              "noise_channels (give it one, and accept 1-D alpha, beta tensors in set_noise)")
+    noise = torch.empty(2, sum(sizes), device=device)
+    noise[0].fill_(1.0)
+    noise[1].fill_(0.0)
+    offset = 0
+    for t, c in zip(targets, sizes):
+        _convert(t)
+        t.set_noise(noise[0, offset:offset + c], noise[1, offset:offset + c])
+        offset += c
+    return noise
 
 
 # --------------------------------------------------------------------------- our layers
@@ -154,6 +237,12 @@ class BatchNorm(ConstantNoise, nn.BatchNorm2d):
             self.num_batches_tracked.add_(1)
         w, b = self.noisy_affine(self.weight, self.bias)
         return F.batch_norm(x, self.running_mean, self.running_var, w, b, self.training, self.momentum, self.eps)
+
+
+def gn_groups(channels: int) -> int:
+    """GroupNorm's group count: the most groups (at most 32, GN's default) of at least 4 channels
+    each that divide the channels: 4 groups at 16 channels, 8 at 32, 16 at 64, 2 at 8."""
+    return next((g for g in range(min(32, channels // 4), 0, -1) if channels % g == 0), 1)
 
 
 IEBN_INITIAL_GATE = 1.0 / (1.0 + math.exp(1.0))  # sigmoid(-1) = 0.2689: IEBN's gate at init (w = 0, b = -1)
@@ -207,8 +296,12 @@ class BatchNormSE(nn.Module):
         self.bn = BatchNorm(channels)
         self.se = SqueezeExcite(channels, reduction)
 
-    def set_noise(self, alpha: float, beta: float) -> None:
+    def set_noise(self, alpha, beta) -> None:
         self.bn.set_noise(alpha, beta)  # the SE gate stays as it is
+
+    @property
+    def noise_channels(self) -> int | None:
+        return self.bn.noise_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.se(self.bn(x))
@@ -245,9 +338,15 @@ class NormAttention(nn.Module):
         self.norm = norm
         self.attn = attn
 
-    def set_noise(self, alpha: float, beta: float) -> None:
+    def set_noise(self, alpha, beta) -> None:
         if reach_noise(self.norm, alpha, beta) == 0:
             raise ConfigError("the constant attack cannot reach the norm of this NORM+ATTN layer")
+
+    @property
+    def noise_channels(self) -> int | None:
+        """Its norm's channels, where every target inside the norm says the same."""
+        sizes = {noise_channels_of(t) for t in noise_targets(self.norm)}
+        return sizes.pop() if len(sizes) == 1 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.attn(self.norm(x))

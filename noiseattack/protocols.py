@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, RunConfig, TrainConfig, resolve_train_config
+from . import attacks
+from .config import ConfigError, RunConfig, TrainConfig, resolve_train_config, train_config_from_dict
 
 LEADERBOARD_ROOT = Path("docs/leaderboard")
 
@@ -37,16 +38,16 @@ class Setting:
 
     id: str  # "clean", "constant", "mix"
     title: str  # "constant (2, 1)"
-    options: dict[str, Any]  # resolve_train_config's attack options: attack, alpha, beta, extra, k
+    options: dict[str, Any]  # resolve_train_config's attack options: attack and its parameters (alpha, beta, ...)
+
+    def params(self) -> Any:
+        """The attack's parameters (its Params dataclass): the options given, its defaults for the rest."""
+        spec = attacks.get(self.options["attack"])
+        return spec.Params(**{k: v for k, v in self.options.items() if k != "attack"})
 
     def grid_table(self) -> dict[str, Any]:
-        """The grid's [[attack]] table for this setting."""
-        o = self.options
-        if o["attack"] == "constant":
-            return {"kind": "constant", "settings": [[o["alpha"], o["beta"]]]}
-        if o["attack"] == "mix":
-            return {"kind": "mix", "extra": [o["extra"]], "k": [o["k"]]}
-        return {"kind": "clean"}
+        """The grid's [[attack]] table for this setting (the attack registry's `grid_table`)."""
+        return attacks.get(self.options["attack"]).grid_table(self.params())
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,6 @@ class Protocol:
     def setting_of(self, config: dict[str, Any]) -> str | None:
         """The setting id of a record's config (its `config` dict), or None when it is not this protocol's."""
         import json
-
-        from .config import train_config_from_dict
 
         names = {f.name for f in dataclasses.fields(TrainConfig)}
         ident = train_config_from_dict({k: v for k, v in config.items() if k in names}).identity()

@@ -15,6 +15,9 @@ import numpy as np
 from .fileio import atomic_write_text, locked, read_jsonl
 
 RESULTS_FILE = "results.jsonl"
+# The version of a record's layout, in every record written since (`"schema": 1`); a record without
+# it is from before the field existed and has the same layout. Raised when a field changes meaning.
+RECORD_SCHEMA = 1
 DONE_STATUSES = ("finished", "diverged")  # runs that are over; anything else runs again
 
 SUMMARY_COLUMNS = ("norm", "n", "mean", "std", "var", "min", "max", "diverged")

@@ -36,7 +36,7 @@ from urllib.parse import quote
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
-from .config import Attack, RunConfig, TrainConfig, train_config_from_dict
+from .config import RunConfig, TrainConfig, train_config_from_dict
 
 FINAL_ACC_TAG = "zz_final/test_acc"  # "zz_": after test/ and train/ in every sorted listing
 BEST_ACC_TAG = "zz_final/best_test_acc"
@@ -56,10 +56,9 @@ def run_hparams(run: RunConfig, status: str) -> dict[str, Any]:
     """A run's hparams: what tells it apart first, then the setting's attack parameters and the rest.
     The seed is a string: TensorBoard shows a number with 5 significant digits (0.0000)."""
     t = run.train
-    attack = {Attack.constant: {"alpha": t.alpha, "beta": t.beta},
-              Attack.mix: {"extra": t.extra, "k": t.k}}.get(t.attack, {})
-    return {"norm": run.norm, "seed": str(run.seed), "setting": t.setting_label(), "attack": t.attack.value,
-            **attack, "dataset": t.dataset, "depth": t.depth, "width": t.width, "epochs": t.epochs, "status": status}
+    attack = t.attack_spec().hparams(t.attack_params())
+    return {"norm": run.norm, "seed": str(run.seed), "setting": t.setting_label(), "attack": t.attack.value, **attack,
+            "dataset": t.dataset, "depth": t.depth, "width": t.width, "epochs": t.epochs, "status": status}
 
 
 def epoch_scalars(rec: dict[str, Any]) -> list[tuple[str, float]]:

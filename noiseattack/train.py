@@ -23,12 +23,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attacks import ExtraImages, mixed_batch_loss, set_constant_noise
-from .config import Attack, ConfigError, RunConfig, TrainConfig
+from .attacks import AttackRun, mixed_batch_loss
+from .config import ConfigError, RunConfig, TrainConfig
 from .data import Dataset, Normalizer, Split, load_datasets, random_crop_flip
 from .fileio import NoiseattackWarning, atomic_write
-from .models import cifar_resnet
 from .iebn import set_iebn_impl
+from .models import cifar_resnet
+from .zoo import describe_error
 from .precise import PRECISE_BATCHES, running_stat_layers, update_bn_stats
 
 CROP_PAD = 4
@@ -44,17 +45,17 @@ class TrainData:
 
     train: Split
     test: Split
-    extra: Split | None
+    extra: Split | None  # the training split of the attack's foreign dataset (mix), if it has one
     num_classes: int
     flip: bool
     normalize: Normalizer
 
 
-def check_data(cfg: TrainConfig, data_dir: str | Path) -> tuple[Dataset, Dataset | None]:
-    """Load (on the CPU) the datasets a setting reads, (primary, extra or None), and check the subsets and
-    the batch against them. Every dataset that is missing is named in one DataError."""
-    mixing = cfg.attack is Attack.mix and cfg.k > 0
-    loaded = load_datasets([cfg.dataset] + ([cfg.extra] if mixing else []), data_dir)
+def load_checked_data(cfg: TrainConfig, data_dir: str | Path) -> tuple[Dataset, Dataset | None]:
+    """Load (on the CPU) the datasets a setting reads, (primary, the attack's extra dataset or None), and
+    check the subsets and the batch against them. Every dataset that is missing is named in one DataError."""
+    extras = cfg.attack_spec().extra_datasets(cfg.attack_params())
+    loaded = load_datasets([cfg.dataset, *extras], data_dir)
     primary = loaded[cfg.dataset]
     if cfg.train_subset is not None and cfg.train_subset > len(primary.train):
         raise ConfigError(
@@ -65,11 +66,11 @@ def check_data(cfg: TrainConfig, data_dir: str | Path) -> tuple[Dataset, Dataset
     if cfg.batch_size > n_train:
         raise ConfigError(f"batch size {cfg.batch_size} is larger than the {n_train} training images of {cfg.dataset}: "
                           f"use --batch-size {n_train} or less")
-    return primary, loaded[cfg.extra] if mixing else None
+    return primary, loaded[extras[0]] if extras else None
 
 
 def prepare_data(cfg: TrainConfig, data_dir: str | Path) -> TrainData:
-    primary, extra_ds = check_data(cfg, data_dir)
+    primary, extra_ds = load_checked_data(cfg, data_dir)
     extra = extra_ds.train.to(cfg.device) if extra_ds is not None else None
     return TrainData(
         train=primary.train.subset(cfg.train_subset).to(cfg.device),
@@ -98,8 +99,7 @@ def build_model(run: RunConfig, num_classes: int) -> nn.Module:
     torch.manual_seed(run.seed)
     model = cifar_resnet(cfg.depth, num_classes, run.norm, width=cfg.width, block=cfg.block,
                          shortcut_norm=cfg.shortcut_norm, attn_placement=cfg.attn_placement)
-    if cfg.attack is Attack.constant:
-        set_constant_noise(model, cfg.alpha, cfg.beta)
+    cfg.attack_spec().prepare_model(model, cfg.attack_params())  # the constant attack: part of the model
     if cfg.compile:  # the whole-model compile fuses IEBN's eager ops itself
         set_iebn_impl(model, "eager")
     elif cfg.compile_norms:  # otherwise IEBN layers keep the impl they were built with (IEBN.default_impl)
@@ -184,14 +184,19 @@ def lr_at(cfg: TrainConfig, epoch: int, step: int = 0, steps_per_epoch: int = 1)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, data: TrainData, cfg: TrainConfig) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy in %) on a split, in eval mode, without augmentation."""
+def evaluate_model(model: nn.Module, split: Split, data: TrainData, cfg: TrainConfig,
+             attack: AttackRun | None = None) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy in %) on a split, in eval mode, without augmentation (and with the
+    run's `attack` told before the evaluation and each of its batches)."""
     model.eval()
+    attack = attack or AttackRun()
+    attack.before_eval()
     loss_sum = torch.zeros((), device=cfg.device)
     correct = torch.zeros((), device=cfg.device, dtype=torch.long)
     for i in range(0, len(split), cfg.eval_batch_size):
         x = data.normalize(split.images[i:i + cfg.eval_batch_size])
         y = split.labels[i:i + cfg.eval_batch_size]
+        attack.before_eval_batch()
         with torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.amp):
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
@@ -222,8 +227,6 @@ class RunFailure(Exception):
     goes on. Non-finite values are not failures but divergence ("diverged", a result of training)."""
 
     def __init__(self, phase: str, epoch: int, step: int, cause: BaseException):
-        from .zoo import describe_error
-
         self.phase, self.epoch, self.step = phase, epoch, step
         self.error = describe_error(cause)
         super().__init__(self.error)
@@ -260,11 +263,13 @@ def _set_rng_states(generator: torch.Generator, states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
 
 
-def save_checkpoint(path: Path, run: RunConfig, model, optimizer, state: _State, generator) -> None:
+def save_checkpoint(path: Path, run: RunConfig, model, optimizer, state: _State, generator,
+                    attack: AttackRun | None = None) -> None:
     cfg = run.train
     payload = {
         "key": run.key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "state": state.__dict__, "rng": _rng_states(generator),
+        "attack": attack.state_dict() if attack is not None else {},  # e.g. the random attack's generator
         # The lr is a function of the epoch (lr_at); the run's key pins these, kept for inspection.
         "schedule": {"lr": cfg.lr, "milestones": list(cfg.milestones), "lr_gamma": cfg.lr_gamma,
                      "lr_now": lr_at(cfg, state.epoch)},
@@ -281,7 +286,8 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Any
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def load_checkpoint(path: Path, run: RunConfig, model, optimizer, generator) -> _State | None:
+def load_checkpoint(path: Path, run: RunConfig, model, optimizer, generator,
+                    attack: AttackRun | None = None) -> _State | None:
     """Restore a run from its checkpoint; None when there is none (or it belongs to another run)."""
     if not path.exists():
         return None
@@ -296,6 +302,8 @@ def load_checkpoint(path: Path, run: RunConfig, model, optimizer, generator) -> 
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     _set_rng_states(generator, payload["rng"])
+    if attack is not None:
+        attack.load_state_dict(payload.get("attack") or {})
     return _State(**payload["state"])
 
 
@@ -324,25 +332,38 @@ def train_run(
                          error=f.error)
 
 
-def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, checkpoint, on_step, on_epoch,
-           should_stop) -> RunResult:
+def _build(run: RunConfig, data: TrainData) -> tuple[nn.Module, AttackRun]:
+    """The run's model and what its attack does during the run; any failure is the run's ("build")."""
     cfg = run.train
     try:
         model = build_model(run, data.num_classes)
-    except Exception as e:  # noqa: BLE001 - a layer's constructor at one of the model's channel counts
+        return model, cfg.attack_spec().start(cfg.attack_params(), model=model, data=data, cfg=cfg, seed=run.seed)
+    except Exception as e:  # noqa: BLE001 - a layer's constructor or set_noise: the run fails, the others go on
         raise RunFailure("build", 0, 0, e) from e
+
+
+def _evaluate(model: nn.Module, data: TrainData, cfg: TrainConfig, attack: AttackRun, state: _State):
+    """(test loss, test accuracy) after an epoch; NaN for a model whose weights are not finite."""
+    try:
+        return evaluate_model(model, data.test, data, cfg, attack) if _all_finite(model) else (math.nan, math.nan)
+    except Exception as e:  # noqa: BLE001 - the model's code raised: the run fails, the others go on
+        raise RunFailure("eval", state.epoch + 1, state.step, e) from e
+
+
+def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, checkpoint, on_step, on_epoch,
+           should_stop) -> RunResult:
+    cfg = run.train
+    model, attack = _build(run, data)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                 nesterov=cfg.nesterov)
     generator = torch.Generator(device=cfg.device).manual_seed(run.seed)
-    state = (load_checkpoint(checkpoint, run, model, optimizer, generator) if checkpoint else None) or _State()
+    state = (load_checkpoint(checkpoint, run, model, optimizer, generator, attack) if checkpoint else None) or _State()
     history[:] = state.history
     state.history = history  # the caller's list: a failed run reports the epochs it did
-    extras = (ExtraImages(data.extra.images, cfg.k, flip=data.flip, normalize=data.normalize, augment=cfg.augment)
-              if data.extra is not None and cfg.k > 0 else None)
     n = len(data.train)
     bs = min(cfg.batch_size, n)
     steps = n // bs  # the last incomplete batch is dropped: every step has the same shape
-    step_model, compile_s = compile_model(model, cfg, bs + (cfg.k if extras is not None else 0))
+    step_model, compile_s = compile_model(model, cfg, bs + attack.extra_images)
     done = functools.partial(RunResult, compiled=step_model is not model, compile_s=round(compile_s, 3))
     device_type = torch.device(cfg.device).type
     t0 = time.perf_counter() - state.wall_time_s
@@ -350,7 +371,7 @@ def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, 
     def save() -> None:
         if checkpoint:
             state.wall_time_s = time.perf_counter() - t0
-            save_checkpoint(checkpoint, run, model, optimizer, state, generator)
+            save_checkpoint(checkpoint, run, model, optimizer, state, generator, attack)
 
     per_step = cfg.lr_schedule != "step"  # else the lr is set once per epoch
     while state.epoch < cfg.epochs:
@@ -366,11 +387,12 @@ def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, 
             idx = state.perm[state.step * bs:(state.step + 1) * bs]
             x = training_batch(data, idx, generator, augment=cfg.augment)
             y = data.train.labels[idx]
-            extra_x = extras.draw(generator) if extras is not None else None
+            extra_x = attack.batch_extras(generator)  # mix: drawn after the batch's own draws
             if per_step:
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(cfg, state.epoch, state.step, steps)
             try:
+                attack.before_step()
                 with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=cfg.amp):
                     loss, logits = mixed_batch_loss(step_model, x, y, extra_x, cfg.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
@@ -391,10 +413,7 @@ def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, 
         loss_sum, correct = state.sums.tolist()  # the one host sync of the training epoch
         seen = steps * bs
         train_loss = loss_sum / seen
-        try:
-            test_loss, test_acc = evaluate(model, data.test, data, cfg) if _all_finite(model) else (math.nan, math.nan)
-        except Exception as e:  # noqa: BLE001
-            raise RunFailure("eval", state.epoch + 1, state.step, e) from e
+        test_loss, test_acc = _evaluate(model, data, cfg, attack, state)
         if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
             return done("diverged", math.nan, _best(state.history), state.history,
                              time.perf_counter() - t0, {"epoch": state.epoch + 1, "lr": lr})
@@ -435,3 +454,6 @@ def precise_accuracy(model: nn.Module, data: TrainData, cfg: TrainConfig, seed: 
 
 def _best(history: list[dict[str, float]]) -> float:
     return max((h["test_acc"] for h in history), default=math.nan)
+
+
+check_data, evaluate = load_checked_data, evaluate_model  # their former names (sweep.check_grid_data, claims.evaluate)

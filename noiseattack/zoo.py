@@ -46,7 +46,9 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from . import iebn, layers, norms
 from .errors import ConfigError
+from .norms import NormAttention, per_channel_noise, reach_noise
 
 Factory = Callable[[int], nn.Module]
 ORIGINS = ("noiseattack", "torch", "timm", "user")
@@ -162,8 +164,6 @@ def split(name: str) -> tuple[Resolved, Resolved | None]:
 
 
 def _composite(norm: Factory, attn: Factory) -> Factory:
-    from .norms import NormAttention
-
     return lambda channels: NormAttention(norm(channels), attn(channels))
 
 
@@ -254,6 +254,18 @@ def make_norm(name: str, channels: int) -> nn.Module:
     return resolve(name).factory(int(channels))
 
 
+@functools.lru_cache(maxsize=None)
+def has_iebn(name: str) -> bool:
+    """Whether the layer holds IEBN modules (whose kernels, compiled or eager, a run's record names):
+    asked of the layer itself, built once at 16 channels (False where it cannot be built)."""
+    try:
+        with torch.random.fork_rng():
+            layer = make_norm(name, 16)
+    except Exception:  # noqa: BLE001 - a user's layer that fails here fails its run, with its own message
+        return False
+    return any(isinstance(m, iebn.IEBN) for m in layer.modules())
+
+
 def layer_info(name: str) -> dict:
     """Origin, description and (for a user's layer) its source, for a results record."""
     return resolve(name).info()
@@ -279,18 +291,22 @@ def inplace_relu_after(name: str) -> bool:
     return resolve(name).origin != "user"
 
 
-def check_layers(names: tuple[str, ...], *, constant: bool = False, channels_last: bool = True,
-                 shapes: tuple[tuple[int, int], ...] = CHECK_SHAPES) -> None:
+def check_layers(names: tuple[str, ...], *, reach: str | None = None, constant: bool = False,
+                 channels_last: bool = True, shapes: tuple[tuple[int, int], ...] = CHECK_SHAPES) -> None:
     """Refuse (ConfigError, one line naming the rule) a user's layer that breaks the contract, at
-    each (channels, height = width) of `shapes` (the model's norm positions: `models.model_shapes`)."""
+    each (channels, height = width) of `shapes` (the model's norm positions: `models.model_shapes`),
+    or that the setting's attack cannot reach (`reach`: the attack's, see `noiseattack.attacks`;
+    `constant=True` is reach "constant")."""
     for name in names:
         r = resolve(name)
         if r.origin == "user":
-            check_layer(r, constant=constant, channels_last=channels_last, shapes=shapes)
+            check_layer(r, reach=reach, constant=constant, channels_last=channels_last, shapes=shapes)
 
 
-def check_layer(r: Resolved, *, constant: bool, channels_last: bool,
+def check_layer(r: Resolved, *, reach: str | None = None, constant: bool = False, channels_last: bool = True,
                 shapes: tuple[tuple[int, int], ...] = CHECK_SHAPES) -> None:
+    """`check_layers` for one resolved layer."""
+    reach = reach or ("constant" if constant else None)
     for c, size in shapes:
         with torch.random.fork_rng():
             torch.manual_seed(0)
@@ -298,15 +314,25 @@ def check_layer(r: Resolved, *, constant: bool, channels_last: bool,
             _check_built(r.name, layer, c)
             for training in (True, False):
                 _check_forward(r.name, layer, c, size, training, channels_last)
-            if constant:  # the layer built for the check takes the attack, and must still work under it
-                _check_reach(r.name, layer)
+            if reach is not None:  # the layer built for the check takes the attack, and must still work under it
+                _check_reach(r.name, layer, reach)
                 for training in (True, False):
                     _check_forward(r.name, layer, c, size, training, channels_last)
 
 
-def _check_reach(name: str, layer: nn.Module) -> None:
-    """The constant attack reaches `layer`: applying it (as a model would) finds a target and does not fail."""
-    from .norms import reach_noise
+def _check_reach(name: str, layer: nn.Module, reach: str = "constant") -> None:
+    """The attack reaches `layer`: applying it (as a model would) finds a target and does not fail.
+    reach "constant": set_noise(2.0, 1.0); "per-channel": per-channel alpha, beta (`norms.per_channel_noise`)."""
+    if reach == "per-channel":
+        try:
+            noise = per_channel_noise(layer)
+            noise[0].uniform_(0.9, 1.1)
+            noise[1].uniform_(-0.1, 0.1)
+        except ConfigError as e:
+            raise ConfigError(f"layer '{name}': {e}") from None
+        except Exception as e:  # noqa: BLE001 - the user's set_noise: any failure is one line
+            raise ConfigError(f"layer '{name}': its set_noise with per-channel tensors failed: {describe_error(e)}") from None
+        return
 
     unreachable = (f"layer '{name}': the constant attack cannot reach it (no set_noise(alpha, beta) method and no "
                    "torch normalization module inside); run it under mix or clean, or implement set_noise")
@@ -340,8 +366,6 @@ def _check_built(name: str, layer: nn.Module, channels: int) -> None:
     normalized_shape of the layer, or of the norm and the attention module of NORM+ATTN)."""
     from torch.nn.modules.lazy import LazyModuleMixin
     from torch.nn.parameter import is_lazy
-
-    from .norms import NormAttention
 
     for m in layer.modules():
         tensors = list(m.parameters(recurse=False)) + list(m.buffers(recurse=False))
@@ -440,16 +464,8 @@ def _short_path(path: str) -> str:
 # --------------------------------------------------------------------------- the built-in zoo
 
 
-def _gn_groups(channels: int) -> int:
-    """GroupNorm's group count: the most groups (at most 32, GN's default) of at least 4 channels
-    each that divide the channels: 4 groups at 16 channels, 8 at 32, 16 at 64, 2 at 8."""
-    return next((g for g in range(min(32, channels // 4), 0, -1) if channels % g == 0), 1)
-
-
 def _builtin() -> None:
     from timm.layers import get_attn
-
-    from . import iebn, layers, norms
 
     for name, factory, description, origin in (
         ("bn", norms.BatchNorm, "BatchNorm2d (batch statistics in training, running ones in eval)", "noiseattack"),
@@ -458,7 +474,7 @@ def _builtin() -> None:
         ("bnse", norms.BatchNormSE, "BN + the paper's SE gate (reduction 16, hidden max(4, C/16))", "noiseattack"),
         ("iebn", iebn.IEBN, "IEBN: BN whose scale is gated per instance by sigmoid(w * avgpool(x) + b)",
          "noiseattack"),
-        ("gn", lambda c: nn.GroupNorm(_gn_groups(c), c),
+        ("gn", lambda c: nn.GroupNorm(norms.gn_groups(c), c),
          "GroupNorm, groups of >= 4 channels (4/8/16 groups at 16/32/64 ch.): no batch statistics", "torch"),
         ("ln", norms.ChannelLayerNorm, "LayerNorm over the channels at each position (timm LayerNorm2d, ConvNeXt's)",
          "timm"),

@@ -12,9 +12,10 @@ as scripts/bench_layers.py's), by the log itself. Running it twice changes nothi
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
+
+from noiseattack.report.study import replace_region
 
 
 def table(log: str) -> str:
@@ -39,13 +40,11 @@ def main() -> int:
     args = ap.parse_args()
     text = args.doc.read_text()
     for log in args.logs:
-        name = log.stem
-        begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
-        if begin not in text or end not in text:
-            print(f"bench_doc: error: {args.doc} has no {begin} ... {end} region", file=sys.stderr)
+        try:
+            text = replace_region(text, f"bench:{log.stem}", table(log.read_text()))
+        except ValueError as e:
+            print(f"bench_doc: error: {args.doc} has {e}", file=sys.stderr)
             return 2
-        body = table(log.read_text())
-        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: f"{begin}\n{body}\n{end}", text, flags=re.S)
     args.doc.write_text(text)
     print(f"updated {args.doc} from {', '.join(map(str, args.logs))}")
     return 0

@@ -58,7 +58,7 @@ def _step_time(args: tuple) -> float:
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           nesterov=cfg.nesterov)
     model.train()
-    batch = cfg.batch_size + (cfg.k if cfg.attack.value == "mix" else 0)
+    batch = cfg.batch_size + cfg.attack_spec().extra_images(cfg.attack_params())  # mix: + k
     step_model, _ = compile_model(model, cfg, batch)
     x = torch.randn(batch, 3, 32, 32, device=cfg.device)
     x = x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x

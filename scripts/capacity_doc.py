@@ -12,7 +12,7 @@ the same into docs/study-capacity/follow-up/, where bn+cbam once per block is th
 `<!-- NAME:end -->`: status, pilot, sweep, plots, epochs, claims, cost, and the follow-up's
 block-status, block-claims, block-sweep, block-plots, block-epochs, block-cost). Text outside the
 regions is left as it is. tests/test_capacity_doc.py checks that the committed tables are what it
-writes.
+writes. The pipeline is `noiseattack.report.study`'s; this file declares the study (`STUDY`).
 
 The claims about CBAM (h1-h5) were declared before any bn+cbam run of this grid had finished (of
 the first design's runs, in runs-pilot-n6000, one had). The widths they name were revised once,
@@ -27,8 +27,6 @@ comparisons do not reuse the cells whose results called for it.
 
 from __future__ import annotations
 
-import argparse
-import math
 import os
 import sys
 from pathlib import Path
@@ -37,13 +35,12 @@ from typing import Any
 import numpy as np
 
 from noiseattack.config import row_label, train_config_from_dict
-from noiseattack.errors import ConfigError
-from noiseattack.fileio import atomic_write_text
 from noiseattack.report import ReportError
-from noiseattack.report.claims import (Cells, Claim, build_study_report, claims_markdown, cost_markdown, evaluate, load_cells,
-                                       write_claims)
+from noiseattack.report.claims import (Cells, Claim, build_study_report, claims_markdown, cost_markdown, evaluate,
+                                       load_cells, write_claims)
 from noiseattack.report.collect import norm_rank
-from noiseattack.report.render import replace_regions
+from noiseattack.report.study import (Study, epoch_table, epochs_of, fresh_seeds, lr_runs, one_cpu_kind, one_training,
+                                      run_study, status_line)
 from noiseattack.report.sweeps import to_markdown as sweeps_markdown
 from noiseattack.sweep.grid import load_grid
 
@@ -97,22 +94,16 @@ def epochs_markdown(cells: Cells) -> str:
     """Per (width, norm): mean test and (in brackets) train accuracy at about ten epochs (the first,
     every n/9-th, the last), and the first epoch at which the mean training accuracy reaches 99%."""
     keys = sorted(cells, key=lambda k: (float(k[0]), norm_rank(k[1])))
-    n_ep = max(len(r["history"]) for rs in cells.values() for r in rs)
+    n_ep = epochs_of(cells)
     stride = max(1, round(n_ep / 9))
     shown = sorted({1, *range(stride, n_ep + 1, stride), n_ep})
-    head = ["width", "norm", "n", *(f"ep {e}" for e in shown), "train ≥ 99% from"]
-    out = ["| " + " | ".join(head) + " |", "|---:|---|---:|" + "|".join("---:" for _ in head[3:]) + "|"]
-    for width, norm in keys:
-        hist = [r["history"] for r in cells[(width, norm)] if len(r["history"]) == n_ep]
-        test = [np.mean([h[e - 1]["test_acc"] for h in hist]) for e in range(1, n_ep + 1)]
-        train = [np.mean([h[e - 1]["train_acc"] for h in hist]) for e in range(1, n_ep + 1)]
-        reach = next((str(e) for e, t in zip(range(1, n_ep + 1), train) if t >= 99.0), "never")
-        out.append("| " + " | ".join([width, norm, str(len(hist)),
-                                      *(f"{test[e - 1]:.1f} ({train[e - 1]:.1f})" for e in shown), reach]) + " |")
+    reach = ("train ≥ 99% from",
+             lambda test, train: next((str(e) for e, t in enumerate(train, 1) if t >= 99.0), "never"))
+    table = epoch_table([(list(k), cells[k]) for k in keys], [("width", "---:"), ("norm", "---")], n_ep, shown,
+                        lambda test, train: f"{test:.1f} ({train:.1f})", reach)
     lrs = [h["lr"] for h in next(iter(cells.values()))[0]["history"]]
-    out += ["", "Cells: mean test accuracy (mean training accuracy, measured during the epoch) over the seeds. "
-            "lr " + ", ".join(f"{lr:.3g} in epochs {a}–{b}" for lr, a, b in _runs_of(lrs)) + "."]
-    return "\n".join(out)
+    return table + "\n\n" + ("Cells: mean test accuracy (mean training accuracy, measured during the epoch) over the "
+                             "seeds. lr " + ", ".join(f"{lr:.3g} in epochs {a}–{b}" for lr, a, b in lr_runs(lrs)) + ".")
 
 
 def pilot_markdown(cells: Cells) -> str:
@@ -127,25 +118,6 @@ def pilot_markdown(cells: Cells) -> str:
     return "\n".join(out)
 
 
-def status_markdown(cells: Cells, records: list[dict[str, Any]], planned: int) -> str:
-    """How much of the grid has run: finished runs of the planned ones, and diverged ones."""
-    done = sum(len(rs) for rs in cells.values())
-    diverged = sum(r["status"] == "diverged" for r in records)
-    state = "complete" if done + diverged >= planned else "**incomplete: the statistics below are provisional**"
-    return f"{done} of the grid's {planned} runs finished, {diverged} diverged: {state}."
-
-
-def _runs_of(values: list[float]) -> list[tuple[float, int, int]]:
-    """(value, first epoch, last epoch) of each run of equal values, epochs from 1."""
-    out: list[tuple[float, int, int]] = []
-    for e, v in enumerate(values, 1):
-        if out and math.isclose(out[-1][0], v):
-            out[-1] = (out[-1][0], out[-1][1], e)
-        else:
-            out.append((v, e, e))
-    return out
-
-
 def plots_markdown(plots, prefix: str) -> str:
     """The sweep plots as markdown images, linked as `prefix/filename` (the out dir, relative to the doc)."""
     return "\n\n".join(f"![{p.title}]({prefix}/{p.filename})" for p in plots if p.kind in ("sweep", "sweep-curves"))
@@ -156,36 +128,8 @@ def _cost_key(r: dict[str, Any]) -> str:
     return f"width {cfg.width:g} · {row_label(r['norm'], cfg.attn_placement)}"  # the report's row label
 
 
-def _fail(message: str) -> int:
-    print(f"capacity_doc: error: {message}", file=sys.stderr)
-    return 2
-
-
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=Path, default=Path("docs/study-capacity/runs"))
-    ap.add_argument("--block-runs", type=Path, default=Path("docs/study-capacity/runs-block"),
-                    help="the follow-up's runs of bn+cbam once per block; absent or empty: not run yet")
-    ap.add_argument("--control-runs", type=Path, default=Path("docs/study-capacity/runs-controls"),
-                    help="the follow-up's controls (bn, bn+cbam after every norm; fresh seeds)")
-    ap.add_argument("--out", type=Path, default=Path("docs/study-capacity"),
-                    help="the main grid's report; the follow-up's goes to OUT/follow-up")
-    ap.add_argument("--doc", type=Path, default=Path("docs/study-capacity.md"))
-    ap.add_argument("--pilot", type=Path, default=Path("docs/study-capacity/runs-pilot-n6000"),
-                    help="the first design's runs (6000 images, 15 epochs)")
-    ap.add_argument("--grids", type=Path, nargs=3, default=GRIDS, metavar=("MAIN", "BLOCK", "CONTROLS"),
-                    help="the study's grids (for the number of runs planned)")
-    return ap
-
-
 def _has_results(d: Path) -> bool:
     return d.is_dir() and any(d.rglob("results.jsonl"))
-
-
-def _training(r: dict[str, Any]) -> str:
-    """A run's training without the width and the attention placement: one for every run of the study."""
-    ident = train_config_from_dict(r["config"]).identity()
-    return repr(sorted((k, v) for k, v in ident.items() if k not in ("width", "attn_placement")))
 
 
 def follow_up_cells(block_runs: Path, control_runs: Path, main_records: list[dict[str, Any]]):
@@ -207,15 +151,10 @@ def follow_up_cells(block_runs: Path, control_runs: Path, main_records: list[dic
         records += recs
         if placement == "norm":
             control_seeds |= {r["seed"] for r in recs}
-    if records and {_training(r) for r in records} != {_training(r) for r in main_records}:
-        raise ReportError("the follow-up's runs train otherwise than the main grid's (more differs than the width "
-                          "and the attention placement)")
-    cpus = {(r.get("machine", {}).get("cpu"), r.get("machine", {}).get("cpu_capability")) for r in records}
-    if len(cpus) > 1:
-        raise ReportError(f"the follow-up's runs ran on {len(cpus)} CPU kinds: its comparisons need one")
-    reused = sorted(control_seeds & {r["seed"] for r in main_records})
-    if reused:
-        raise ReportError(f"the follow-up's controls reuse the main grid's seeds {reused}: they must be fresh runs")
+    one_training(records, main_records, ("width", "attn_placement"), "the follow-up's runs train otherwise than the "
+                 "main grid's (more differs than the width and the attention placement)")
+    one_cpu_kind(records, "the follow-up's runs")
+    fresh_seeds(control_seeds, main_records, "the follow-up's controls")
     return cells, records
 
 
@@ -231,10 +170,10 @@ def _bodies(args, main: tuple, pilot: Cells, follow: tuple, planned: tuple[int, 
     main_rows, f_rows = evaluate(CLAIMS, cells), evaluate(FOLLOW_UP, f_cells)
     write_claims(args.out, main_rows)
     f_out = args.out / "follow-up"
-    bodies = {"status": status_markdown(cells, records, planned[0]), "pilot": pilot_markdown(pilot),
+    bodies = {"status": status_line(cells, records, planned[0]), "pilot": pilot_markdown(pilot),
               **_report_bodies(reports[0], args.out, args.doc), "epochs": epochs_markdown(cells),
               "claims": claims_markdown(main_rows), "cost": cost_markdown(records, _cost_key, "width · norm"),
-              "block-status": status_markdown(f_cells, f_records, planned[1] + planned[2]),
+              "block-status": status_line(f_cells, f_records, planned[1] + planned[2]),
               "block-claims": claims_markdown(f_rows), "block-sweep": "No run yet.", "block-plots": "No run yet.",
               "block-epochs": "No run yet.", "block-cost": "No run yet."}
     if f_records:
@@ -244,35 +183,45 @@ def _bodies(args, main: tuple, pilot: Cells, follow: tuple, planned: tuple[int, 
     return bodies
 
 
-def main() -> int:
-    args = _parser().parse_args()
-    try:  # every check before anything is written
-        text = args.doc.read_text()
-        replace_regions(text, dict.fromkeys(REGIONS, ""))
-        planned = tuple(len(load_grid(g, defer_device=True).jobs()) for g in args.grids)
-        cells, records = load_cells(args.runs, width_label, ("width",))
-        pilot, _ = load_cells(args.pilot, width_label, ("width",))
-        for where, found in ((args.runs, cells), (args.pilot, pilot)):
-            if not found:
-                raise ReportError(f"no finished run in '{where}'")
-        f_cells, f_records = follow_up_cells(args.block_runs, args.control_runs, records)
-        reports = [build_study_report(args.runs, args.out)]
-        if f_records:
-            reports.append(build_study_report([d for d in (args.block_runs, args.control_runs) if _has_results(d)],
-                                              args.out / "follow-up"))
-    except OSError as e:
-        return _fail(f"cannot read {e.filename or args.doc}: {e.strerror}")
-    except (ReportError, ConfigError) as e:
-        return _fail(str(e))
-    except ValueError as e:  # a missing region
-        return _fail(f"{args.doc}: {e}")
-    for report, out in zip(reports, (args.out, args.out / "follow-up")):
+def load(args) -> dict[str, Any]:
+    """Every run the doc reads, checked (one training per runs dir, the follow-up's rules), and the
+    reports; nothing written."""
+    planned = tuple(len(load_grid(g, defer_device=True).jobs()) for g in args.grids)
+    cells, records = load_cells(args.runs, width_label, ("width",))
+    pilot, _ = load_cells(args.pilot, width_label, ("width",))
+    for where, found in ((args.runs, cells), (args.pilot, pilot)):
+        if not found:
+            raise ReportError(f"no finished run in '{where}'")
+    f_cells, f_records = follow_up_cells(args.block_runs, args.control_runs, records)
+    reports = [build_study_report(args.runs, None)]
+    if f_records:
+        reports.append(build_study_report([d for d in (args.block_runs, args.control_runs) if _has_results(d)], None))
+    return {"main": (cells, records), "pilot": pilot, "follow": (f_cells, f_records), "planned": planned,
+            "reports": reports}
+
+
+def write(args, s: dict[str, Any]) -> dict[str, str]:
+    """The reports (the main grid's, the follow-up's) and claims; the regions' bodies."""
+    for report, out in zip(s["reports"], (args.out, args.out / "follow-up")):
+        report.write(out)
         report.prune(out)
-    bodies = _bodies(args, (cells, records), pilot, (f_cells, f_records), planned, reports)
-    atomic_write_text(args.doc, replace_regions(text, {name: bodies[name] for name in REGIONS}))
-    print(f"wrote {args.out}/ (report, sweeps, claims, plots; the follow-up's in follow-up/) and the tables in {args.doc}")
-    return 0
+    return _bodies(args, s["main"], s["pilot"], s["follow"], s["planned"], s["reports"])
+
+
+STUDY = Study(
+    prog="capacity_doc", description=__doc__.splitlines()[0], doc=Path("docs/study-capacity.md"), regions=REGIONS,
+    paths={"runs": (Path("docs/study-capacity/runs"), ""),
+           "block_runs": (Path("docs/study-capacity/runs-block"),
+                          "the follow-up's runs of bn+cbam once per block; absent or empty: not run yet"),
+           "control_runs": (Path("docs/study-capacity/runs-controls"),
+                            "the follow-up's controls (bn, bn+cbam after every norm; fresh seeds)"),
+           "out": (Path("docs/study-capacity"), "the main grid's report; the follow-up's goes to OUT/follow-up"),
+           "pilot": (Path("docs/study-capacity/runs-pilot-n6000"), "the first design's runs (6000 images, 15 epochs)"),
+           "grids": (GRIDS, "the study's grids (for the number of runs planned)")},
+    nargs={"grids": (3, ("MAIN", "BLOCK", "CONTROLS"))},
+    load=load, write=write,
+    done="wrote {out}/ (report, sweeps, claims, plots; the follow-up's in follow-up/) and the tables in {doc}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_study(STUDY))

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from noiseattack import overview
-from noiseattack.report.render import replace_region
+from noiseattack.report.study import replace_region
 
 
 def main() -> int:

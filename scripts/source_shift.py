@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from noiseattack.data import DataError, load_dataset  # noqa: E402
+from noiseattack.report.study import replace_region  # noqa: E402
 
-BEGIN, END = "<!-- source-shift:begin -->", "<!-- source-shift:end -->"
+REGION = "source-shift"  # <!-- source-shift:begin --> ... <!-- source-shift:end -->
 Stats = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel (mean, std) in [0, 1] pixel units
 PUBLISHED: dict[str, Stats] = {  # train split, population statistics
     "CIFAR-100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
@@ -84,9 +84,12 @@ def main() -> int:
     ap.add_argument("--doc", type=Path, help="a markdown file whose source-shift region is replaced")
     args = ap.parse_args()
     text = args.doc.read_text() if args.doc and args.doc.is_file() else None
-    if args.doc and (text is None or BEGIN not in text or END not in text):
-        print(f"source_shift: error: {args.doc} has no {BEGIN} ... {END} region", file=sys.stderr)
-        return 2
+    if args.doc:
+        try:
+            replace_region(text or "", REGION, "")
+        except ValueError as e:
+            print(f"source_shift: error: {args.doc} has {e}", file=sys.stderr)
+            return 2
     try:
         body = table(args.data_dir)
     except DataError as e:
@@ -94,7 +97,7 @@ def main() -> int:
         return 2
     print(body)
     if args.doc:
-        new = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: f"{BEGIN}\n{body}\n{END}", text, flags=re.S)
+        new = replace_region(text, REGION, body)
         if new != text:
             args.doc.write_text(new)
     return 0

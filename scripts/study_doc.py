@@ -7,6 +7,7 @@ PNG and SVG plots), then the study's pre-declared claims (claims.md, claims.csv)
 and cost tables, and the generated regions of the doc (`<!-- NAME:begin -->` ... `<!-- NAME:end -->`
 for overview, claims, convergence, cost). Text outside the regions is left as it is. Running it
 twice changes nothing; tests/test_study_doc.py checks that the committed tables are what it writes.
+The pipeline is `noiseattack.report.study`'s; this file declares the study (`STUDY`).
 
 The claims are one family: their p-values are adjusted together by Holm–Bonferroni, and a claim
 reads "supported" only when its adjusted p is below 0.05 with the estimate in the claimed
@@ -17,22 +18,19 @@ family (report.md).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from noiseattack import overview
-from noiseattack.fileio import atomic_write_text
-from noiseattack.report import ReportError, contrast, fmt_p
-from noiseattack.report.claims import (Cells, Claim, build_study_report, claims_markdown, cost_markdown, evaluate, load_cells,
-                                       write_claims)
+from noiseattack.config import ATTACK_FIELDS
+from noiseattack.report import contrast, fmt_p, overview
+from noiseattack.report.claims import (Cells, Claim, build_study_report, claims_markdown, cost_markdown, evaluate,
+                                       load_cells, write_claims)
 from noiseattack.report.collect import norm_rank
-from noiseattack.report.render import replace_regions
+from noiseattack.report.study import Study, epoch_table, epochs_of, run_study
 
-ATTACK_FIELDS = ("attack", "alpha", "beta", "extra", "k")
 CLEAN, CONSTANT, FAR, NEAR = "clean", "a2_b1", "mnist-inverted_k64", "mnist_k64"
 SETTING_NAMES = {CLEAN: "clean", CONSTANT: "constant (2, 1)", FAR: "mix mnist-inverted k=64", NEAR: "mix mnist k=64"}
 
@@ -63,7 +61,7 @@ CLAIMS = (
 )
 
 
-def load(runs: Path) -> tuple[Cells, list[dict[str, Any]]]:
+def load_runs(runs: Path) -> tuple[Cells, list[dict[str, Any]]]:
     """The finished runs per (setting, norm), and every run record: one training, varied by the attack only."""
     return load_cells(runs, lambda cfg: cfg.setting_label(), ATTACK_FIELDS)
 
@@ -80,17 +78,12 @@ def source_check(cells: Cells, norm: str = "gn") -> str:
 def convergence_markdown(cells: Cells, setting: str = CLEAN) -> str:
     """Mean test accuracy per epoch over the seeds, per norm, in `setting`; and the final train accuracy."""
     norms = sorted({n for s, n in cells if s == setting}, key=norm_rank)
-    epochs = max(len(r["history"]) for n in norms for r in cells[(setting, n)])
-    head = ["norm", "n", *(f"ep {e}" for e in range(1, epochs + 1)), "train (last)"]
-    out = ["| " + " | ".join(head) + " |", "|---|" + "|".join("---:" for _ in head[1:]) + "|"]
-    for n in norms:
-        hist = [r["history"] for r in cells[(setting, n)]]
-        test = [np.mean([h[e]["test_acc"] for h in hist]) for e in range(epochs)]
-        train = np.mean([h[-1]["train_acc"] for h in hist])
-        out.append("| " + " | ".join([n, str(len(hist)), *(f"{t:.1f}" for t in test), f"{train:.1f}"]) + " |")
+    epochs = epochs_of({k: v for k, v in cells.items() if k[0] == setting})
+    table = epoch_table([([n], cells[(setting, n)]) for n in norms], [("norm", "---")], epochs,
+                        range(1, epochs + 1), lambda test, train: f"{test:.1f}",
+                        ("train (last)", lambda test, train: f"{train[-1]:.1f}"))
     lrs = [h["lr"] for h in next(iter(cells[(setting, norms[0])]))["history"]]
-    out += ["", "lr per epoch: " + ", ".join(f"{lr:g}" for lr in lrs) + "."]
-    return "\n".join(out)
+    return table + "\n\nlr per epoch: " + ", ".join(f"{lr:g}" for lr in lrs) + "."
 
 
 def longer_markdown(cells: Cells,
@@ -114,46 +107,36 @@ def longer_markdown(cells: Cells,
 REGIONS = ("overview", "claims", "convergence", "longer", "cost")
 
 
-def _fail(message: str) -> int:
-    print(f"study_doc: error: {message}", file=sys.stderr)
-    return 2
+def load(args) -> dict[str, Any]:
+    """Everything the doc needs, read and checked; nothing written."""
+    cells, records = load_runs(args.runs)
+    ran_longer = any(args.longer.rglob("results.jsonl")) if args.longer.is_dir() else False
+    longer, longer_records = load_runs(args.longer) if ran_longer else ({}, [])
+    return {"report": build_study_report(args.runs, None), "cells": cells, "records": records, "longer": longer,
+            "longer_records": longer_records}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=Path, default=Path("docs/study-fmnist/runs"))
-    ap.add_argument("--longer", type=Path, default=Path("docs/study-fmnist/runs-convergence"),
-                    help="the convergence check's runs (scripts/grid_fmnist_convergence.toml)")
-    ap.add_argument("--out", type=Path, default=Path("docs/study-fmnist"))
-    ap.add_argument("--doc", type=Path, default=Path("docs/study-fmnist.md"))
-    args = ap.parse_args()
-    try:  # every check before anything is written
-        text = args.doc.read_text()
-        replace_regions(text, dict.fromkeys(REGIONS, ""))
-        report = build_study_report(args.runs, args.out)
-    except OSError as e:
-        return _fail(f"cannot read {e.filename or args.doc}: {e.strerror}")
-    except ValueError as e:
-        return _fail(f"{args.doc}: {e}")
-    except ReportError as e:
-        return _fail(str(e))
-    try:
-        cells, records = load(args.runs)
-        ran_longer = any(args.longer.rglob("results.jsonl")) if args.longer.is_dir() else False
-        longer, longer_records = load(args.longer) if ran_longer else ({}, [])
-    except ReportError as e:
-        return _fail(str(e))
+def write(args, s: dict[str, Any]) -> dict[str, str]:
+    """The report, overview, plots and claims into args.out; the regions' bodies."""
+    report, cells = s["report"], s["cells"]
     rows = evaluate(CLAIMS, cells)
+    report.write(args.out)
     report.prune(args.out)
     write_claims(args.out, rows)
-    bodies = {"overview": overview.doc_body(overview.to_markdown(report.overview, report.alpha)),
-              "claims": claims_markdown(rows) + "\n\n" + source_check(cells),
-              "convergence": convergence_markdown(cells), "longer": longer_markdown(cells, longer),
-              "cost": cost_markdown(records + longer_records)}
-    atomic_write_text(args.doc, replace_regions(text, {name: bodies[name] for name in REGIONS}))
-    print(f"wrote {args.out}/ (report, overview, claims, plots) and the tables in {args.doc}")
-    return 0
+    return {"overview": overview.doc_body(overview.to_markdown(report.overview, report.alpha)),
+            "claims": claims_markdown(rows) + "\n\n" + source_check(cells),
+            "convergence": convergence_markdown(cells), "longer": longer_markdown(cells, s["longer"]),
+            "cost": cost_markdown(s["records"] + s["longer_records"])}
+
+
+STUDY = Study(
+    prog="study_doc", description=__doc__.splitlines()[0], doc=Path("docs/study-fmnist.md"), regions=REGIONS,
+    paths={"runs": (Path("docs/study-fmnist/runs"), ""),
+           "longer": (Path("docs/study-fmnist/runs-convergence"),
+                      "the convergence check's runs (scripts/grid_fmnist_convergence.toml)"),
+           "out": (Path("docs/study-fmnist"), "")},
+    load=load, write=write, done="wrote {out}/ (report, overview, claims, plots) and the tables in {doc}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_study(STUDY))

@@ -22,6 +22,11 @@ from noiseattack.train import CROP_PAD, TrainData, training_batch
 MEAN, STD = (0.2, 0.4, 0.6), (0.25, 0.3, 0.35)
 
 
+# Fields added after the runs those keys belong to (the random attack's parameters, at their neutral values
+# in every other attack's setting): identity() leaves them out there, as the rule of that time had none.
+RANDOM_FIELDS = ("scale_low", "scale_high", "bias_low", "bias_high", "noise_in_eval")
+
+
 def by_hand(images: torch.Tensor) -> torch.Tensor:
     """uint8 images normalized per channel, computed here: (x / 255 - mean) / std."""
     mean = torch.tensor(MEAN).view(1, 3, 1, 1)
@@ -98,7 +103,7 @@ def key_without_augment(train, norm, seed):
     identity() leaves out for other reasons): the key of a run from before the option existed."""
     ident = {k: v for k, v in to_jsonable(dataclasses.asdict(train)).items()
              if k not in PERFORMANCE_FIELDS and k not in ("augment", "shortcut_norm", "attn_placement", "lr_schedule",
-                                                             "label_smoothing", "nesterov")}
+                                                             "label_smoothing", "nesterov", *RANDOM_FIELDS)}
     payload = json.dumps({"train": ident, "norm": norm, "seed": seed}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

@@ -15,6 +15,7 @@ import pytest
 from conftest import run_cli
 
 from noiseattack import sweep as S
+from noiseattack import attacks
 from noiseattack.config import ConfigError, RunConfig, TrainConfig, resolve_experiment, resolve_train_config
 from noiseattack.results import read_results
 from noiseattack.sweep.grid import swept_suffix
@@ -461,7 +462,8 @@ def test_every_result_changing_train_option_is_an_axis():
     """The schema follows TrainConfig: its fields (less the attack's, which [[attack]] sets) are [train] keys,
     and all but the speed-only ones are axes."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    assert set(S.TRAIN_KEYS) == fields - {"attack", "alpha", "beta", "extra", "k"} | {"preset"}
+    attack_fields = {"attack", "alpha", "beta", "extra", "k"} | set(attacks.field_names())  # every attack's parameters
+    assert set(S.TRAIN_KEYS) == fields - attack_fields | {"preset"}
     assert set(S.SWEEPABLE) == set(S.TRAIN_KEYS) - {"device", "channels_last", "compile_norms", "compile", "eval_batch_size"}
 
 

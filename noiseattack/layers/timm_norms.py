@@ -17,7 +17,7 @@ x̂ per layer, as timm computes it (v, τ learned per channel; ε the layer's ep
     evonorm-s0  EvoNorm-S0, timm `EvoNorm2dS0`:  x̂ = x · sigmoid(v·x) / √(σ²_group + ε)
                 σ²_group per instance and group of channels over the group's channels, H and W.
                 The swish-like numerator belongs to x̂: it is what the affine acts on. Groups as
-                `gn`'s (`zoo._gn_groups`: groups of >= 4 channels, 4/8/16 at 16/32/64 channels;
+                `gn`'s (`norms.gn_groups`: groups of >= 4 channels, 4/8/16 at 16/32/64 channels;
                 timm's default of 32 groups does not divide 16 channels). No batch statistics.
     frn         Filter Response Normalization with its TLU (Singh & Krishnan, CVPR 2020), timm
                 `FilterResponseNormTlu2d`:  x̂ = x / √(ν² + ε), ν² = mean over H, W of x² per instance
@@ -36,7 +36,7 @@ from timm.layers import EvoNorm2dB0, EvoNorm2dS0, FilterResponseNormTlu2d, RmsNo
 from timm.layers.evo_norm import group_std, instance_std
 from timm.layers.filter_response_norm import inv_instance_rms
 
-from ..norms import ConstantNoise
+from ..norms import ConstantNoise, gn_groups
 
 _C = (1, -1, 1, 1)  # a per-channel vector over N x C x H x W
 
@@ -68,9 +68,7 @@ class EvoNormS0(ConstantNoise, EvoNorm2dS0):
     """`evonorm-s0`: timm's EvoNorm2dS0 with gn's groups; the attack on x·sigmoid(v·x) / σ_group."""
 
     def __init__(self, channels: int, groups: int | None = None, eps: float = 1e-5):
-        from ..zoo import _gn_groups
-
-        super().__init__(channels, groups=_gn_groups(channels) if groups is None else groups, eps=eps)
+        super().__init__(channels, groups=gn_groups(channels) if groups is None else groups, eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:

@@ -33,11 +33,11 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .. import overview
+from . import overview
 from ..results import RESULTS_FILE
-from .collect import (ATTACK_ORDER, Group, GroupKey, ReportError, _excluded, collect, find_experiment_dirs,
+from .collect import (ATTACK_ORDER, Group, GroupKey, ReportError, collect, excluded_runs, find_experiment_dirs,
                       missing_clean, model_label)
-from .plots import DPI, PLOT_FORMATS, Plot, _setting_title, make_plots, safe_filename
+from .plots import DPI, PLOT_FORMATS, Plot, make_plots, safe_filename
 from .render import COLUMNS, FORMATS, Report, build_rows, to_csv
 from .stats import (ALPHA, MIN_N, NO_REFERENCE, NOT_MEANINGFUL, REFERENCE, adjust, compare, contrast, describe, fmt_p, holm,
                     permutation_variance_test, variance_ratio_ci, variance_test, welch_ci, welch_test)
@@ -94,9 +94,9 @@ def build_report(
     formats = tuple(dict.fromkeys(("png", *plot_formats)))  # the markdown shows the PNGs
     sweeps = find_sweeps(groups)
     figures = make_plots(groups, formats, dpi) + make_sweep_plots(sweeps, formats, dpi) if plots else []
-    report = Report(rows=rows, sources=list(exp_dirs), excluded=_excluded(groups), overview=overview.build(rows, alpha),
+    report = Report(rows=rows, sources=list(exp_dirs), excluded=excluded_runs(groups), overview=overview.build(rows, alpha),
                     warnings=warn, plots=figures, alpha=alpha, sweeps=sweeps,
-                    titles={g.key.context: _setting_title(g.key.attack, g.key.setting, g.order) for g in groups})
+                    titles={g.key.context: g.title for g in groups})
     if out_dir is not None:
         report.write(Path(out_dir))
     return report

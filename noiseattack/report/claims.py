@@ -32,6 +32,8 @@ from __future__ import annotations
 import csv
 import io
 import math
+import shutil
+import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,7 @@ import numpy as np
 from ..config import TrainConfig, train_config_from_dict
 from ..fileio import atomic_write_text
 from ..results import read_results
+from . import build_report  # the package is initialized first, and it does not import this module
 from .collect import ReportError, find_experiment_dirs, norm_rank
 from .stats import ALPHA, MIN_N, contrast, fmt_p, holm, permutation_variance_test, variance_ratio_ci
 
@@ -191,11 +194,6 @@ def build_study_report(runs: str | Path | Sequence[str | Path], out_dir: str | P
     """`build_report` on the run records alone: a copy of every results.jsonl and config.json under
     `runs` (a dir, or several), without the checkpoints, locks and logs of runs in progress on this
     machine, so that a study's report is a function of its committed results."""
-    import shutil
-    import tempfile
-
-    from . import build_report
-
     dirs = [Path(runs)] if isinstance(runs, (str, Path)) else [Path(d) for d in runs]
     with tempfile.TemporaryDirectory() as tmp:
         copies = []

@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import ConfigError, TrainConfig, layer_of_row, row_label, train_config_from_dict
+from .. import attacks
+from ..config import ATTACK_FIELDS, ConfigError, TrainConfig, layer_of_row, row_label, train_config_from_dict
 from ..results import RESULTS_FILE, read_results
 from ..zoo import PAPER, attention_names, norm_names
 
 
 NO_REFERENCE = "no BN runs to compare with"
-ATTACK_ORDER = ("clean", "constant", "mix")
+ATTACK_ORDER = attacks.names()  # the attack registry's order: clean, constant, mix, ...
 
 
 class ReportError(ConfigError):
@@ -43,20 +44,31 @@ class GroupKey:
 @dataclass
 class Group:
     key: GroupKey
-    order: tuple  # sort key of the setting: (alpha, beta) or (extra, k)
+    order: tuple  # sort key of the setting: (alpha, beta) or (extra, k) (the attack's `order`)
     finished: list[dict[str, Any]] = field(default_factory=list)  # records
     diverged: list[dict[str, Any]] = field(default_factory=list)
     unfinished: list[str] = field(default_factory=list)  # "<experiment dir>/ckpt/<run id>.pt"
     experiments: set[str] = field(default_factory=set)
     dirs: set[Path] = field(default_factory=set)  # the experiment dirs the runs come from
     ident: dict[str, Any] = field(default_factory=dict)  # the setting's identity (TrainConfig.identity())
+    params: Any = None  # the attack's parameters (its Params dataclass)
+
+    @property
+    def title(self) -> str:
+        """The setting's heading: the attack's `title` (`constant attack α=2, β=1`)."""
+        return attacks.get(self.key.attack).title(self.params)
+
+    @property
+    def tick(self) -> str:
+        """The setting's tick on a box plot: the attack's `tick` (`α=2, β=1`)."""
+        return attacks.get(self.key.attack).tick(self.params)
 
     @property
     def accs(self) -> list[float]:
         return [float(r["final_acc"]) for r in self.finished]
 
 
-_MODEL_FIELDS = ("dataset", "attack", "alpha", "beta", "extra", "k", "depth", "width", "epochs", "train_subset")
+_MODEL_FIELDS = ("dataset", *ATTACK_FIELDS, "depth", "width", "epochs", "train_subset")
 # A field that TrainConfig.identity() leaves out at its default (shortcut_norm "same", augment True) is
 # shown with that default in a variant label: `augment=True` beside `augment=False`, not `augment=None`.
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -85,17 +97,12 @@ def model_label(cfg: dict[str, Any]) -> str:
     return label + f"-e{cfg['epochs']}"
 
 
-def _identity(cfg: dict[str, Any]) -> tuple[dict[str, Any], str, tuple]:
-    """(identity, setting label, setting sort key) of a flat config dict (a record's `config`)."""
+def _identity(cfg: dict[str, Any]) -> tuple[dict[str, Any], str, tuple, Any]:
+    """(identity, setting label, setting sort key, attack parameters) of a flat config dict (a record's
+    `config`): the attack's `label` and `order` (noiseattack.attacks)."""
     t = train_config_from_dict(cfg)
-    ident = t.identity()
-    if t.attack.value == "constant":
-        order: tuple = (t.alpha, t.beta)
-    elif t.attack.value == "mix":
-        order = (t.extra or "", t.k)
-    else:
-        order = ()
-    return ident, t.setting_label(), order
+    p = t.attack_params()
+    return t.identity(), t.setting_label(), t.attack_spec().order(p), p
 
 
 def find_experiment_dirs(dirs: Sequence[str | Path]) -> list[Path]:
@@ -143,14 +150,14 @@ def collect(exp_dirs: Sequence[Path]) -> tuple[list[Group], list[str]]:
     entries, seeds = [], []
     for cfg, norm, rec, ck, exp_dir in found:
         try:
-            ident, setting, order = _identity(cfg)
+            ident, setting, order, params = _identity(cfg)
         except (ValueError, TypeError, KeyError) as e:
             warn.append(f"{exp_dir / RESULTS_FILE}: unreadable config ({e}); record {rec['key']} is ignored"
                         if ck is None else
                         f"{exp_dir}/config.json: unreadable setting ({e}); unfinished run {ck} is not counted")
             continue
         norm, ident = placed_norm(norm, ident)
-        entries.append((ident, setting, order, norm, rec, ck, exp_dir))
+        entries.append((ident, setting, (order, params), norm, rec, ck, exp_dir))
         seeds.append(cfg.get("seed"))
     entries, twins = _one_per_seed(entries, seeds)
     if twins:
@@ -164,7 +171,7 @@ def collect(exp_dirs: Sequence[Path]) -> tuple[list[Group], list[str]]:
         blob = json.dumps({k: v for k, v in ident.items() if k not in _MODEL_FIELDS}, sort_keys=True)
         variant = variant_of[(ident["dataset"], model, blob)]
         key = GroupKey(ident["dataset"], model, variant, ident["attack"], setting, norm)
-        g = groups.setdefault(key, Group(key, order, ident=ident))
+        g = groups.setdefault(key, Group(key, order[0], ident=ident, params=order[1]))
         g.experiments.add(exp_dir.name)
         g.dirs.add(exp_dir)
         if ck is not None:
@@ -173,7 +180,7 @@ def collect(exp_dirs: Sequence[Path]) -> tuple[list[Group], list[str]]:
             g.finished.append(rec)
         else:
             g.diverged.append(rec)
-    return sorted(groups.values(), key=_group_sort_key), warn
+    return sorted(groups.values(), key=group_sort_key), warn
 
 
 def _one_per_seed(entries: list[tuple], seeds: list[Any]) -> tuple[list[tuple], int]:
@@ -253,10 +260,11 @@ def _variant_labels(idents: Sequence[dict[str, Any]]) -> dict[tuple[str, str, st
 
 def _finished(rec: dict[str, Any]) -> bool:
     """A record that enters the statistics: finished, with a finite final accuracy."""
-    return rec["status"] == "finished" and _finite(rec.get("final_acc"))
+    return rec["status"] == "finished" and is_finite(rec.get("final_acc"))
 
 
-def _finite(v: Any) -> bool:
+def is_finite(v: Any) -> bool:
+    """A number, and finite (a record's value may be null, NaN or missing)."""
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
@@ -268,28 +276,26 @@ def _short(v: Any) -> str:
     return str(v)
 
 
-def _known_order() -> tuple[str, ...]:
+def known_order() -> tuple[str, ...]:
     """The paper's four, the other registered norms, then bn+ATTN: the order of rows and colours."""
     return tuple(dict.fromkeys(PAPER + norm_names() + tuple(f"bn+{a}" for a in attention_names())))
 
 
 def norm_rank(norm: str) -> tuple[int, str]:
     """A layer's place among the rows: the known order, a per-block row right after its layer's."""
-    known = _known_order()
+    known = known_order()
     base = layer_of_row(norm)[0]
     return (known.index(base), norm) if base in known else (len(known), norm)
 
 
-def _attack_rank(attack: str) -> tuple[int, str]:
-    return (ATTACK_ORDER.index(attack), attack) if attack in ATTACK_ORDER else (len(ATTACK_ORDER), attack)
-
-
-def _group_sort_key(g: Group) -> tuple:
+def group_sort_key(g: Group) -> tuple:
+    """The report's order of groups: dataset, model, variant, attack (the registry's order), setting, norm."""
     k = g.key
-    return (k.dataset, k.model, k.variant, _attack_rank(k.attack), g.order, k.setting, norm_rank(k.norm))
+    return (k.dataset, k.model, k.variant, attacks.rank(k.attack), g.order, k.setting, norm_rank(k.norm))
 
 
-def _excluded(groups: Sequence[Group]) -> list[dict[str, Any]]:
+def excluded_runs(groups: Sequence[Group]) -> list[dict[str, Any]]:
+    """The diverged and unfinished runs of the groups: experiment, norm, seed, status, detail."""
     out = []
     for g in groups:
         for r in sorted(g.diverged, key=lambda r: r.get("seed", 0)):
@@ -304,6 +310,9 @@ def _excluded(groups: Sequence[Group]) -> list[dict[str, Any]]:
                         "seed": int(m["seed"]) if m else None, "status": "unfinished",
                         "detail": f"checkpoint {Path(ck).name}, no record yet (re-run the experiment to resume)"})
     return out
+
+
+_ATTACK_FLAGS = tuple("--" + name.replace("_", "-") for name in attacks.field_names())  # --alpha, --k, ...
 
 
 def missing_clean(groups: Sequence[Group]) -> list[str]:
@@ -332,7 +341,7 @@ def missing_clean(groups: Sequence[Group]) -> list[str]:
             for a in args[2:]:
                 if skip:
                     skip -= 1
-                elif a in ("--alpha", "--beta", "--extra", "--k", "--name", "--norm"):
+                elif a in _ATTACK_FLAGS or a in ("--name", "--norm"):
                     skip = 1
                 else:
                     keep.append(a)

@@ -11,18 +11,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .collect import Group, _finite, _group_sort_key, _known_order, norm_rank
+from .. import attacks
+from ..datasets import DATASETS, display_name
+from .collect import Group, group_sort_key, is_finite, known_order, norm_rank
 
-
-def _setting_title(attack: str, setting: str, order: tuple) -> str:
-    if attack == "constant" and len(order) == 2:
-        return f"constant attack α={order[0]:g}, β={order[1]:g}"
-    if attack == "mix" and len(order) == 2:
-        return f"mix attack: {order[1]} {order[0]} images per batch"
-    return f"{attack} ({setting})" if attack != "clean" else "clean (no attack)"
-
-
-DATASET_NAMES = {"cifar100": "CIFAR-100", "cifar10": "CIFAR-10", "fmnist": "FashionMNIST", "mnist": "MNIST"}
+DATASET_NAMES = {name: d.display for name, d in DATASETS.items()}  # the registry's display names
 PLOT_FORMATS = ("png", "svg", "pdf")
 DPI = 150
 
@@ -54,12 +47,12 @@ def _legend_room(labels: Iterable[str]) -> float:
     return max(0.0, 0.065 * (max((len(n) for n in labels), default=0) - 12))
 
 
-def _norm_colors(norms: Iterable[str]) -> dict[str, str]:
+def norm_colors(norms: Iterable[str]) -> dict[str, str]:
     """A registered layer keeps its colour across plots (its place in the registry); others follow."""
     from matplotlib import colormaps
 
     palette = [f"C{i}" for i in range(10)] + [colormaps["tab20"](i) for i in range(1, 20, 2)]
-    known = _known_order()
+    known = known_order()
     extra = sorted({n for n in norms if n not in known})
     return {n: palette[i % len(palette)] for i, n in enumerate(known + tuple(extra))}
 
@@ -89,12 +82,12 @@ def box_plot(groups: Sequence[Group], title: str, xlabel: str):
     from matplotlib.patches import Patch
     from matplotlib.transforms import blended_transform_factory
 
-    settings: dict[str, tuple] = {}
-    for g in sorted(groups, key=_group_sort_key):
-        settings.setdefault(g.key.setting, (g.order, g.key.attack))
+    settings: dict[str, str] = {}  # setting -> its tick
+    for g in sorted(groups, key=group_sort_key):
+        settings.setdefault(g.key.setting, g.tick)
     norms = sorted({g.key.norm for g in groups}, key=norm_rank)
     by = {(g.key.setting, g.key.norm): g for g in groups}
-    colors = _norm_colors(norms)
+    colors = norm_colors(norms)
     m = len(norms)
     width = 0.8 / max(m, 2)
     fig = Figure(figsize=(max(7.0, 2.5 + len(settings) * (0.6 + 0.45 * m)) + _legend_room(norms), 4.8))
@@ -124,7 +117,7 @@ def box_plot(groups: Sequence[Group], title: str, xlabel: str):
                 any_note = True
                 ax.text(pos, 0.02, note, transform=trans, ha="center", va="bottom", fontsize=7, color="firebrick")
     ax.set_xticks(range(len(settings)))
-    ax.set_xticklabels([_tick_label(a, s, o) for s, (o, a) in settings.items()])
+    ax.set_xticklabels(list(settings.values()))
     ax.set_xlim(-0.6, len(settings) - 0.4)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("final test accuracy (%)")
@@ -142,21 +135,13 @@ def box_plot(groups: Sequence[Group], title: str, xlabel: str):
     return fig
 
 
-def _tick_label(attack: str, setting: str, order: tuple) -> str:
-    if attack == "constant" and len(order) == 2:
-        return f"α={order[0]:g}, β={order[1]:g}"
-    if attack == "mix" and len(order) == 2:
-        return f"{order[0]}, k={order[1]}"
-    return setting
-
-
 def epoch_stats(runs: Sequence[dict], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Epochs, and the mean and std (n-1; 0 for one run) over `runs` of `metric` at each epoch."""
     per_epoch: dict[int, list[float]] = {}
     for r in runs:
         for h in r.get("history") or []:
             v = h.get(metric)
-            if "epoch" in h and _finite(v):
+            if "epoch" in h and is_finite(v):
                 per_epoch.setdefault(int(h["epoch"]), []).append(float(v))
     ep = np.array(sorted(per_epoch), dtype=int)
     vals = [np.array(per_epoch[e]) for e in ep]
@@ -173,7 +158,7 @@ def curve_plot(groups: Sequence[Group], title: str):
     fig = Figure(figsize=(8.0 + _legend_room([g.key.norm for g in groups]), 4.6))
     ax = fig.add_subplot()
     norms = sorted(groups, key=lambda g: norm_rank(g.key.norm))
-    colors = _norm_colors(g.key.norm for g in norms)
+    colors = norm_colors(g.key.norm for g in norms)
     epochs = {int(h["epoch"]) for g in norms for r in g.finished + g.diverged for h in r.get("history") or []
               if "epoch" in h}
     single = len(epochs) <= 1  # one epoch: error bars side by side instead of bands
@@ -189,7 +174,7 @@ def curve_plot(groups: Sequence[Group], title: str):
                 ax.plot(ep, mean, marker="o", markersize=3, color=c, label=label)
                 ax.fill_between(ep, mean - std, mean + std, color=c, alpha=0.2, linewidth=0)
         for i, r in enumerate(g.diverged):
-            hist = [h for h in r.get("history") or [] if _finite(h.get("test_acc"))]
+            hist = [h for h in r.get("history") or [] if is_finite(h.get("test_acc"))]
             if hist:
                 ax.plot([h["epoch"] for h in hist], [h["test_acc"] for h in hist], linestyle=":", color=c,
                         linewidth=1, label=f"{g.key.norm} diverged (n={len(g.diverged)})" if i == 0 else None)
@@ -211,7 +196,6 @@ def curve_plot(groups: Sequence[Group], title: str):
 
 def describe_context(dataset: str, model: str, variant: str = "") -> str:
     """`fmnist`, `resnet20w2-n4000-e3` -> `FashionMNIST · ResNet-20 (2× width), 4000 training images, 3 epochs`."""
-    names = DATASET_NAMES
     m = re.fullmatch(r"resnet(?P<depth>\d+)(?:w(?P<width>[\d.]+))?(?:-n(?P<n>\d+))?-e(?P<epochs>\d+)", model)
     if m is None:
         text = model
@@ -219,7 +203,7 @@ def describe_context(dataset: str, model: str, variant: str = "") -> str:
         text = f"ResNet-{m['depth']}" + (f" ({m['width']}× width)" if m["width"] else "")
         text += f", {m['n']} training images" if m["n"] else ", full training set"
         text += f", {m['epochs']} epoch" + ("s" if m["epochs"] != "1" else "")
-    return f"{names.get(dataset, dataset)} · {text}" + (f" [{variant}]" if variant else "")
+    return f"{display_name(dataset)} · {text}" + (f" [{variant}]" if variant else "")
 
 
 def make_plots(groups: Sequence[Group], formats: Sequence[str] = ("png",), dpi: int = DPI) -> list[Plot]:
@@ -243,17 +227,15 @@ def make_plots(groups: Sequence[Group], formats: Sequence[str] = ("png",), dpi: 
     def vtag(variant: str) -> str:
         return hashlib.sha256(variant.encode()).hexdigest()[:6] if variant else ""
 
-    xlabels = {"constant": "constant attack setting (x̂ → α·x̂ + β in every norm)",
-               "mix": "mixed-dataset attack: foreign dataset, k foreign images per batch", "clean": ""}
     for (dataset, model, variant, attack), gs in families.items():
         title = (f"{describe_context(dataset, model, variant)}\n{attack} attack: final test accuracy (%) over seeds, "
                  "per norm and setting")
         name = unique(safe_filename("box", dataset, model, vtag(variant), attack))
         plots.append(Plot(name, title.replace("\n", ": "), "box", (dataset, model, variant, attack),
-                          render(box_plot(gs, title, xlabels.get(attack, f"{attack} setting")), formats, dpi)))
+                          render(box_plot(gs, title, attacks.get(attack).axis), formats, dpi)))
     for ctx, gs in contexts.items():
         dataset, model, variant, attack, setting = ctx
-        title = (f"{describe_context(dataset, model, variant)}\n{_setting_title(attack, setting, gs[0].order)}: "
+        title = (f"{describe_context(dataset, model, variant)}\n{gs[0].title}: "
                  "test accuracy per epoch (mean ± std over seeds)")
         name = unique(safe_filename("curves", dataset, model, vtag(variant), attack, setting))
         plots.append(Plot(name, title.replace("\n", ": "), "curves", ctx, render(curve_plot(gs, title), formats, dpi)))

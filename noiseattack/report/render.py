@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .. import overview
+from . import overview
 from ..fileio import atomic_write, atomic_write_text
 from .collect import Group, ReportError
 from .plots import Plot, describe_context
@@ -21,7 +21,6 @@ from .sweeps import to_csv as sweeps_csv
 from .sweeps import to_markdown as sweeps_markdown
 
 
-ATTACK_ORDER = ("clean", "constant", "mix")
 FORMATS = ("md", "csv", "json")
 
 

@@ -12,6 +12,7 @@ report without such experiments has no sweeps and nothing here changes it.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -21,15 +22,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..config import TRAIN_FIELDS
+from ..datasets import display_name
 from .collect import Group, norm_rank
+from .plots import Plot, epoch_stats, norm_colors, render, safe_filename
 
 DERIVED = {"epochs": ("milestones",)}  # fields that follow the option (lr decays at 50% and 75% of the epochs)
-SWEEPABLE = ("width", "depth", "train_subset", "batch_size", "lr", "epochs", "weight_decay", "momentum", "k",
-             "alpha", "beta", "test_subset", "dataset", "extra")
-LABELS = {"width": "width multiplier (16/32/64 × width channels)", "depth": "depth", "train_subset": "training images",
-          "batch_size": "batch size", "lr": "learning rate", "epochs": "epochs", "weight_decay": "weight decay",
-          "momentum": "momentum", "k": "foreign images per batch (k)", "alpha": "α", "beta": "β",
-          "test_subset": "test images", "dataset": "dataset", "extra": "foreign dataset"}
+# The options a report draws against, in this order (an attack's parameters are left to the box plots).
+SWEEPABLE = ("width", "depth", "train_subset", "batch_size", "lr", "epochs", "weight_decay", "momentum",
+             "test_subset", "dataset")
+LABELS = {**{name: m.axis for name, m in TRAIN_FIELDS.items() if m.axis}, "dataset": "dataset"}  # their axes
 CSV_COLUMNS = ("option", "value", "dataset", "attack", "setting", "context", "norm", "n", "mean", "std",
                "train_mean", "gap_mean", "gap_std")
 
@@ -47,8 +49,6 @@ class Sweep:
     def label(self) -> str:
         """What the experiments share: `FashionMNIST · ResNet-20, 6000 training images, 15 epochs · clean`
         (`..., 15 epochs, no augmentation · clean` for runs without crops and flips)."""
-        from .plots import DATASET_NAMES
-
         c, o = self.context, self.option
         parts = []
         if o != "depth":
@@ -61,7 +61,7 @@ class Sweep:
         if c.get("augment") is False:
             parts.append("no augmentation")
         setting = self.groups[0].key.setting
-        head = DATASET_NAMES.get(c.get("dataset"), c.get("dataset", "")) if o != "dataset" else "datasets"
+        head = display_name(c.get("dataset", "")) if o != "dataset" else "datasets"
         return f"{head} · {', '.join(parts)} · {c.get('attack', '')}" + (f" {setting}" if setting != "clean" else "")
 
 
@@ -75,8 +75,8 @@ def _stable(v: Any) -> str:
 
 def find_sweeps(groups: Sequence[Group]) -> list[Sweep]:
     """Every set of groups (all norms) whose identities differ in exactly one option of SWEEPABLE, with
-    at least two values of it and finished runs. An option that only the attack setting varies
-    (alpha, beta, k, extra) is left to the box plots unless nothing else differs."""
+    at least two values of it and finished runs. An attack's parameters (alpha, beta, k, extra, ...)
+    are left to the box plots."""
     sweeps = []
     for option in SWEEPABLE:
         buckets: dict[str, Sweep] = {}
@@ -87,8 +87,7 @@ def find_sweeps(groups: Sequence[Group]) -> list[Sweep]:
             key = _stable(rest)
             buckets.setdefault(key, Sweep(option, rest)).groups.append(g)
         sweeps += [s for s in buckets.values() if len(s.values) >= 2]
-    attack_fields = {"alpha", "beta", "k", "extra"}
-    return [s for s in sweeps if s.option not in attack_fields]
+    return sweeps
 
 
 def sweep_rows(sweep: Sweep) -> list[dict[str, Any]]:
@@ -156,14 +155,12 @@ def sweep_plot(sweep: Sweep, title: str):
     """Two panels against the option: final test accuracy (mean ± std per norm), and train − test gap."""
     from matplotlib.figure import Figure
 
-    from .plots import _norm_colors
-
     rows = sweep_rows(sweep)
     values = sweep.values
     numeric = all(isinstance(v, (int, float)) for v in values)
     xpos = {v: (v if numeric else i) for i, v in enumerate(values)}
     norms = sorted({r["norm"] for r in rows}, key=norm_rank)
-    colors = _norm_colors(norms)
+    colors = norm_colors(norms)
     fig = Figure(figsize=(11.0, 4.4))
     ax_acc, ax_gap = fig.subplots(1, 2)
     for norm in norms:
@@ -198,11 +195,9 @@ def sweep_curves_plot(sweep: Sweep, title: str):
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    from .plots import _norm_colors, epoch_stats
-
     values = sweep.values
     norms = sorted({g.key.norm for g in sweep.groups}, key=norm_rank)
-    colors = _norm_colors(norms)
+    colors = norm_colors(norms)
     fig = Figure(figsize=(3.6 * len(values) + 1.6, 4.2))
     axes = fig.subplots(1, len(values), sharey=True, squeeze=False)[0]
     for ax, value in zip(axes, values):
@@ -234,10 +229,6 @@ def sweep_curves_plot(sweep: Sweep, title: str):
 def make_sweep_plots(sweeps: Sequence[Sweep], formats: Sequence[str], dpi: int) -> list:
     """Per sweep two figures, as `Plot`s: kind "sweep" (`sweep_plot`, against the option) and kind
     "sweep-curves" (`sweep_curves_plot`, per epoch for each value of the option)."""
-    import hashlib
-
-    from .plots import Plot, render, safe_filename
-
     plots = []
     for s in sweeps:
         ctx = _stable(s.context)

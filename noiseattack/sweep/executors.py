@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import Attack, ConfigError, ExperimentConfig, RunConfig, TrainConfig, resolve_device
+from ..config import ConfigError, ExperimentConfig, RunConfig, TrainConfig, resolve_device
 from ..experiment import RunBusy, execute, open_dir, sigint_requests_stop
 from ..results import read_results
-from ..results import write_summaries_locked as _write_summaries_locked
+from ..results import write_summaries_locked
 from ..train import StopRequested, prepare_data
 from .grid import SweepJob
 
@@ -31,7 +31,7 @@ _DATA_CACHE: dict[tuple, Any] = {}
 
 def _data_for(train: TrainConfig, data_dir: Path):
     """The run's TrainData, kept for the next run of this process that trains on the same data."""
-    sig = (train.dataset, train.extra if train.attack is Attack.mix and train.k > 0 else None, train.train_subset,
+    sig = (train.dataset, train.attack_spec().extra_datasets(train.attack_params()), train.train_subset,
            train.test_subset, train.device, train.channels_last, str(Path(data_dir).absolute()))
     if sig not in _DATA_CACHE:
         _DATA_CACHE.clear()
@@ -39,9 +39,10 @@ def _data_for(train: TrainConfig, data_dir: Path):
     return _DATA_CACHE[sig]
 
 
-def write_summaries_locked(exp: ExperimentConfig) -> None:
-    """Regenerate an experiment's summaries; the lock keeps a stale view from overwriting a newer one."""
-    _write_summaries_locked(exp.dir, exp.norms)
+def write_experiment_summaries(exp: ExperimentConfig) -> None:
+    """Regenerate an experiment's summaries (`results.write_summaries_locked`: the lock keeps a stale view
+    from overwriting a newer one)."""
+    write_summaries_locked(exp.dir, exp.norms)
 
 
 def _done_record(exp_dir: Path, key: str) -> dict[str, Any] | None:
@@ -84,7 +85,7 @@ def run_job(job: SweepJob, *, should_stop: Callable[[], bool] = lambda: False,
                           should_stop=should_stop)
         except RunBusy:
             return _outcome(job, "busy", "another process is training this run")
-        write_summaries_locked(exp)
+        write_experiment_summaries(exp)
         return rec
     except StopRequested as e:
         return _outcome(job, "interrupted", str(e))
@@ -179,7 +180,7 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _visible_gpus(device: str) -> list[str]:
+def visible_gpus(device: str) -> list[str]:
     """The GPUs local workers are pinned to in turn: none unless runs train on "cuda" (or "auto"
     where CUDA is present) without an explicit index."""
     if device not in ("auto", "cuda"):
@@ -194,7 +195,7 @@ def _visible_gpus(device: str) -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-class _Runner:
+class Runner:
     """Runs tasks in `capacity` slots; `submit` starts tasks, `wait` returns the finished ones."""
 
     capacity: int
@@ -208,7 +209,7 @@ class _Runner:
     def close(self) -> None: ...
 
 
-class _InlineRunner(_Runner):
+class _InlineRunner(Runner):
     """One run after the other, in this process."""
 
     capacity = 1
@@ -241,7 +242,7 @@ def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # idle workers ignore Ctrl-C; a run in progress stops cleanly
 
 
-class _PoolRunner(_Runner):
+class _PoolRunner(Runner):
     """`workers` spawned processes, one per slot (a slot keeps its process, its GPU and its data)."""
 
     def __init__(self, workers: int) -> None:
@@ -281,7 +282,7 @@ class _PoolRunner(_Runner):
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-class _SubmititRunner(_Runner):
+class SubmititRunner(Runner):
     """submitit: `cluster="local"` (a process per job, as many at a time as slots) or "slurm"
     (the whole sweep as one job array; Slurm keeps `array_parallelism` of it running)."""
 
@@ -333,7 +334,7 @@ class _SubmititRunner(_Runner):
 
 
 def make_runner(executor: str, workers: int, capacity: int, slurm: SlurmOptions, folder: Path,
-                on_epoch: Callable[[SweepJob, dict[str, float]], None] | None = None) -> _Runner:
+                on_epoch: Callable[[SweepJob, dict[str, float]], None] | None = None) -> Runner:
     """The runner for `executor` with `capacity` slots: inline (local, one worker; `on_epoch` sees
     every epoch), a process pool (local), or submitit (submitit-local, slurm) logging to `folder`."""
     if executor == "local":
@@ -344,4 +345,4 @@ def make_runner(executor: str, workers: int, capacity: int, slurm: SlurmOptions,
         params.update(gpus_per_node=slurm.gpus_per_job, cpus_per_task=slurm.cpus_per_job, mem_gb=slurm.mem_gb,
                       slurm_partition=slurm.partition, slurm_array_parallelism=slurm.array_parallelism,
                       slurm_additional_parameters=dict(slurm.extra) or None)
-    return _SubmititRunner("local" if executor == "submitit-local" else "slurm", folder, capacity, params)
+    return SubmititRunner("local" if executor == "submitit-local" else "slurm", folder, capacity, params)

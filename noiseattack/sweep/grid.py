@@ -70,23 +70,24 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Union
 
+from .. import attacks
 from ..config import (
-    PERFORMANCE_FIELDS, ConfigError, ExperimentConfig, RunConfig, TrainConfig, default_name, parse_norms,
-    resolve_experiment, resolve_train_config,
+    ATTACK_FIELDS, PERFORMANCE_FIELDS, TRAIN_FIELDS, ConfigError, ExperimentConfig, RunConfig, TrainConfig,
+    default_name, resolve_train_config,
 )
 from ..experiment import check_dir
+from ..experiment_setup import parse_norms, resolve_experiment
 
 # --------------------------------------------------------------------------- the schema
 
-ATTACK_FIELDS = ("attack", "alpha", "beta", "extra", "k")  # TrainConfig fields that [[attack]] tables set
 EXPERIMENT_KEYS: dict[str, Any] = {"runs_dir": str, "data_dir": str, "keep_checkpoints": bool, "overwrite": bool}
 
 
 def _train_keys() -> dict[str, Any]:
-    """[train]'s keys and types: TrainConfig's fields that resolve_train_config takes (less the
-    attack's), typed as the dataclass types them, and its other options (the preset: a string)."""
+    """[train]'s keys and types: TrainConfig's fields (less the attack's: ATTACK_FIELDS), typed as the
+    dataclass types them, and resolve_train_config's other options (the preset: a string)."""
     hints, options = typing.get_type_hints(TrainConfig), inspect.signature(resolve_train_config).parameters
-    keys = {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig) if f.name in options}
+    keys = {name: hints[name] for name in TRAIN_FIELDS}
     return {name: keys.get(name, str) for name in [*keys, *options] if name not in ATTACK_FIELDS}
 
 
@@ -94,17 +95,17 @@ TRAIN_KEYS = _train_keys()
 SWEEPABLE = tuple(k for k in TRAIN_KEYS if k not in PERFORMANCE_FIELDS)  # the rest do not change results
 GRID_KEYS: dict[str, Any] = {"norms": Any, "seeds": list[int], "repeats": int, "seed": int,
                              **{key: list[TRAIN_KEYS[key]] for key in SWEEPABLE}}  # axes: lists of values
-ATTACK_KEYS: dict[str, dict[str, Any]] = {
-    "clean": {"kind": str, "name": str, "norms": Any},
-    "constant": {"kind": str, "settings": list[tuple[float, float]], "name": str, "norms": Any},
-    "mix": {"kind": str, "extra": list[str], "k": list[int], "name": str, "norms": Any},
-}
-ONE_OR_MORE = ("seeds", "extra", "k")  # a value or a list of values
+# Each attack's [[attack]] keys: kind, its own (its spec's grid_keys: lists of its parameters' values,
+# or constant's (alpha, beta) pairs), a name and its norms.
+ATTACK_KEYS: dict[str, dict[str, Any]] = {s.name: {"kind": str, **s.grid_keys(), "name": str, "norms": Any}
+                                         for s in attacks.specs()}
+ONE_OR_MORE = ("seeds", *dict.fromkeys(  # a value or a list of values: seeds, and a list of an attack's scalars
+    key for keys in ATTACK_KEYS.values() for key, tp in keys.items()
+    if typing.get_origin(tp) is list and typing.get_origin(typing.get_args(tp)[0]) not in (list, tuple)))
 _NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}
 _HINTS = {
     **dict.fromkeys(("repeats", "seed", "seeds", "norms"), "set it in [grid]"), "attack": "use [[attack]] tables",
-    **dict.fromkeys(("alpha", "beta"), "use [[attack]] kind = \"constant\" with settings = [[alpha, beta], ...]"),
-    "extra": "use [[attack]] kind = \"mix\" with extra = [...]", "k": "use [[attack]] kind = \"mix\" with k = [...]",
+    **{name: spec.grid_hint(name) for name, _, _, spec in attacks.param_fields()},
     "norm": "set the norms in [grid] (norms = [...])", "name": "name an experiment in its [[attack]] table",
     "progress": "a command-line option (--progress)",
 }
@@ -184,26 +185,26 @@ def _norms(v: Any, where: str = "grid.norms") -> tuple[str, ...]:
 Setting = tuple[str, dict[str, Any], str | None, tuple[str, ...] | None]  # where, options, name, norms
 
 
-def _attack_settings(attacks: Any, n_combos: int) -> list[Setting]:
+def _attack_settings(tables: Any, n_combos: int) -> list[Setting]:
     """The [[attack]] tables, checked: (where, attack options, name, the table's own norms or None)
     of every setting, without repeats."""
-    if not attacks:
-        raise ConfigError("attack: the grid names no attack: add [[attack]] tables (kind = clean, constant or mix)")
-    if not isinstance(attacks, list):
-        raise ConfigError(f"attack must be a list of tables ([[attack]]), got {_NAMES.get(type(attacks))}")
+    kinds = ", ".join(attacks.names())
+    if not tables:
+        raise ConfigError(f"attack: the grid names no attack: add [[attack]] tables (kind = {kinds})")
+    if not isinstance(tables, list):
+        raise ConfigError(f"attack must be a list of tables ([[attack]]), got {_NAMES.get(type(tables))}")
     out = []
-    for i, a in enumerate(attacks, 1):
+    for i, a in enumerate(tables, 1):
         where, kind = f"attack[{i}]", a.get("kind") if isinstance(a, dict) else None
         if isinstance(a, dict) and not (isinstance(kind, str) and kind in ATTACK_KEYS):
-            raise ConfigError(f"{where}.kind: unknown attack {kind!r}: choose clean, constant or mix" if "kind" in a
-                              else f"{where}.kind is missing: choose clean, constant or mix")
+            raise ConfigError(f"{where}.kind: unknown attack {kind!r}: choose {kinds}" if "kind" in a
+                              else f"{where}.kind is missing: choose {kinds}")
         a = check_table(where, a, ATTACK_KEYS.get(kind, {}), kind, axes=True)
-        missing = [key for key in ATTACK_KEYS[kind] if key not in a and key not in ("name", "norms")]
+        spec = attacks.get(kind)
+        missing = [key for key in spec.grid_required if key not in a]
         if missing:
             raise ConfigError(f"{where}.{missing[0]} is missing")
-        expanded = ([{"attack": "constant", "alpha": x, "beta": y} for x, y in a["settings"]] if kind == "constant"
-                    else [{"attack": "mix", "extra": e, "k": k} for e in a["extra"] for k in a["k"]]
-                    if kind == "mix" else [{"attack": "clean"}])
+        expanded = spec.grid_settings(a)
         unique = list({tuple(sorted(s.items())): s for s in expanded}.values())  # [2, 1] and [2.0, 1]: one
         if a.get("name") is not None and len(unique) * n_combos > 1:
             raise ConfigError(f"{where}.name: a name is one experiment dir, but this attack has "
@@ -266,10 +267,10 @@ def load_grid(path: str | Path, *, runs_dir: str | Path | None = None, data_dir:
         raise ConfigError(f"{path}: {e}") from None
 
 
-_IN_DEFAULT_NAME = ("dataset", "depth", "width", "shortcut_norm", "attn_placement", "train_subset", "epochs",
-                    "augment", "lr_schedule", "label_smoothing", "nesterov")  # what config.default_name shows
-_TAGS = {"batch_size": "bs", "lr": "lr", "momentum": "mom", "weight_decay": "wd", "lr_gamma": "gamma",
-         "milestones": "ms", "test_subset": "nt", "block": "", "preset": ""}
+# What config.default_name shows (the options that declare a name_part, or are shown in another's), and
+# the tags of the others when swept (each option's `tag`; the preset is no option: its value alone).
+_IN_DEFAULT_NAME = tuple(name for name, m in TRAIN_FIELDS.items() if m.name_part is not None or m.in_name)
+_TAGS = {**{name: m.tag for name, m in TRAIN_FIELDS.items() if m.tag is not None}, "preset": ""}
 
 
 def _text(v: Any) -> str:

@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import Attack, ConfigError, ExperimentConfig
+from ..config import ConfigError, ExperimentConfig
 from ..experiment import (failure_where, fmt_eta, is_running, on_screen, open_dir, other_setting, run_paths,
                           sigint_requests_stop)
 from ..results import read_results
 from ..train import prepare_data
 from .executors import (
-    EXECUTORS, SlurmOptions, Task, _Runner, _SubmititRunner, _visible_gpus, cpu_count, make_runner,
-    write_summaries_locked,
+    EXECUTORS, Runner, SlurmOptions, SubmititRunner, Task, cpu_count, make_runner, visible_gpus,
+    write_experiment_summaries,
 )
 from .grid import Grid, SweepJob
 
@@ -52,13 +52,13 @@ def status(grid: Grid) -> list[tuple[SweepJob, str, dict[str, Any] | None]]:
     return out
 
 
-def check_data(grid: Grid) -> None:
+def check_grid_data(grid: Grid) -> None:
     """Load (downloading where possible) every dataset the grid trains on, and check the subset
     sizes, so that missing data is one ConfigError before anything is written."""
     seen = set()
     for exp in grid.experiments:
         t = exp.train
-        sig = (t.dataset, t.extra if t.attack is Attack.mix and t.k > 0 else None, t.train_subset, t.test_subset,
+        sig = (t.dataset, t.attack_spec().extra_datasets(t.attack_params()), t.train_subset, t.test_subset,
                str(exp.data_dir))
         if sig in seen:
             continue
@@ -99,7 +99,7 @@ def _progress(enabled: bool):
                     console=Console(stderr=True), disable=not enabled, transient=False)
 
 
-def describe(outcome: dict[str, Any]) -> str:
+def outcome_line(outcome: dict[str, Any]) -> str:
     """One line about a run's outcome."""
     head = f"{outcome['experiment']} {outcome['norm']} seed {outcome['seed']}"
     st = outcome["status"]
@@ -181,7 +181,7 @@ class _Tally:
 _MARKS = {"finished": "✓ ", "diverged": "! ", "busy": "· ", "interrupted": "‖ "}
 
 
-def _drive(runner: _Runner, tasks: deque, gpus: list[str], threads: int | None, result: SweepResult,
+def _drive(runner: Runner, tasks: deque, gpus: list[str], threads: int | None, result: SweepResult,
            tally: _Tally, bar, task_id, should_stop: Callable[[], bool], log: Callable[[str], None],
            detach_after_submit: bool) -> dict[str, ExperimentConfig]:
     """Feed the tasks to the runner's slots until all are back (or Ctrl-C), counting and logging
@@ -212,7 +212,7 @@ def _drive(runner: _Runner, tasks: deque, gpus: list[str], threads: int | None, 
             in_flight += len(batch)
             n = sum(len(t.jobs) for _, t in batch)
             tally.submitted(n)
-            if isinstance(runner, _SubmititRunner) and runner.cluster == "slurm":
+            if isinstance(runner, SubmititRunner) and runner.cluster == "slurm":
                 log(f"submitted {n} runs as Slurm job array {runner.job_ids[0].split('_')[0]}")
             if detach_after_submit and not tasks:
                 break
@@ -230,7 +230,7 @@ def _drive(runner: _Runner, tasks: deque, gpus: list[str], threads: int | None, 
                         result.failed.append(out)
                 elif out["status"] != "busy":
                     result.interrupted = True
-                line = _MARKS.get(out["status"], "✗ ") + describe(out)
+                line = _MARKS.get(out["status"], "✗ ") + outcome_line(out)
                 log(line + "  " + tally.line() if bar_off_screen else line)
             refresh()
     refresh()
@@ -273,7 +273,7 @@ def run_sweep(
     """
     slurm = slurm or SlurmOptions()
     _check_options(executor, workers, threads, runs_per_job, slurm)
-    check_data(grid)  # missing data: one error before anything is written
+    check_grid_data(grid)  # missing data: one error before anything is written
 
     states = status(grid)
     todo = [job for job, st, _ in states if st not in (DONE, DIVERGED, RUNNING)]
@@ -288,7 +288,7 @@ def run_sweep(
         threads = threads or slurm.cpus_per_job
     else:
         capacity = workers
-        gpus = _visible_gpus(grid.device) if (executor != "local" or workers > 1) else []
+        gpus = visible_gpus(grid.device) if (executor != "local" or workers > 1) else []
         if threads is None and workers > 1:
             threads = max(1, cpu_count() // workers)
     tasks = deque(Task(tuple(todo[i:i + runs_per_job])) for i in range(0, len(todo), runs_per_job))
@@ -301,7 +301,7 @@ def run_sweep(
         tasks = deque(Task(tuple(_absolute(j) for j in t.jobs)) for t in tasks)
 
     tally = _Tally(skipped, sum(st == DIVERGED for _, st, _ in states), len(todo))
-    runner: _Runner | None = None
+    runner: Runner | None = None
     touched: dict[str, ExperimentConfig] = {}
     show = progress and bool(todo) and (wait or executor != "slurm")
     with _progress(show) as bar, sigint_requests_stop() as should_stop:
@@ -316,14 +316,14 @@ def run_sweep(
                                      slurm.folder or (grid.experiments[0].runs_dir / ".submitit"), on_epoch)
                 touched = _drive(runner, tasks, gpus, threads, result, tally, bar, task_id, should_stop, log,
                                  detach_after_submit=not wait and executor == "slurm")
-            if isinstance(runner, _SubmititRunner):
+            if isinstance(runner, SubmititRunner):
                 result.job_ids = list(runner.job_ids)
         finally:
             if runner is not None and not (runner.detach_on_stop and result.interrupted):
                 runner.close()
 
     for exp in touched.values():
-        write_summaries_locked(exp)
+        write_experiment_summaries(exp)
     _gather(grid, result)
     if result.interrupted:
         where = (f"Slurm job array {result.job_ids[0].split('_')[0]} keeps running (scancel it to stop it)"
