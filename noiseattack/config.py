@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
