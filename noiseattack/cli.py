@@ -160,7 +160,7 @@ def _run(attack: str, **o: Any) -> None:
         if o["dry_run"]:
             _print_runs(exp)
             return
-        result = experiment.run(exp, progress=o["progress"], log=lambda line: _print_line(console, line),
+        result = experiment.run(exp, progress=o["progress"], log=lambda line: print_line(console, line),
                                 on_failure=lambda line: typer.echo(f"noiseattack: error: {line}", err=True))
     except ConfigError as e:
         fail(str(e))
@@ -198,13 +198,13 @@ def _print_summary(console, rows: list[dict[str, Any]], exp_dir: Path) -> None:
         table.add_row(*[r[c] if isinstance(r[c], str) else (f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]))
                         for c in ("norm", "n", "mean", "std", "var", "min", "max", "diverged")])
     console.print(table)
-    _print_line(console, f"results: {exp_dir / 'results.jsonl'}")
-    _print_line(console, f"summaries: {exp_dir / 'summary.md'}")
-    _print_line(console, f"TensorBoard: tensorboard --logdir {exp_dir / 'tb'}")
-    _print_line(console, f"  the norms' means, coloured by norm: {comparison_url()}")
+    print_line(console, f"results: {exp_dir / 'results.jsonl'}")
+    print_line(console, f"summaries: {exp_dir / 'summary.md'}")
+    print_line(console, f"TensorBoard: tensorboard --logdir {exp_dir / 'tb'}")
+    print_line(console, f"  the norms' means, coloured by norm: {comparison_url()}")
 
 
-def _print_line(console, line: str) -> None:
+def print_line(console, line: str) -> None:
     """One line as it is: never broken by rich at the terminal width (a path stays copyable), no markup."""
     console.print(line, soft_wrap=True, markup=False, highlight=False)
 
@@ -344,7 +344,7 @@ def sweep(
                       soft_wrap=True)
         result = S.run_sweep(g, executor=executor, workers=workers, threads=threads, runs_per_job=runs_per_job,
                              slurm=options, wait=wait, progress=progress,
-                             log=lambda line: _print_line(console, line))
+                             log=lambda line: print_line(console, line))
     except ConfigError as e:
         fail(str(e))
     except S.Interrupted as e:
@@ -377,8 +377,8 @@ def _print_sweep_summary(console, grid, records: list[dict[str, Any]]) -> None:
             table.add_row(exp.name, r["norm"], str(r["n"]), f"{r['mean']:.2f}", f"{r['std']:.2f}", str(r["diverged"]))
     console.print(table)
     runs_dirs = sorted({str(exp.runs_dir) for exp in grid.experiments})
-    _print_line(console, f"results: {', '.join(runs_dirs)}   TensorBoard: tensorboard --logdir {runs_dirs[0]}")
-    _print_line(console, f"  the norms' means, coloured by experiment and norm: {comparison_url()}")
+    print_line(console, f"results: {', '.join(runs_dirs)}   TensorBoard: tensorboard --logdir {runs_dirs[0]}")
+    print_line(console, f"  the norms' means, coloured by experiment and norm: {comparison_url()}")
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli import _print_line, app, fail
+from .cli import print_line, app, fail
 from .config import ConfigError
 
 
@@ -42,7 +42,7 @@ def protocols(
 
 def _cost(proto) -> list[str]:
     """Median wall seconds per run of the committed runs, per setting and machine (from the records)."""
-    from .leaderboard.board import _machine, check_record, read_records
+    from .leaderboard.board import machine_label, check_record, read_records
 
     runs_dir = proto.runs_dir()
     if not runs_dir.is_dir():
@@ -51,7 +51,7 @@ def _cost(proto) -> list[str]:
     try:
         for rec in read_records([runs_dir]):
             if rec.get("status") == "finished" and rec.get("norm") == "bn":
-                by[(_machine(rec), check_record(proto, rec))].append(float(rec["wall_time_s"]))
+                by[(machine_label(rec), check_record(proto, rec))].append(float(rec["wall_time_s"]))
     except ConfigError:
         return []
     return [f"bn {sid} {statistics.median(v):.0f} s on {m} (n={len(v)})" for (m, sid), v in sorted(by.items())]
@@ -78,7 +78,7 @@ def bench(
     from .leaderboard.board import build
 
     console = Console()
-    log = lambda line: _print_line(console, line)  # noqa: E731
+    log = lambda line: print_line(console, line)  # noqa: E731
     try:
         proto = P.get(protocol)
         norms, runs, threads = _bench_inputs(proto, norm, runs_dir, with_baselines, workers, threads, calibration_runs)
@@ -97,8 +97,8 @@ def bench(
         fail(str(e))
     for n in norms:
         for line in B.layer_lines(board, n):
-            _print_line(console, line)
-    _print_line(console, f"leaderboard: noiseattack leaderboard --protocol {proto.name}"
+            print_line(console, line)
+    print_line(console, f"leaderboard: noiseattack leaderboard --protocol {proto.name}"
                 + (f" --runs-dir {runs}" if runs != proto.runs_dir() else ""))
     if result.failed:
         raise typer.Exit(3)

@@ -12,10 +12,13 @@
 #      compiled against eager)
 #   4. scripts/bench_sweep.py: four fmnist-gpu runs by one worker, then by four sharing the GPU
 #      (throughput, and every run's result equal whatever the layout)
-#   5. with TOTAL_SECONDS given, in the time left of it (less 30 s to pack), as many runs as fit, 12 workers sharing the GPU (resumable):
-#      the GPU protocol pilot (docs/protocols/pilot-gpu.toml), the fmnist-gpu leaderboard's clean
-#      and constant cells (docs/leaderboard/fmnist-gpu/runs), the pilot with doubled epochs;
-#      their results packed into LOG_DIR/runs.tar.gz
+#   5. with TOTAL_SECONDS given, in the time left of it (less 30 s to pack), as many runs as fit, 12
+#      workers sharing the GPU (resumable), of the fmnist-gpu leaderboard (docs/leaderboard/fmnist-gpu/runs):
+#      the five layers of the paper's claims in all three settings, then the rest of #21's twelve,
+#      then every other zoo layer, then the GPU pilot with doubled epochs; the results packed into
+#      LOG_DIR/runs.tar.gz
+# GPU_CHECK_SKIP="bench-amp many-runs" leaves those steps out (a later session, their figures
+# already committed, gives their minutes to the leaderboard).
 # and writes LOG_DIR/summary.txt (each step's exit code and seconds).
 #
 # The machine may have no network and nothing installable: the project runs in place
@@ -32,9 +35,12 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 NOISEATTA
 SUMMARY="$LOG_DIR/summary.txt"
 : > "$SUMMARY"
 
+SKIP=" ${GPU_CHECK_SKIP:-} "
+
 step() {  # step NAME LIMIT_S COMMAND...
   local name=$1 limit=$2 t0=$SECONDS code
   shift 2
+  if [[ "$SKIP" == *" $name "* ]]; then echo "== $name: skipped (GPU_CHECK_SKIP)" | tee -a "$SUMMARY"; return; fi
   echo "== $name (limit ${limit}s): $*" | tee -a "$SUMMARY"
   timeout --kill-after=10 "$limit" "$@" >> "$LOG_DIR/$name.log" 2>&1
   code=$?
@@ -53,13 +59,18 @@ step many-runs 150 $PY scripts/bench_sweep.py --protocol fmnist-gpu --norms bn -
 
 LEADERBOARD_S=$((TOTAL_S - SECONDS - 30))
 if [ "$TOTAL_S" -gt 0 ] && [ "$LEADERBOARD_S" -gt 30 ]; then
-  # the protocol pilot first (docs/protocols/pilot-gpu.toml), then the leaderboard's clean and
-  # constant cells of the twelve layers of #21, then the pilot with doubled epochs; as many as fit
-  $PY scripts/protocol_grid.py fmnist-gpu --settings clean,constant --seeds 0-4 --set compile=false \
-    --norms bn,bnse,iebn,bn-damped,iebn-b0,in,gn,ln,bn+se,bn+eca,bn+cbam,bn+gc --data-dir "$DATA" \
-    > /tmp/leaderboard-grid.toml
-  step leaderboard "$LEADERBOARD_S" bash -c "for g in docs/protocols/pilot-gpu.toml /tmp/leaderboard-grid.toml \
-    docs/protocols/pilot-gpu-e6.toml; do $PY -m noiseattack sweep \$g --workers 12 --threads 1 --no-progress; done"
+  PAPER=bn,bnse,iebn,bn-damped,iebn-b0
+  REST12=in,gn,ln,bn+se,bn+eca,bn+cbam,bn+gc
+  ZOO=$($PY -c "from noiseattack import zoo; done = set('$PAPER,$REST12'.split(','))
+print(','.join(n for n in zoo.norm_names() + tuple('bn+' + a for a in zoo.attention_names()) if n not in done))")
+  GRIDS=""
+  for norms in "$PAPER" "$REST12" "$ZOO"; do
+    g=$(mktemp --suffix=.toml)
+    $PY scripts/protocol_grid.py fmnist-gpu --seeds 0-4 --set compile=false --norms "$norms" --data-dir "$DATA" > "$g"
+    GRIDS="$GRIDS $g"
+  done
+  step leaderboard "$LEADERBOARD_S" bash -c "for g in $GRIDS docs/protocols/pilot-gpu-e6.toml; do
+    $PY -m noiseattack sweep \$g --workers 12 --threads 1 --no-progress; done"
   tar czf "$LOG_DIR/runs.tar.gz" --exclude='*/tb' --exclude='*/ckpt' --exclude='*/.locks' \
     $(ls -d docs/protocols/pilot-gpu/runs docs/leaderboard/fmnist-gpu/runs 2>/dev/null) 2>> "$SUMMARY"
 fi

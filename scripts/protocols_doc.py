@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from noiseattack import protocols  # noqa: E402
-from noiseattack.leaderboard.board import _machine, read_records  # noqa: E402
+from noiseattack.leaderboard.board import machine_label, read_records  # noqa: E402
 
 PILOT_CPU = REPO / "docs" / "protocols" / "pilot" / "runs"
 PILOT_GPU = REPO / "docs" / "protocols" / "pilot-gpu" / "runs"
@@ -63,7 +63,7 @@ def table(groups: dict[tuple[str, str], list[dict]], keep=lambda lab, norm: True
         if not keep(lab, norm):
             continue
         setting, recipe = lab.split(" | ")
-        machines = ", ".join(sorted({_machine(r) for r in recs}))
+        machines = ", ".join(sorted({machine_label(r) for r in recs}))
         lines.append(f"| {setting} | {recipe} | `{norm}` | {len(recs)} | {fmt([r['final_acc'] for r in recs])} "
                      f"| {machines} |")
     return lines
@@ -81,7 +81,7 @@ def doubling(groups) -> list[str]:
             continue
         a, b = [r["final_acc"] for r in recs], [r["final_acc"] for r in twice]
         lines.append(f"| {setting} | `{norm}` | {fmt(a)} ({len(a)}) | {fmt(b)} ({len(b)}) | "
-                     f"{statistics.mean(b) - statistics.mean(a):+.2f} | {', '.join(sorted({_machine(r) for r in recs + twice}))} |")
+                     f"{statistics.mean(b) - statistics.mean(a):+.2f} | {', '.join(sorted({machine_label(r) for r in recs + twice}))} |")
     return lines
 
 
@@ -104,7 +104,7 @@ def cost(records: list[dict]) -> list[str]:
     by: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in records:
         if r.get("status") == "finished" and r["config"]["epochs"] == 3 and r["norm"] == "bn":
-            by[(label(r["config"]).split(" | ")[0], _machine(r))].append(r["wall_time_s"])
+            by[(label(r["config"]).split(" | ")[0], machine_label(r))].append(r["wall_time_s"])
     lines = ["| setting | machine | runs | median wall s per run |", "|---|---|---:|---:|"]
     for (s, m), v in sorted(by.items()):
         lines.append(f"| {s} | {m} | {len(v)} | {statistics.median(v):.0f} |")

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from noiseattack import protocols  # noqa: E402
 from noiseattack.fileio import atomic_write_text  # noqa: E402
-from noiseattack.leaderboard.board import _machine, check_record, read_records  # noqa: E402
+from noiseattack.leaderboard.board import machine_label, check_record, read_records  # noqa: E402
 from noiseattack.report.claims import claims_csv, claims_markdown, cost_markdown, evaluate  # noqa: E402
 from noiseattack.report.stats import contrast, describe, fmt_p  # noqa: E402
 from study_protocol_claims import CLAIMS  # noqa: E402
@@ -126,7 +126,7 @@ def by_machine(cells) -> list[str]:
     for (s, n), recs in sorted(cells.items()):
         groups = defaultdict(list)
         for r in recs:
-            groups[_machine(r)].append(r["final_acc"])
+            groups[machine_label(r)].append(r["final_acc"])
         if len(groups) < 2:
             continue
         (m1, a), (m2, b) = sorted(groups.items())[:2]
@@ -134,7 +134,7 @@ def by_machine(cells) -> list[str]:
         out.append(f"| {s} | `{n}` | {m1}: {np.mean(a):.2f} ({len(a)}) | {m2}: {np.mean(b):.2f} ({len(b)}) | "
                    f"{'—' if res['p'] is None else fmt_p(res['p'])} |")
     if not out:
-        machines = sorted({_machine(r) for recs in cells.values() for r in recs})
+        machines = sorted({machine_label(r) for recs in cells.values() for r in recs})
         return [f"Every cell's runs come from one machine kind ({'; '.join(machines) or 'none yet'})."]
     return ["| setting | layer | machine 1 | machine 2 | Welch p |", "|---|---|---|---|---:|", *out]
 

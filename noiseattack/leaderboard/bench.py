@@ -102,7 +102,7 @@ def this_machine(device: str) -> str:
 
 def layer_lines(board: Board, layer: str) -> list[str]:
     """The layer's place on the board, in plain lines."""
-    from .render import _drop, _precise, mean_cell
+    from .render import drop_text, precise_text, mean_cell
 
     row = board.row(layer)
     if row is None:
@@ -118,8 +118,8 @@ def layer_lines(board: Board, layer: str) -> list[str]:
                 + (f", variance x{v['var_ratio']:.2f}" if v.get("var_ratio") is not None else "")
                 + (f", Holm p {v['welch_p_holm']:.3g}" if v.get("welch_p_holm") is not None else "")) \
             if v.get("diff_vs_bn") is not None else ""
-        extra = f"  drop {_drop(cell)}" if s.id != "clean" else ""
-        extra += f"  PreciseBN {_precise(cell)}" if s.id == "mix" and cell is not None and cell.precise else ""
+        extra = f"  drop {drop_text(cell)}" if s.id != "clean" else ""
+        extra += f"  PreciseBN {precise_text(cell)}" if s.id == "mix" and cell is not None and cell.precise else ""
         out.append(f"  {s.title:24s} {mean_cell(cell, board.protocol.seeds):28s}{diff}{extra}")
     if row.short:
         out.append(f"  short of n = {board.protocol.seeds} in: {', '.join(row.short)} (re-run to resume)")

@@ -158,7 +158,7 @@ def build(proto: Protocol, runs_dirs: list[Path]) -> Board:
             cell.diverged += 1
         else:
             cell.failed += 1
-        machines[_machine(rec)] += 1
+        machines[machine_label(rec)] += 1
     rows = [_row(proto, layer, by_setting) for layer, by_setting in cells.items()]
     _compare(proto, rows)
     _rank(rows)
@@ -167,7 +167,7 @@ def build(proto: Protocol, runs_dirs: list[Path]) -> Board:
     return Board(proto, rows, [str(d) for d in runs_dirs], len(records), dict(sorted(machines.items())), warnings)
 
 
-def _machine(rec: dict[str, Any]) -> str:
+def machine_label(rec: dict[str, Any]) -> str:
     m = rec.get("machine") or {}
     if m.get("gpu"):
         return str(m["gpu"])
@@ -234,9 +234,9 @@ def _step_cost(row: Row, ref: Row | None) -> float | None:
         return None
     mine, theirs = defaultdict(list), defaultdict(list)
     for r in row.cells["clean"].runs:
-        mine[_machine(r)].append(float(r["wall_time_s"]))
+        mine[machine_label(r)].append(float(r["wall_time_s"]))
     for r in ref.cells["clean"].runs:
-        theirs[_machine(r)].append(float(r["wall_time_s"]))
+        theirs[machine_label(r)].append(float(r["wall_time_s"]))
     shared = sorted(set(mine) & set(theirs), key=lambda m: -(len(mine[m]) + len(theirs[m])))
     if not shared:
         return None

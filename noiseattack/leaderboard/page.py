@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from .board import Board, Cell, Row
-from .render import _drop, _precise, mean_cell
+from .render import drop_text, precise_text, mean_cell
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 STYLE = """
@@ -69,11 +69,11 @@ def _table(board: Board) -> str:
                              cls="short" if s.id in r.short else ""))
         for s in attacked:
             c = r.cells.get(s.id)
-            cells.append(_td(html.escape(_drop(c)), (c.drop or {}).get("estimate") if c else None))
+            cells.append(_td(html.escape(drop_text(c)), (c.drop or {}).get("estimate") if c else None))
         for s in attacked:
             if s.id == "mix":
                 c = r.cells.get(s.id)
-                cells.append(_td(html.escape(_precise(c)), (c.precise or {}).get("mean") if c else None))
+                cells.append(_td(html.escape(precise_text(c)), (c.precise or {}).get("mean") if c else None))
         out.append(f'<tr id="row-{_id(r.layer)}">' + "".join(cells) + "</tr>")
     return "\n".join(out) + "</tbody></table>"
 

@@ -89,7 +89,7 @@ def mean_cell(cell: Cell | None, n_wanted: int) -> str:
     return f"{s['mean']:.2f}{std} ({len(cell.runs)}{short}){marks(cell.vs_bn)}"
 
 
-def _drop(cell: Cell | None) -> str:
+def drop_text(cell: Cell | None) -> str:
     if cell is None or cell.drop is None:
         return "–"
     d = cell.drop
@@ -97,7 +97,7 @@ def _drop(cell: Cell | None) -> str:
     return f"{d['estimate']:+.2f}{ci}"
 
 
-def _precise(cell: Cell | None) -> str:
+def precise_text(cell: Cell | None) -> str:
     if cell is None or not cell.precise:
         return "–"
     p = cell.precise
@@ -119,8 +119,8 @@ def to_markdown(board: Board) -> str:
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in board.rows:
         cells = [mean_cell(r.cells.get(s.id), p.seeds) for s in p.settings]
-        drops = [_drop(r.cells.get(s.id)) for s in attacked]
-        precise = [_precise(r.cells.get(s.id)) for s in attacked if s.id == "mix"]
+        drops = [drop_text(r.cells.get(s.id)) for s in attacked]
+        precise = [precise_text(r.cells.get(s.id)) for s in attacked if s.id == "mix"]
         vals = [str(r.rank or "–"), f"`{r.layer}`", r.origin, f"{r.params:,}" if r.params else "–",
                 f"{r.step_cost:.2f}" if r.step_cost else "–", f"{r.robust:.2f}" if r.robust is not None else "–",
                 *cells, *drops, *precise]
