@@ -236,9 +236,12 @@ def cost_markdown(records: Sequence[dict[str, Any]], by: Callable[[dict[str, Any
     total = sum(sum(v) for v in groups.values())
     diverged = sum(r["status"] == "diverged" for r in records)
     torch = sorted({r["versions"]["torch"] for r in records})
+    gpus = sorted({str(r["machine"]["gpu"]) for r in records if r["machine"].get("gpu")})
+    hours = (f"**{total / 3600:.2f} run-hours** of training on {', '.join(gpus)} (the sum of the runs' wall times; "
+             "runs that shared a GPU overlap in time)" if gpus else
+             f"**{total / 3600:.2f} CPU-hours** of training (the sum of the runs' wall times; one thread each)")
     out = [f"{len(records)} runs ({diverged} diverged), torch {', '.join(torch)}, "
-           f"{' and '.join(map(str, threads))} thread(s) per run: **{total / 3600:.2f} CPU-hours** of training "
-           "(the sum of the runs' wall times; one thread each).", "", cpu_line(records), "",
+           f"{' and '.join(map(str, threads))} thread(s) per run: {hours}.", "", cpu_line(records), "",
            f"| {column} | runs | mean wall time per run (s) |", "|---|---:|---:|"]
     for k in sorted(groups, key=norm_rank if column == "norm" else str):
         out.append(f"| {k} | {len(groups[k])} | {np.mean(groups[k]):.0f} |")
