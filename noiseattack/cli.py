@@ -112,11 +112,25 @@ def _resolved_parameters(fn: Callable[..., Any]) -> list[inspect.Parameter]:
             for p in inspect.signature(fn).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
 
 
+def _by_dataset(spec: attacks.AttackSpec, name: str) -> str:
+    """` [default: fmnist; mnist for --dataset fmnist]` for a parameter whose default depends on the
+    dataset (`AttackSpec.defaults_for`); "" for the others."""
+    from .datasets import DATASETS
+
+    values = {d: spec.defaults_for(d)[name] for d in DATASETS if name in spec.defaults_for(d)}
+    if not values:
+        return ""
+    common = max(set(values.values()), key=list(values.values()).count)
+    others = "".join(f"; {v} for --dataset {d}" for d, v in values.items() if v != common)
+    return f" [default: {common}{others}]"
+
+
 def _attack_command(spec: attacks.AttackSpec) -> None:
     """`noiseattack NAME`: the attack's parameters (its defaults, its help), then the training options
     and the experiment's options; registered on the app."""
     hints = typing.get_type_hints(spec.Params)
-    own = [_cli_parameter(f.name, hints[f.name], f.default, m.help + _limits_text(m)) for f, m in spec.param_fields()]
+    own = [_cli_parameter(f.name, hints[f.name], None if _by_dataset(spec, f.name) else f.default,
+                          m.help + _limits_text(m) + _by_dataset(spec, f.name)) for f, m in spec.param_fields()]
     params = own + _option_parameters() + _resolved_parameters(_experiment_options)
 
     def command(**o: Any) -> None:
@@ -325,6 +339,7 @@ def sweep(
         options = S.SlurmOptions(partition=partition, time_min=S.parse_time(time) if time else None,
                                  gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job, mem_gb=mem_gb,
                                  array_parallelism=array_parallelism, extra=extra, folder=submitit_dir)
+        S.check_options(executor, workers, threads, runs_per_job, options)  # before the grid: a dry run too
         g = S.load_grid(grid, runs_dir=runs_dir, data_dir=data_dir, defer_device=executor == "slurm")
         states = S.status(g)
         if dry_run:

@@ -106,13 +106,12 @@ def bench(
 
 def _bench_inputs(proto, norm: str, runs_dir: Path | None, with_baselines: bool, workers: int,
                   threads: int | None, calibration_runs: int):
-    from .sweep import cpu_count
+    from .sweep import SlurmOptions, check_options
     from .zoo import check_layers, parse_norms
 
+    check_options("local", workers, threads, 1, SlurmOptions())
     norms = list(parse_norms(norm))
     check_layers(tuple(norms), constant=any(s.options["attack"] == "constant" for s in proto.settings))
-    if not 1 <= workers <= max(1, cpu_count()):
-        raise ConfigError(f"--workers must be 1 .. {max(1, cpu_count())} (the CPUs here), got {workers}")
     if proto.threads is not None:
         if threads is not None and threads != proto.threads:
             raise ConfigError(f"protocol {proto.name} fixes {proto.threads} thread(s) per run (results depend on the "

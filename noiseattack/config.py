@@ -439,13 +439,14 @@ def display_name(name: str) -> str:
     return display(next(f for f in dataclasses.fields(TrainConfig) if f.name == name))
 
 
-def _attack_values(attack: Attack, given: dict[str, Any], batch_size: int) -> dict[str, Any]:
-    """Every attack parameter: the attack's own checked (those not given take its defaults), the other
-    attacks' at their neutral values."""
+def _attack_values(attack: Attack, given: dict[str, Any], batch_size: int, dataset: str) -> dict[str, Any]:
+    """Every attack parameter: the attack's own checked (those not given take its defaults, or the
+    dataset's where they depend on it: mix's foreign source), the other attacks' at their neutral values."""
     spec = attacks.get(attack)
     own = {f.name for f, _ in spec.param_fields()}
-    p = spec.Params(**{k: v for k, v in given.items() if k in own and v is not None})
-    return {**attacks.neutral_values(), **dataclasses.asdict(spec.check(p, batch_size=batch_size))}
+    values = {**spec.defaults_for(dataset), **{k: v for k, v in given.items() if k in own and v is not None}}
+    p = spec.Params(**values)
+    return {**attacks.neutral_values(), **dataclasses.asdict(spec.check(p, batch_size=batch_size, dataset=dataset))}
 
 
 def _given(options: dict[str, Any]) -> dict[str, Any]:
@@ -489,7 +490,7 @@ def resolve_train_config(**options: Any) -> TrainConfig:
     _check_choices(o)
     if o["lr_schedule"] != "step":
         o["milestones"] = ()
-    o.update(_attack_values(attack, o, o["batch_size"]), attack=attack)
+    o.update(_attack_values(attack, o, o["batch_size"], o["dataset"]), attack=attack)
     o["width"] = resolve_width(o["width"])
     for name in TRAIN_OPTIONS:  # each option's bounds (TrainConfig's declarations)
         check(display_name(name), o[name], TRAIN_FIELDS[name])

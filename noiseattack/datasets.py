@@ -38,6 +38,8 @@ class DatasetInfo:
     # What a user must put into `folder` when there is no download; () for the loader's own list of
     # files (the MNIST family's `resources`).
     files: tuple[str, ...] = ()
+    # The mix attack's foreign source when `--extra` is not given: never the dataset itself.
+    foreign: str = "fmnist"
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
                 ("cifar-100-python.tar.gz (or its extracted cifar-100-python/)",)),
     DatasetInfo("cifar10", "CIFAR-10", "CIFAR10", 10, "rgb32", True, "",
                 ("cifar-10-python.tar.gz (or its extracted cifar-10-batches-py/)",)),
-    DatasetInfo("fmnist", "FashionMNIST", "FashionMNIST", 10, "gray28", True, "FashionMNIST/raw"),
+    DatasetInfo("fmnist", "FashionMNIST", "FashionMNIST", 10, "gray28", True, "FashionMNIST/raw", foreign="mnist"),
     DatasetInfo("mnist", "MNIST", "MNIST", 10, "gray28", False, "MNIST/raw"),
 )}
 

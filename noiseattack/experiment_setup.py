@@ -7,6 +7,7 @@ is written. It sits above `config` (which knows neither the layers nor the model
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from .config import ExperimentConfig, TrainConfig, default_name
@@ -30,7 +31,10 @@ def parse_seeds(spec: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:
         seeds = [int(s) for s in spec]
     if not seeds:
         raise ConfigError("--seeds is empty: name one or more seeds, e.g. 0,1,2")
-    return tuple(dict.fromkeys(seeds))
+    twice = [s for s in dict.fromkeys(seeds) if seeds.count(s) > 1]
+    if twice:
+        raise ConfigError(f"--seeds names seed {twice[0]} more than once: a seed is one run per layer; name each once")
+    return tuple(seeds)
 
 
 
@@ -43,6 +47,23 @@ def check_writable_dir(path: Path) -> None:
         raise ConfigError(f"runs dir '{path}' is not writable: '{p}' is not a directory")
     if not os.access(p, os.W_OK | os.X_OK):
         raise ConfigError(f"runs dir '{path}' is not writable ('{p}' denies write access)")
+
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # POSIX's portable file name characters, and "+"
+MAX_NAME = 120  # a runs dir's name, well under every file system's 255 bytes
+
+
+def check_name(name: str) -> None:
+    """An experiment's name becomes a directory name on every machine a study is copied to: portable
+    characters only (letters, digits, `.`, `_`, `-`, `+`; not first `.`, `-`, `+`), at most MAX_NAME."""
+    if not NAME.fullmatch(name):
+        bad = sorted(set(name) - set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-"))
+        why = (f"has {', '.join(repr(c) for c in bad)}" if bad else "is empty" if not name
+               else f"starts with {name[0]!r}")
+        raise ConfigError(f"--name {name[:40]!r}{'...' if len(name) > 40 else ''} {why}: a name takes letters, digits, "
+                          "'.', '_', '-' and '+' (not first), so that it is a directory name on every system")
+    if len(name) > MAX_NAME:
+        raise ConfigError(f"--name is {len(name)} characters long: at most {MAX_NAME}")
 
 
 def resolve_experiment(
@@ -69,8 +90,8 @@ def resolve_experiment(
     bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
     if bad:
         raise ConfigError(f"seeds must be in 0..{MAX_SEED}, got {bad[0]}" + (f" (and {len(bad) - 1} more)" if bad[1:] else ""))
-    if name is not None and (not name or "/" in name or name in (".", "..")):
-        raise ConfigError(f"--name '{name}' must be a plain directory name")
+    if name is not None:
+        check_name(name)
     runs_dir = Path(runs_dir)
     try:
         check_writable_dir(runs_dir)

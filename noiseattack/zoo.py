@@ -231,8 +231,9 @@ def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [""])[0][:200]
 
 
-def parse_norms(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """`bn,iebn+eca,pkg.mod:MyNorm`, `paper` or `all` -> canonical names, in order, without duplicates."""
+def parse_norms(spec: str | tuple[str, ...] | list[str], what: str = "--norm") -> tuple[str, ...]:
+    """`bn,iebn+eca,pkg.mod:MyNorm`, `paper` or `all` -> canonical names, in order. A layer named twice
+    (`bn,bn`, `bn,BN`, `paper,iebn`) is a ConfigError: it would be trained once, not twice."""
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     names: list[str] = []
     for item in (str(s).strip() for s in items):
@@ -245,8 +246,12 @@ def parse_norms(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
         else:
             names.append(resolve(item).name)
     if not names:
-        raise ConfigError("--norm is empty: name one or more layers (see `noiseattack norms`), 'paper' or 'all'")
-    return tuple(dict.fromkeys(names))
+        raise ConfigError(f"{what} is empty: name one or more layers (see `noiseattack norms`), 'paper' or 'all'")
+    twice = [n for n in dict.fromkeys(names) if names.count(n) > 1]
+    if twice:
+        raise ConfigError(f"{what} names {twice[0]} more than once (after expanding 'paper' and 'all'): "
+                          "name each layer once")
+    return tuple(names)
 
 
 def make_norm(name: str, channels: int) -> nn.Module:

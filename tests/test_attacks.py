@@ -138,10 +138,10 @@ def test_k0_is_identical_to_clean_training(fake_mnist):
     data_dir = fake_mnist(n_train=128, n_test=64)
     common = dict(dataset="mnist", depth=8, epochs=2, batch_size=32, device="cpu")
     clean = resolve_train_config(attack="clean", **common)
-    mix0 = resolve_train_config(attack="mix", extra="mnist", k=0, **common)
+    mix0 = resolve_train_config(attack="mix", extra="mnist-inverted", k=0, **common)
     r_clean = train_run(RunConfig(clean, "bn", 3), prepare_data(clean, data_dir))
     r_mix0 = train_run(RunConfig(mix0, "bn", 3), prepare_data(mix0, data_dir))
     assert r_clean.history == r_mix0.history
-    mix8 = resolve_train_config(attack="mix", extra="mnist", k=8, **common)
+    mix8 = resolve_train_config(attack="mix", extra="mnist-inverted", k=8, **common)
     r_mix8 = train_run(RunConfig(mix8, "bn", 3), prepare_data(mix8, data_dir))
     assert r_mix8.history != r_clean.history

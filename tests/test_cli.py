@@ -71,11 +71,11 @@ def test_constant_and_mix_write_results_summaries_and_tensorboard(fake_mnist, tm
     assert all("iebn_kernels" not in r["machine"] for r in lines if r["norm"] == "bn")
     assert not list((exp / "ckpt").glob("*.pt")) if (exp / "ckpt").exists() else True
 
-    result = invoke("mix", "--extra", "mnist", "--k", 16, "--dataset", "mnist", "--norm", "bnse,in", "--repeats", 2,
+    result = invoke("mix", "--extra", "mnist-inverted", "--k", 16, "--dataset", "mnist", "--norm", "bnse,in", "--repeats", 2,
                     "--data-dir", data, "--runs-dir", runs, *TINY)
-    exp = runs / "mix-mnist-k16-mnist-resnet8-e2"
+    exp = runs / "mix-mnist-inverted-k16-mnist-resnet8-e2"
     lines = check_experiment(exp, ["bnse", "in"], 2)
-    assert all(r["config"]["k"] == 16 and r["config"]["extra"] == "mnist" for r in lines)
+    assert all(r["config"]["k"] == 16 and r["config"]["extra"] == "mnist-inverted" for r in lines)
     assert "final test accuracy" in result.output  # the summary table
 
 

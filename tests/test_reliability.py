@@ -355,7 +355,7 @@ BAD_INPUTS = [
     ("alpha-minus-inf", "constant", ["--alpha", "-inf"], "alpha must be finite"),
     ("beta-nan", "constant", ["--beta", "nan"], "beta must be finite"),
     ("beta-inf", "constant", ["--beta", "inf"], "beta must be finite"),
-    ("k-negative", "mix", ["--extra", "mnist", "--k", "-1"], "k must be >= 0"),
+    ("k-negative", "mix", ["--extra", "mnist-inverted", "--k", "-1"], "k must be >= 0"),
     ("repeats-zero", "clean", ["--repeats", "0"], "repeats must be >= 1"),
     ("seeds-garbage", "clean", ["--seeds", "0,x"], "--seeds must be comma-separated integers"),
     ("epochs-zero", "clean", ["--epochs", "0"], "epochs must be >= 1"),

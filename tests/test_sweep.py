@@ -184,8 +184,8 @@ BAD_GRIDS = {
     "bad attack norm": ('[[attack]]\nkind = "clean"\nnorms = ["bn", "xn"]\n', "attack[1].norms"),
     "empty attack norms": ('[[attack]]\nkind = "clean"\nnorms = []\n', "attack[1].norms"),
     "attack norms type": ('[[attack]]\nkind = "clean"\nnorms = 3\n', "attack[1].norms"),
-    "negative k": ('[[attack]]\nkind = "mix"\nextra = "mnist"\nk = [-1]\n', "k must be >= 0"),
-    "name for many": ('[[attack]]\nkind = "mix"\nextra = "mnist"\nk = [8, 16]\nname = "x"\n', "attack[1].name"),
+    "negative k": ('[[attack]]\nkind = "mix"\nextra = "mnist-inverted"\nk = [-1]\n', "k must be >= 0"),
+    "name for many": ('[[attack]]\nkind = "mix"\nextra = "mnist-inverted"\nk = [8, 16]\nname = "x"\n', "attack[1].name"),
     "not toml": ('[train\n', "not valid TOML"),
     # a bad axis
     "unknown axis": ('[grid]\nwidht = [1, 2]\n', "grid.widht"),

@@ -114,8 +114,13 @@ class AttackSpec:
         """The start of an experiment's default name: `constant-a2-b1`."""
         return "-".join([self.name, self.label(p)]) if dataclasses.fields(p) else self.name
 
-    def check(self, p: Any, *, batch_size: int) -> Any:
-        """The parameters checked against their bounds (one-line ConfigError), typed as declared."""
+    def defaults_for(self, dataset: str) -> dict[str, Any]:
+        """Parameters whose default depends on the primary dataset (mix: its foreign source)."""
+        return {}
+
+    def check(self, p: Any, *, batch_size: int, dataset: str | None = None) -> Any:
+        """The parameters checked against their bounds, and against the primary `dataset` where
+        given (one-line ConfigError), typed as declared."""
         hints = typing.get_type_hints(self.Params)
         values = {}
         for f, m in self.param_fields():

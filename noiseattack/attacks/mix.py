@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..datasets import EXTRA_SOURCES
+from ..datasets import DATASETS, EXTRA_SOURCES
 from ..errors import ConfigError
 from ..options import param
 from .base import AttackRun, AttackSpec, register
@@ -18,7 +18,8 @@ MAX_K_PER_BATCH = 16  # k <= 16 x the batch size (the extra images are drawn wit
 
 @dataclass(frozen=True)
 class MixParams:
-    extra: str = param("fmnist", f"Foreign dataset whose images join every batch: {', '.join(EXTRA_SOURCES)}.",
+    extra: str = param("fmnist", f"Foreign dataset whose images join every batch: {', '.join(EXTRA_SOURCES)}; "
+                       "never the primary dataset itself.",
                        neutral=None, always_in_key=True, axis="foreign dataset")
     k: int = param(32, "Foreign images per batch (unlabelled, outside the loss).", neutral=0, low=0,
                    meaning="the number of extra images per batch", always_in_key=True,
@@ -92,13 +93,20 @@ class Mix(AttackSpec):
     def name_head(self, p: MixParams) -> str:
         return f"mix-{p.extra}-k{p.k}"
 
-    def check(self, p: MixParams, *, batch_size: int) -> MixParams:
+    def defaults_for(self, dataset: str) -> dict:
+        return {"extra": DATASETS[dataset].foreign} if dataset in DATASETS else {}
+
+    def check(self, p: MixParams, *, batch_size: int, dataset: str | None = None) -> MixParams:
         if p.extra is None:
             raise ConfigError("mix needs --extra: choose from " + ", ".join(EXTRA_SOURCES))
         extra = p.extra.lower()
         if extra not in EXTRA_SOURCES:
             raise ConfigError(f"unknown extra dataset '{extra}': choose from {', '.join(EXTRA_SOURCES)}")
-        p = super().check(MixParams(extra, p.k), batch_size=batch_size)
+        if dataset is not None and extra == dataset.lower():
+            others = ", ".join(e for e in EXTRA_SOURCES if e != extra)
+            raise ConfigError(f"--extra {extra} is the dataset being trained (--dataset {dataset}): the mix attack "
+                              f"needs a foreign source; choose from {others}")
+        p = super().check(MixParams(extra, p.k), batch_size=batch_size, dataset=dataset)
         if p.k > MAX_K_PER_BATCH * batch_size:
             raise ConfigError(f"k must be <= {MAX_K_PER_BATCH} x the batch size ({MAX_K_PER_BATCH * batch_size} "
                               f"for --batch-size {batch_size}), got {p.k}")

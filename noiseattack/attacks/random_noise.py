@@ -139,8 +139,8 @@ class Random(AttackSpec):
         return (f"random-s{p.scale_low:g}to{p.scale_high:g}-b{p.bias_low:g}to{p.bias_high:g}"
                 + ("-eval" if p.noise_in_eval else ""))
 
-    def check(self, p: RandomParams, *, batch_size: int) -> RandomParams:
-        p = super().check(p, batch_size=batch_size)
+    def check(self, p: RandomParams, *, batch_size: int, dataset: str | None = None) -> RandomParams:
+        p = super().check(p, batch_size=batch_size, dataset=dataset)
         for what, low, high in (("scale", p.scale_low, p.scale_high), ("bias", p.bias_low, p.bias_high)):
             if low > high:
                 raise ConfigError(f"{what} low must be <= {what} high, got {low:g} > {high:g}")

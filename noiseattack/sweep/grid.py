@@ -177,9 +177,9 @@ def _norms(v: Any, where: str = "grid.norms") -> tuple[str, ...]:
         raise ConfigError(f"{where} must be a layer name, a list of them, \"bn,iebn\", \"paper\" or \"all\", "
                           f"got {v!r}")
     try:
-        return tuple(dict.fromkeys(n for name in names for n in parse_norms(name)))
+        return parse_norms(names if len(names) > 1 else names[0], what=where)
     except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
+        raise ConfigError(e.args[0] if e.args[0].startswith(where) else f"{where}: {e}") from None
 
 
 Setting = tuple[str, dict[str, Any], str | None, tuple[str, ...] | None]  # where, options, name, norms

@@ -113,15 +113,18 @@ def outcome_line(outcome: dict[str, Any]) -> str:
     return f"{head}: {st}: {outcome.get('error', '')}"
 
 
-def _check_options(executor: str, workers: int, threads: int | None, runs_per_job: int, slurm: SlurmOptions) -> None:
+def check_options(executor: str, workers: int, threads: int | None, runs_per_job: int, slurm: SlurmOptions) -> None:
     """The executor's options, and what it needs installed: one ConfigError before anything runs."""
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor '{executor}': choose {', '.join(EXECUTORS)}")
-    for name, v in (("workers", workers), ("runs per job", runs_per_job)):
+    for name, v in (("--workers", workers), ("--runs-per-job", runs_per_job)):
         if v < 1:
             raise ConfigError(f"{name} must be >= 1, got {v}")
-    if threads is not None and threads < 1:
-        raise ConfigError(f"threads must be >= 1, got {threads}")
+    cpus = max(1, cpu_count())
+    if executor != "slurm" and workers > cpus:  # Slurm's parallelism is --array-parallelism's
+        raise ConfigError(f"--workers must be at most {cpus} (the CPUs here), got {workers}")
+    if threads is not None and not 1 <= threads <= cpus:
+        raise ConfigError(f"--threads must be 1 .. {cpus} (the CPUs here), got {threads}")
     if executor != "local":
         try:
             import submitit  # noqa: F401
@@ -272,7 +275,7 @@ def run_sweep(
     step (after a checkpoint) and raises Interrupted; a Slurm array keeps running.
     """
     slurm = slurm or SlurmOptions()
-    _check_options(executor, workers, threads, runs_per_job, slurm)
+    check_options(executor, workers, threads, runs_per_job, slurm)
     check_grid_data(grid)  # missing data: one error before anything is written
 
     states = status(grid)
