@@ -100,11 +100,11 @@ def mostly(records: Sequence[dict[str, Any]]) -> bool:
     return bool(records) and 2 * count(records) > len(records)
 
 
-def level(records: Iterable[dict[str, Any]]) -> float | None:
-    """The majority share (%) the runs are judged against (the most common one, should they differ); None
-    where none of them can be judged."""
-    shares = [j["majority_share"] for j in map(judge, records) if j is not None]
-    return max(set(shares), key=lambda s: (shares.count(s), s)) if shares else None
+def level(records: Iterable[dict[str, Any]]) -> tuple[float, float] | None:
+    """(majority share %, threshold %) the runs are judged against (the most common pair, should they
+    differ); None where none of them can be judged."""
+    pairs = [(j["majority_share"], j["threshold"]) for j in map(judge, records) if j is not None]
+    return max(set(pairs), key=lambda pair: (pairs.count(pair), pair)) if pairs else None
 
 
 def run_note(rec: dict[str, Any]) -> str:

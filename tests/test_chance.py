@@ -262,6 +262,7 @@ def test_the_box_plot_draws_the_chance_line(tmp_path):
     assert len(dashed) == 1 and list(dashed[0].get_ydata()) == [11.35, 11.35]  # MNIST's majority class
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "chance: majority\nclass, 11.35%" in labels
+    assert f"at chance: up to\n{bound(11.35, 10_000):.2f}% (3 s.e.)" in labels  # the shaded band's entry
     clean_ax = box_plot([g for g in groups if g.key.attack == "clean"], "t", "setting").axes[0]
     assert not [line for line in clean_ax.get_lines() if line.get_linestyle() == "--"]  # no run at chance: no line
     assert all("chance" not in t.get_text() for t in clean_ax.get_legend().get_texts())

@@ -138,17 +138,21 @@ def box_plot(groups: Sequence[Group], title: str, xlabel: str):
 
 def _chance_line(ax, groups: Sequence[Group]) -> list:
     """Where any run of the plot is at chance (`noiseattack.chance`): a dashed line at the majority class's
-    share of the test set, and its legend entry; else nothing (the line would stretch the axis of runs
-    far above it)."""
+    share of the test set, the band up to the chance threshold shaded, and their legend entries; else
+    nothing (the line would stretch the axis of runs far above it)."""
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     runs = [r for g in groups for r in g.finished]
-    level = chance.level(runs) if any(chance.is_chance(r) for r in runs) else None
-    if level is None:
+    found = chance.level(runs) if any(chance.is_chance(r) for r in runs) else None
+    if found is None:
         return []
+    share, limit = found
     style = {"linestyle": "--", "color": "dimgray", "linewidth": 1.0}
-    ax.axhline(level, zorder=1, **style)
-    return [Line2D([], [], label=f"chance: majority\nclass, {level:.2f}%", **style)]
+    ax.axhline(share, zorder=1, **style)
+    ax.axhspan(share, limit, color="gray", alpha=0.12, linewidth=0, zorder=0)
+    return [Line2D([], [], label=f"chance: majority\nclass, {share:.2f}%", **style),
+            Patch(facecolor="gray", alpha=0.12, label=f"at chance: up to\n{limit:.2f}% ({chance.Z:g} s.e.)")]
 
 
 def epoch_stats(runs: Sequence[dict], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
