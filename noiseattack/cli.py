@@ -326,6 +326,7 @@ def sweep(
     from rich.console import Console
 
     from . import sweep as S
+    from .chance import run_note
 
     console = Console()
     try:
@@ -348,7 +349,8 @@ def sweep(
         if dry_run:
             n = {st: sum(1 for _, s, _ in states if s == st) for st in S.STATES}
             for job, st, rec in states:
-                acc = f"  final {rec['final_acc']:.2f}%" if rec and rec.get("final_acc") is not None else ""
+                acc = (f"  final {rec['final_acc']:.2f}%{run_note(rec)}" if rec and rec.get("final_acc") is not None
+                       else "")
                 typer.echo(f"{st:8s} {job.key}  {job.exp.dir}  {job.run.norm:4s} seed {job.run.seed}{acc}")
             typer.echo(f"{grid}: {len(states)} runs in {len(g.experiments)} experiments: {n[S.DONE]} done, "
                        f"{n[S.DIVERGED]} diverged, {n[S.RUNNING]} running, {n[S.PARTIAL]} partial (checkpointed), "

@@ -202,6 +202,9 @@ def test_a_sweep_line_and_its_table_mark_runs_at_chance(zero_layer, fake_mnist, 
     text = " ".join(out.split())
     assert f"seed 0: final {rec['final_acc']:.2f}% (at chance: majority class {share:.2f}%; one class" in text
     assert "at chance" in text and "† a mean with runs at chance" in text
+    code, out, err = run_cli(capsys, "sweep", grid, "--dry-run")
+    assert code == 0, err
+    assert f"final {rec['final_acc']:.2f}% (at chance: majority class {share:.2f}%; one class" in " ".join(out.split())
 
 
 # --------------------------------------------------------------------------- the report
