@@ -205,17 +205,35 @@ def _print_summary(console, rows: list[dict[str, Any]], exp_dir: Path) -> None:
 
     from .tbhparams import comparison_url
 
+    columns = ("norm", "n", "mean", "std", "var", "min", "max", "diverged", "at_chance")
     table = Table(title=f"final test accuracy (%) · {exp_dir.name}")
-    for col in ("norm", "n", "mean", "std", "var", "min", "max", "diverged"):
-        table.add_column(col, justify="left" if col == "norm" else "right")
+    for col in columns:
+        table.add_column(col.replace("_", " "), justify="left" if col == "norm" else "right")
     for r in rows:
-        table.add_row(*[r[c] if isinstance(r[c], str) else (f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]))
-                        for c in ("norm", "n", "mean", "std", "var", "min", "max", "diverged")])
+        table.add_row(*[_table_cell(r, c) for c in columns])
     console.print(table)
+    _chance_legend(console, rows)
     print_line(console, f"results: {exp_dir / 'results.jsonl'}")
     print_line(console, f"summaries: {exp_dir / 'summary.md'}")
     print_line(console, f"TensorBoard: tensorboard --logdir {exp_dir / 'tb'}")
     print_line(console, f"  the norms' means, coloured by norm: {comparison_url()}")
+
+
+def _table_cell(row: dict[str, Any], column: str) -> str:
+    """A summary row's value as a table shows it: floats to 2 decimals, the mean marked where runs are at chance."""
+    from .chance import MARK
+
+    v = row[column]
+    text = v if isinstance(v, str) else (f"{v:.2f}" if isinstance(v, float) else str(v))
+    return text + (MARK if column == "mean" and row.get("at_chance") else "")
+
+
+def _chance_legend(console, rows: list[dict[str, Any]]) -> None:
+    """The legend of the chance mark, under a table that shows it."""
+    from .chance import legend
+
+    if any(r.get("at_chance") for r in rows):
+        print_line(console, legend("a mean"))
 
 
 def print_line(console, line: str) -> None:
@@ -322,6 +340,7 @@ def sweep(
     from rich.console import Console
 
     from . import sweep as S
+    from .chance import run_note
 
     console = Console()
     try:
@@ -345,7 +364,8 @@ def sweep(
         if dry_run:
             n = {st: sum(1 for _, s, _ in states if s == st) for st in S.STATES}
             for job, st, rec in states:
-                acc = f"  final {rec['final_acc']:.2f}%" if rec and rec.get("final_acc") is not None else ""
+                acc = (f"  final {rec['final_acc']:.2f}%{run_note(rec)}" if rec and rec.get("final_acc") is not None
+                       else "")
                 typer.echo(f"{st:8s} {job.key}  {job.exp.dir}  {job.run.norm:4s} seed {job.run.seed}{acc}")
             typer.echo(f"{grid}: {len(states)} runs in {len(g.experiments)} experiments: {n[S.DONE]} done, "
                        f"{n[S.DIVERGED]} diverged, {n[S.RUNNING]} running, {n[S.PARTIAL]} partial (checkpointed), "
@@ -384,13 +404,17 @@ def _print_sweep_summary(console, grid, records: list[dict[str, Any]]) -> None:
     from .results import summarize
     from .tbhparams import comparison_url
 
+    columns = ("experiment", "norm", "n", "mean", "std", "diverged", "at_chance")
     table = Table(title="final test accuracy (%) per experiment and norm")
-    for col in ("experiment", "norm", "n", "mean", "std", "diverged"):
-        table.add_column(col, justify="left" if col in ("experiment", "norm") else "right")
+    for col in columns:
+        table.add_column(col.replace("_", " "), justify="left" if col in ("experiment", "norm") else "right")
+    rows = []
     for exp in grid.experiments:
         for r in summarize([x for x in records if x["experiment"] == exp.name], exp.norms):
-            table.add_row(exp.name, r["norm"], str(r["n"]), f"{r['mean']:.2f}", f"{r['std']:.2f}", str(r["diverged"]))
+            rows.append(r)
+            table.add_row(*[_table_cell({**r, "experiment": exp.name}, c) for c in columns])
     console.print(table)
+    _chance_legend(console, rows)
     runs_dirs = sorted({str(exp.runs_dir) for exp in grid.experiments})
     print_line(console, f"results: {', '.join(runs_dirs)}   TensorBoard: tensorboard --logdir {runs_dirs[0]}")
     print_line(console, f"  the norms' means, coloured by experiment and norm: {comparison_url()}")

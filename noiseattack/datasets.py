@@ -38,6 +38,10 @@ class DatasetInfo:
     # What a user must put into `folder` when there is no download; () for the loader's own list of
     # files (the MNIST family's `resources`).
     files: tuple[str, ...] = ()
+    # The full test split: its images and those of its most frequent class (the chance level of a run
+    # record that predates its own measurement: noiseattack.chance); 0 where unknown.
+    test_images: int = 0
+    test_largest_class: int = 0
     # The mix attack's foreign source when `--extra` is not given: never the dataset itself.
     foreign: str = "fmnist"
 
@@ -59,11 +63,12 @@ NOISE_SEED = 0
 
 DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
     DatasetInfo("cifar100", "CIFAR-100", "CIFAR100", 100, "rgb32", True, "",
-                ("cifar-100-python.tar.gz (or its extracted cifar-100-python/)",)),
+                ("cifar-100-python.tar.gz (or its extracted cifar-100-python/)",), 10_000, 100),
     DatasetInfo("cifar10", "CIFAR-10", "CIFAR10", 10, "rgb32", True, "",
-                ("cifar-10-python.tar.gz (or its extracted cifar-10-batches-py/)",)),
-    DatasetInfo("fmnist", "FashionMNIST", "FashionMNIST", 10, "gray28", True, "FashionMNIST/raw", foreign="mnist"),
-    DatasetInfo("mnist", "MNIST", "MNIST", 10, "gray28", False, "MNIST/raw"),
+                ("cifar-10-python.tar.gz (or its extracted cifar-10-batches-py/)",), 10_000, 1000),
+    DatasetInfo("fmnist", "FashionMNIST", "FashionMNIST", 10, "gray28", True, "FashionMNIST/raw", (), 10_000, 1000,
+                foreign="mnist"),
+    DatasetInfo("mnist", "MNIST", "MNIST", 10, "gray28", False, "MNIST/raw", (), 10_000, 1135),
 )}
 
 DERIVED: dict[str, DerivedSource] = {d.name: d for d in (

@@ -2,7 +2,7 @@
 
     runs/<name>/config.json          the resolved setting, versions, machine, and the command to re-run it
     runs/<name>/results.jsonl        one line per finished, diverged (or failed) run, appended, never rewritten
-    runs/<name>/summary.{csv,md}     per norm: n, mean, std, var, min, max of final_acc (regenerated)
+    runs/<name>/summary.{csv,md}     per norm: n, mean, std, var, min, max of final_acc, diverged, at chance (regenerated)
     runs/<name>/tb/<norm>-s<seed>/   TensorBoard scalars per epoch, and the run's HParams session
     runs/<name>/tb/<norm>-mean/      the norm's mean curves over its finished runs, and the HParams config
     runs/<name>/ckpt/<norm>-s<seed>.pt   the checkpoint of a run in progress (removed when it ends)
@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from . import __version__
+from . import __version__, chance
 from .config import (TRAIN_FIELDS, TRAIN_OPTIONS, ConfigError, ExperimentConfig, RunConfig, TrainConfig, row_label,
                      to_jsonable)
 from .fileio import append_jsonl, atomic_write_text, is_locked, locked
@@ -340,7 +340,7 @@ def _execute_locked(run: RunConfig, exp_dir: Path, data: TrainData, *, keep_chec
     record = _clean({
         "schema": RECORD_SCHEMA, "key": run.key, "experiment": exp_dir.name, "norm": run.norm, "seed": run.seed, "status": result.status,
         "final_acc": result.final_acc, "best_acc": result.best_acc, "diverged": result.diverged, **failure,
-        "precise_acc": result.precise_acc,
+        "precise_acc": result.precise_acc, **({"chance": result.chance} if result.chance is not None else {}),
         "wall_time_s": round(result.wall_time_s, 3), "compile_s": result.compile_s,
         "epochs_done": len(result.history),
         "history": result.history, "config": run.to_dict(), "layer": _layer(run), "noiseattack": __version__,
@@ -460,7 +460,7 @@ def _run_line(r: RunConfig, rec: dict[str, Any]) -> str:
         how = "diverged" if rec["status"] == "diverged" else "finished"
         return f"{r.norm:5s} seed {r.seed}: {how} by another process"
     acc = "diverged at epoch {epoch} (lr {lr:g})".format(**rec["diverged"]) if rec["diverged"] \
-        else f"final {rec['final_acc']:.2f}%  best {rec['best_acc']:.2f}%"
+        else f"final {rec['final_acc']:.2f}%{chance.run_note(rec)}  best {rec['best_acc']:.2f}%"
     return f"{r.norm:5s} seed {r.seed}: {acc}  ({rec['wall_time_s']:.0f} s)"
 
 

@@ -12,6 +12,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from . import chance
 from .fileio import atomic_write_text, locked, read_jsonl
 
 RESULTS_FILE = "results.jsonl"
@@ -20,7 +21,7 @@ RESULTS_FILE = "results.jsonl"
 RECORD_SCHEMA = 1
 DONE_STATUSES = ("finished", "diverged")  # runs that are over; anything else runs again
 
-SUMMARY_COLUMNS = ("norm", "n", "mean", "std", "var", "min", "max", "diverged")
+SUMMARY_COLUMNS = ("norm", "n", "mean", "std", "var", "min", "max", "diverged", "at_chance")
 
 
 def read_results(exp_dir: Path) -> list[dict[str, Any]]:
@@ -45,13 +46,15 @@ def read_failures(exp_dir: Path) -> list[dict[str, Any]]:
 
 
 def summarize(records: Iterable[dict[str, Any]], norms: Iterable[str] | None = None) -> list[dict[str, Any]]:
-    """Per norm: n finished runs, mean, std (n-1), variance, min, max of final_acc, and the
-    number of diverged runs (not part of the statistics)."""
+    """Per norm: n finished runs, mean, std (n-1), variance, min, max of final_acc, the number of
+    diverged runs (not part of the statistics), and how many of the finished runs are at chance
+    (`noiseattack.chance`: in the statistics, and marked)."""
     records = list(records)
     order = list(dict.fromkeys(list(norms or []) + [r["norm"] for r in records]))
     rows = []
     for norm in order:
-        accs = np.array([r["final_acc"] for r in records if r["norm"] == norm and r["status"] == "finished"], float)
+        finished = [r for r in records if r["norm"] == norm and r["status"] == "finished"]
+        accs = np.array([r["final_acc"] for r in finished], float)
         diverged = sum(1 for r in records if r["norm"] == norm and r["status"] == "diverged")
         n = len(accs)
         rows.append({
@@ -63,6 +66,7 @@ def summarize(records: Iterable[dict[str, Any]], norms: Iterable[str] | None = N
             "min": float(accs.min()) if n else math.nan,
             "max": float(accs.max()) if n else math.nan,
             "diverged": diverged,
+            "at_chance": chance.count(finished),
         })
     return rows
 
@@ -85,9 +89,12 @@ def summary_csv(rows: list[dict[str, Any]]) -> str:
 def summary_markdown(rows: list[dict[str, Any]], title: str = "") -> str:
     head = "| " + " | ".join(SUMMARY_COLUMNS) + " |"
     sep = "|" + "|".join("---" if c == "norm" else "---:" for c in SUMMARY_COLUMNS) + "|"
-    body = ["| " + " | ".join(_fmt(r[c]) for c in SUMMARY_COLUMNS) + " |" for r in rows]
+    body = ["| " + " | ".join(_fmt(r[c]) + (chance.MARK if c == "mean" and r["at_chance"] else "")
+                              for c in SUMMARY_COLUMNS) + " |" for r in rows]
+    note = [chance.legend("a mean"), ""] if any(r["at_chance"] for r in rows) else []
     lines = ([f"# {title}", ""] if title else []) + [
-        "final_acc: test accuracy (%) after the last epoch; std and var over seeds (n-1).", "", head, sep, *body, ""]
+        "final_acc: test accuracy (%) after the last epoch; std and var over seeds (n-1).", "", head, sep, *body, "",
+        *note]
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import chance
 from .attacks import AttackRun, mixed_batch_loss
 from .config import ConfigError, RunConfig, TrainConfig
 from .data import Dataset, Normalizer, Split, load_datasets, random_crop_flip
@@ -184,15 +185,17 @@ def lr_at(cfg: TrainConfig, epoch: int, step: int = 0, steps_per_epoch: int = 1)
 
 
 @torch.no_grad()
-def evaluate_model(model: nn.Module, split: Split, data: TrainData, cfg: TrainConfig,
-             attack: AttackRun | None = None) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy in %) on a split, in eval mode, without augmentation (and with the
-    run's `attack` told before the evaluation and each of its batches)."""
+def evaluate_counts(model: nn.Module, split: Split, data: TrainData, cfg: TrainConfig,
+                    attack: AttackRun | None = None) -> tuple[float, float, list[int]]:
+    """(mean cross-entropy, accuracy in %, how many images each class was predicted for) on a split, in
+    eval mode, without augmentation (and with the run's `attack` told before the evaluation and each of
+    its batches)."""
     model.eval()
     attack = attack or AttackRun()
     attack.before_eval()
     loss_sum = torch.zeros((), device=cfg.device)
     correct = torch.zeros((), device=cfg.device, dtype=torch.long)
+    predicted = torch.zeros(data.num_classes, device=cfg.device, dtype=torch.long)
     for i in range(0, len(split), cfg.eval_batch_size):
         x = data.normalize(split.images[i:i + cfg.eval_batch_size])
         y = split.labels[i:i + cfg.eval_batch_size]
@@ -200,9 +203,17 @@ def evaluate_model(model: nn.Module, split: Split, data: TrainData, cfg: TrainCo
         with torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.amp):
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
+        pred = logits.argmax(1)
+        correct += (pred == y).sum()
+        predicted += torch.bincount(pred, minlength=data.num_classes)[:data.num_classes]
     n = len(split)
-    return loss_sum.item() / n, 100.0 * correct.item() / n
+    return loss_sum.item() / n, 100.0 * correct.item() / n, predicted.tolist()
+
+
+def evaluate_model(model: nn.Module, split: Split, data: TrainData, cfg: TrainConfig,
+                   attack: AttackRun | None = None) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy in %) on a split: `evaluate_counts` without the predicted classes."""
+    return evaluate_counts(model, split, data, cfg, attack)[:2]
 
 
 @dataclass
@@ -219,6 +230,7 @@ class RunResult:
     # status == "failed": the model raised (RunFailure); {"phase", "epoch", "step"} and the one-line error
     failed: dict[str, Any] | None = None
     error: str | None = None
+    chance: dict[str, Any] | None = None  # finished: noiseattack.chance.measure of the final evaluation
 
 
 class RunFailure(Exception):
@@ -245,6 +257,7 @@ class _State:
     sums: torch.Tensor | None = None  # [sum of losses * batch, correct] over the epoch so far
     history: list[dict[str, float]] = field(default_factory=list)
     wall_time_s: float = 0.0
+    pred_counts: list[int] | None = None  # the last evaluation's count of each predicted class
 
 
 def _rng_states(generator: torch.Generator) -> dict[str, Any]:
@@ -343,9 +356,12 @@ def _build(run: RunConfig, data: TrainData) -> tuple[nn.Module, AttackRun]:
 
 
 def _evaluate(model: nn.Module, data: TrainData, cfg: TrainConfig, attack: AttackRun, state: _State):
-    """(test loss, test accuracy) after an epoch; NaN for a model whose weights are not finite."""
+    """(test loss, test accuracy, predicted classes' counts) after an epoch; NaN (and None) for a model
+    whose weights are not finite."""
     try:
-        return evaluate_model(model, data.test, data, cfg, attack) if _all_finite(model) else (math.nan, math.nan)
+        if not _all_finite(model):
+            return math.nan, math.nan, None
+        return evaluate_counts(model, data.test, data, cfg, attack)
     except Exception as e:  # noqa: BLE001 - the model's code raised: the run fails, the others go on
         raise RunFailure("eval", state.epoch + 1, state.step, e) from e
 
@@ -413,7 +429,7 @@ def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, 
         loss_sum, correct = state.sums.tolist()  # the one host sync of the training epoch
         seen = steps * bs
         train_loss = loss_sum / seen
-        test_loss, test_acc = _evaluate(model, data, cfg, attack, state)
+        test_loss, test_acc, state.pred_counts = _evaluate(model, data, cfg, attack, state)
         if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
             return done("diverged", math.nan, _best(state.history), state.history,
                              time.perf_counter() - t0, {"epoch": state.epoch + 1, "lr": lr})
@@ -431,8 +447,18 @@ def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, 
         precise = precise_accuracy(model, data, cfg, run.seed)
     except Exception as e:  # noqa: BLE001 - the model's code raised in the recomputation
         raise RunFailure("eval", state.epoch, 0, e) from e
-    return done("finished", state.history[-1]["test_acc"], _best(state.history), state.history,
-                time.perf_counter() - t0, precise_acc=precise)
+    final = state.history[-1]["test_acc"]
+    return done("finished", final, _best(state.history), state.history, time.perf_counter() - t0,
+                precise_acc=precise, chance=_chance(final, data, state.pred_counts))
+
+
+def _chance(final_acc: float, data: TrainData, pred_counts: list[int] | None) -> dict[str, Any] | None:
+    """The run's `noiseattack.chance.measure` on its test split; None without the final evaluation's
+    predictions (a run resumed from a checkpoint written before they were kept)."""
+    if pred_counts is None:
+        return None
+    labels = torch.bincount(data.test.labels, minlength=data.num_classes).tolist()
+    return chance.measure(final_acc, labels, pred_counts)
 
 
 def precise_accuracy(model: nn.Module, data: TrainData, cfg: TrainConfig, seed: int) -> float | None:

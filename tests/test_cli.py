@@ -45,7 +45,7 @@ def check_experiment(exp: Path, norms, repeats, epochs=2):
         assert scalars["test/acc"] == pytest.approx([h["test_acc"] for h in r["history"]])
         assert scalars["zz_final/test_acc"] == pytest.approx([r["final_acc"]])
     summary = (exp / "summary.csv").read_text().splitlines()
-    assert summary[0] == "norm,n,mean,std,var,min,max,diverged"
+    assert summary[0] == "norm,n,mean,std,var,min,max,diverged,at_chance"
     for norm in norms:
         row = next(line.split(",") for line in summary[1:] if line.startswith(norm + ","))
         accs = [r["final_acc"] for r in lines if r["norm"] == norm]

@@ -9,7 +9,8 @@ is refused with one line: a leaderboard never mixes results.
 Per layer and setting: the finished runs' final accuracies (n, mean, std, 95% CI), their
 comparison with BN's in the same setting (difference of means with its Welch 95% interval,
 variance ratio with its permutation interval; Holm-adjusted across the whole board, means and
-variances as two families), the drop from the layer's clean accuracy (with its interval) and,
+variances as two families; not informative where both cells sit at chance, `noiseattack.chance`), the
+number of runs at chance, the drop from the layer's clean accuracy (with its interval) and,
 under the mix attack, the accuracy with PreciseBN statistics. The rank orders layers by their
 robust accuracy: the mean of their attacked settings' mean accuracies (clean excluded), as
 RobustBench ranks by robust accuracy; a layer short of the protocol's n in any setting is ranked
@@ -26,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import chance
 from ..config import ConfigError
 from ..protocols import Protocol
-from ..report.stats import ALPHA, MIN_N, adjust, compare, contrast, describe
+from ..report.stats import ALPHA, MIN_N, adjust, compare, contrast, describe, informative
 from ..results import RESULTS_FILE
 
 REFERENCE = "bn"
@@ -54,6 +56,11 @@ class Cell:
     @property
     def seeds(self) -> list[int]:
         return [int(r["seed"]) for r in self.runs]
+
+    @property
+    def at_chance(self) -> int:
+        """How many of the finished runs are at chance (`noiseattack.chance`)."""
+        return chance.count(self.runs)
 
 
 @dataclass
@@ -219,7 +226,8 @@ def _compare(proto: Protocol, rows: list[Row]) -> None:
             if sid != "clean" and clean is not None and cell.runs and clean.runs:
                 cell.drop = contrast([cell.values, clean.values], [1, -1])
             if ref is not None and row is not ref and sid in ref.cells and cell.runs:
-                cell.vs_bn = compare(cell.values, ref.cells[sid].values)
+                bn = ref.cells[sid]
+                cell.vs_bn = compare(cell.values, bn.values, chance=(chance.mostly(cell.runs), chance.mostly(bn.runs)))
                 if ref.cells[sid].drop is not None and cell.drop is not None:  # the drop minus BN's drop
                     cell.vs_bn["drop_vs_bn"] = contrast(
                         [cell.values, clean.values, ref.cells[sid].values, ref.cells["clean"].values], [1, -1, -1, 1])
@@ -254,8 +262,9 @@ def _rank(rows: list[Row]) -> None:
 
 
 def marks(cmp: dict[str, Any] | None, alpha: float = ALPHA) -> str:
-    """▲ / ▼: mean above / below BN's, ◆: variance different from BN's, by Holm-adjusted p < alpha."""
-    if not cmp:
+    """▲ / ▼: mean above / below BN's, ◆: variance different from BN's, by Holm-adjusted p < alpha; none
+    where both sides sit at chance (not informative)."""
+    if not cmp or not informative(cmp):
         return ""
     out = ""
     p, diff = cmp.get("welch_p_holm"), cmp.get("diff_vs_bn")

@@ -10,13 +10,14 @@ import io
 import json
 from typing import Any
 
+from .. import chance
 from .board import Board, Cell, Row, SCHEMA, finite, marks
 
 CSV_FIELDS = (
     "rank", "layer", "origin", "params", "step_cost_vs_bn", "robust_acc", "setting", "n", "seeds", "diverged", "failed",
-    "mean", "std", "ci95_low", "ci95_high", "min", "max", "diff_vs_bn", "diff_ci95_low", "diff_ci95_high", "welch_p",
-    "welch_p_holm", "var_ratio", "var_ratio_ci95_low", "var_ratio_ci95_high", "var_p", "var_p_holm", "marks", "drop",
-    "drop_ci95_low", "drop_ci95_high", "drop_vs_bn", "drop_vs_bn_ci95_low", "drop_vs_bn_ci95_high", "precise_n",
+    "at_chance", "mean", "std", "ci95_low", "ci95_high", "min", "max", "diff_vs_bn", "diff_ci95_low", "diff_ci95_high",
+    "welch_p", "welch_p_holm", "var_ratio", "var_ratio_ci95_low", "var_ratio_ci95_high", "var_p", "var_p_holm", "marks",
+    "drop", "drop_ci95_low", "drop_ci95_high", "drop_vs_bn", "drop_vs_bn_ci95_low", "drop_vs_bn_ci95_high", "precise_n",
     "precise_mean", "precise_std", "short_of_n",
 )
 
@@ -39,7 +40,7 @@ def cell_fields(row: Row, sid: str, cell: Cell | None) -> dict[str, Any]:
         "rank": row.rank, "layer": row.layer, "origin": row.origin, "params": row.params,
         "step_cost_vs_bn": _r(row.step_cost, 3), "robust_acc": _r(row.robust), "setting": sid,
         "n": len(c.runs), "seeds": " ".join(map(str, c.seeds)), "diverged": c.diverged, "failed": c.failed,
-        **{k: _r(s.get(k)) for k in ("mean", "std", "ci95_low", "ci95_high", "min", "max")},
+        "at_chance": c.at_chance, **{k: _r(s.get(k)) for k in ("mean", "std", "ci95_low", "ci95_high", "min", "max")},
         **{k: _r(v.get(k), 6 if k.endswith("p") or "p_" in k else 4) for k in (
             "diff_vs_bn", "diff_ci95_low", "diff_ci95_high", "welch_p", "welch_p_holm", "var_ratio", "var_ratio_ci95_low",
             "var_ratio_ci95_high", "var_p", "var_p_holm")},
@@ -80,13 +81,22 @@ def to_json(board: Board) -> str:
 
 
 def mean_cell(cell: Cell | None, n_wanted: int) -> str:
-    """`91.23 ± 0.31 (5)▲`; `-` without runs; the count in bold-free brackets, `*` when short of n."""
+    """`91.23 ± 0.31 (5)▲`; `-` without runs; the count in bold-free brackets, `*` when short of n, `†` when
+    runs are at chance (`noiseattack.chance`)."""
     if cell is None or not cell.runs:
         return "–"
     s = cell.stats
     std = f" ± {s['std']:.2f}" if s.get("std") is not None else ""
     short = "*" if len(cell.runs) < n_wanted else ""
-    return f"{s['mean']:.2f}{std} ({len(cell.runs)}{short}){marks(cell.vs_bn)}"
+    return f"{s['mean']:.2f}{std} ({len(cell.runs)}{short}){chance.MARK if cell.at_chance else ''}{marks(cell.vs_bn)}"
+
+
+def chance_legend(board: Board) -> str:
+    """The legend of the chance mark, where a cell of the board shows it; "" else."""
+    if not any(c.at_chance for r in board.rows for c in r.cells.values()):
+        return ""
+    return (chance.legend("a cell") + " The mean still counts them; where both a cell's runs and BN's are mostly at "
+            "chance, their comparison is not informative (no ▲/▼/◆).")
 
 
 def drop_text(cell: Cell | None) -> str:
@@ -116,6 +126,7 @@ def to_markdown(board: Board) -> str:
              f"{p.seeds}. Ranked by robust accuracy (the mean of the attacked settings' means). Drops: the setting's "
              "mean minus the layer's clean mean [95% CI]. PreciseBN: the mix runs re-evaluated after their BN-type "
              "layers' statistics were recomputed on clean training batches.", "",
+             *([chance_legend(board), ""] if chance_legend(board) else []),
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in board.rows:
         cells = [mean_cell(r.cells.get(s.id), p.seeds) for s in p.settings]

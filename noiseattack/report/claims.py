@@ -15,7 +15,10 @@ together by Holm–Bonferroni, and reads each claim:
 - "not distinguishable": adjusted p at or above 0.05 (no evidence either way, not evidence of
   no effect: the interval says how large an effect the data leave possible);
 - "not testable (n < 3)": a cell with fewer than three finished runs; "not testable (no
-  variance)": every value the same, so no test is defined.
+  variance)": every value the same, so no test is defined;
+- "not informative (every cell at chance)": more than half of every cell's runs at chance
+  (`noiseattack.chance`): whatever p says, the runs measure nothing learned. Where only some cells sit
+  at chance, the reading says how many.
 
 Holm's family is every declared claim: an untestable one counts as p = 1, so a study's adjusted
 p-values never fall as its later cells fill in.
@@ -41,6 +44,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .. import chance
 from ..config import TrainConfig, train_config_from_dict
 from ..fileio import atomic_write_text
 from ..results import read_results
@@ -50,6 +54,7 @@ from .stats import ALPHA, MIN_N, contrast, fmt_p, holm, permutation_variance_tes
 
 Cells = dict[tuple[str, str], list[dict[str, Any]]]  # (label, norm) -> finished run records, by seed
 METRICS = ("final_acc", "gap")
+NOT_INFORMATIVE_CELLS = "not informative (every cell at chance)"
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,11 @@ def evaluate(claims: Sequence[Claim], cells: Cells) -> list[dict[str, Any]]:
         row["p_holm"] = None if why else q
         row["reading"] = (f"not testable ({why})" if why else
                           _reading(q, row["estimate"], c.direction, 1.0 if c.kind == "var" else 0.0))
+        at_chance = sum(chance.mostly(cells.get(cell, [])) for cell in c.cells)
+        if at_chance == len(c.cells) and not why:
+            row["reading"] = NOT_INFORMATIVE_CELLS
+        elif at_chance and not why:
+            row["reading"] += f" ({at_chance} of {len(c.cells)} cells at chance)"
     return rows
 
 

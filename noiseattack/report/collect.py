@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .. import attacks
+from .. import attacks, chance
 from ..config import ATTACK_FIELDS, ConfigError, TrainConfig, layer_of_row, row_label, train_config_from_dict
 from ..results import RESULTS_FILE, read_results
 from ..zoo import PAPER, attention_names, norm_names
@@ -66,6 +66,16 @@ class Group:
     @property
     def accs(self) -> list[float]:
         return [float(r["final_acc"]) for r in self.finished]
+
+    @property
+    def at_chance(self) -> int:
+        """How many of the finished runs are at chance (`noiseattack.chance`)."""
+        return chance.count(self.finished)
+
+    @property
+    def mostly_at_chance(self) -> bool:
+        """More than half of the finished runs at chance: a comparison with this group measures nothing learned."""
+        return chance.mostly(self.finished)
 
 
 _MODEL_FIELDS = ("dataset", *ATTACK_FIELDS, "depth", "width", "epochs", "train_subset")

@@ -24,11 +24,11 @@ import re
 from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
-from .. import attacks
+from .. import attacks, chance
 from ..config import layer_of_row
 from ..datasets import DATASETS
 from ..errors import ConfigError
-from .stats import holm
+from .stats import NOT_INFORMATIVE, holm
 
 ALPHA = 0.05
 
@@ -61,8 +61,11 @@ def _setting_order(attack: str, setting: str) -> tuple:
 
 def marks(row: dict[str, Any], alpha: float = ALPHA) -> str:
     """▲ / ▼: mean significantly above / below BN's; ◆: variance significantly different from BN's;
-    by the Holm-adjusted p-values of the row (`welch_p_holm`, `var_p_holm`)."""
+    by the Holm-adjusted p-values of the row (`welch_p_holm`, `var_p_holm`); none where the row and BN
+    both sit at chance (its verdict NOT_INFORMATIVE)."""
     out = ""
+    if row.get("accuracy_verdict") == NOT_INFORMATIVE:  # both sides at chance: no mark, whatever p says
+        return out
     p, diff = _num(row.get("welch_p_holm")), _num(row.get("diff_vs_bn"))
     if p is not None and diff is not None and p < alpha:
         out += "▲" if diff > 0 else "▼"
@@ -120,7 +123,8 @@ def build(rows: Iterable[dict[str, Any]], alpha: float = ALPHA, params: bool = T
         name = setting_name(r["attack"], r["setting"])
         t["settings"].setdefault(name, _setting_order(r["attack"], r["setting"]))
         cell = {"mean": _num(r.get("mean")), "std": _num(r.get("std")), "n": int(float(r.get("n") or 0)),
-                "diverged": int(float(r.get("diverged") or 0)), "vs_bn": marks(r, alpha)}
+                "diverged": int(float(r.get("diverged") or 0)), "at_chance": int(float(r.get("at_chance") or 0)),
+                "vs_bn": marks(r, alpha)}
         t["norms"].setdefault(r["norm"], {})[name] = cell
     out = []
     for t in tables.values():
@@ -139,7 +143,8 @@ def _cell_text(cell: dict[str, Any] | None) -> str:
     if cell["mean"] is None:
         return f"— (0{diverged})" if diverged else "—"
     std = "—" if cell["std"] is None else f"{cell['std']:.2f}"
-    return f"{cell['mean']:.2f} ± {std} ({cell['n']}{diverged}){cell['vs_bn']}"
+    mark = chance.MARK if cell.get("at_chance") else ""
+    return f"{cell['mean']:.2f}{mark} ± {std} ({cell['n']}{diverged}){cell['vs_bn']}"
 
 
 def to_markdown(tables: Sequence[dict[str, Any]], alpha: float = ALPHA) -> str:
@@ -153,6 +158,9 @@ def to_markdown(tables: Sequence[dict[str, Any]], alpha: float = ALPHA) -> str:
            f"({var_test}), at α = {alpha:g} on p-values adjusted by Holm–Bonferroni across all the "
            "comparisons against BN in the report (the mean tests and the variance tests each a family); no "
            "mark with fewer than 3 runs. params: trainable parameters of the whole model with that layer.", ""]
+    if any(c.get("at_chance") for t in tables for r in t["rows"] for c in r["cells"].values()):
+        out += [chance.legend("a mean") + " No ▲ / ▼ / ◆ where the runs of both the row and BN are mostly at "
+                "chance: that comparison is not informative.", ""]
     for t in tables:
         title = f"{t['dataset']} · {t['model']}" + (f" [{t['variant']}]" if t["variant"] else "")
         head = ["norm", "params", *t["settings"]]
@@ -177,7 +185,7 @@ def to_csv(tables: Sequence[dict[str, Any]]) -> str:
     settings = list(dict.fromkeys(s for t in tables for s in t["settings"]))
     fields = ["dataset", "model", "variant", "norm", "params"]
     for s in settings:
-        fields += [f"{s} mean", f"{s} std", f"{s} n", f"{s} diverged", f"{s} vs_bn"]
+        fields += [f"{s} mean", f"{s} std", f"{s} n", f"{s} diverged", f"{s} at_chance", f"{s} vs_bn"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
@@ -190,6 +198,7 @@ def to_csv(tables: Sequence[dict[str, Any]]) -> str:
                 line[f"{s} mean"] = "" if c["mean"] is None else repr(c["mean"])
                 line[f"{s} std"] = "" if c["std"] is None else repr(c["std"])
                 line[f"{s} n"], line[f"{s} diverged"], line[f"{s} vs_bn"] = c["n"], c.get("diverged", 0), c["vs_bn"]
+                line[f"{s} at_chance"] = c.get("at_chance", 0)
             w.writerow({f: line[f] for f in fields})
     return buf.getvalue()
 

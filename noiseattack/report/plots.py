@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .. import attacks
+from .. import attacks, chance
 from ..datasets import DATASETS, display_name
 from .collect import Group, group_sort_key, is_finite, known_order, norm_rank
 
@@ -126,6 +126,7 @@ def box_plot(groups: Sequence[Group], title: str, xlabel: str):
     handles = [Patch(facecolor=colors[n], alpha=0.55, edgecolor="black", label=n) for n in norms]
     handles.append(Line2D([], [], marker="o", linestyle="", color="gray", markeredgecolor="black",
                           markersize=4, label="one seed"))
+    handles += _chance_line(ax, groups)
     ax.margins(y=0.1)  # room under the boxes for the diverged/unfinished counts
     ax.legend(handles=handles, title="norm", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     if any_note:
@@ -133,6 +134,25 @@ def box_plot(groups: Sequence[Group], title: str, xlabel: str):
                 ha="left", va="bottom", fontsize=7, color="firebrick")
     fig.tight_layout()
     return fig
+
+
+def _chance_line(ax, groups: Sequence[Group]) -> list:
+    """Where any run of the plot is at chance (`noiseattack.chance`): a dashed line at the majority class's
+    share of the test set, the band up to the chance threshold shaded, and their legend entries; else
+    nothing (the line would stretch the axis of runs far above it)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    runs = [r for g in groups for r in g.finished]
+    found = chance.level(runs) if any(chance.is_chance(r) for r in runs) else None
+    if found is None:
+        return []
+    share, limit = found
+    style = {"linestyle": "--", "color": "dimgray", "linewidth": 1.0}
+    ax.axhline(share, zorder=1, **style)
+    ax.axhspan(share, limit, color="gray", alpha=0.12, linewidth=0, zorder=0)
+    return [Line2D([], [], label=f"chance: majority\nclass, {share:.2f}%", **style),
+            Patch(facecolor="gray", alpha=0.12, label=f"at chance: up to\n{limit:.2f}% ({chance.Z:g} s.e.)")]
 
 
 def epoch_stats(runs: Sequence[dict], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -15,7 +15,9 @@ from . import overview
 from ..fileio import atomic_write, atomic_write_text
 from .collect import Group, ReportError
 from .plots import Plot, describe_context
-from .stats import ALPHA, MIN_N, NO_REFERENCE, NOT_MEANINGFUL, REFERENCE, adjust, compare, describe, fmt_p
+from .. import chance
+from .stats import (ALPHA, MIN_N, NO_REFERENCE, NOT_INFORMATIVE, NOT_MEANINGFUL, REFERENCE, adjust, compare, describe,
+                    fmt_p)
 from .sweeps import Sweep
 from .sweeps import to_csv as sweeps_csv
 from .sweeps import to_markdown as sweeps_markdown
@@ -25,7 +27,7 @@ FORMATS = ("md", "csv", "json")
 
 
 COLUMNS = (
-    "dataset", "model", "variant", "attack", "setting", "norm", "n", "diverged", "unfinished",
+    "dataset", "model", "variant", "attack", "setting", "norm", "n", "diverged", "unfinished", "at_chance",
     "mean", "std", "var", "ci95_low", "ci95_high", "min", "max", "diff_vs_bn", "diff_ci95_low", "diff_ci95_high",
     "welch_p", "welch_p_holm", "var_ratio", "var_ratio_ci95_low", "var_ratio_ci95_high", "var_p", "var_p_holm", "bf_p",
     "accuracy_verdict", "stability_verdict", "seeds", "experiments",
@@ -36,7 +38,7 @@ def build_rows(groups: Sequence[Group], alpha: float = ALPHA) -> list[dict[str, 
     """One row per group (see COLUMNS): statistics over the finished runs, and the comparison
     with BN in the same context; the p-values of all the comparisons of these rows are adjusted
     together by Holm (each family on its own: the mean tests, the variance tests)."""
-    ref = {g.key.context: g.accs for g in groups if g.key.norm == REFERENCE}
+    ref = {g.key.context: g for g in groups if g.key.norm == REFERENCE}
     rows, compared = [], []
     untested = dict.fromkeys(c for c in COLUMNS[COLUMNS.index("diff_vs_bn"):COLUMNS.index("accuracy_verdict")])
     for g in groups:
@@ -44,7 +46,7 @@ def build_rows(groups: Sequence[Group], alpha: float = ALPHA) -> list[dict[str, 
         accs = g.accs
         row: dict[str, Any] = {"dataset": k.dataset, "model": k.model, "variant": k.variant, "attack": k.attack,
                                "setting": k.setting, "norm": k.norm, "diverged": len(g.diverged),
-                               "unfinished": len(g.unfinished), **describe(accs)}
+                               "unfinished": len(g.unfinished), "at_chance": g.at_chance, **describe(accs)}
         if len(accs) < MIN_N:
             row["ci95_low"] = row["ci95_high"] = None
         if k.norm == REFERENCE:
@@ -53,7 +55,8 @@ def build_rows(groups: Sequence[Group], alpha: float = ALPHA) -> list[dict[str, 
         elif k.context not in ref:
             row.update(untested, accuracy_verdict=NO_REFERENCE, stability_verdict=NO_REFERENCE)
         else:
-            row.update(compare(accs, ref[k.context], alpha))
+            bn = ref[k.context]
+            row.update(compare(accs, bn.accs, alpha, chance=(g.mostly_at_chance, bn.mostly_at_chance)))
             compared.append(row)
         row["seeds"] = " ".join(str(r["seed"]) for r in sorted(g.finished, key=lambda r: r["seed"]))
         row["experiments"] = " ".join(sorted(g.experiments))
@@ -95,6 +98,16 @@ def legend(alpha: float, m_mean: int, m_var: int) -> list[str]:
         f"The intervals are not adjusted. With fewer than {MIN_N} finished runs (in a row or in BN) no "
         "interval, p-value or verdict is given.",
     ]
+
+
+def chance_legend(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The legend lines of the chance mark, where a row has runs at chance (none else)."""
+    if not any(r.get("at_chance") for r in rows):
+        return []
+    return [f"- **at chance** ({chance.MARK} on the mean): runs with {chance.definition()}; they are in the "
+            "statistics, but measure nothing learned. Where more than half of a row's runs and of BN's are at "
+            f"chance, the verdicts say *{NOT_INFORMATIVE}*, whatever the p-values (which stay in the Holm families); "
+            "where one side's are, the verdict says which."]
 
 
 def _effect_cells(r: dict[str, Any], name: str) -> str:
@@ -154,9 +167,10 @@ class Report:
             "Statistics are over the finished runs; diverged and unfinished runs are counted in their own "
             "columns and listed below.", "",
             *legend(self.alpha, sum(r["welch_p"] is not None for r in self.rows),
-                     sum(r["var_p"] is not None for r in self.rows)), "",
+                     sum(r["var_p"] is not None for r in self.rows)),
+            *chance_legend(self.rows), "",
         ]
-        head = ["norm", "n", "diverged", "unfinished", "mean", "std", "var", "95% CI", "min", "max",
+        head = ["norm", "n", "diverged", "unfinished", "at chance", "mean", "std", "var", "95% CI", "min", "max",
                 "Δ BN [95% CI]", "Welch p (Holm)", "var ratio [95% CI]", "perm. p (Holm)", "BF p", "accuracy",
                 "stability"]
         plots = {p.context: p for p in self.plots}
@@ -180,7 +194,8 @@ class Report:
                     "|" + "|".join("---" if h in ("norm", "accuracy", "stability") else "---:" for h in head) + "|"]
             for r in rows:
                 ci = "—" if r["ci95_low"] is None else f"[{r['ci95_low']:.2f}, {r['ci95_high']:.2f}]"
-                cells = [r["norm"], r["n"], r["diverged"], r["unfinished"], _cell(r["mean"]), _cell(r["std"]),
+                cells = [r["norm"], r["n"], r["diverged"], r["unfinished"], r["at_chance"],
+                         _cell(r["mean"]) + (chance.MARK if r["at_chance"] else ""), _cell(r["std"]),
                          _cell(r["var"], 3), ci, _cell(r["min"]), _cell(r["max"]), _effect_cells(r, "diff"),
                          _p_cells(r, "welch_p"), _effect_cells(r, "var_ratio"), _p_cells(r, "var_p"),
                          "—" if r["bf_p"] is None else fmt_p(r["bf_p"]), r["accuracy_verdict"],

@@ -31,6 +31,7 @@ MIN_N = 3  # fewer finished runs than this: no interval, no test, no verdict
 REFERENCE = "bn"
 NOT_MEANINGFUL = "n<3: statistics not meaningful"
 NO_REFERENCE = "no BN runs to compare with"
+NOT_INFORMATIVE = "not informative (both at chance)"  # both sides' runs mostly at chance (noiseattack.chance)
 EXACT_SPLITS = 20_000  # up to this many splits the permutation test enumerates them all
 PERMUTATIONS = 20_000  # else this many random splits
 PERMUTATION_SEED = 20240613  # fixed: the same data always give the same p
@@ -249,8 +250,13 @@ def fmt_p(p: float | None) -> str:
 
 
 def _verdicts(out: dict[str, Any], alpha: float) -> None:
-    """The accuracy and stability verdicts from the Holm-adjusted p-values in `out`."""
+    """The accuracy and stability verdicts from the Holm-adjusted p-values in `out`; where both sides sit
+    at chance (`_chance`), not informative, whatever the p-values; where one side does, marked so."""
     p, q = out["welch_p_holm"], out["var_p_holm"]
+    mine, bn = out.get("_chance", (False, False))
+    if mine and bn:
+        out["accuracy_verdict"] = out["stability_verdict"] = NOT_INFORMATIVE
+        return
     if p is None:
         out["accuracy_verdict"] = "not testable (no spread in either group)"
     elif p < alpha:
@@ -263,14 +269,27 @@ def _verdicts(out: dict[str, Any], alpha: float) -> None:
         out["stability_verdict"] = "more stable" if out["_stabler"] else "less stable"
     else:
         out["stability_verdict"] = f"stability not distinguishable (p={fmt_p(q)})"
+    if mine or bn:
+        note = f" ({'BN' if bn else 'this layer'} at chance)"
+        out["accuracy_verdict"] += note
+        out["stability_verdict"] += note
 
 
-def compare(values: Sequence[float], reference: Sequence[float], alpha: float = ALPHA) -> dict[str, Any]:
+def informative(cmp: dict[str, Any] | None) -> bool:
+    """Whether a comparison's tests say something: not where both sides sit at chance (NOT_INFORMATIVE)."""
+    return not cmp or cmp.get("accuracy_verdict") != NOT_INFORMATIVE
+
+
+def compare(values: Sequence[float], reference: Sequence[float], alpha: float = ALPHA,
+            chance: tuple[bool, bool] = (False, False)) -> dict[str, Any]:
     """A norm's final accuracies against BN's: the difference of the means with its Welch 95%
     interval and Welch's p, the variance ratio with its 95% interval and the permutation p, the
     Brown–Forsythe p, and plain-language verdicts on accuracy and on stability (variance). Alone
     this is a family of one: the `_holm` p-values equal the raw ones until `adjust` sets them.
-    Keys starting with `_` are for `adjust` (the directions), not report columns."""
+    `chance`: whether (this norm's, BN's) runs sit at chance (`noiseattack.chance.mostly`): both, and
+    the verdicts are NOT_INFORMATIVE (the p-values stay, and stay in Holm's families: conservative);
+    one, and the verdicts say which. Keys starting with `_` are for `adjust` (the directions, the
+    chance flags), not report columns."""
     a, b = np.asarray(values, float), np.asarray(reference, float)
     out: dict[str, Any] = {"diff_vs_bn": float(a.mean() - b.mean()) if len(a) and len(b) else None,
                            "diff_ci95_low": None, "diff_ci95_high": None, "welch_p": None, "welch_p_holm": None,
@@ -288,7 +307,8 @@ def compare(values: Sequence[float], reference: Sequence[float], alpha: float = 
     elif b.var() > 0:
         out["var_ratio"] = float(a.var(ddof=1) / b.var(ddof=1))
     out.update(welch_p=welch_test(a, b)[1], var_p=permutation_variance_test(a, b), bf_p=variance_test(a, b)[1],
-               _higher=bool(a.mean() > b.mean()), _stabler=bool(a.var(ddof=1) < b.var(ddof=1)))
+               _higher=bool(a.mean() > b.mean()), _stabler=bool(a.var(ddof=1) < b.var(ddof=1)),
+               _chance=(bool(chance[0]), bool(chance[1])))
     out.update(welch_p_holm=out["welch_p"], var_p_holm=out["var_p"])
     _verdicts(out, alpha)
     return out

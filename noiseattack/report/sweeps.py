@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .. import chance
 from ..config import TRAIN_FIELDS
 from ..datasets import display_name
 from .collect import Group, norm_rank
@@ -32,7 +33,7 @@ DERIVED = {"epochs": ("milestones",)}  # fields that follow the option (lr decay
 SWEEPABLE = ("width", "depth", "train_subset", "batch_size", "lr", "epochs", "weight_decay", "momentum",
              "test_subset", "dataset")
 LABELS = {**{name: m.axis for name, m in TRAIN_FIELDS.items() if m.axis}, "dataset": "dataset"}  # their axes
-CSV_COLUMNS = ("option", "value", "dataset", "attack", "setting", "context", "norm", "n", "mean", "std",
+CSV_COLUMNS = ("option", "value", "dataset", "attack", "setting", "context", "norm", "n", "at_chance", "mean", "std",
                "train_mean", "gap_mean", "gap_std")
 
 
@@ -91,8 +92,8 @@ def find_sweeps(groups: Sequence[Group]) -> list[Sweep]:
 
 
 def sweep_rows(sweep: Sweep) -> list[dict[str, Any]]:
-    """Per (value, norm): n, mean and std of final test accuracy, mean final train accuracy, and the
-    mean and std over seeds of the train-minus-test gap."""
+    """Per (value, norm): n, the runs at chance among them, mean and std of final test accuracy, mean
+    final train accuracy, and the mean and std over seeds of the train-minus-test gap."""
     rows = []
     for g in sorted(sweep.groups, key=lambda g: (_value_key(g.ident[sweep.option]), norm_rank(g.key.norm))):
         test = np.array(g.accs)
@@ -100,7 +101,7 @@ def sweep_rows(sweep: Sweep) -> list[dict[str, Any]]:
         gap = train - test
         rows.append({"option": sweep.option, "value": g.ident[sweep.option], "dataset": g.key.dataset,
                      "attack": g.key.attack, "setting": g.key.setting, "context": sweep.label(), "norm": g.key.norm,
-                     "n": len(test), "mean": float(test.mean()), "std": _std(test),
+                     "n": len(test), "at_chance": g.at_chance, "mean": float(test.mean()), "std": _std(test),
                      "train_mean": _nanmean(train), "gap_mean": _nanmean(gap), "gap_std": _std(gap[np.isfinite(gap)])})
     return rows
 
@@ -145,7 +146,8 @@ def to_markdown(sweeps: Sequence[Sweep]) -> list[str]:
                 "|---:|---|---:|---:|---:|---:|---:|"]
         for r in sweep_rows(s):
             f = lambda v: "—" if v is None else f"{v:.2f}"
-            out.append(f"| {r['value']} | {r['norm']} | {r['n']} | {f(r['mean'])} | {f(r['std'])} | "
+            mark = chance.MARK if r["at_chance"] else ""
+            out.append(f"| {r['value']} | {r['norm']} | {r['n']} | {f(r['mean'])}{mark} | {f(r['std'])} | "
                        f"{f(r['train_mean'])} | {f(r['gap_mean'])} ± {f(r['gap_std'])} |")
         out.append("")
     return out

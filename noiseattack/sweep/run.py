@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import chance
 from ..config import ConfigError, ExperimentConfig
 from ..experiment import (failure_where, fmt_eta, is_running, on_screen, open_dir, other_setting, run_paths,
                           sigint_requests_stop)
@@ -104,7 +105,8 @@ def outcome_line(outcome: dict[str, Any]) -> str:
     head = f"{outcome['experiment']} {outcome['norm']} seed {outcome['seed']}"
     st = outcome["status"]
     if st == "finished":
-        return f"{head}: final {outcome['final_acc']:.2f}%  best {outcome['best_acc']:.2f}%  ({outcome['wall_time_s']:.0f} s)"
+        return (f"{head}: final {outcome['final_acc']:.2f}%{chance.run_note(outcome)}  "
+                f"best {outcome['best_acc']:.2f}%  ({outcome['wall_time_s']:.0f} s)")
     if st == "diverged":
         d = outcome.get("diverged") or {}
         return f"{head}: diverged at epoch {d.get('epoch')} (lr {d.get('lr', float('nan')):g})"
