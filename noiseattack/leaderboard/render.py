@@ -115,6 +115,13 @@ def precise_text(cell: Cell | None) -> str:
     return f"{p['mean']:.2f}{std} ({p['n']})"
 
 
+PRECISE_LEGEND = (
+    "PreciseBN: the mix runs re-evaluated after their BN-type layers' statistics were recomputed on clean "
+    "training batches (Wu & Johnson 2021; fvcore's update_bn_stats). Below the trained statistics' accuracy, the "
+    "model depends on the mixed-batch statistics it was trained with, so the attack's loss is not in corrupted "
+    "evaluation statistics; above it, the running statistics carried part of the loss (docs/study-protocol.md).")
+
+
 def to_markdown(board: Board) -> str:
     p = board.protocol
     attacked = [s for s in p.settings if s.id != "clean"]
@@ -124,8 +131,7 @@ def to_markdown(board: Board) -> str:
              f"{p.summary}. Final test accuracy (%), mean ± std (n) over seeds; ▲/▼ mean above/below BN's, ◆ variance "
              f"different from BN's (Holm-adjusted p < 0.05 across the board); `*` fewer runs than the protocol's n = "
              f"{p.seeds}. Ranked by robust accuracy (the mean of the attacked settings' means). Drops: the setting's "
-             "mean minus the layer's clean mean [95% CI]. PreciseBN: the mix runs re-evaluated after their BN-type "
-             "layers' statistics were recomputed on clean training batches.", "",
+             "mean minus the layer's clean mean [95% CI]. " + PRECISE_LEGEND, "",
              *([chance_legend(board), ""] if chance_legend(board) else []),
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in board.rows:
