@@ -4,9 +4,16 @@ concluded; and the mix setting re-evaluated with PreciseBN statistics (#21 item 
 `--protocol fmnist-gpu`, the same study on the GPU leaderboard's runs: docs/study-protocol-gpu.md
 (device and precision are part of a result: the two never pool).
 
-    python scripts/study_protocol_doc.py                         # docs/study-protocol.md and docs/study-protocol/
-    python scripts/study_protocol_doc.py --protocol fmnist-gpu   # docs/study-protocol-gpu.md and docs/study-protocol-gpu/
-    python scripts/study_protocol_doc.py --out /tmp/s            # elsewhere, to look at partial results
+    python scripts/study_protocol_doc.py                          # docs/study-protocol.md, docs/study-protocol/
+    python scripts/study_protocol_doc.py --protocol fmnist-gpu    # docs/study-protocol-gpu.md, .../study-protocol-gpu/
+    python scripts/study_protocol_doc.py --doc /tmp/s.md --out /tmp/s   # elsewhere (on a copy of the doc)
+
+`--protocol` picks the runs (docs/leaderboard/<protocol>/runs), the doc and the claims' dir; each
+is an option of its own too. The claims (claims.md, claims.csv) go to the claims' dir; the doc's
+generated regions (`<!-- NAME:begin -->` ... `<!-- NAME:end -->`: scope, status, claims, verdicts,
+precise-method, precise, curves, machines, cost) are rewritten, and the text outside them, written
+by hand, is left as it is. The pipeline is `noiseattack.report.study`'s; this file declares the
+study (`STUDY`).
 
 The claims are declared in scripts/study_protocol_claims.py (before any run was read). Every number
 comes from docs/leaderboard/<protocol>/runs; tests/test_study_protocol_doc.py checks the committed
@@ -15,34 +22,32 @@ docs are what this writes.
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
-import math
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # this checkout's package, whichever one is installed
 sys.path.insert(0, str(REPO / "scripts"))
 
 from noiseattack import protocols  # noqa: E402
-from noiseattack.fileio import atomic_write_text  # noqa: E402
 from noiseattack.leaderboard.board import machine_label, check_record, read_records  # noqa: E402
-from noiseattack.report.claims import claims_csv, claims_markdown, cost_markdown, evaluate  # noqa: E402
-from noiseattack.report.stats import contrast, describe, fmt_p  # noqa: E402
+from noiseattack.precise import PRECISE_BATCHES  # noqa: E402
+from noiseattack.report.claims import claims_markdown, cost_markdown, evaluate, write_claims  # noqa: E402
+from noiseattack.report.stats import contrast, fmt_p  # noqa: E402
+from noiseattack.report.study import Study, run_study  # noqa: E402
 from study_protocol_claims import CLAIMS  # noqa: E402
 
 LAYERS = ("bn", "bnse", "iebn", "bn-damped", "iebn-b0")
 N_WANTED = 10
-OLD_CLAIMS = REPO / "docs" / "study-fmnist" / "claims.csv"
 STEMS = {"fmnist": "study-protocol", "fmnist-gpu": "study-protocol-gpu"}  # protocol -> the doc's name under docs/
 
 
-def load(runs: Path, proto) -> tuple[dict, list[dict]]:
+def load_runs(runs: Path, proto) -> tuple[dict, list[dict]]:
     """(setting id, layer) -> finished records by seed, for the study's layers; and all their records."""
     cells: dict = defaultdict(list)
     records = []
@@ -73,19 +78,23 @@ def status(cells, proto) -> list[str]:
     return [head, "", *out]
 
 
-def old_readings() -> dict[str, str]:
-    if not OLD_CLAIMS.exists():
+def old_readings(path: Path) -> dict[str, str]:
+    """The 150-step study's reading of each claim, by id ({} where its claims.csv is absent)."""
+    if not path.exists():
         return {}
-    with open(OLD_CLAIMS) as f:
+    with open(path) as f:
         return {r["id"]: r["reading"] for r in csv.DictReader(f)}
 
 
-def side_by_side(rows) -> list[str]:
-    old = old_readings()
+def side_by_side(rows, old: dict[str, str], proto) -> list[str]:
+    """Each claim's reading after 150 steps and past the transient; what the mix claims compare."""
     out = ["| id | claim | 150 steps (docs/study-fmnist.md) | past the transient (this study) |", "|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['id']} | {r['claim']} | {old.get(r['id'], '—')} | {r['reading']} |")
-    return out
+    k = proto.setting("mix").options["k"]
+    return out + ["", "The 150-step study's mix claims used k = 64 foreign images per batch of 128 (and a second "
+                  "source, MNIST, whose claims b2, b4, b5 have no counterpart here); this study's mix setting has "
+                  f"k = {k}: at k = 64 the protocol's pilot found no effect on BN (docs/protocols.md)."]
 
 
 def precise(cells) -> list[str]:
@@ -165,81 +174,56 @@ def by_machine(cells) -> list[str]:
     return ["| setting | layer | machine 1 | machine 2 | Welch p |", "|---|---|---|---|---:|", *out]
 
 
-def build(runs: Path, protocol: str = "fmnist") -> tuple[str, list]:
-    proto = protocols.get(protocol)
-    cells, records = load(runs, proto)
-    rows = evaluate(CLAIMS, cells)
-    command = "python scripts/study_protocol_doc.py" + ("" if protocol == "fmnist" else f" --protocol {protocol}")
-    other = {"fmnist": "`fmnist-gpu` (docs/study-protocol-gpu.md)", "fmnist-gpu": "`fmnist` (docs/study-protocol.md)"}
-    text = [
-        "# The paper's claims, past the transient" + ("" if protocol == "fmnist" else f" (protocol `{protocol}`)"),
-        "",
-        f"<!-- generated by `{command}` from docs/leaderboard/{protocol}/runs; do not edit -->",
-        "",
-        "The earlier FashionMNIST study (docs/study-fmnist.md) trained 150 SGD steps on 2000 images, where clean "
-        f"BN stopped near 74%. This one re-tests its claims on the `{protocol}` protocol's runs (docs/protocols.md): "
-        f"{proto.summary}; settings {', '.join(s.title for s in proto.settings)}. The layers: "
-        + ", ".join(f"`{n}`" for n in LAYERS) + f", at n = {N_WANTED} seeds per cell (seeds 0-9; the "
-        "leaderboard shows seeds 0-4 of every layer). The claims were declared in scripts/study_protocol_claims.py "
-        "before any of these runs was read; they are one Holm family. The same study on protocol "
-        f"{other[protocol]} reads its own runs: results from different devices never pool.",
-        "",
-        "## Runs so far",
-        "",
-        *status(cells, proto),
-        "",
-        "## The claims",
-        "",
-        claims_markdown(rows),
-        "",
-        "## Which verdicts survive training past the transient",
-        "",
-        *side_by_side(rows),
-        "",
-        "The 150-step study's mix claims used k = 64 foreign images per batch of 128 (and a second source, "
-        "MNIST, whose claims b2, b4, b5 have no counterpart here); this study's mix setting has k = 128: at k = 64 "
-        "the protocol's pilot found no effect on BN (docs/protocols.md).",
-        "",
-        "## PreciseBN: corrupted evaluation statistics, or a corrupted model?",
-        "",
-        "Each run also records its test accuracy after PreciseBN (every BN-type layer's statistics recomputed on "
-        "100 clean training batches, as fvcore's update_bn_stats does). Under the mix attack, BN's running "
-        "statistics held foreign images; if PreciseBN recovers the accuracy, the attack corrupted the evaluation "
-        "statistics rather than the weights. Clean runs are the control.",
-        "",
-        *precise(cells),
-        "",
-        "## The curves",
-        "",
-        *curves(cells, proto),
-        "",
-        "## Machines",
-        "",
-        *by_machine(cells),
-        "",
-        "## Cost",
-        "",
-        cost_markdown(records) if records else "No runs yet.",
-        "",
-    ]
-    return "\n".join(text), rows
+def scope(proto) -> str:
+    """What the study re-tests, on which runs, at which n."""
+    return ("The earlier FashionMNIST study (docs/study-fmnist.md) trained 150 SGD steps on 2000 images, where clean "
+            f"BN stopped near 74%. This one re-tests its claims on the `{proto.name}` protocol's runs "
+            f"(docs/protocols.md): {proto.summary}; settings {', '.join(s.title for s in proto.settings)}. The layers: "
+            + ", ".join(f"`{n}`" for n in LAYERS) + f", at n = {N_WANTED} seeds per cell (seeds 0-{N_WANTED - 1}; "
+            f"the leaderboard shows seeds 0-{proto.seeds - 1} of every layer).")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--protocol", choices=sorted(STEMS), default="fmnist")
-    ap.add_argument("--runs", type=Path, help="[default: docs/leaderboard/<protocol>/runs]")
-    ap.add_argument("--out", type=Path, default=REPO / "docs",
-                    help="writes study-protocol.md and study-protocol/ here (study-protocol-gpu* for fmnist-gpu)")
-    args = ap.parse_args()
-    text, rows = build(args.runs or REPO / "docs" / "leaderboard" / args.protocol / "runs", args.protocol)
-    stem = STEMS[args.protocol]
-    (args.out / stem).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / f"{stem}.md", text)
-    atomic_write_text(args.out / stem / "claims.md", "# Claims\n\n" + claims_markdown(rows) + "\n")
-    atomic_write_text(args.out / stem / "claims.csv", claims_csv(rows))
-    print(f"wrote {args.out / f'{stem}.md'} and {args.out / stem}/claims.{{md,csv}}")
+def precise_method() -> str:
+    return (f"Each run also records its test accuracy after PreciseBN (every BN-type layer's statistics recomputed "
+            f"on {PRECISE_BATCHES} clean training batches, as fvcore's update_bn_stats does).")
+
+
+REGIONS = ("scope", "status", "claims", "verdicts", "precise-method", "precise", "curves", "machines", "cost")
+
+
+def load(args) -> dict[str, Any]:
+    """The protocol's runs of the study's layers, each checked to be a run of it, the claims
+    evaluated, and the 150-step study's readings; nothing written."""
+    proto = protocols.get(args.protocol)
+    cells, records = load_runs(args.runs, proto)
+    return {"proto": proto, "cells": cells, "records": records, "rows": evaluate(CLAIMS, cells),
+            "old": old_readings(args.earlier)}
+
+
+def write(args, s: dict[str, Any]) -> dict[str, str]:
+    """claims.md and claims.csv into args.out; the regions' bodies."""
+    proto, cells, rows = s["proto"], s["cells"], s["rows"]
+    write_claims(args.out, rows)
+    return {"scope": scope(proto), "status": "\n".join(status(cells, proto)), "claims": claims_markdown(rows),
+            "verdicts": "\n".join(side_by_side(rows, s["old"], proto)), "precise-method": precise_method(),
+            "precise": "\n".join(precise(cells)), "curves": "\n".join(curves(cells, proto)),
+            "machines": "\n".join(by_machine(cells)),
+            "cost": cost_markdown(s["records"]) if s["records"] else "No runs yet."}
+
+
+STUDY = Study(
+    prog="study_protocol_doc", description=__doc__.splitlines()[0], regions=REGIONS, load=load, write=write,
+    options={"protocol": {"choices": sorted(STEMS), "default": "fmnist",
+                          "help": "the leaderboard protocol whose runs the study reads (default: fmnist)"}},
+    doc=lambda a: Path("docs") / f"{STEMS[a.protocol]}.md",  # docs/study-protocol.md, docs/study-protocol-gpu.md
+    paths={"runs": (lambda a: Path("docs/leaderboard") / a.protocol / "runs",
+                    "default: docs/leaderboard/<protocol>/runs (absent: no runs yet)"),
+           "out": (lambda a: Path("docs") / STEMS[a.protocol],
+                   "claims.md and claims.csv go here; default: docs/study-protocol "
+                   "(docs/study-protocol-gpu for fmnist-gpu)"),
+           "earlier": (Path("docs/study-fmnist/claims.csv"), "the 150-step study's claims, for the side-by-side")},
+    done="wrote {out}/claims.{{md,csv}} and the tables in {doc}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_study(STUDY))

@@ -1,6 +1,9 @@
 """docs/study-protocol.md (docs/study-protocol-gpu.md) and their claims.* are what
-scripts/study_protocol_doc.py writes from the committed runs of the fmnist (fmnist-gpu) protocol."""
+scripts/study_protocol_doc.py writes from the committed runs of the fmnist (fmnist-gpu) protocol:
+run on a copy of the committed doc, it writes the doc's generated regions and the claims byte for
+byte."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -8,14 +11,54 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "study_protocol_doc.py"
+PROTOCOLS = [("fmnist", "study-protocol"), ("fmnist-gpu", "study-protocol-gpu")]
 
 
-@pytest.mark.parametrize("protocol, stem", [("fmnist", "study-protocol"), ("fmnist-gpu", "study-protocol-gpu")])
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("protocol, stem", PROTOCOLS)
 def test_the_study_regenerates_byte_for_byte(tmp_path, protocol, stem):
-    subprocess.run([sys.executable, str(REPO / "scripts" / "study_protocol_doc.py"), "--protocol", protocol,
-                    "--out", str(tmp_path)], check=True, capture_output=True)
-    for rel in (f"{stem}.md", f"{stem}/claims.md", f"{stem}/claims.csv"):
-        assert (tmp_path / rel).read_bytes() == (REPO / "docs" / rel).read_bytes(), rel
+    doc = tmp_path / f"{stem}.md"
+    shutil.copyfile(REPO / "docs" / f"{stem}.md", doc)
+    proc = run("--protocol", protocol, "--doc", str(doc), "--out", str(tmp_path / stem))
+    assert proc.returncode == 0, proc.stderr
+    assert doc.read_bytes() == (REPO / "docs" / f"{stem}.md").read_bytes()
+    for name in ("claims.md", "claims.csv"):
+        assert (tmp_path / stem / name).read_bytes() == (REPO / "docs" / stem / name).read_bytes(), name
+
+
+def test_the_protocol_picks_the_runs_the_doc_and_the_out_dir():
+    sys.path.insert(0, str(REPO / "scripts"))
+    from study_protocol_doc import STUDY
+
+    for protocol, stem in PROTOCOLS:
+        args = STUDY.parse_args(["--protocol", protocol])
+        assert (args.runs, args.doc, args.out) == (Path("docs/leaderboard") / protocol / "runs",
+                                                   Path(f"docs/{stem}.md"), Path("docs") / stem)
+    args = STUDY.parse_args(["--protocol", "fmnist-gpu", "--doc", "d.md", "--runs", "r"])
+    assert (args.runs, args.doc, args.out) == (Path("r"), Path("d.md"), Path("docs/study-protocol-gpu"))
+
+
+def test_runs_of_another_protocol_are_one_line_exit_2_and_nothing_written(tmp_path):
+    doc = tmp_path / "study-protocol.md"
+    shutil.copyfile(REPO / "docs" / "study-protocol.md", doc)
+    proc = run("--runs", "docs/leaderboard/fmnist-gpu/runs", "--doc", str(doc), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "is a cpu protocol" in proc.stderr, proc.stderr
+    assert doc.read_bytes() == (REPO / "docs" / "study-protocol.md").read_bytes() and not (tmp_path / "out").exists()
+
+
+def test_a_doc_without_a_region_is_one_line_exit_2_and_nothing_written(tmp_path):
+    text = (REPO / "docs" / "study-protocol.md").read_text()
+    begin = text.index("<!-- precise:begin -->")
+    broken = text[:begin] + text[text.index("<!-- precise:end -->") + len("<!-- precise:end -->"):]
+    doc = tmp_path / "study-protocol.md"
+    doc.write_text(broken)
+    proc = run("--doc", str(doc), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "precise:begin" in proc.stderr, proc.stderr
+    assert proc.stdout == "" and doc.read_text() == broken and not (tmp_path / "out").exists()
 
 
 def test_the_precise_reading_follows_the_intervals():

@@ -4,10 +4,13 @@ A study declares (`Study`): its doc and the paths it reads (each a command-line 
 default), the generated regions of its doc (`<!-- NAME:begin -->` ... `<!-- NAME:end -->`), a `load`
 that reads and checks everything before anything is written (reports, cells, claims' inputs; a bad
 input is a ReportError, ConfigError or ValueError), and a `write` that writes the study's outputs
-(its reports, claims) and returns the body of every region. `run_study` is the pipeline: parse the
-command line, check that the doc has every region, load, prune and write, replace the regions (text
-outside them is left as it is), write the doc atomically; any error is one line on stderr and exit
-code 2, with nothing written. Running it twice changes nothing.
+(its reports, claims) and returns the body of every region. A study whose paths follow another
+option (scripts/study_protocol_doc.py: `--protocol` picks its runs, doc and out dir) declares that
+option in `options` and gives the paths' defaults as functions of the parsed arguments (`Default`).
+`run_study` is the pipeline: parse the command line, check that the doc has every region, load,
+prune and write, replace the regions (text outside them is left as it is), write the doc
+atomically; any error is one line on stderr and exit code 2, with nothing written. Running it
+twice changes nothing.
 
 The pieces studies share are here too: the per-epoch table (`epoch_table`), the status of a grid
 (`status_line`), the validity checks a study's cells need (`one_training`, `one_cpu_kind`,
@@ -36,33 +39,51 @@ from .render import replace_region, replace_regions  # the one "replace a region
 # --------------------------------------------------------------------------- the declaration and the pipeline
 
 
+Default = Callable[[argparse.Namespace], Any]  # a path's default computed from the parsed arguments
+
+
 @dataclass(frozen=True)
 class Study:
     """A study's doc generator: see the module docstring."""
 
     prog: str  # the name in its messages: `study_doc: error: ...`
     description: str
-    doc: Path  # the doc whose regions are generated
-    paths: dict[str, tuple[Any, str]]  # option name -> (default path, or paths with nargs; help)
+    doc: Path | Default  # the doc whose regions are generated
+    paths: dict[str, tuple[Any, str]]  # option name -> (default path, or paths with nargs, or a Default; help)
     regions: tuple[str, ...]
     load: Callable[[argparse.Namespace], Any]  # every read and check; nothing written
     write: Callable[[argparse.Namespace, Any], dict[str, str]]  # the outputs; returns each region's body
     done: str = "wrote {doc}"  # the line printed at the end (format keys: the arguments)
     nargs: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)  # option -> (count, metavars)
+    # options that are not paths, parsed before the paths' defaults are resolved: option name ->
+    # argparse's keywords for it (e.g. {"protocol": {"choices": [...], "default": "fmnist", "help": ...}})
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def parser(self) -> argparse.ArgumentParser:
         ap = argparse.ArgumentParser(description=self.description)
+        for name, kwargs in self.options.items():
+            ap.add_argument("--" + name.replace("_", "-"), **kwargs)
         for name, (default, help) in self.paths.items():
             count, metavar = self.nargs.get(name, (None, None))
-            ap.add_argument("--" + name.replace("_", "-"), type=Path, default=default, help=help or None,
-                            nargs=count, metavar=metavar)
-        ap.add_argument("--doc", type=Path, default=self.doc)
+            ap.add_argument("--" + name.replace("_", "-"), type=Path, default=None if callable(default) else default,
+                            help=help or None, nargs=count, metavar=metavar)
+        ap.add_argument("--doc", type=Path, default=None if callable(self.doc) else self.doc)
         return ap
+
+    def parse_args(self, argv: Sequence[str] | None = None) -> argparse.Namespace:
+        """The command line's arguments; a path not given whose default is a function (a `Default`)
+        is that function of the arguments (the options, and the paths given or with a plain default)."""
+        args = self.parser().parse_args(argv)
+        defaults = {**{name: default for name, (default, _) in self.paths.items()}, "doc": self.doc}
+        for name, default in defaults.items():
+            if callable(default) and getattr(args, name) is None:
+                setattr(args, name, default(args))
+        return args
 
 
 def run_study(study: Study, argv: Sequence[str] | None = None) -> int:
     """Regenerate a study's outputs and doc (see the module docstring); the exit code."""
-    args = study.parser().parse_args(argv)
+    args = study.parse_args(argv)
 
     def fail(message: str) -> int:
         print(f"{study.prog}: error: {message}", file=sys.stderr)
