@@ -1,0 +1,23 @@
+"""docs/performance.md's generated regions are what scripts/bench_doc.py makes of the committed logs:
+each `<!-- bench:NAME:begin -->` region holds the table of the one log named NAME under docs/bench/."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from bench_doc import table  # noqa: E402
+
+
+def test_every_bench_region_is_its_logs_table():
+    doc = (REPO / "docs" / "performance.md").read_text()
+    regions = re.findall(r"<!-- bench:(\S+):begin -->\n(.*?)\n<!-- bench:\1:end -->", doc, flags=re.S)
+    assert len(regions) >= 4, "performance.md lost its generated regions"
+    for name, body in regions:
+        logs = [p for p in (REPO / "docs" / "bench").rglob(f"{name}.*") if p.suffix in (".txt", ".log")]
+        assert len(logs) == 1, f"region {name}: want one log named {name}.txt or .log under docs/bench, found {logs}"
+        assert body == table(logs[0].read_text()), f"region {name} is not bench_doc.py's table of {logs[0]}"
