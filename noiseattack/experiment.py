@@ -340,7 +340,9 @@ def _execute_locked(run: RunConfig, exp_dir: Path, data: TrainData, *, keep_chec
     record = _clean({
         "schema": RECORD_SCHEMA, "key": run.key, "experiment": exp_dir.name, "norm": run.norm, "seed": run.seed, "status": result.status,
         "final_acc": result.final_acc, "best_acc": result.best_acc, "diverged": result.diverged, **failure,
-        "precise_acc": result.precise_acc, **({"chance": result.chance} if result.chance is not None else {}),
+        "precise_acc": result.precise_acc,
+        **({"precise_mixed_acc": result.precise_mixed_acc} if result.precise_mixed_acc is not None else {}),
+        **({"chance": result.chance} if result.chance is not None else {}),
         "wall_time_s": round(result.wall_time_s, 3), "compile_s": result.compile_s,
         "epochs_done": len(result.history),
         "history": result.history, "config": run.to_dict(), "layer": _layer(run), "noiseattack": __version__,

@@ -227,6 +227,9 @@ class RunResult:
     compiled: bool = False  # the training steps ran the compiled model (TrainConfig.compile, and it compiled)
     compile_s: float = 0.0  # seconds this run spent compiling (0 where the process had compiled its model before)
     precise_acc: float | None = None  # final accuracy with PreciseBN statistics (None: no BN-type layer)
+    # ... with PreciseBN statistics of batches composed as in training, the attack's extra images
+    # included (None: no BN-type layer, or an attack that adds no images to a batch)
+    precise_mixed_acc: float | None = None
     # status == "failed": the model raised (RunFailure); {"phase", "epoch", "step"} and the one-line error
     failed: dict[str, Any] | None = None
     error: str | None = None
@@ -444,12 +447,12 @@ def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, 
             raise StopRequested(f"stopped after epoch {state.epoch}")
 
     try:
-        precise = precise_accuracy(model, data, cfg, run.seed)
+        precise, precise_mixed = precise_accuracies(model, data, cfg, run.seed, attack)
     except Exception as e:  # noqa: BLE001 - the model's code raised in the recomputation
         raise RunFailure("eval", state.epoch, 0, e) from e
     final = state.history[-1]["test_acc"]
     return done("finished", final, _best(state.history), state.history, time.perf_counter() - t0,
-                precise_acc=precise, chance=_chance(final, data, state.pred_counts))
+                precise_acc=precise, precise_mixed_acc=precise_mixed, chance=_chance(final, data, state.pred_counts))
 
 
 def _chance(final_acc: float, data: TrainData, pred_counts: list[int] | None) -> dict[str, Any] | None:
@@ -461,21 +464,40 @@ def _chance(final_acc: float, data: TrainData, pred_counts: list[int] | None) ->
     return chance.measure(final_acc, labels, pred_counts)
 
 
-def precise_accuracy(model: nn.Module, data: TrainData, cfg: TrainConfig, seed: int) -> float | None:
-    """Test accuracy (%) after PreciseBN (`noiseattack.precise`): every BN-type layer's running
-    statistics recomputed on PRECISE_BATCHES clean training batches (the primary's images as they
-    are: no foreign images, no augmentation; drawn with a generator seeded from the run's seed), then
-    the model evaluated as usual. None for a model without running statistics. Ends the run: the
-    model's statistics are replaced (its checkpoint, written before, keeps the trained ones)."""
+def precise_accuracies(model: nn.Module, data: TrainData, cfg: TrainConfig, seed: int,
+                       attack: AttackRun | None = None) -> tuple[float | None, float | None]:
+    """Test accuracies (%) after PreciseBN (`noiseattack.precise`): every BN-type layer's running
+    statistics recomputed on PRECISE_BATCHES training batches, then the model evaluated as usual.
+
+    - clean: the primary's images as they are (no foreign images, no augmentation), drawn with a
+      generator seeded from the run's seed. Corrupted evaluation statistics show as a gain here.
+    - mixed: the same batches, each joined by the attack's extra images as in training (`batch_extras`,
+      drawn with a second generator seeded from the run's seed): the training distribution's
+      population statistics. It separates the estimator from the distribution: near the trained
+      statistics' accuracy, a change under clean batches is the clean-vs-mixed difference, not
+      PreciseBN's procedure. None for an attack that adds no images to a batch.
+
+    (None, None) for a model without running statistics. Ends the run: the model's statistics are
+    replaced (its checkpoint, written before, keeps the trained ones)."""
     if not running_stat_layers(model):
-        return None
+        return None, None
     bs = min(cfg.batch_size, len(data.train))
     g = torch.Generator(device=cfg.device).manual_seed(seed)
     n = min(PRECISE_BATCHES * bs, len(data.train) // bs * bs)
     idx = torch.randperm(len(data.train), device=cfg.device, generator=g)[:n].view(-1, bs)
-    with torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.amp):
-        update_bn_stats(model, (data.normalize(data.train.images[i]) for i in idx))
-    return evaluate(model, data.test, data, cfg)[1]
+
+    def accuracy(batches) -> float:
+        with torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.amp):
+            update_bn_stats(model, batches)
+        return evaluate(model, data.test, data, cfg)[1]
+
+    clean = accuracy(data.normalize(data.train.images[i]) for i in idx)
+    if attack is None or not attack.extra_images:
+        return clean, None
+    g_extra = torch.Generator(device=cfg.device).manual_seed(seed + 1)
+    extras = (attack.batch_extras(g_extra) for _ in range(len(idx)))
+    mixed = accuracy(torch.cat([data.normalize(data.train.images[i]), x]) for i, x in zip(idx, extras))
+    return clean, mixed
 
 
 def _best(history: list[dict[str, float]]) -> float:

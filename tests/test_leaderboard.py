@@ -2,6 +2,7 @@
 check, the board's statistics against values recomputed here from the records, the files, the page,
 and the refusals."""
 
+import csv
 import json
 import math
 import shutil
@@ -152,6 +153,34 @@ def test_board_numbers_equal_statistics_recomputed_from_the_records(board_runs):
     assert iebn.robust == pytest.approx(robust["iebn"]) and bn.robust == pytest.approx(robust["bn"])
     assert [r.layer for r in board.rows] == sorted(robust, key=lambda n: -robust[n])
     assert bn.step_cost == 1.0 and iebn.short == []
+
+
+def test_the_mixed_batch_precise_column_appears_where_runs_recorded_it(tmp_path, capsys):
+    """Runs from before precise_mixed_acc existed: no column; once some run holds it, a column of their mean."""
+    recs = [record(FMNIST, n, s, seed, v, precise=v - 50 if s == "mix" else None)
+            for (n, s), vals in ACC.items() for seed, v in enumerate(vals)]
+    code, md, err = run_cli(capsys, "leaderboard", "--runs-dir", write_runs(tmp_path / "old", recs), "--out",
+                            tmp_path / "o1")
+    assert code == 0, err
+    assert "PreciseBN on mixed batches" not in (tmp_path / "o1" / "leaderboard.md").read_text()
+    for i, r in enumerate(recs):
+        if r["norm"] == "iebn" and r["experiment"].startswith("mix"):
+            r["precise_mixed_acc"] = r["final_acc"] - 0.25 * (1 + i % 2)
+    code, md, err = run_cli(capsys, "leaderboard", "--runs-dir", write_runs(tmp_path / "new", recs), "--out",
+                            tmp_path / "o2")
+    assert code == 0, err
+    mixed = [r["precise_mixed_acc"] for r in recs if "precise_mixed_acc" in r]
+    table = [[c.strip() for c in ln.split("|")[1:-1]]
+             for ln in (tmp_path / "o2" / "leaderboard.md").read_text().splitlines() if ln.startswith("| ")]
+    at = table[0].index("mix, PreciseBN on mixed batches")
+    rows = {r[1]: r for r in table[1:]}
+    assert rows["`iebn`"][at] == f"{np.mean(mixed):.2f} ± {np.std(mixed, ddof=1):.2f} (5)"
+    assert rows["`bn`"][at] == "–"
+    csv_rows = list(csv.DictReader(open(tmp_path / "o2" / "leaderboard.csv")))
+    got = {(r["layer"], r["setting"]): r for r in csv_rows}
+    assert float(got[("iebn", "mix")]["precise_mixed_mean"]) == pytest.approx(np.mean(mixed), abs=1e-4)
+    assert got[("bn", "mix")]["precise_mixed_n"] == "0"
+    assert "PreciseBN on mixed batches" in (tmp_path / "o2" / "leaderboard.html").read_text()
 
 
 def test_files_are_written_and_regenerate_identically(board_runs, tmp_path, capsys):

@@ -7,12 +7,16 @@ import pytest
 import torch
 import torch.nn as nn
 
+import copy
+
+from noiseattack.attacks import AttackRun
 from noiseattack.config import RunConfig, resolve_train_config
 from noiseattack.iebn import IEBN
 from noiseattack.layers.batch import GhostBatchNorm
 from noiseattack.norms import BatchNorm
 from noiseattack.precise import running_stat_layers, update_bn_stats
-from noiseattack.train import prepare_data, train_run
+from noiseattack.models import cifar_resnet
+from noiseattack.train import evaluate_model, precise_accuracies, prepare_data, train_run
 
 
 def _batches(seed=0, n=5, shift=3.0):
@@ -76,8 +80,52 @@ def test_runs_record_accuracy_with_precise_statistics(fake_mnist):
     data = prepare_data(mix, data_dir)
     bn = train_run(RunConfig(mix, "bn", 0), data)
     assert math.isfinite(bn.precise_acc) and 0 <= bn.precise_acc <= 100
+    assert math.isfinite(bn.precise_mixed_acc) and 0 <= bn.precise_mixed_acc <= 100
     gn = train_run(RunConfig(mix, "gn", 0), data)
-    assert gn.precise_acc is None  # no BN-type layer: nothing to recompute
+    assert gn.precise_acc is None and gn.precise_mixed_acc is None  # no BN-type layer: nothing to recompute
+    plain = resolve_train_config(dataset="mnist", depth=8, width=0.5, epochs=1, batch_size=32, device="cpu",
+                                 compile=False)
+    clean = train_run(RunConfig(plain, "bn", 0), data)
+    assert math.isfinite(clean.precise_acc) and clean.precise_mixed_acc is None  # no extra images in its batches
+
+
+class FixedExtras(AttackRun):
+    """An attack run that joins the same known images to every batch."""
+
+    def __init__(self, images):
+        self.images = images
+        self.extra_images = len(images)
+
+    def batch_extras(self, generator):
+        return self.images
+
+
+def test_mixed_batch_statistics_pool_every_batch_with_its_extras(fake_mnist):
+    """The first BN's input is conv1 of the image, in any mode: its mixed-batch population statistics are
+    those of conv1 over every training image (64 = 2 batches of 32, all used, in some order) and the
+    extras once per batch, pooled; the clean-batch ones leave the extras out."""
+    cfg = resolve_train_config(dataset="mnist", depth=8, width=0.5, epochs=1, batch_size=32, device="cpu",
+                               compile=False)
+    data = prepare_data(cfg, fake_mnist(n_train=64, n_test=32))
+    torch.manual_seed(0)
+    model = cifar_resnet(8, 10, "bn", width=0.5)
+    clean_model = copy.deepcopy(model)
+    extras = torch.randn(8, 3, 32, 32) * 2 + 1
+    clean, mixed = precise_accuracies(model, data, cfg, 0, FixedExtras(extras))
+    clean_again, none = precise_accuracies(clean_model, data, cfg, 0)
+    assert none is None and clean_again == clean
+
+    def pooled(x):
+        with torch.no_grad():
+            v = model.conv1(x).transpose(0, 1).reshape(model.bn1.num_features, -1).double()
+        return v.mean(1).float(), v.var(1, unbiased=False).float()
+
+    images = data.normalize(data.train.images)
+    for net, x in ((model, torch.cat([images, extras, extras])), (clean_model, images)):
+        mean, var = pooled(x)
+        torch.testing.assert_close(net.bn1.running_mean, mean, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(net.bn1.running_var, var, rtol=1e-4, atol=1e-4)
+    assert mixed == evaluate_model(model, data.test, data, cfg)[1]
 
 
 def test_precise_statistics_match_fvcore_where_installed(monkeypatch):
@@ -96,3 +144,23 @@ def test_precise_statistics_match_fvcore_where_installed(monkeypatch):
     for i in (1, 4):
         torch.testing.assert_close(ours[i].running_mean, theirs[i].running_mean)
         torch.testing.assert_close(ours[i].running_var, theirs[i].running_var)
+
+
+def test_the_cli_records_both_precise_accuracies_under_mix_and_one_otherwise(fake_mnist, tmp_path, capsys):
+    import json
+
+    from conftest import run_cli
+
+    data = fake_mnist(n_train=64, n_test=32)
+    common = ["--dataset", "mnist", "--data-dir", data, "--depth", "8", "--width", "0.25", "--epochs", "1",
+              "--batch-size", "16", "--device", "cpu", "--no-progress", "--norm", "bn,gn", "--repeats", "1"]
+    for command, extra, mixed in (("mix", ["--extra", "mnist-inverted", "--k", "8"], True), ("clean", [], False)):
+        runs = tmp_path / command
+        code, out, err = run_cli(capsys, command, *extra, *common, "--runs-dir", runs)
+        assert code == 0, err
+        (exp,) = list(runs.iterdir())
+        recs = {r["norm"]: r for r in map(json.loads, (exp / "results.jsonl").read_text().splitlines())}
+        assert isinstance(recs["bn"]["precise_acc"], float) and recs["gn"]["precise_acc"] is None
+        assert ("precise_mixed_acc" in recs["bn"]) == mixed and "precise_mixed_acc" not in recs["gn"]
+        if mixed:
+            assert 0 <= recs["bn"]["precise_mixed_acc"] <= 100

@@ -70,3 +70,27 @@ def test_the_precise_reading_follows_the_intervals():
     assert "lowers* the mix accuracy of 2 of 2 layers (by 30.0 to 60.0 points" in down and "recovers" not in down
     mixed = precise_reading([("bn", 5.0, 1.0, 9.0), ("iebn", 0.1, -1.0, 1.2)])
     assert "recovers accuracy for `bn`" in mixed and "1 layer(s) show no difference" in mixed and "lowers" not in mixed
+
+
+def test_precise_on_mixed_batches_is_a_column_where_runs_recorded_it():
+    """Paired by run: PreciseBN on mixed batches minus the trained statistics' accuracy, with a t interval."""
+    import numpy as np
+    from scipy import stats
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from study_protocol_doc import precise, precise_mixed_reading
+
+    final, clean_b, mixed_b = [90.0, 91.0, 89.0, 90.5], [30.0, 25.0, 40.0, 20.0], [89.5, 91.2, 88.1, 90.0]
+    recs = [{"final_acc": f, "precise_acc": c, "precise_mixed_acc": m} for f, c, m in zip(final, clean_b, mixed_b)]
+    old = {("mix", "bn"): [{k: v for k, v in r.items() if k != "precise_mixed_acc"} for r in recs]}
+    assert "mixed batches" not in "\n".join(precise(old))  # runs from before it: the table as it was
+    lines = precise({("mix", "bn"): recs})
+    assert lines[0].endswith("| PreciseBN, mixed batches | mixed − trained [95% CI] |")
+    d = np.array(mixed_b) - np.array(final)
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    want = f" {np.mean(mixed_b):.2f} (4) | {d.mean():+.2f} [{d.mean() - half:+.2f}, {d.mean() + half:+.2f}] |"
+    assert lines[2].endswith(want), lines[2]
+    assert "On mixed batches, PreciseBN stays within a point" in lines[-1] and "`bn`" in lines[-1]
+    far = precise_mixed_reading([("iebn", -5.0, -8.0, -2.0)])
+    assert far.startswith("On mixed batches it still moves `iebn` by -5.00 [-8.00, -2.00]")
+    assert precise_mixed_reading([]).startswith("No mix runs")

@@ -37,6 +37,10 @@ REFERENCE = "bn"
 SCHEMA = 1  # leaderboard.json's schema version
 
 
+# The PreciseBN accuracies a record may hold (noiseattack.train.precise_accuracies): Cell attribute, record key
+PRECISE_FIELDS = (("precise", "precise_acc"), ("precise_mixed", "precise_mixed_acc"))
+
+
 @dataclass
 class Cell:
     """One layer under one setting."""
@@ -48,6 +52,7 @@ class Cell:
     vs_bn: dict[str, Any] | None = None  # compare() with BN's cell (None for BN, or without BN runs)
     drop: dict[str, Any] | None = None  # contrast(): this setting's mean minus the layer's clean mean
     precise: dict[str, Any] | None = None  # describe() of precise_acc (None: no BN-type layer, or not recorded)
+    precise_mixed: dict[str, Any] | None = None  # describe() of precise_mixed_acc (statistics of mixed batches)
 
     @property
     def values(self) -> list[float]:
@@ -195,8 +200,9 @@ def _row(proto: Protocol, layer: str, by_setting: dict[str, Cell]) -> Row:
     for cell in by_setting.values():
         cell.runs.sort(key=lambda r: int(r["seed"]))
         cell.stats = describe(cell.values)
-        precise = [float(r["precise_acc"]) for r in cell.runs if isinstance(r.get("precise_acc"), (int, float))]
-        cell.precise = describe(precise) if precise else None
+        for attr, key in PRECISE_FIELDS:
+            values = [float(r[key]) for r in cell.runs if isinstance(r.get(key), (int, float))]
+            setattr(cell, attr, describe(values) if values else None)
     short = [s.id for s in proto.settings if len(by_setting.get(s.id, Cell(runs=[])).runs) < proto.seeds]
     return Row(layer, origin, description.split("\n")[0], _params(proto, layer), by_setting, short=short)
 

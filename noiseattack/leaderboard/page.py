@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from .board import Board, Cell, Row
-from .render import PRECISE_LEGEND, chance_legend, drop_text, precise_text, mean_cell
+from .render import chance_legend, drop_text, mean_cell, precise_columns, precise_legend, precise_text
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 STYLE = """
@@ -54,7 +54,7 @@ def _table(board: Board) -> str:
     attacked = [s for s in p.settings if s.id != "clean"]
     heads = [("rank", ""), ("layer", "l"), ("origin", "l"), ("params", ""), ("step vs BN", ""), ("robust acc", "")]
     heads += [(s.title, "") for s in p.settings] + [(f"drop under {s.id}", "") for s in attacked]
-    heads += [(f"{s.id}, PreciseBN", "") for s in attacked if s.id == "mix"]
+    heads += [(h, "") for _, _, h in precise_columns(board)]
     out = ['<table id="board"><thead><tr>' + "".join(f'<th class="{c}">{html.escape(h)}</th>' for h, c in heads)
            + "</tr></thead><tbody>"]
     for r in board.rows:
@@ -70,10 +70,9 @@ def _table(board: Board) -> str:
         for s in attacked:
             c = r.cells.get(s.id)
             cells.append(_td(html.escape(drop_text(c)), (c.drop or {}).get("estimate") if c else None))
-        for s in attacked:
-            if s.id == "mix":
-                c = r.cells.get(s.id)
-                cells.append(_td(html.escape(precise_text(c)), (c.precise or {}).get("mean") if c else None))
+        for sid, attr, _ in precise_columns(board):
+            c = r.cells.get(sid)
+            cells.append(_td(html.escape(precise_text(c, attr)), (getattr(c, attr) or {}).get("mean") if c else None))
         out.append(f'<tr id="row-{_id(r.layer)}">' + "".join(cells) + "</tr>")
     return "\n".join(out) + "</tbody></table>"
 
@@ -175,7 +174,7 @@ def to_html(board: Board, how_to_add: str) -> str:
             f"<p>{html.escape(p.summary)}. Final test accuracy (%), mean ± std (n) over seeds; ▲/▼ mean above/below "
             f"BN's, ◆ variance different from BN's (Holm-adjusted p &lt; 0.05 across the board); * fewer runs than the "
             f"protocol's n = {p.seeds}. Ranked by robust accuracy, the mean of the attacked settings' means. Click a "
-            f"column to sort.</p>\n<p>{html.escape(PRECISE_LEGEND)}</p>\n" + (f"<p>{html.escape(chance_legend(board))}</p>\n" if chance_legend(board) else "")
+            f"column to sort.</p>\n<p>{html.escape(precise_legend(board))}</p>\n" + (f"<p>{html.escape(chance_legend(board))}</p>\n" if chance_legend(board) else "")
             + f"{_table(board)}\n"
             f'<p class="note">{board.records} runs; ' + html.escape("; ".join(f"{m}: {n}" for m, n in
                                                                         board.machines.items()))

@@ -11,14 +11,14 @@ import json
 from typing import Any
 
 from .. import chance
-from .board import Board, Cell, Row, SCHEMA, finite, marks
+from .board import PRECISE_FIELDS, Board, Cell, Row, SCHEMA, finite, marks
 
 CSV_FIELDS = (
     "rank", "layer", "origin", "params", "step_cost_vs_bn", "robust_acc", "setting", "n", "seeds", "diverged", "failed",
     "at_chance", "mean", "std", "ci95_low", "ci95_high", "min", "max", "diff_vs_bn", "diff_ci95_low", "diff_ci95_high",
     "welch_p", "welch_p_holm", "var_ratio", "var_ratio_ci95_low", "var_ratio_ci95_high", "var_p", "var_p_holm", "marks",
     "drop", "drop_ci95_low", "drop_ci95_high", "drop_vs_bn", "drop_vs_bn_ci95_low", "drop_vs_bn_ci95_high", "precise_n",
-    "precise_mean", "precise_std", "short_of_n",
+    "precise_mean", "precise_std", "precise_mixed_n", "precise_mixed_mean", "precise_mixed_std", "short_of_n",
 )
 
 
@@ -47,8 +47,9 @@ def cell_fields(row: Row, sid: str, cell: Cell | None) -> dict[str, Any]:
         "marks": marks(c.vs_bn), "drop": _r(d.get("estimate")), "drop_ci95_low": _r(d.get("ci_low")),
         "drop_ci95_high": _r(d.get("ci_high")), "drop_vs_bn": _r(dv.get("estimate")),
         "drop_vs_bn_ci95_low": _r(dv.get("ci_low")), "drop_vs_bn_ci95_high": _r(dv.get("ci_high")),
-        "precise_n": c.precise["n"] if c.precise else 0, "precise_mean": _r((c.precise or {}).get("mean")),
-        "precise_std": _r((c.precise or {}).get("std")), "short_of_n": sid in row.short,
+        **{f"{attr}_{k}": (getattr(c, attr) or {}).get("n", 0) if k == "n" else _r((getattr(c, attr) or {}).get(k))
+           for attr, _ in PRECISE_FIELDS for k in ("n", "mean", "std")},
+        "short_of_n": sid in row.short,
     }
     return out
 
@@ -107,12 +108,21 @@ def drop_text(cell: Cell | None) -> str:
     return f"{d['estimate']:+.2f}{ci}"
 
 
-def precise_text(cell: Cell | None) -> str:
-    if cell is None or not cell.precise:
+def precise_text(cell: Cell | None, attr: str = "precise") -> str:
+    p = getattr(cell, attr, None) if cell is not None else None
+    if not p:
         return "–"
-    p = cell.precise
     std = f" ± {p['std']:.2f}" if p.get("std") is not None else ""
     return f"{p['mean']:.2f}{std} ({p['n']})"
+
+
+def precise_columns(board: Board) -> list[tuple[str, str, str]]:
+    """The PreciseBN columns of the mix setting: (setting id, Cell attribute, heading). The clean-batch
+    one always; the mixed-batch one where some run recorded it (runs from before it did not)."""
+    mix = [s.id for s in board.protocol.settings if s.id == "mix"]
+    mixed = any(r.cells.get(s) is not None and r.cells[s].precise_mixed for r in board.rows for s in mix)
+    return [(s, "precise", f"{s}, PreciseBN") for s in mix] + \
+        ([(s, "precise_mixed", f"{s}, PreciseBN on mixed batches") for s in mix] if mixed else [])
 
 
 PRECISE_LEGEND = (
@@ -120,24 +130,32 @@ PRECISE_LEGEND = (
     "training batches (Wu & Johnson 2021; fvcore's update_bn_stats). Below the trained statistics' accuracy, the "
     "model depends on the mixed-batch statistics it was trained with, so the attack's loss is not in corrupted "
     "evaluation statistics; above it, the running statistics carried part of the loss (docs/study-protocol.md).")
+PRECISE_MIXED_LEGEND = (
+    " PreciseBN on mixed batches: the same recomputation on the same batches joined by the attack's foreign images, "
+    "as in training. Near the trained statistics' accuracy, the clean-batch column's change is the clean-vs-mixed "
+    "difference, not the estimator.")
+
+
+def precise_legend(board: Board) -> str:
+    return PRECISE_LEGEND + (PRECISE_MIXED_LEGEND if len(precise_columns(board)) > 1 else "")
 
 
 def to_markdown(board: Board) -> str:
     p = board.protocol
     attacked = [s for s in p.settings if s.id != "clean"]
     head = ["rank", "layer", "origin", "params", "step vs BN", "robust acc", *[s.title for s in p.settings],
-            *[f"drop under {s.id}" for s in attacked], *[f"{s.id}, PreciseBN" for s in attacked if s.id == "mix"]]
+            *[f"drop under {s.id}" for s in attacked], *[h for _, _, h in precise_columns(board)]]
     lines = [f"# Leaderboard: protocol `{p.name}` v{p.version}", "",
              f"{p.summary}. Final test accuracy (%), mean ± std (n) over seeds; ▲/▼ mean above/below BN's, ◆ variance "
              f"different from BN's (Holm-adjusted p < 0.05 across the board); `*` fewer runs than the protocol's n = "
              f"{p.seeds}. Ranked by robust accuracy (the mean of the attacked settings' means). Drops: the setting's "
-             "mean minus the layer's clean mean [95% CI]. " + PRECISE_LEGEND, "",
+             "mean minus the layer's clean mean [95% CI]. " + precise_legend(board), "",
              *([chance_legend(board), ""] if chance_legend(board) else []),
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in board.rows:
         cells = [mean_cell(r.cells.get(s.id), p.seeds) for s in p.settings]
         drops = [drop_text(r.cells.get(s.id)) for s in attacked]
-        precise = [precise_text(r.cells.get(s.id)) for s in attacked if s.id == "mix"]
+        precise = [precise_text(r.cells.get(sid), attr) for sid, attr, _ in precise_columns(board)]
         vals = [str(r.rank or "–"), f"`{r.layer}`", r.origin, f"{r.params:,}" if r.params else "–",
                 f"{r.step_cost:.2f}" if r.step_cost else "–", f"{r.robust:.2f}" if r.robust is not None else "–",
                 *cells, *drops, *precise]
