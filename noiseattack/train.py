@@ -224,6 +224,10 @@ class RunResult:
     history: list[dict[str, float]]
     wall_time_s: float
     diverged: dict[str, Any] | None = None  # {"epoch": e, "lr": lr} when status == "diverged"
+    # this process's CPU time over the same span as wall_time_s (every thread of it): the run's cost,
+    # unlike the wall time not inflated by other processes sharing the CPUs. None for a run resumed
+    # from a checkpoint written before it was kept (its earlier part was not counted)
+    cpu_time_s: float | None = None
     compiled: bool = False  # the training steps ran the compiled model (TrainConfig.compile, and it compiled)
     compile_s: float = 0.0  # seconds this run spent compiling (0 where the process had compiled its model before)
     precise_acc: float | None = None  # final accuracy with PreciseBN statistics (None: no BN-type layer)
@@ -260,6 +264,7 @@ class _State:
     sums: torch.Tensor | None = None  # [sum of losses * batch, correct] over the epoch so far
     history: list[dict[str, float]] = field(default_factory=list)
     wall_time_s: float = 0.0
+    cpu_time_s: float | None = 0.0  # None: resumed from a checkpoint that did not keep it
     pred_counts: list[int] | None = None  # the last evaluation's count of each predicted class
 
 
@@ -320,7 +325,7 @@ def load_checkpoint(path: Path, run: RunConfig, model, optimizer, generator,
     _set_rng_states(generator, payload["rng"])
     if attack is not None:
         attack.load_state_dict(payload.get("attack") or {})
-    return _State(**payload["state"])
+    return _State(**{"cpu_time_s": None, **payload["state"]})  # older checkpoints did not keep the CPU time
 
 
 def _all_finite(model: nn.Module) -> bool:
@@ -386,10 +391,16 @@ def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, 
     done = functools.partial(RunResult, compiled=step_model is not model, compile_s=round(compile_s, 3))
     device_type = torch.device(cfg.device).type
     t0 = time.perf_counter() - state.wall_time_s
+    c0 = time.process_time() - (state.cpu_time_s or 0.0)
+
+    def cpu_time() -> float | None:
+        return None if state.cpu_time_s is None else round(time.process_time() - c0, 3)
 
     def save() -> None:
         if checkpoint:
             state.wall_time_s = time.perf_counter() - t0
+            if state.cpu_time_s is not None:
+                state.cpu_time_s = time.process_time() - c0
             save_checkpoint(checkpoint, run, model, optimizer, state, generator, attack)
 
     per_step = cfg.lr_schedule != "step"  # else the lr is set once per epoch
@@ -435,7 +446,7 @@ def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, 
         test_loss, test_acc, state.pred_counts = _evaluate(model, data, cfg, attack, state)
         if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
             return done("diverged", math.nan, _best(state.history), state.history,
-                             time.perf_counter() - t0, {"epoch": state.epoch + 1, "lr": lr})
+                        time.perf_counter() - t0, {"epoch": state.epoch + 1, "lr": lr}, cpu_time_s=cpu_time())
         record = {"epoch": state.epoch + 1, "lr": lr, "train_loss": train_loss, "train_acc": 100.0 * correct / seen,
                   "test_loss": test_loss, "test_acc": test_acc}
         state.history.append(record)
@@ -451,7 +462,7 @@ def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, 
     except Exception as e:  # noqa: BLE001 - the model's code raised in the recomputation
         raise RunFailure("eval", state.epoch, 0, e) from e
     final = state.history[-1]["test_acc"]
-    return done("finished", final, _best(state.history), state.history, time.perf_counter() - t0,
+    return done("finished", final, _best(state.history), state.history, time.perf_counter() - t0, cpu_time_s=cpu_time(),
                 precise_acc=precise, precise_mixed_acc=precise_mixed, chance=_chance(final, data, state.pred_counts))
 
 

@@ -155,6 +155,61 @@ def test_board_numbers_equal_statistics_recomputed_from_the_records(board_runs):
     assert bn.step_cost == 1.0 and iebn.short == []
 
 
+def test_step_cost_is_the_median_cpu_time_ratio_or_else_the_fastest_wall_time_ratio(tmp_path):
+    walls = {"bn": [100.0, 300.0, 120.0], "iebn": [130.0, 520.0, 125.0]}
+    cpus = {"bn": [95.0, 99.0, 97.0], "iebn": [118.0, 110.0, 121.0]}
+
+    def board(with_cpu):
+        recs = []
+        for n in walls:
+            for seed, (w, c) in enumerate(zip(walls[n], cpus[n])):
+                r = record(FMNIST, n, "clean", seed, 90.0 + seed, wall=w)
+                if with_cpu(n, seed):
+                    r["cpu_time_s"] = c
+                recs.append(r)
+        root = write_runs(tmp_path / f"runs{len(list(tmp_path.iterdir()))}", recs)
+        return {r.layer: r for r in L.build_leaderboard(FMNIST, [root]).rows}
+
+    rows = board(lambda n, seed: True)
+    assert rows["iebn"].step_cost == pytest.approx(118.0 / 97.0) and rows["bn"].step_cost == 1.0
+    rows = board(lambda n, seed: not (n == "bn" and seed == 2))  # one run without it: wall times, the fastest
+    assert rows["iebn"].step_cost == pytest.approx(125.0 / 100.0)
+
+
+def test_a_run_records_its_cpu_time_and_a_resume_keeps_counting(fake_mnist, tmp_path, capsys):
+    """cpu_time_s is the process's CPU time over the run: positive, and at one thread no more than its
+    wall time (times the threads) plus a little; a run stopped and resumed still records it (the checkpoint keeps it)."""
+    import json as _json
+
+    data = fake_mnist(n_train=64, n_test=32)
+    common = ["--dataset", "mnist", "--data-dir", data, "--depth", "8", "--width", "0.25", "--epochs", "2",
+              "--batch-size", "16", "--device", "cpu", "--no-progress", "--norm", "bn", "--repeats", "1"]
+    code, out, err = run_cli(capsys, "clean", *common, "--runs-dir", tmp_path / "a")
+    assert code == 0, err
+    (exp,) = list((tmp_path / "a").iterdir())
+    (rec,) = map(_json.loads, (exp / "results.jsonl").read_text().splitlines())
+    import torch
+
+    assert 0 < rec["cpu_time_s"] <= rec["wall_time_s"] * torch.get_num_threads() * 1.2 + 0.5, rec
+
+    from noiseattack.train import StopRequested, prepare_data, read_checkpoint, train_run
+
+    cfg = resolve_train_config(dataset="mnist", depth=8, width=0.25, epochs=2, batch_size=16, device="cpu",
+                               compile=False)
+    run, prepared, ck = RunConfig(cfg, "bn", 0), prepare_data(cfg, data), tmp_path / "ck.pt"
+    calls = iter(range(1000))
+    with pytest.raises(StopRequested):
+        train_run(run, prepared, checkpoint=ck, should_stop=lambda: next(calls) == 5)
+    before = read_checkpoint(ck)["state"]["cpu_time_s"]
+    assert before > 0
+    payload = read_checkpoint(ck)
+    assert train_run(run, prepared, checkpoint=ck).cpu_time_s > before
+    del payload["state"]["cpu_time_s"]  # a checkpoint written before it was kept
+    torch.save(payload, ck)
+    resumed = train_run(run, prepared, checkpoint=ck)
+    assert resumed.status == "finished" and resumed.cpu_time_s is None
+
+
 def test_the_mixed_batch_precise_column_appears_where_runs_recorded_it(tmp_path, capsys):
     """Runs from before precise_mixed_acc existed: no column; once some run holds it, a column of their mean."""
     recs = [record(FMNIST, n, s, seed, v, precise=v - 50 if s == "mix" else None)

@@ -46,7 +46,7 @@ KILL_ARGS = ("clean", "--dataset", "mnist", "--norm", "bn,iebn", "--repeats", "2
 TINY = ("--dataset", "mnist", "--norm", "bn", "--repeats", "1", "--depth", "8", "--epochs", "1", "--batch-size", "64",
         "--device", "cpu", "--no-progress")
 RESUME_LINE = "Re-run the same command to resume"
-VOLATILE = ("wall_time_s", "compile_s", "finished_at", "machine", "skipped")  # not part of a run's result
+VOLATILE = ("wall_time_s", "cpu_time_s", "compile_s", "finished_at", "machine", "skipped")  # not part of a run's result
 
 
 # --------------------------------------------------------------------------- helpers

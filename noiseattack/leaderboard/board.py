@@ -243,19 +243,25 @@ def _compare(proto: Protocol, rows: list[Row]) -> None:
 
 
 def _step_cost(row: Row, ref: Row | None) -> float | None:
-    """Median wall time of the layer's clean runs over BN's, on the CPU kind (or GPU) they share most."""
+    """The layer's cost per run over BN's, from their clean runs on the machine kind they share most:
+    the ratio of median CPU times (`cpu_time_s`, one thread per run: not inflated by other processes)
+    where every one of those runs recorded it, else the ratio of the fastest wall times (runs that
+    shared the CPUs only ever took longer, so the fastest is the least disturbed); on a GPU, wall
+    times."""
     if ref is None or "clean" not in row.cells or "clean" not in ref.cells:
         return None
     mine, theirs = defaultdict(list), defaultdict(list)
-    for r in row.cells["clean"].runs:
-        mine[machine_label(r)].append(float(r["wall_time_s"]))
-    for r in ref.cells["clean"].runs:
-        theirs[machine_label(r)].append(float(r["wall_time_s"]))
+    for side, cell in ((mine, row.cells["clean"]), (theirs, ref.cells["clean"])):
+        for r in cell.runs:
+            side[machine_label(r)].append(r)
     shared = sorted(set(mine) & set(theirs), key=lambda m: -(len(mine[m]) + len(theirs[m])))
     if not shared:
         return None
-    m = shared[0]
-    return statistics.median(mine[m]) / statistics.median(theirs[m])
+    a, b = mine[shared[0]], theirs[shared[0]]
+    cpu = a[0].get("machine", {}).get("device", "cpu") == "cpu"
+    if cpu and all(isinstance(r.get("cpu_time_s"), (int, float)) for r in a + b):
+        return statistics.median(r["cpu_time_s"] for r in a) / statistics.median(r["cpu_time_s"] for r in b)
+    return min(float(r["wall_time_s"]) for r in a) / min(float(r["wall_time_s"]) for r in b)
 
 
 def _rank(rows: list[Row]) -> None:

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from .board import Board, Cell, Row
-from .render import chance_legend, drop_text, mean_cell, precise_columns, precise_legend, precise_text
+from .render import COST_LEGEND, chance_legend, drop_text, mean_cell, precise_columns, precise_legend, precise_text
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 STYLE = """
@@ -174,7 +174,7 @@ def to_html(board: Board, how_to_add: str) -> str:
             f"<p>{html.escape(p.summary)}. Final test accuracy (%), mean ± std (n) over seeds; ▲/▼ mean above/below "
             f"BN's, ◆ variance different from BN's (Holm-adjusted p &lt; 0.05 across the board); * fewer runs than the "
             f"protocol's n = {p.seeds}. Ranked by robust accuracy, the mean of the attacked settings' means. Click a "
-            f"column to sort.</p>\n<p>{html.escape(precise_legend(board))}</p>\n" + (f"<p>{html.escape(chance_legend(board))}</p>\n" if chance_legend(board) else "")
+            f"column to sort. {html.escape(COST_LEGEND)}</p>\n<p>{html.escape(precise_legend(board))}</p>\n" + (f"<p>{html.escape(chance_legend(board))}</p>\n" if chance_legend(board) else "")
             + f"{_table(board)}\n"
             f'<p class="note">{board.records} runs; ' + html.escape("; ".join(f"{m}: {n}" for m, n in
                                                                         board.machines.items()))

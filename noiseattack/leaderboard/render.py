@@ -125,6 +125,9 @@ def precise_columns(board: Board) -> list[tuple[str, str, str]]:
         ([(s, "precise_mixed", f"{s}, PreciseBN on mixed batches") for s in mix] if mixed else [])
 
 
+COST_LEGEND = (
+    "Step vs BN: the layer's clean runs' cost over BN's on the machine kind they share most (the ratio of median CPU "
+    "times where every run recorded one, else of the fastest wall times: sharing the CPUs only slows a run down).")
 PRECISE_LEGEND = (
     "PreciseBN: the mix runs re-evaluated after their BN-type layers' statistics were recomputed on clean "
     "training batches (Wu & Johnson 2021; fvcore's update_bn_stats). Below the trained statistics' accuracy, the "
@@ -149,7 +152,7 @@ def to_markdown(board: Board) -> str:
              f"{p.summary}. Final test accuracy (%), mean ± std (n) over seeds; ▲/▼ mean above/below BN's, ◆ variance "
              f"different from BN's (Holm-adjusted p < 0.05 across the board); `*` fewer runs than the protocol's n = "
              f"{p.seeds}. Ranked by robust accuracy (the mean of the attacked settings' means). Drops: the setting's "
-             "mean minus the layer's clean mean [95% CI]. " + precise_legend(board), "",
+             "mean minus the layer's clean mean [95% CI]. " + COST_LEGEND + " " + precise_legend(board), "",
              *([chance_legend(board), ""] if chance_legend(board) else []),
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in board.rows:
