@@ -14,8 +14,9 @@ for attempt in 1 2 3 4 5; do
   python scripts/protocols_doc.py > /dev/null
   python scripts/study_protocol_doc.py > /dev/null
   python scripts/study_protocol_doc.py --protocol fmnist-gpu > /dev/null
-  for p in fmnist fmnist-gpu; do
-    if [ -d docs/leaderboard/$p/runs ]; then noiseattack leaderboard --protocol $p > /dev/null 2>&1; fi
+  for d in docs/leaderboard/*/runs; do
+    p=$(basename "$(dirname "$d")")
+    noiseattack leaderboard --protocol "$p" > /dev/null
   done
   git add $RUNS docs/protocols.md docs/study-protocol.md docs/study-protocol docs/study-protocol-gpu.md docs/study-protocol-gpu
   if git diff --quiet -- $RUNS; then

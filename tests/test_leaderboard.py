@@ -253,11 +253,13 @@ def test_files_are_written_and_regenerate_identically(board_runs, tmp_path, caps
     assert doc["protocol"]["name"] == "fmnist" and doc["rows"][0]["layer"] == "iebn"
 
 
-def test_the_committed_leaderboard_regenerates_byte_for_byte(tmp_path, capsys):
-    committed = REPO / "docs" / "leaderboard" / "fmnist"
+@pytest.mark.parametrize("protocol", [p.name for p in P.PROTOCOLS.values()])
+def test_the_committed_leaderboard_regenerates_byte_for_byte(tmp_path, capsys, protocol):
+    committed = REPO / "docs" / "leaderboard" / protocol
     if not (committed / "leaderboard.md").exists():
-        pytest.skip("no committed fmnist leaderboard yet")
-    code, _, err = run_cli(capsys, "leaderboard", "--runs-dir", committed / "runs", "--out", tmp_path)
+        pytest.skip(f"no committed {protocol} leaderboard yet")
+    code, _, err = run_cli(capsys, "leaderboard", "--protocol", protocol, "--runs-dir", committed / "runs",
+                           "--out", tmp_path)
     assert code == 0, err
     for name in L.FILES:
         assert (tmp_path / name).read_bytes() == (committed / name).read_bytes(), name

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Fill the CPU leaderboards in issue #21's order, resuming wherever earlier runs stopped:
+#   1. docs/leaderboard/fmnist: the study's five layers at seeds 0-4, then 5-9 (n = 10, the study's cells);
+#   2. the rest of the twelve and the zoo (grid-3);
+#   3. docs/leaderboard/mnist, the second primary (bn, bnse, iebn, bn-damped, iebn-b0, gn; seeds 0-4);
+#   4. the protocol pilots (docs/protocols).
+# Two workers, one thread each (the protocols fix one thread), at low priority. Finished runs are
+# committed with `bash scripts/commit_runs.sh "message"`. Stop with Ctrl-C (or SIGINT to the sweep and
+# its workers): runs in progress write their checkpoints and resume on the next start.
+#
+#   bash scripts/fill_leaderboards.sh            # everything above, in order
+#   WORKERS=1 bash scripts/fill_leaderboards.sh  # one run at a time
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GRIDS=(
+  docs/leaderboard/fmnist/grid-1-paper-layers.toml
+  docs/leaderboard/fmnist/grid-2-paper-layers-n10.toml
+  docs/leaderboard/fmnist/grid-3-zoo.toml
+  docs/leaderboard/mnist/grid-1-second-primary.toml
+  docs/protocols/pilot-b.toml
+  docs/protocols/pilot-d.toml
+  docs/protocols/pilot-e.toml
+)
+for g in "${GRIDS[@]}"; do
+  nice -n 10 noiseattack sweep "$g" --workers "${WORKERS:-2}" --threads 1 --no-progress
+done
