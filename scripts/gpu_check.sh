@@ -64,9 +64,12 @@ if [ "$TOTAL_S" -gt 0 ] && [ "$LEADERBOARD_S" -gt 30 ]; then
   ZOO=$($PY -c "from noiseattack import zoo; done = set('$PAPER,$REST12'.split(','))
 print(','.join(n for n in zoo.norm_names() + tuple('bn+' + a for a in zoo.attention_names()) if n not in done))")
   GRIDS=""
-  for norms in "$PAPER" "$REST12" "$ZOO"; do
+  # #21's order: the study's five layers at n = 5, then at n = 10 (the study's cells), then the rest
+  # of the twelve, then the zoo
+  for part in "$PAPER:0-4" "$PAPER:5-9" "$REST12:0-4" "$ZOO:0-4"; do
     g=$(mktemp --suffix=.toml)
-    $PY scripts/protocol_grid.py fmnist-gpu --seeds 0-4 --set compile=false --norms "$norms" --data-dir "$DATA" > "$g"
+    $PY scripts/protocol_grid.py fmnist-gpu --seeds "${part##*:}" --set compile=false --norms "${part%%:*}" \
+      --data-dir "$DATA" > "$g"
     GRIDS="$GRIDS $g"
   done
   step leaderboard "$LEADERBOARD_S" bash -c "for g in $GRIDS docs/protocols/pilot-gpu-e6.toml; do
