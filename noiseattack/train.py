@@ -224,9 +224,10 @@ class RunResult:
     history: list[dict[str, float]]
     wall_time_s: float
     diverged: dict[str, Any] | None = None  # {"epoch": e, "lr": lr} when status == "diverged"
-    # this process's CPU time over the same span as wall_time_s (every thread of it): the run's cost,
-    # unlike the wall time not inflated by other processes sharing the CPUs. None for a run resumed
-    # from a checkpoint written before it was kept (its earlier part was not counted)
+    # this process's CPU time (every thread of it) over the training epochs and their evaluations
+    # (not the final PreciseBN pass, which only BN-type layers pay): unlike the wall time, not inflated
+    # by waiting for a CPU that other processes hold (only by sharing its caches and memory bandwidth).
+    # None for a run resumed from a checkpoint written before it was kept (its earlier part was not counted)
     cpu_time_s: float | None = None
     compiled: bool = False  # the training steps ran the compiled model (TrainConfig.compile, and it compiled)
     compile_s: float = 0.0  # seconds this run spent compiling (0 where the process had compiled its model before)
@@ -457,12 +458,13 @@ def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, 
         if should_stop() and state.epoch < cfg.epochs:  # asked during the evaluation: stop at the boundary
             raise StopRequested(f"stopped after epoch {state.epoch}")
 
+    cpu_time_s = cpu_time()  # the epochs and their evaluations: not the PreciseBN pass (BN-type layers only)
     try:
         precise, precise_mixed = precise_accuracies(model, data, cfg, run.seed, attack)
     except Exception as e:  # noqa: BLE001 - the model's code raised in the recomputation
         raise RunFailure("eval", state.epoch, 0, e) from e
     final = state.history[-1]["test_acc"]
-    return done("finished", final, _best(state.history), state.history, time.perf_counter() - t0, cpu_time_s=cpu_time(),
+    return done("finished", final, _best(state.history), state.history, time.perf_counter() - t0, cpu_time_s=cpu_time_s,
                 precise_acc=precise, precise_mixed_acc=precise_mixed, chance=_chance(final, data, state.pred_counts))
 
 
@@ -475,6 +477,9 @@ def _chance(final_acc: float, data: TrainData, pred_counts: list[int] | None) ->
     return chance.measure(final_acc, labels, pred_counts)
 
 
+PRECISE_EXTRA_SEED = 1_000_000_007  # added to the run's seed for the mixed batches' foreign images
+
+
 def precise_accuracies(model: nn.Module, data: TrainData, cfg: TrainConfig, seed: int,
                        attack: AttackRun | None = None) -> tuple[float | None, float | None]:
     """Test accuracies (%) after PreciseBN (`noiseattack.precise`): every BN-type layer's running
@@ -482,16 +487,20 @@ def precise_accuracies(model: nn.Module, data: TrainData, cfg: TrainConfig, seed
 
     - clean: the primary's images as they are (no foreign images, no augmentation), drawn with a
       generator seeded from the run's seed. Corrupted evaluation statistics show as a gain here.
-    - mixed: the same batches, each joined by the attack's extra images as in training (`batch_extras`,
-      drawn with a second generator seeded from the run's seed): the training distribution's
-      population statistics. It separates the estimator from the distribution: near the trained
-      statistics' accuracy, a change under clean batches is the clean-vs-mixed difference, not
-      PreciseBN's procedure. None for an attack that adds no images to a batch.
+    - mixed: the same batches, each joined by the attack's extra images as in training but, like the
+      primary's, without augmentation (`batch_extras(augment=False)`, drawn with a generator seeded
+      from seed + PRECISE_EXTRA_SEED): the training distribution's population statistics. It
+      separates the estimator from the distribution: near the trained statistics' accuracy, a change
+      under clean batches is the clean-vs-mixed difference, not PreciseBN's procedure. Both passes
+      start from the trained buffers (a layer such as Batch Renorm reads them in its forward). None
+      for an attack that adds no images to a batch.
 
     (None, None) for a model without running statistics. Ends the run: the model's statistics are
     replaced (its checkpoint, written before, keeps the trained ones)."""
-    if not running_stat_layers(model):
+    layers = running_stat_layers(model)
+    if not layers:
         return None, None
+    trained = [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in layers]
     bs = min(cfg.batch_size, len(data.train))
     g = torch.Generator(device=cfg.device).manual_seed(seed)
     n = min(PRECISE_BATCHES * bs, len(data.train) // bs * bs)
@@ -505,8 +514,12 @@ def precise_accuracies(model: nn.Module, data: TrainData, cfg: TrainConfig, seed
     clean = accuracy(data.normalize(data.train.images[i]) for i in idx)
     if attack is None or not attack.extra_images:
         return clean, None
-    g_extra = torch.Generator(device=cfg.device).manual_seed(seed + 1)
-    extras = (attack.batch_extras(g_extra) for _ in range(len(idx)))
+    with torch.no_grad():
+        for m, buffers in zip(layers, trained):
+            for k, v in buffers.items():
+                getattr(m, k).copy_(v)
+    g_extra = torch.Generator(device=cfg.device).manual_seed(seed + PRECISE_EXTRA_SEED)
+    extras = (attack.batch_extras(g_extra, augment=False) for _ in range(len(idx)))
     mixed = accuracy(torch.cat([data.normalize(data.train.images[i]), x]) for i, x in zip(idx, extras))
     return clean, mixed
 

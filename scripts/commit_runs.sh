@@ -15,6 +15,7 @@ for attempt in 1 2 3 4 5; do
   python scripts/study_protocol_doc.py > /dev/null
   python scripts/study_protocol_doc.py --protocol fmnist-gpu > /dev/null
   for d in docs/leaderboard/*/runs; do
+    [ -d "$d" ] || continue
     p=$(basename "$(dirname "$d")")
     noiseattack leaderboard --protocol "$p" > /dev/null
   done

@@ -22,5 +22,9 @@ GRIDS=(
   docs/protocols/pilot-e.toml
 )
 for g in "${GRIDS[@]}"; do
-  nice -n 10 noiseattack sweep "$g" --workers "${WORKERS:-2}" --threads 1 --no-progress
+  rc=0
+  nice -n 10 noiseattack sweep "$g" --workers "${WORKERS:-2}" --threads 1 --no-progress || rc=$?
+  # 3: some runs failed (a layer raised; recorded, retried on the next start): go on with the next grid.
+  # Anything else (2 bad input, 130 interrupted) stops here.
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ]; then exit "$rc"; fi
 done

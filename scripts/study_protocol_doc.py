@@ -141,20 +141,26 @@ def precise(cells) -> list[str]:
 
 
 def precise_mixed_reading(rows: list[tuple[str, float, float, float]]) -> str:
-    """What PreciseBN on mixed batches says beside the clean-batch rows, from its intervals alone."""
+    """What PreciseBN on mixed batches says beside the clean-batch rows, from its intervals alone:
+    equivalent (the whole interval within ±1 point), moved (the interval excludes zero), or neither."""
     if not rows:
         return "No mix runs with n >= 2 recorded PreciseBN on mixed batches yet."
-    near = [r for r in rows if r[2] <= 0 <= r[3] or max(abs(r[2]), abs(r[3])) < 1.0]
-    far = [r for r in rows if r not in near]
+    near = [r for r in rows if -1.0 <= r[2] and r[3] <= 1.0]
+    far = [r for r in rows if r not in near and (r[2] > 0 or r[3] < 0)]
+    open_ = [r for r in rows if r not in near and r not in far]
+    names = lambda rs: ", ".join(f"`{r[0]}`" for r in rs)  # noqa: E731
     parts = []
     if near:
-        parts.append(f"On mixed batches, PreciseBN stays within a point of the trained statistics (or its interval "
-                     f"holds zero) for {', '.join(f'`{r[0]}`' for r in near)}: the recomputation itself does not "
-                     "lose accuracy there, so the clean-batch change is the clean-vs-mixed difference in statistics")
+        parts.append(f"On mixed batches, PreciseBN stays within a point of the trained statistics (the whole 95% "
+                     f"interval within ±1) for {names(near)}: the recomputation itself does not lose accuracy there, so "
+                     "the clean-batch change is the clean-vs-mixed difference in statistics")
     if far:
-        parts.append(f"on mixed batches it still moves {', '.join(f'`{r[0]}`' for r in far)} by "
+        parts.append(f"on mixed batches it still moves {names(far)} by "
                      + ", ".join(f"{r[1]:+.2f} [{r[2]:+.2f}, {r[3]:+.2f}]" for r in far)
                      + ": there the exponential average and the population statistics of the same distribution differ")
+    if open_:
+        parts.append(f"for {names(open_)} the mixed-batch interval is too wide to say either "
+                     + ", ".join(f"({r[1]:+.2f} [{r[2]:+.2f}, {r[3]:+.2f}])" for r in open_))
     text = "; ".join(parts)
     return text[0].upper() + text[1:] + "."
 

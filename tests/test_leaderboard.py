@@ -7,6 +7,7 @@ import json
 import math
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -176,7 +177,19 @@ def test_step_cost_is_the_median_cpu_time_ratio_or_else_the_fastest_wall_time_ra
     assert rows["iebn"].step_cost == pytest.approx(125.0 / 100.0)
 
 
-def test_a_run_records_its_cpu_time_and_a_resume_keeps_counting(fake_mnist, tmp_path, capsys):
+def test_step_cost_on_a_gpu_board_reads_wall_times_even_with_cpu_times(tmp_path):
+    gpu = P.get("fmnist-gpu")
+    recs = []
+    for n, walls, cpu in (("bn", [100.0, 90.0], 50.0), ("iebn", [99.0, 180.0], 10.0)):
+        for seed, w in enumerate(walls):
+            r = record(gpu, n, "clean", seed, 90.0, wall=w, device="cuda", cpu="Test CPU")
+            r["machine"]["gpu"] = "Test GPU"
+            recs.append({**r, "cpu_time_s": cpu})
+    rows = {r.layer: r for r in L.build_leaderboard(gpu, [write_runs(tmp_path / "g", recs)]).rows}
+    assert rows["iebn"].step_cost == pytest.approx(99.0 / 90.0)
+
+
+def test_a_run_records_its_cpu_time_and_a_resume_keeps_counting(fake_mnist, tmp_path, capsys, monkeypatch):
     """cpu_time_s is the process's CPU time over the run: positive, and at one thread no more than its
     wall time (times the threads) plus a little; a run stopped and resumed still records it (the checkpoint keeps it)."""
     import json as _json
@@ -203,7 +216,15 @@ def test_a_run_records_its_cpu_time_and_a_resume_keeps_counting(fake_mnist, tmp_
     before = read_checkpoint(ck)["state"]["cpu_time_s"]
     assert before > 0
     payload = read_checkpoint(ck)
-    assert train_run(run, prepared, checkpoint=ck).cpu_time_s > before
+    import noiseattack.train as T
+
+    class StoppedClock:  # the CPU clock does not move while the run resumes: it records what the checkpoint kept
+        perf_counter = staticmethod(time.perf_counter)
+        process_time = staticmethod(lambda: 777.0)
+
+    monkeypatch.setattr(T, "time", StoppedClock)
+    assert train_run(run, prepared, checkpoint=ck).cpu_time_s == round(before, 3)
+    monkeypatch.undo()
     del payload["state"]["cpu_time_s"]  # a checkpoint written before it was kept
     torch.save(payload, ck)
     resumed = train_run(run, prepared, checkpoint=ck)

@@ -96,7 +96,7 @@ class FixedExtras(AttackRun):
         self.images = images
         self.extra_images = len(images)
 
-    def batch_extras(self, generator):
+    def batch_extras(self, generator, *, augment=True):
         return self.images
 
 
@@ -126,6 +126,46 @@ def test_mixed_batch_statistics_pool_every_batch_with_its_extras(fake_mnist):
         torch.testing.assert_close(net.bn1.running_mean, mean, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(net.bn1.running_var, var, rtol=1e-4, atol=1e-4)
     assert mixed == evaluate_model(model, data.test, data, cfg)[1]
+
+
+def test_mixed_batches_take_the_real_attacks_foreign_images_unaugmented(fake_mnist):
+    """With augmentation on, PreciseBN's batches are drawn without it, the foreign images' too: with
+    every foreign image the same, the mixed-batch statistics are those of every primary image and k
+    copies of that image per batch (a random crop would shift it)."""
+    cfg = resolve_train_config(dataset="mnist", depth=8, width=0.5, epochs=1, batch_size=32, device="cpu",
+                               attack="mix", extra="mnist-inverted", k=8, augment=True, compile=False)
+    data = prepare_data(cfg, fake_mnist(n_train=64, n_test=32))
+    data.extra.images[:] = data.extra.images[3]  # one foreign image, 64 times
+    torch.manual_seed(0)
+    model = cifar_resnet(8, 10, "bn", width=0.5)
+    attack = cfg.attack_spec().start(cfg.attack_params(), model=model, data=data, cfg=cfg, seed=0)
+    precise_accuracies(model, data, cfg, 0, attack)
+    one = data.normalize(data.extra.images[:1])
+    x = torch.cat([data.normalize(data.train.images), one.expand(16, -1, -1, -1)])  # 2 batches x k = 8
+    with torch.no_grad():
+        v = model.conv1(x).transpose(0, 1).reshape(model.bn1.num_features, -1).double()
+    torch.testing.assert_close(model.bn1.running_mean, v.mean(1).float(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(model.bn1.running_var, v.var(1, unbiased=False).float(), rtol=1e-4, atol=1e-4)
+
+
+def test_both_passes_start_from_the_trained_buffers(fake_mnist):
+    """A layer that reads its buffers in its training forward (Batch Renorm: its running statistics
+    and step counter) starts the mixed pass from the trained ones too, not from the clean pass's."""
+    cfg = resolve_train_config(dataset="mnist", depth=8, width=0.5, epochs=1, batch_size=32, device="cpu",
+                               compile=False)
+    data = prepare_data(cfg, fake_mnist(n_train=64, n_test=32))
+    torch.manual_seed(0)
+    model = cifar_resnet(8, 10, "brn", width=0.5)
+    first = running_stat_layers(model)[0]
+    first.num_batches_tracked.fill_(500)
+    first.running_mean.fill_(0.25)
+    seen = []
+    first.register_forward_pre_hook(lambda m, inp: seen.append((int(m.num_batches_tracked), float(m.running_mean[0])))
+                                    if m.training else None)
+    precise_accuracies(model, data, cfg, 0, FixedExtras(torch.randn(8, 3, 32, 32)))
+    assert [c for c, _ in seen] == [500, 501, 500, 501]  # 2 batches per pass, each pass from the trained counter
+    assert seen[0][1] == seen[2][1] == 0.25
+
 
 
 def test_precise_statistics_match_fvcore_where_installed(monkeypatch):

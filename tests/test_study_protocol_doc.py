@@ -80,7 +80,7 @@ def test_precise_on_mixed_batches_is_a_column_where_runs_recorded_it():
     sys.path.insert(0, str(REPO / "scripts"))
     from study_protocol_doc import precise, precise_mixed_reading
 
-    final, clean_b, mixed_b = [90.0, 91.0, 89.0, 90.5], [30.0, 25.0, 40.0, 20.0], [89.5, 91.2, 88.1, 90.0]
+    final, clean_b, mixed_b = [90.0, 91.0, 89.0, 90.5], [30.0, 25.0, 40.0, 20.0], [89.8, 90.9, 88.8, 90.3]
     recs = [{"final_acc": f, "precise_acc": c, "precise_mixed_acc": m} for f, c, m in zip(final, clean_b, mixed_b)]
     old = {("mix", "bn"): [{k: v for k, v in r.items() if k != "precise_mixed_acc"} for r in recs]}
     assert "mixed batches" not in "\n".join(precise(old))  # runs from before it: the table as it was
@@ -93,4 +93,7 @@ def test_precise_on_mixed_batches_is_a_column_where_runs_recorded_it():
     assert "On mixed batches, PreciseBN stays within a point" in lines[-1] and "`bn`" in lines[-1]
     far = precise_mixed_reading([("iebn", -5.0, -8.0, -2.0)])
     assert far.startswith("On mixed batches it still moves `iebn` by -5.00 [-8.00, -2.00]")
+    wide = precise_mixed_reading([("bn", -0.5, -6.0, 5.0), ("iebn", 0.2, -0.4, 0.8)])
+    assert "for `bn` the mixed-batch interval is too wide to say either (-0.50 [-6.00, +5.00])" in wide
+    assert "within ±1) for `iebn`:" in wide and "moves" not in wide
     assert precise_mixed_reading([]).startswith("No mix runs")

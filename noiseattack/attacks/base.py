@@ -31,9 +31,10 @@ class AttackRun:
 
     extra_images = 0  # images it adds to every training batch (the compile probe's and memory's batch)
 
-    def batch_extras(self, generator):
+    def batch_extras(self, generator, *, augment: bool = True):
         """The images to join this step's batch (after its B labelled images), drawn with the run's
-        generator right after the batch's own draws; None for none."""
+        generator right after the batch's own draws; None for none. `augment=False`: without the
+        training pipeline's random crop and flip (as PreciseBN's batches are drawn)."""
         return None
 
     def before_step(self) -> None:

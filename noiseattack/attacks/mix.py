@@ -40,15 +40,16 @@ class ExtraImages:
         self.normalize = normalize
         self.augment = augment
 
-    def draw(self, generator):
-        """k images drawn with `generator`, cropped and flipped by it too when `augment`, normalized."""
+    def draw(self, generator, augment: bool = True):
+        """k images drawn with `generator`, cropped and flipped by it too when `self.augment` and
+        `augment`, normalized."""
         import torch
 
         from ..data import random_crop_flip
 
         idx = torch.randint(0, len(self.images), (self.k,), device=self.images.device, generator=generator)
         images = self.images[idx]
-        if self.augment:
+        if self.augment and augment:
             images = random_crop_flip(images, pad=4, flip=self.flip, generator=generator)
         return self.normalize(images)
 
@@ -58,8 +59,8 @@ class _MixRun(AttackRun):
         self.extras = extras
         self.extra_images = extras.k if extras is not None else 0
 
-    def batch_extras(self, generator):
-        return self.extras.draw(generator) if self.extras is not None else None
+    def batch_extras(self, generator, *, augment: bool = True):
+        return self.extras.draw(generator, augment) if self.extras is not None else None
 
 
 class Mix(AttackSpec):

@@ -244,7 +244,7 @@ def _compare(proto: Protocol, rows: list[Row]) -> None:
 
 def _step_cost(row: Row, ref: Row | None) -> float | None:
     """The layer's cost per run over BN's, from their clean runs on the machine kind they share most:
-    the ratio of median CPU times (`cpu_time_s`, one thread per run: not inflated by other processes)
+    the ratio of median CPU times (`cpu_time_s`, one thread per run: not inflated by waiting for a CPU)
     where every one of those runs recorded it, else the ratio of the fastest wall times (runs that
     shared the CPUs only ever took longer, so the fastest is the least disturbed); on a GPU, wall
     times."""

@@ -127,7 +127,8 @@ def precise_columns(board: Board) -> list[tuple[str, str, str]]:
 
 COST_LEGEND = (
     "Step vs BN: the layer's clean runs' cost over BN's on the machine kind they share most (the ratio of median CPU "
-    "times where every run recorded one, else of the fastest wall times: sharing the CPUs only slows a run down).")
+    "times of their epochs where every run recorded one, else of the fastest wall times: sharing the CPUs only "
+    "slows a run down).")
 PRECISE_LEGEND = (
     "PreciseBN: the mix runs re-evaluated after their BN-type layers' statistics were recomputed on clean "
     "training batches (Wu & Johnson 2021; fvcore's update_bn_stats). Below the trained statistics' accuracy, the "
