@@ -230,7 +230,10 @@ def scope(proto) -> str:
 
 def precise_method() -> str:
     return (f"Each run also records its test accuracy after PreciseBN (every BN-type layer's statistics recomputed "
-            f"on {PRECISE_BATCHES} clean training batches, as fvcore's update_bn_stats does).")
+            f"on {PRECISE_BATCHES} clean training batches, as fvcore's update_bn_stats does). Mix runs recorded with "
+            "noiseattack's PreciseBN on mixed batches also record it with the statistics recomputed on the same "
+            "batches joined by the attack's foreign images (the training distribution); its columns appear once such "
+            "runs exist. It tells the estimator from the distribution.")
 
 
 REGIONS = ("scope", "status", "claims", "verdicts", "precise-method", "precise", "curves", "machines", "cost")
