@@ -526,3 +526,19 @@ def test_the_log_line_counts_this_sweeps_runs_and_extrapolates_their_eta(monkeyp
     assert tally.line() == "[1 of 3 done · ETA 0:02:00]"  # 60 s per run, 2 left (1 running, 1 pending)
     assert not tally.outcome("busy")  # trained by another process: back to pending, not counted
     assert tally.line() == "[1 of 3 done · ETA 0:02:00]"
+
+
+def test_every_committed_grid_file_is_a_valid_grid():
+    """The grids the project runs (docs/, scripts/, examples) all parse and name at least one run:
+    a typo in one would stop scripts/fill_leaderboards.sh or scripts/gpu_check.sh only when reached."""
+    from pathlib import Path
+
+    from noiseattack.sweep import load_grid
+
+    repo = Path(__file__).resolve().parents[1]
+    grids = [p for d in ("docs", "scripts", "examples") for p in sorted((repo / d).rglob("*.toml"))
+             if "runs" not in p.parts]
+    assert any("leaderboard" in p.parts for p in grids)
+    for p in grids:
+        g = load_grid(p, defer_device=True)
+        assert sum(len(e.runs()) for e in g.experiments) > 0, p
