@@ -38,7 +38,8 @@ def run(attack: str = "clean", norms: str | Iterable[str] = "paper", *, repeats:
     return experiment.run(exp, progress=progress, log=log)
 
 
-ROW_FIELDS = ("experiment", "norm", "seed", "status", "final_acc", "best_acc", "epochs_done", "wall_time_s")
+ROW_FIELDS = ("experiment", "norm", "seed", "status", "final_acc", "best_acc", "precise_acc", "precise_mixed_acc",
+              "epochs_done", "wall_time_s", "cpu_time_s")  # None where a record has no such value
 
 
 def load_results(paths: str | Path | Iterable[str | Path]) -> list[dict[str, Any]]:

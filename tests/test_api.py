@@ -38,6 +38,8 @@ def test_register_run_and_load_results(registered, fake_mnist, tmp_path):
     for rec in result.records:
         row = by[(rec["norm"], rec["seed"])]
         assert row["final_acc"] == rec["final_acc"] and row["alpha"] == 2.0 and row["setting"] == "a2_b1"
+        assert row["precise_acc"] == rec["precise_acc"] and row["cpu_time_s"] == rec["cpu_time_s"] > 0
+        assert row["precise_mixed_acc"] is None  # constant adds no images to a batch
         assert row["origin"] == ("user" if rec["norm"] == "halfbn" else "noiseattack")
         assert math.isfinite(row["final_acc"])
     assert [s["norm"] for s in result.summary] == ["bn", "halfbn"]
