@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Fill the CPU leaderboards in issue #21's order, resuming wherever earlier runs stopped:
 #   1. docs/leaderboard/fmnist: the study's five layers at seeds 0-4, then 5-9 (n = 10, the study's cells);
-#   2. the rest of the twelve and the zoo (grid-3);
+#   2. the rest of #21's twelve (grid-3: in, gn, ln, bn+se, bn+eca, bn+cbam, bn+gc);
 #   3. docs/leaderboard/mnist, the second primary (bn, bnse, iebn, bn-damped, iebn-b0, gn; seeds 0-4);
-#   4. the protocol pilots (docs/protocols).
+#   4. the rest of the zoo on fmnist (grid-4: 14 layers, 210 runs), as compute allows;
+#   5. the protocol pilots b, d, e (docs/protocols).
 # Two workers, one thread each (the protocols fix one thread), at low priority. Finished runs are
 # committed with `bash scripts/commit_runs.sh "message"`. Stop with Ctrl-C (or SIGINT to the sweep and
 # its workers): runs in progress write their checkpoints and resume on the next start.
@@ -17,6 +18,7 @@ GRIDS=(
   docs/leaderboard/fmnist/grid-2-paper-layers-n10.toml
   docs/leaderboard/fmnist/grid-3-zoo.toml
   docs/leaderboard/mnist/grid-1-second-primary.toml
+  docs/leaderboard/fmnist/grid-4-zoo-rest.toml
   docs/protocols/pilot-b.toml
   docs/protocols/pilot-d.toml
   docs/protocols/pilot-e.toml
