@@ -48,13 +48,18 @@ def test_compiled_training_equals_eager(fake_mnist, monkeypatch, norm, attack):
 @needs_compiler
 def test_compile_is_paid_once_per_structure(fake_mnist, monkeypatch):
     """A second model of the same structure (the next run of a sweep worker) reuses the compiled code:
-    its probe costs one eager-speed step, not a compile."""
+    dynamo captures no new graph for it (counted, not timed: timings swing with the machine's load)."""
+    from torch._dynamo.utils import counters
+
     monkeypatch.setattr(T._CompileState, "failed", False)
-    torch._dynamo.reset()  # nothing compiled in this process yet (inductor's disk cache may still help)
+    torch._dynamo.reset()  # nothing compiled in this process yet
+    counters.clear()
     model = lambda seed: T.build_model(RunConfig(_cfg(compile=True), "bn", seed), 10)  # noqa: E731
-    _, first = T.compile_model(model(0), _cfg(compile=True), 32)
-    _, second = T.compile_model(model(1), _cfg(compile=True), 32)
-    assert second < first / 2, (first, second)
+    T.compile_model(model(0), _cfg(compile=True), 32)
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 1  # the first model was compiled
+    T.compile_model(model(1), _cfg(compile=True), 32)
+    assert counters["stats"]["unique_graphs"] == graphs
 
 
 def test_a_model_that_cannot_compile_trains_eagerly_with_one_warning(fake_mnist, monkeypatch):
