@@ -177,6 +177,15 @@ def test_step_cost_is_the_median_cpu_time_ratio_or_else_the_fastest_wall_time_ra
     assert rows["iebn"].step_cost == pytest.approx(125.0 / 100.0)
 
 
+def test_step_cost_pools_clean_and_constant_runs_but_not_mix(tmp_path):
+    """Constant runs take clean ones' steps: their fastest counts; mix runs (k more images per batch) do not."""
+    walls = {("bn", "clean"): 300.0, ("bn", "constant"): 100.0, ("bn", "mix"): 50.0,
+             ("iebn", "clean"): 400.0, ("iebn", "constant"): 120.0, ("iebn", "mix"): 20.0}
+    recs = [record(FMNIST, n, s, 0, 90.0, wall=w) for (n, s), w in walls.items()]
+    rows = {r.layer: r for r in L.build_leaderboard(FMNIST, [write_runs(tmp_path / "r", recs)]).rows}
+    assert rows["iebn"].step_cost == pytest.approx(120.0 / 100.0)
+
+
 def test_step_cost_on_a_gpu_board_reads_wall_times_even_with_cpu_times(tmp_path):
     gpu = P.get("fmnist-gpu")
     recs = []

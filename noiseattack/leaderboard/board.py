@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import chance
+from .. import attacks, chance
 from ..config import ConfigError
 from ..protocols import Protocol
 from ..report.stats import ALPHA, MIN_N, adjust, compare, contrast, describe, informative
@@ -238,22 +238,28 @@ def _compare(proto: Protocol, rows: list[Row]) -> None:
                     cell.vs_bn["drop_vs_bn"] = contrast(
                         [cell.values, clean.values, ref.cells[sid].values, ref.cells["clean"].values], [1, -1, -1, 1])
                 comparisons.append(cell.vs_bn)
-        row.step_cost = _step_cost(row, ref)
+        row.step_cost = _step_cost(row, ref, _cost_settings(proto))
     adjust(comparisons, ALPHA)
 
 
-def _step_cost(row: Row, ref: Row | None) -> float | None:
-    """The layer's cost per run over BN's, from their clean runs on the machine kind they share most:
-    the ratio of median CPU times (`cpu_time_s`, one thread per run: not inflated by waiting for a CPU)
-    where every one of those runs recorded it, else the ratio of the fastest wall times (runs that
-    shared the CPUs only ever took longer, so the fastest is the least disturbed); on a GPU, wall
-    times."""
-    if ref is None or "clean" not in row.cells or "clean" not in ref.cells:
+def _cost_settings(proto: Protocol) -> list[str]:
+    """The settings whose runs take the same steps as clean ones: their attack adds no image to a batch."""
+    return [st.id for st in proto.settings if attacks.get(st.options["attack"]).extra_images(st.params()) == 0]
+
+
+def _step_cost(row: Row, ref: Row | None, settings: list[str]) -> float | None:
+    """The layer's cost per run over BN's, from their runs in `settings` (the same steps as clean: the
+    more runs, the better the fastest of them) on the machine kind they share most: the ratio of
+    median CPU times (`cpu_time_s`, one thread per run: not inflated by waiting for a CPU) where every
+    one of those runs recorded it, else the ratio of the fastest wall times (runs that shared the CPUs
+    only ever took longer, so the fastest is the least disturbed); on a GPU, wall times."""
+    if ref is None:
         return None
     mine, theirs = defaultdict(list), defaultdict(list)
-    for side, cell in ((mine, row.cells["clean"]), (theirs, ref.cells["clean"])):
-        for r in cell.runs:
-            side[machine_label(r)].append(r)
+    for side, r_ in ((mine, row), (theirs, ref)):
+        for sid in settings:
+            for r in (r_.cells[sid].runs if sid in r_.cells else []):
+                side[machine_label(r)].append(r)
     shared = sorted(set(mine) & set(theirs), key=lambda m: -(len(mine[m]) + len(theirs[m])))
     if not shared:
         return None

@@ -126,8 +126,9 @@ def precise_columns(board: Board) -> list[tuple[str, str, str]]:
 
 
 COST_LEGEND = (
-    "Step vs BN: the layer's clean runs' cost over BN's on the machine kind they share most (the ratio of median CPU "
-    "times of their epochs where every run recorded one, else of the fastest wall times: sharing the CPUs only "
+    "Step vs BN: the cost of the layer's runs over BN's, from the settings whose steps are clean ones' (clean, "
+    "constant; not mix, whose batches are larger), on the machine kind they share most: the ratio of median CPU "
+    "times of their epochs where every run recorded one, else of the fastest wall times (sharing the CPUs only "
     "slows a run down).")
 PRECISE_LEGEND = (
     "PreciseBN: the mix runs re-evaluated after their BN-type layers' statistics were recomputed on clean "
