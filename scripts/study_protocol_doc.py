@@ -173,9 +173,11 @@ def precise_reading(mix: list[tuple[str, float, float, float]]) -> str:
     up = [m for m in mix if m[2] > 0]
     parts = []
     if down:
-        parts.append(f"PreciseBN *lowers* the mix accuracy of {len(down)} of {len(mix)} layers "
-                     f"(by {-max(m[1] for m in down):.1f} to {-min(m[1] for m in down):.1f} points, every interval "
-                     "below zero): these models were trained to be normalized by statistics that include the foreign "
+        lo, hi = -max(m[1] for m in down), -min(m[1] for m in down)
+        by = f"{lo:.1f} points" if len(down) == 1 else f"{lo:.1f} to {hi:.1f} points"
+        layers = "layers" if len(mix) > 1 else "layer"
+        parts.append(f"PreciseBN *lowers* the mix accuracy of {len(down)} of {len(mix)} {layers} "
+                     f"(by {by}, every interval below zero): these models were trained to be normalized by statistics that include the foreign "
                      "images, and their running statistics hold the same mixture; clean statistics are the ones they "
                      "never saw. Under this attack the loss is in the model, not in corrupted evaluation statistics")
     if up:

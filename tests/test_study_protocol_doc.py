@@ -68,6 +68,8 @@ def test_the_precise_reading_follows_the_intervals():
     assert precise_reading([]).startswith("No mix runs")
     down = precise_reading([("bn", -60.0, -70.0, -50.0), ("iebn", -30.0, -50.0, -10.0)])
     assert "lowers* the mix accuracy of 2 of 2 layers (by 30.0 to 60.0 points" in down and "recovers" not in down
+    assert "lowers* the mix accuracy of 1 of 1 layer (by 61.4 points, every" in precise_reading([("bn", -61.4, -86.0,
+                                                                                                 -36.8)])
     mixed = precise_reading([("bn", 5.0, 1.0, 9.0), ("iebn", 0.1, -1.0, 1.2)])
     assert "recovers accuracy for `bn`" in mixed and "1 layer(s) show no difference" in mixed and "lowers" not in mixed
 
