@@ -9,8 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MSG=${1:?usage: scripts/commit_runs.sh MESSAGE}
 RUNS="docs/leaderboard docs/protocols"
+RESULTS=("docs/leaderboard/*results.jsonl" "docs/protocols/*results.jsonl")  # pathspecs: * spans dirs
 for attempt in 1 2 3 4 5; do
-  git add $RUNS
+  git add $RUNS  # the runs (and their config.json) as they are now
   python scripts/protocols_doc.py > /dev/null
   python scripts/study_protocol_doc.py > /dev/null
   python scripts/study_protocol_doc.py --protocol fmnist-gpu > /dev/null
@@ -19,8 +20,11 @@ for attempt in 1 2 3 4 5; do
     p=$(basename "$(dirname "$d")")
     noiseattack leaderboard --protocol "$p" > /dev/null
   done
-  git add $RUNS docs/protocols.md docs/study-protocol.md docs/study-protocol docs/study-protocol-gpu.md docs/study-protocol-gpu
-  if git diff --quiet -- $RUNS; then
+  # A run that landed while the docs were regenerated is not in them: regenerate again. Only the
+  # generated files are staged now, so a run landing from here on stays out of this commit.
+  if git diff --quiet -- "${RESULTS[@]}"; then
+    git add docs/protocols.md docs/study-protocol.md docs/study-protocol docs/study-protocol-gpu.md \
+      docs/study-protocol-gpu docs/leaderboard/*/leaderboard.*
     git commit -qm "$MSG" && git log --oneline -1
     exit 0
   fi
