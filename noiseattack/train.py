@@ -500,7 +500,8 @@ def precise_accuracies(model: nn.Module, data: TrainData, cfg: TrainConfig, seed
     layers = running_stat_layers(model)
     if not layers:
         return None, None
-    trained = [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in layers]
+    mixed_pass = attack is not None and attack.extra_images > 0
+    trained = [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in layers] if mixed_pass else []
     bs = min(cfg.batch_size, len(data.train))
     g = torch.Generator(device=cfg.device).manual_seed(seed)
     n = min(PRECISE_BATCHES * bs, len(data.train) // bs * bs)
@@ -512,7 +513,7 @@ def precise_accuracies(model: nn.Module, data: TrainData, cfg: TrainConfig, seed
         return evaluate(model, data.test, data, cfg)[1]
 
     clean = accuracy(data.normalize(data.train.images[i]) for i in idx)
-    if attack is None or not attack.extra_images:
+    if not mixed_pass:
         return clean, None
     with torch.no_grad():
         for m, buffers in zip(layers, trained):

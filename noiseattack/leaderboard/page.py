@@ -54,7 +54,8 @@ def _table(board: Board) -> str:
     attacked = [s for s in p.settings if s.id != "clean"]
     heads = [("rank", ""), ("layer", "l"), ("origin", "l"), ("params", ""), ("step vs BN", ""), ("robust acc", "")]
     heads += [(s.title, "") for s in p.settings] + [(f"drop under {s.id}", "") for s in attacked]
-    heads += [(h, "") for _, _, h in precise_columns(board)]
+    precise_cols = precise_columns(board)
+    heads += [(h, "") for _, _, h in precise_cols]
     out = ['<table id="board"><thead><tr>' + "".join(f'<th class="{c}">{html.escape(h)}</th>' for h, c in heads)
            + "</tr></thead><tbody>"]
     for r in board.rows:
@@ -70,7 +71,7 @@ def _table(board: Board) -> str:
         for s in attacked:
             c = r.cells.get(s.id)
             cells.append(_td(html.escape(drop_text(c)), (c.drop or {}).get("estimate") if c else None))
-        for sid, attr, _ in precise_columns(board):
+        for sid, attr, _ in precise_cols:
             c = r.cells.get(sid)
             cells.append(_td(html.escape(precise_text(c, attr)), (getattr(c, attr) or {}).get("mean") if c else None))
         out.append(f'<tr id="row-{_id(r.layer)}">' + "".join(cells) + "</tr>")

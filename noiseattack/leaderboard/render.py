@@ -148,8 +148,9 @@ def precise_legend(board: Board) -> str:
 def to_markdown(board: Board) -> str:
     p = board.protocol
     attacked = [s for s in p.settings if s.id != "clean"]
+    precise_cols = precise_columns(board)
     head = ["rank", "layer", "origin", "params", "step vs BN", "robust acc", *[s.title for s in p.settings],
-            *[f"drop under {s.id}" for s in attacked], *[h for _, _, h in precise_columns(board)]]
+            *[f"drop under {s.id}" for s in attacked], *[h for _, _, h in precise_cols]]
     lines = [f"# Leaderboard: protocol `{p.name}` v{p.version}", "",
              f"{p.summary}. Final test accuracy (%), mean ± std (n) over seeds; ▲/▼ mean above/below BN's, ◆ variance "
              f"different from BN's (Holm-adjusted p < 0.05 across the board); `*` fewer runs than the protocol's n = "
@@ -160,7 +161,7 @@ def to_markdown(board: Board) -> str:
     for r in board.rows:
         cells = [mean_cell(r.cells.get(s.id), p.seeds) for s in p.settings]
         drops = [drop_text(r.cells.get(s.id)) for s in attacked]
-        precise = [precise_text(r.cells.get(sid), attr) for sid, attr, _ in precise_columns(board)]
+        precise = [precise_text(r.cells.get(sid), attr) for sid, attr, _ in precise_cols]
         vals = [str(r.rank or "–"), f"`{r.layer}`", r.origin, f"{r.params:,}" if r.params else "–",
                 f"{r.step_cost:.2f}" if r.step_cost else "–", f"{r.robust:.2f}" if r.robust is not None else "–",
                 *cells, *drops, *precise]
