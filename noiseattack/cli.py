@@ -117,7 +117,7 @@ def _by_dataset(spec: attacks.AttackSpec, name: str) -> str:
     dataset (`AttackSpec.defaults_for`); "" for the others."""
     from .datasets import DATASETS
 
-    values = {d: spec.defaults_for(d)[name] for d in DATASETS if name in spec.defaults_for(d)}
+    values = {d: defaults[name] for d in DATASETS if name in (defaults := spec.defaults_for(d))}
     if not values:
         return ""
     common = max(set(values.values()), key=list(values.values()).count)
@@ -129,8 +129,11 @@ def _attack_command(spec: attacks.AttackSpec) -> None:
     """`noiseattack NAME`: the attack's parameters (its defaults, its help), then the training options
     and the experiment's options; registered on the app."""
     hints = typing.get_type_hints(spec.Params)
-    own = [_cli_parameter(f.name, hints[f.name], None if _by_dataset(spec, f.name) else f.default,
-                          m.help + _limits_text(m) + _by_dataset(spec, f.name)) for f, m in spec.param_fields()]
+    own = []
+    for f, m in spec.param_fields():
+        per_dataset = _by_dataset(spec, f.name)
+        own.append(_cli_parameter(f.name, hints[f.name], None if per_dataset else f.default,
+                                  m.help + _limits_text(m) + per_dataset))
     params = own + _option_parameters() + _resolved_parameters(_experiment_options)
 
     def command(**o: Any) -> None:
