@@ -128,8 +128,8 @@ def precise_columns(board: Board) -> list[tuple[str, str, str]]:
 COST_LEGEND = (
     "Step vs BN: the cost of the layer's runs over BN's, from the settings whose steps are clean ones' (clean, "
     "constant; not mix, whose batches are larger), on the machine kind they share most: the ratio of median CPU "
-    "times of their epochs where every run recorded one, else of the fastest wall times (sharing the CPUs only "
-    "slows a run down).")
+    "times of the runs that recorded one (runs written before CPU times were recorded left out), where the layer "
+    "and BN both have such runs, else of the fastest wall times (sharing the CPUs only slows a run down).")
 PRECISE_LEGEND = (
     "PreciseBN: the mix runs re-evaluated after their BN-type layers' statistics were recomputed on clean "
     "training batches (Wu & Johnson 2021; fvcore's update_bn_stats). Below the trained statistics' accuracy, the "
