@@ -189,6 +189,22 @@ def _run(attack: str, **o: Any) -> None:
         raise typer.Exit(EXIT_RUNS_FAILED)
 
 
+def _estimate_line(est, workers: int) -> str:
+    """The dry run's last line: what the runs left will cost, by the finished ones (`sweep.estimate_left`)."""
+    left = est.known + est.unknown
+    if not left:
+        return "left: nothing to run"
+    if not est.known:
+        return f"left: {left} runs; no finished run in their settings to estimate their cost by"
+    hours = est.seconds / 3600
+    some = f"left: {left} runs; {est.known} of them" if est.unknown else f"left: {left} runs"
+    text = (f"{some} ≈ {hours:.1f} h of run time (each at the median of its layer's finished runs in its "
+            f"setting, else of the setting's; CPU time where recorded)")
+    if workers > 1:
+        text += f", ≈ {hours / workers:.1f} h at {workers} workers"
+    return text + (f"; {est.unknown} with no finished run in their setting to go by" if est.unknown else "")
+
+
 def _print_runs(exp) -> None:
     """--dry-run: one line per run (done, diverged or pending, its key) and a count."""
     from .results import read_failures, read_results
@@ -373,6 +389,7 @@ def sweep(
             typer.echo(f"{grid}: {len(states)} runs in {len(g.experiments)} experiments: {n[S.DONE]} done, "
                        f"{n[S.DIVERGED]} diverged, {n[S.RUNNING]} running, {n[S.PARTIAL]} partial (checkpointed), "
                        f"{n[S.PENDING]} pending")
+            typer.echo(_estimate_line(S.estimate_left(g, states), workers))
             return
         todo = sum(1 for _, st, _ in states if st not in (S.DONE, S.DIVERGED, S.RUNNING))
         elsewhere = sum(1 for _, st, _ in states if st == S.RUNNING)

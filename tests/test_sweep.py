@@ -8,6 +8,7 @@ import fcntl
 import json
 import re
 import shlex
+import statistics
 from pathlib import Path
 
 import pytest
@@ -116,7 +117,10 @@ def test_rerun_skips_finished_runs_and_reruns_a_deleted_one(tiny, capsys):
     assert code == 0
     pending = [line for line in out.splitlines() if line.startswith("pending")]
     assert len(pending) == 1 and dropped["key"] in pending[0]
-    assert "7 done" in out.splitlines()[-1] and "1 pending" in out.splitlines()[-1]
+    assert "7 done" in out.splitlines()[-2] and "1 pending" in out.splitlines()[-2]
+    same_layer = [r for r in read_results(runs / EXPERIMENTS[1]) if r["norm"] == dropped["norm"]]
+    hours = statistics.median(r["cpu_time_s"] for r in same_layer) / 3600  # one thread: CPU time, recorded
+    assert out.splitlines()[-1].startswith(f"left: 1 runs ≈ {hours:.1f} h of run time"), out
 
     # While another process trains it (holds its lock), a sweep leaves it alone.
     lock = runs / EXPERIMENTS[1] / ".locks" / f"{dropped['norm']}-s{dropped['seed']}"
@@ -148,10 +152,46 @@ def test_dry_run_lists_every_run_and_writes_nothing(tiny, capsys):
     lines = out.strip().splitlines()
     g = S.load_grid(grid, runs_dir=runs)
     keys = [j.key for j in g.jobs()]
-    assert len(lines) == 9 and [line.split()[1] for line in lines[:8]] == keys
+    assert len(lines) == 10 and [line.split()[1] for line in lines[:8]] == keys
     assert all(line.startswith("pending") for line in lines[:8])
-    assert "8 runs in 2 experiments: 0 done" in lines[-1]
+    assert "8 runs in 2 experiments: 0 done" in lines[-2]
+    assert lines[-1] == "left: 8 runs; no finished run in their settings to estimate their cost by"
     assert not runs.exists()
+
+
+def _costed(run: RunConfig, status: str, **cost) -> dict:
+    return {"key": run.key, "norm": run.norm, "seed": run.seed, "status": status, "final_acc": 50.0, **cost}
+
+
+def test_dry_run_costs_the_runs_left_by_the_finished_ones(tiny, capsys):
+    """Each run left costs the median of its layer's finished runs in its setting (CPU time where a CPU
+    run recorded one, else wall time), else the setting's median; a diverged run is no cost to go by."""
+    grid, runs = tiny["grid"], tiny["tmp"] / "runs"
+    clean, constant = S.load_grid(grid, runs_dir=runs).experiments
+    by = {(r.norm, r.seed): r for r in clean.runs()}
+    clean.dir.mkdir(parents=True)
+    recs = [_costed(by[("bn", 0)], "finished", cpu_time_s=5400.0, wall_time_s=9000.0),
+            _costed(by[("iebn", 0)], "finished", wall_time_s=1800.0),  # written before CPU times were kept
+            _costed(by[("iebn", 1)], "diverged", cpu_time_s=60.0)]
+    recs.append({**recs[0], "key": "another-grid's-seed", "seed": 7, "cpu_time_s": 9000.0})  # same setting
+    (clean.dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    # left: bn seed 1 (the median of bn's 5400 and 9000 s = 7200 s: 2.0 h); constant: 4 runs, nothing to go by
+    code, out, err = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(runs), "--dry-run", "--workers", "2")
+    assert code == 0, err
+    assert out.splitlines()[-1] == (
+        "left: 5 runs; 1 of them ≈ 2.0 h of run time (each at the median of its layer's finished runs in its "
+        "setting, else of the setting's; CPU time where recorded), ≈ 1.0 h at 2 workers; 4 with no finished run "
+        "in their setting to go by")
+    # A layer with no finished run of its own takes the setting's median; a GPU run is costed by wall time.
+    recs = [_costed(by[("bn", 0)], "finished", cpu_time_s=100.0, wall_time_s=200.0,
+                    machine={"device": "cuda"}),
+            _costed(by[("iebn", 1)], "finished", cpu_time_s=300.0)]
+    (clean.dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    g = S.load_grid(grid, runs_dir=runs)
+    est = S.estimate_left(g, S.status(g))
+    # left in clean: bn seed 1 (bn: 200), iebn seed 0 (iebn: 300); constant: 4 unknown
+    assert (est.seconds, est.known, est.unknown) == (500.0, 2, 4)
+    assert S.run_cost_s({"wall_time_s": float("nan")}) is None
 
 
 BAD_GRIDS = {
@@ -385,9 +425,9 @@ def test_axes_expand_to_the_product_with_names_and_single_run_keys(tmp_path, cap
     code, out, err = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(tmp_path / "runs"), "--dry-run")
     assert code == 0, err
     lines = out.strip().splitlines()
-    assert [line.split()[1] for line in lines[:-1]] == expected_keys
-    assert {Path(line.split()[2]).name for line in lines[:-1]} == set(expected_names)
-    assert "64 runs in 16 experiments: 0 done" in lines[-1] and not (tmp_path / "runs").exists()
+    assert [line.split()[1] for line in lines[:-2]] == expected_keys
+    assert {Path(line.split()[2]).name for line in lines[:-2]} == set(expected_names)
+    assert "64 runs in 16 experiments: 0 done" in lines[-2] and not (tmp_path / "runs").exists()
 
 
 def test_an_attack_table_s_norms_replace_the_grid_s_and_a_repeated_setting_merges(tmp_path):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
+import statistics
 import time
-from collections import deque
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -51,6 +53,51 @@ def status(grid: Grid) -> list[tuple[SweepJob, str, dict[str, Any] | None]]:
                 state = PENDING
             out.append((job, state, rec))
     return out
+
+
+def run_cost_s(rec: dict[str, Any]) -> float | None:
+    """What a finished run cost, in seconds: its CPU time where it trained on a CPU and recorded one (not
+    inflated by waiting for a CPU it shared), else its wall time; None where it recorded neither."""
+    cpu = rec.get("machine", {}).get("device", "cpu") == "cpu"
+    for key in (("cpu_time_s", "wall_time_s") if cpu else ("wall_time_s",)):
+        v = rec.get(key)
+        if isinstance(v, (int, float)) and math.isfinite(v) and v > 0:
+            return float(v)
+    return None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The runs a sweep has left, costed by the finished ones: `seconds` for the `known` runs (each at the
+    median cost of its layer's finished runs in its experiment, else of the experiment's), and `unknown`
+    runs whose experiment has no finished run to go by. Runs in progress or checkpointed count whole."""
+
+    seconds: float
+    known: int
+    unknown: int
+
+
+def estimate_left(grid: Grid, states: list[tuple[SweepJob, str, dict[str, Any] | None]]) -> Estimate:
+    """`Estimate` of the runs in `states` (`status(grid)`) not over, by every finished run in the grid's
+    experiment dirs (another grid's seeds of the same setting count too)."""
+    by_norm: dict[tuple[Path, str], list[float]] = defaultdict(list)
+    by_exp: dict[Path, list[float]] = defaultdict(list)
+    for exp in grid.experiments:
+        for rec in read_results(exp.dir):
+            cost = run_cost_s(rec) if rec.get("status") == "finished" else None  # a diverged run stopped early
+            if cost is not None:
+                by_norm[(exp.dir, rec.get("norm"))].append(cost)
+                by_exp[exp.dir].append(cost)
+    seconds, known, unknown = 0.0, 0, 0
+    for job, state, _ in states:
+        if state in (DONE, DIVERGED):
+            continue
+        costs = by_norm.get((job.exp.dir, job.run.norm)) or by_exp.get(job.exp.dir)
+        if costs:
+            seconds, known = seconds + statistics.median(costs), known + 1
+        else:
+            unknown += 1
+    return Estimate(seconds, known, unknown)
 
 
 def check_grid_data(grid: Grid) -> None:
