@@ -24,6 +24,17 @@ DONE_STATUSES = ("finished", "diverged")  # runs that are over; anything else ru
 SUMMARY_COLUMNS = ("norm", "n", "mean", "std", "var", "min", "max", "diverged", "at_chance")
 
 
+def run_cost_s(rec: dict[str, Any]) -> float | None:
+    """What a run cost, in seconds: its CPU time where it trained on a CPU and recorded one (`cpu_time_s`:
+    not inflated by waiting for a CPU it shared), else its wall time; None where it recorded neither."""
+    cpu = rec.get("machine", {}).get("device", "cpu") == "cpu"
+    for key in (("cpu_time_s", "wall_time_s") if cpu else ("wall_time_s",)):
+        v = rec.get(key)
+        if isinstance(v, (int, float)) and math.isfinite(v) and v > 0:
+            return float(v)
+    return None
+
+
 def read_results(exp_dir: Path) -> list[dict[str, Any]]:
     """The records of an experiment dir; for a run recorded twice (it can happen only when two
     processes race on the same run), the first record counts."""

@@ -3,6 +3,7 @@ check, the board's statistics against values recomputed here from the records, t
 and the refusals."""
 
 import csv
+import html
 import json
 import math
 import shutil
@@ -357,3 +358,17 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, args, m
     code, _, err = run_cli(capsys, *args)
     assert code == 2 and err.count("\n") == 1 and message in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_footer_gives_each_machine_kind_its_runs_and_hours(tmp_path):
+    """Hours per machine kind: CPU time where a run recorded one, else wall time; diverged runs count."""
+    recs = [record(FMNIST, "bn", "clean", 0, 91.0, wall=7200.0, cpu="CPU A"),
+            {**record(FMNIST, "bn", "clean", 1, 91.0, wall=9000.0, cpu="CPU A"), "cpu_time_s": 1800.0},
+            record(FMNIST, "iebn", "clean", 0, 10.0, wall=3600.0, cpu="CPU B", status="diverged")]
+    board = L.build_leaderboard(FMNIST, [write_runs(tmp_path / "r", recs)])
+    label_a, label_b = sorted(board.machines)
+    assert board.hours == {label_a: pytest.approx(2.5), label_b: pytest.approx(1.0)}
+    files = L.render_files(board)
+    footer = f"3 runs from 2 machine(s): {label_a}: 2 runs, 2.5 h; {label_b}: 1 runs, 1.0 h ("
+    assert footer in files["leaderboard.md"] and html.escape(footer) in files["leaderboard.html"]
+    assert json.loads(files["leaderboard.json"])["run_hours"] == {label_a: 2.5, label_b: 1.0}

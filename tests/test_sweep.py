@@ -18,7 +18,7 @@ from conftest import run_cli
 from noiseattack import sweep as S
 from noiseattack import attacks
 from noiseattack.config import ConfigError, RunConfig, TrainConfig, resolve_experiment, resolve_train_config
-from noiseattack.results import read_results
+from noiseattack.results import read_results, run_cost_s
 from noiseattack.sweep.grid import swept_suffix
 
 REPO = Path(__file__).resolve().parents[1]
@@ -191,7 +191,7 @@ def test_dry_run_costs_the_runs_left_by_the_finished_ones(tiny, capsys):
     est = S.estimate_left(g, S.status(g))
     # left in clean: bn seed 1 (bn: 200), iebn seed 0 (iebn: 300); constant: 4 unknown
     assert (est.seconds, est.known, est.unknown) == (500.0, 2, 4)
-    assert S.run_cost_s({"wall_time_s": float("nan")}) is None
+    assert run_cost_s({"wall_time_s": float("nan")}) is None and run_cost_s({"cpu_time_s": 5.0}) == 5.0
 
 
 BAD_GRIDS = {

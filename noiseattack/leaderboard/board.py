@@ -31,7 +31,7 @@ from .. import attacks, chance
 from ..config import ConfigError
 from ..protocols import Protocol
 from ..report.stats import ALPHA, MIN_N, adjust, compare, contrast, describe, informative
-from ..results import RESULTS_FILE
+from ..results import RESULTS_FILE, run_cost_s
 
 REFERENCE = "bn"
 SCHEMA = 1  # leaderboard.json's schema version
@@ -89,6 +89,7 @@ class Board:
     records: int
     machines: dict[str, int]  # "cpu (capability)" or GPU name -> runs
     warnings: list[str] = field(default_factory=list)
+    hours: dict[str, float] = field(default_factory=dict)  # machine -> its runs' hours (`results.run_cost_s`)
 
     def row(self, layer: str) -> Row | None:
         return next((r for r in self.rows if r.layer == layer), None)
@@ -160,6 +161,7 @@ def build(proto: Protocol, runs_dirs: list[Path]) -> Board:
     _check_sources(records)
     cells: dict[str, dict[str, Cell]] = defaultdict(dict)
     machines: dict[str, int] = defaultdict(int)
+    seconds: dict[str, float] = defaultdict(float)
     for rec in records:
         setting = check_record(proto, rec)
         cell = cells[rec["norm"]].setdefault(setting, Cell(runs=[]))
@@ -171,12 +173,14 @@ def build(proto: Protocol, runs_dirs: list[Path]) -> Board:
         else:
             cell.failed += 1
         machines[machine_label(rec)] += 1
+        seconds[machine_label(rec)] += run_cost_s(rec) or 0.0
     rows = [_row(proto, layer, by_setting) for layer, by_setting in cells.items()]
     _compare(proto, rows)
     _rank(rows)
     warnings = [] if any(r.layer == REFERENCE for r in rows) or not rows else [
         f"no {REFERENCE} runs: nothing to compare with"]
-    return Board(proto, rows, [str(d) for d in runs_dirs], len(records), dict(sorted(machines.items())), warnings)
+    return Board(proto, rows, [str(d) for d in runs_dirs], len(records), dict(sorted(machines.items())), warnings,
+                 {m: seconds[m] / 3600 for m in sorted(machines)})
 
 
 def machine_label(rec: dict[str, Any]) -> str:

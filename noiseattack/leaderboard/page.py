@@ -10,7 +10,8 @@ import json
 from typing import Any
 
 from .board import Board, Cell, Row
-from .render import COST_LEGEND, chance_legend, drop_text, mean_cell, precise_columns, precise_legend, precise_text
+from .render import (COST_LEGEND, chance_legend, drop_text, machines_text, mean_cell, precise_columns, precise_legend,
+                     precise_text)
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 STYLE = """
@@ -177,8 +178,7 @@ def to_html(board: Board, how_to_add: str) -> str:
             f"protocol's n = {p.seeds}. Ranked by robust accuracy, the mean of the attacked settings' means. Click a "
             f"column to sort. {html.escape(COST_LEGEND)}</p>\n<p>{html.escape(precise_legend(board))}</p>\n" + (f"<p>{html.escape(chance_legend(board))}</p>\n" if chance_legend(board) else "")
             + f"{_table(board)}\n"
-            f'<p class="note">{board.records} runs; ' + html.escape("; ".join(f"{m}: {n}" for m, n in
-                                                                        board.machines.items()))
+            f'<p class="note">{html.escape(machines_text(board))}'
             + "</p>\n<h2>Layers</h2>\n" + _details(board)
             + f'\n<h2 id="protocol">Protocol</h2>\n<pre>{html.escape(definition)}</pre>\n'
             + f'<h2 id="add">How to add a layer</h2>\n{how_to_add}\n<script>{SCRIPT}</script>\n</body></html>\n')

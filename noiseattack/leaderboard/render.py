@@ -64,10 +64,18 @@ def to_csv(board: Board) -> str:
     return buf.getvalue()
 
 
+def machines_text(board: Board) -> str:
+    """"80 runs from 1 machine(s): AMD EPYC (AVX512): 80 runs, 10.6 h." and what the hours are."""
+    return (f"{board.records} runs from {len(board.machines)} machine(s): "
+            + "; ".join(f"{m}: {n} runs, {board.hours.get(m, 0.0):.1f} h" for m, n in board.machines.items())
+            + " (the hours: each run's CPU time where it recorded one, else its wall time).")
+
+
 def to_json(board: Board) -> str:
     p = board.protocol
     doc = {
         "schema": SCHEMA, "protocol": p.describe(), "runs": board.records, "machines": board.machines,
+        "run_hours": {m: _r(h, 2) for m, h in board.hours.items()},
         "ranked_by": "robust_acc: the mean of the attacked settings' mean final accuracies",
         "rows": [{"rank": r.rank, "layer": r.layer, "origin": r.origin, "description": r.description,
                   "params": r.params, "step_cost_vs_bn": _r(r.step_cost, 3), "robust_acc": _r(r.robust),
@@ -166,8 +174,6 @@ def to_markdown(board: Board) -> str:
                 f"{r.step_cost:.2f}" if r.step_cost else "–", f"{r.robust:.2f}" if r.robust is not None else "–",
                 *cells, *drops, *precise]
         lines.append("| " + " | ".join(vals) + " |")
-    lines += ["", (f"{board.records} runs from {len(board.machines)} machine(s): "
-                   + "; ".join(f"{m}: {n}" for m, n in board.machines.items()) + ".") if board.records
-              else "No runs yet: the leaderboard grows as they finish."]
+    lines += ["", machines_text(board) if board.records else "No runs yet: the leaderboard grows as they finish."]
     lines += [f"Warning: {w}" for w in board.warnings]
     return "\n".join(lines) + "\n"

@@ -47,7 +47,7 @@ import numpy as np
 from .. import chance
 from ..config import TrainConfig, train_config_from_dict
 from ..fileio import atomic_write_text
-from ..results import read_results
+from ..results import read_results, run_cost_s
 from . import build_report  # the package is initialized first, and it does not import this module
 from .collect import ReportError, find_experiment_dirs, norm_rank
 from .stats import ALPHA, MIN_N, contrast, fmt_p, holm, permutation_variance_test, variance_ratio_ci
@@ -226,33 +226,42 @@ def write_claims(out_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 def cpu_line(records: Sequence[dict[str, Any]]) -> str:
     """The CPUs the runs trained on, as their records name them (model and torch's capability:
-    AVX2, AVX512, ...), with the number of runs on each; older records do not name it."""
+    AVX2, AVX512, ...), with the number of runs on each, and their hours where runs recorded CPU times
+    (`results.run_cost_s`); older records do not name the CPU."""
     kinds: dict[str, int] = defaultdict(int)
+    seconds: dict[str, float] = defaultdict(float)
     for r in records:
         m = r.get("machine") or {}
-        kinds[f"{m['cpu']} ({m.get('cpu_capability', 'capability not recorded')})" if "cpu" in m
-              else "not recorded"] += 1
-    return "CPU: " + "; ".join(f"{k}: {n} run{'s' if n != 1 else ''}" for k, n in sorted(kinds.items())) + "."
+        kind = f"{m['cpu']} ({m.get('cpu_capability', 'capability not recorded')})" if "cpu" in m else "not recorded"
+        kinds[kind] += 1
+        seconds[kind] += run_cost_s(r) or 0.0
+    measured = any(r.get("cpu_time_s") is not None for r in records)
+    return "CPU: " + "; ".join(f"{k}: {n} run{'s' if n != 1 else ''}" + (f", {seconds[k] / 3600:.2f} h" if measured else "")
+                               for k, n in sorted(kinds.items())) + "."
 
 
 def cost_markdown(records: Sequence[dict[str, Any]], by: Callable[[dict[str, Any]], str] = lambda r: r["norm"],
                   column: str = "norm") -> str:
-    """Runs, diverged runs, threads, and wall time per run (= CPU time at one thread) per `by(record)`
-    (the norm unless told) and in all."""
+    """Runs, diverged runs, threads, and time per run per `by(record)` (the norm unless told) and in all:
+    each run's CPU time where it recorded one (`results.run_cost_s`), else its wall time (= CPU time at
+    one thread on a quiet machine)."""
     groups: dict[str, list[float]] = defaultdict(list)
     for r in records:
-        groups[by(r)].append(r["wall_time_s"])
+        groups[by(r)].append(run_cost_s(r) or 0.0)
+    measured = any(r.get("cpu_time_s") is not None for r in records)
     threads = sorted({r["machine"]["threads"] for r in records})
     total = sum(sum(v) for v in groups.values())
     diverged = sum(r["status"] == "diverged" for r in records)
     torch = sorted({r["versions"]["torch"] for r in records})
     gpus = sorted({str(r["machine"]["gpu"]) for r in records if r["machine"].get("gpu")})
+    what = ("the sum of the runs' CPU times where recorded, else wall times" if measured
+            else "the sum of the runs' wall times")
     hours = (f"**{total / 3600:.2f} run-hours** of training on {', '.join(gpus)} (the sum of the runs' wall times; "
              "runs that shared a GPU overlap in time)" if gpus else
-             f"**{total / 3600:.2f} CPU-hours** of training (the sum of the runs' wall times; one thread each)")
+             f"**{total / 3600:.2f} CPU-hours** of training ({what}; one thread each)")
     out = [f"{len(records)} runs ({diverged} diverged), torch {', '.join(torch)}, "
            f"{' and '.join(map(str, threads))} thread(s) per run: {hours}.", "", cpu_line(records), "",
-           f"| {column} | runs | mean wall time per run (s) |", "|---|---:|---:|"]
+           f"| {column} | runs | mean {'time' if measured and not gpus else 'wall time'} per run (s) |", "|---|---:|---:|"]
     for k in sorted(groups, key=norm_rank if column == "norm" else str):
         out.append(f"| {k} | {len(groups[k])} | {np.mean(groups[k]):.0f} |")
     return "\n".join(out)

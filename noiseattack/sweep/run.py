@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import shutil
 import statistics
 import time
@@ -16,7 +15,7 @@ from .. import chance
 from ..config import ConfigError, ExperimentConfig
 from ..experiment import (failure_where, fmt_eta, is_running, on_screen, open_dir, other_setting, run_paths,
                           sigint_requests_stop)
-from ..results import read_results
+from ..results import read_results, run_cost_s
 from ..train import prepare_data
 from .executors import (
     EXECUTORS, Runner, SlurmOptions, SubmititRunner, Task, cpu_count, make_runner, visible_gpus,
@@ -53,17 +52,6 @@ def status(grid: Grid) -> list[tuple[SweepJob, str, dict[str, Any] | None]]:
                 state = PENDING
             out.append((job, state, rec))
     return out
-
-
-def run_cost_s(rec: dict[str, Any]) -> float | None:
-    """What a finished run cost, in seconds: its CPU time where it trained on a CPU and recorded one (not
-    inflated by waiting for a CPU it shared), else its wall time; None where it recorded neither."""
-    cpu = rec.get("machine", {}).get("device", "cpu") == "cpu"
-    for key in (("cpu_time_s", "wall_time_s") if cpu else ("wall_time_s",)):
-        v = rec.get(key)
-        if isinstance(v, (int, float)) and math.isfinite(v) and v > 0:
-            return float(v)
-    return None
 
 
 @dataclass(frozen=True)
