@@ -191,17 +191,16 @@ def _run(attack: str, **o: Any) -> None:
 
 def _estimate_line(est, workers: int) -> str:
     """The dry run's last line: what the runs left will cost, by the finished ones (`sweep.estimate_left`)."""
-    left = est.known + est.unknown
+    known, left = len(est.costs), len(est.costs) + est.unknown
     if not left:
         return "left: nothing to run"
-    if not est.known:
+    if not known:
         return f"left: {left} runs; no finished run in their settings to estimate their cost by"
-    hours = est.seconds / 3600
-    some = f"left: {left} runs; {est.known} of them" if est.unknown else f"left: {left} runs"
-    text = (f"{some} ≈ {hours:.1f} h of run time (each at the median of its layer's finished runs in its "
-            f"setting, else of the setting's; CPU time where recorded)")
+    some = f"left: {left} runs; {known} of them" if est.unknown else f"left: {left} run{'s' if left != 1 else ''}"
+    text = (f"{some} ≈ {est.seconds / 3600:.1f} h of run time (each at the median of its layer's finished runs in "
+            f"its setting, else of the setting's; CPU time where a run trained at one CPU thread, else wall time)")
     if workers > 1:
-        text += f", ≈ {hours / workers:.1f} h at {workers} workers"
+        text += f", ≈ {est.finish_s(workers) / 3600:.1f} h at {workers} workers"
     return text + (f"; {est.unknown} with no finished run in their setting to go by" if est.unknown else "")
 
 

@@ -24,15 +24,22 @@ DONE_STATUSES = ("finished", "diverged")  # runs that are over; anything else ru
 SUMMARY_COLUMNS = ("norm", "n", "mean", "std", "var", "min", "max", "diverged", "at_chance")
 
 
+def _seconds(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 else None
+
+
+def cpu_seconds(rec: dict[str, Any]) -> float | None:
+    """The run's CPU time where it trained on a CPU at one thread and recorded one (`cpu_time_s`): its
+    cost without the time it waited for a CPU it shared; None otherwise (a GPU run's CPU time is not
+    its cost, and at more threads the CPU time adds theirs up)."""
+    m = rec.get("machine") or {}
+    return _seconds(rec.get("cpu_time_s")) if m.get("device", "cpu") == "cpu" and m.get("threads") == 1 else None
+
+
 def run_cost_s(rec: dict[str, Any]) -> float | None:
-    """What a run cost, in seconds: its CPU time where it trained on a CPU and recorded one (`cpu_time_s`:
-    not inflated by waiting for a CPU it shared), else its wall time; None where it recorded neither."""
-    cpu = rec.get("machine", {}).get("device", "cpu") == "cpu"
-    for key in (("cpu_time_s", "wall_time_s") if cpu else ("wall_time_s",)):
-        v = rec.get(key)
-        if isinstance(v, (int, float)) and math.isfinite(v) and v > 0:
-            return float(v)
-    return None
+    """What a run cost, in seconds of one machine slot: `cpu_seconds` where there is one, else its wall
+    time; None where it recorded neither."""
+    return cpu_seconds(rec) or _seconds(rec.get("wall_time_s"))
 
 
 def read_results(exp_dir: Path) -> list[dict[str, Any]]:

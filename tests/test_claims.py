@@ -94,6 +94,9 @@ def test_cost_names_the_cpu_kinds_the_records_name():
     text = cost_markdown([{**r, "versions": {"torch": "2.x"}} for r in recs])
     assert "CPU: EPYC (AVX2): 2 runs, 0.06 h; not recorded: 1 run, 0.06 h." in text  # 100 + 120 s; 200 s
     assert "**0.12 CPU-hours**" in text and "CPU times where recorded" in text and "| bn | 3 | 140 |" in text
+    recs[1]["machine"] = {**recs[1]["machine"], "threads": 2}  # at two threads CPU time adds theirs up: wall time
+    text = cost_markdown([{**r, "versions": {"torch": "2.x"}} for r in recs])
+    assert "**0.17 CPU-hours**" in text and "CPU times where recorded" not in text and "| bn | 3 | 200 |" in text
 
 
 def test_a_variance_claim_uses_the_permutation_test_and_its_interval():

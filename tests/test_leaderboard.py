@@ -369,6 +369,6 @@ def test_footer_gives_each_machine_kind_its_runs_and_hours(tmp_path):
     label_a, label_b = sorted(board.machines)
     assert board.hours == {label_a: pytest.approx(2.5), label_b: pytest.approx(1.0)}
     files = L.render_files(board)
-    footer = f"3 runs from 2 machine(s): {label_a}: 2 runs, 2.5 h; {label_b}: 1 runs, 1.0 h ("
+    footer = f"3 runs from 2 machine(s): {label_a}: 2 runs, 2.5 h; {label_b}: 1 run, 1.0 h ("
     assert footer in files["leaderboard.md"] and html.escape(footer) in files["leaderboard.html"]
     assert json.loads(files["leaderboard.json"])["run_hours"] == {label_a: 2.5, label_b: 1.0}

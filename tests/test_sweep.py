@@ -119,8 +119,10 @@ def test_rerun_skips_finished_runs_and_reruns_a_deleted_one(tiny, capsys):
     assert len(pending) == 1 and dropped["key"] in pending[0]
     assert "7 done" in out.splitlines()[-2] and "1 pending" in out.splitlines()[-2]
     same_layer = [r for r in read_results(runs / EXPERIMENTS[1]) if r["norm"] == dropped["norm"]]
-    hours = statistics.median(r["cpu_time_s"] for r in same_layer) / 3600  # one thread: CPU time, recorded
-    assert out.splitlines()[-1].startswith(f"left: 1 runs ≈ {hours:.1f} h of run time"), out
+    cost = [r["cpu_time_s"] if r["machine"]["threads"] == 1 else r["wall_time_s"] for r in same_layer]
+    g = S.load_grid(grid, runs_dir=runs)
+    assert S.estimate_left(g, S.status(g)).costs == (statistics.median(cost),) and min(cost) > 0
+    assert out.splitlines()[-1].startswith("left: 1 run ≈ "), out
 
     # While another process trains it (holds its lock), a sweep leaves it alone.
     lock = runs / EXPERIMENTS[1] / ".locks" / f"{dropped['norm']}-s{dropped['seed']}"
@@ -159,39 +161,52 @@ def test_dry_run_lists_every_run_and_writes_nothing(tiny, capsys):
     assert not runs.exists()
 
 
+ONE_THREAD = {"device": "cpu", "threads": 1}
+
+
 def _costed(run: RunConfig, status: str, **cost) -> dict:
     return {"key": run.key, "norm": run.norm, "seed": run.seed, "status": status, "final_acc": 50.0, **cost}
 
 
+def _write(exp_dir: Path, recs: list[dict]) -> None:
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    (exp_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
 def test_dry_run_costs_the_runs_left_by_the_finished_ones(tiny, capsys):
-    """Each run left costs the median of its layer's finished runs in its setting (CPU time where a CPU
-    run recorded one, else wall time), else the setting's median; a diverged run is no cost to go by."""
+    """Each run left costs the median of its layer's finished runs in its setting (CPU time where a
+    one-thread CPU run recorded one, else wall time), else the setting's median; a diverged run is
+    no cost to go by; the time at W workers is when W slots finish them, longest first."""
     grid, runs = tiny["grid"], tiny["tmp"] / "runs"
     clean, constant = S.load_grid(grid, runs_dir=runs).experiments
     by = {(r.norm, r.seed): r for r in clean.runs()}
-    clean.dir.mkdir(parents=True)
-    recs = [_costed(by[("bn", 0)], "finished", cpu_time_s=5400.0, wall_time_s=9000.0),
+    recs = [_costed(by[("bn", 0)], "finished", cpu_time_s=5400.0, wall_time_s=9000.0, machine=ONE_THREAD),
             _costed(by[("iebn", 0)], "finished", wall_time_s=1800.0),  # written before CPU times were kept
-            _costed(by[("iebn", 1)], "diverged", cpu_time_s=60.0)]
+            _costed(by[("iebn", 1)], "diverged", cpu_time_s=60.0, machine=ONE_THREAD)]
     recs.append({**recs[0], "key": "another-grid's-seed", "seed": 7, "cpu_time_s": 9000.0})  # same setting
-    (clean.dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    # left: bn seed 1 (the median of bn's 5400 and 9000 s = 7200 s: 2.0 h); constant: 4 runs, nothing to go by
+    _write(clean.dir, recs)
+    # left: bn seed 1 (bn's median of 5400 and 9000 s: 2.0 h), iebn seed 1 (diverged: over);
+    # constant: 4 runs, nothing to go by
     code, out, err = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(runs), "--dry-run", "--workers", "2")
     assert code == 0, err
     assert out.splitlines()[-1] == (
         "left: 5 runs; 1 of them ≈ 2.0 h of run time (each at the median of its layer's finished runs in its "
-        "setting, else of the setting's; CPU time where recorded), ≈ 1.0 h at 2 workers; 4 with no finished run "
-        "in their setting to go by")
-    # A layer with no finished run of its own takes the setting's median; a GPU run is costed by wall time.
-    recs = [_costed(by[("bn", 0)], "finished", cpu_time_s=100.0, wall_time_s=200.0,
-                    machine={"device": "cuda"}),
-            _costed(by[("iebn", 1)], "finished", cpu_time_s=300.0)]
-    (clean.dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        "setting, else of the setting's; CPU time where a run trained at one CPU thread, else wall time), ≈ 2.0 h "
+        "at 2 workers; 4 with no finished run in their setting to go by")
+
+    two_threads, gpu = {"device": "cpu", "threads": 2}, {"device": "cuda", "threads": 1}
+    _write(clean.dir, [_costed(by[("bn", 0)], "finished", cpu_time_s=100.0, wall_time_s=200.0, machine=gpu),
+                       _costed(by[("bn", 1)], "diverged", wall_time_s=9.0)])
+    _write(constant.dir, [_costed(r, "finished", cpu_time_s=300.0, wall_time_s=350.0, machine=two_threads)
+                          for r in constant.runs() if r.norm == "bn"])
     g = S.load_grid(grid, runs_dir=runs)
     est = S.estimate_left(g, S.status(g))
-    # left in clean: bn seed 1 (bn: 200), iebn seed 0 (iebn: 300); constant: 4 unknown
-    assert (est.seconds, est.known, est.unknown) == (500.0, 2, 4)
-    assert run_cost_s({"wall_time_s": float("nan")}) is None and run_cost_s({"cpu_time_s": 5.0}) == 5.0
+    # clean: iebn seeds 0, 1 have no runs of their own: the setting's median, bn's one finished run (a GPU
+    # run: its wall time, 200 s); constant: the iebn runs take bn's (two threads: wall time, 350 s)
+    assert sorted(est.costs) == [200.0, 200.0, 350.0, 350.0] and est.unknown == 0
+    assert est.finish_s(2) == 550.0 and est.finish_s(8) == 350.0 and est.finish_s(1) == 1100.0
+    assert run_cost_s({"wall_time_s": float("nan")}) is None and run_cost_s({"wall_time_s": True}) is None
+    assert run_cost_s({"cpu_time_s": 5.0, "wall_time_s": 8.0, "machine": None}) == 8.0
 
 
 BAD_GRIDS = {

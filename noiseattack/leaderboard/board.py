@@ -31,7 +31,7 @@ from .. import attacks, chance
 from ..config import ConfigError
 from ..protocols import Protocol
 from ..report.stats import ALPHA, MIN_N, adjust, compare, contrast, describe, informative
-from ..results import RESULTS_FILE, run_cost_s
+from ..results import RESULTS_FILE, cpu_seconds, run_cost_s
 
 REFERENCE = "bn"
 SCHEMA = 1  # leaderboard.json's schema version
@@ -254,8 +254,8 @@ def _cost_settings(proto: Protocol) -> list[str]:
 def _step_cost(row: Row, ref: Row | None, settings: list[str]) -> float | None:
     """The layer's cost per run over BN's, from their runs in `settings` (the same steps as clean: the
     more runs, the better the fastest of them) on the machine kind they share most: the ratio of
-    median CPU times (`cpu_time_s`, one thread per run: not inflated by waiting for a CPU) of the runs
-    that recorded one, where both sides have such runs (runs written before it was recorded left out),
+    median CPU times (`results.cpu_seconds`: one thread per run, not inflated by waiting for a CPU) of
+    the runs that recorded one, where both sides have such runs (runs written before it was recorded left out),
     else the ratio of the fastest wall times (runs that shared the CPUs only ever took longer, so the
     fastest is the least disturbed); on a GPU, wall times."""
     if ref is None:
@@ -269,10 +269,9 @@ def _step_cost(row: Row, ref: Row | None, settings: list[str]) -> float | None:
     if not shared:
         return None
     a, b = mine[shared[0]], theirs[shared[0]]
-    if a[0].get("machine", {}).get("device", "cpu") == "cpu":
-        cpu_a, cpu_b = ([r["cpu_time_s"] for r in side if finite(r.get("cpu_time_s"))] for side in (a, b))
-        if cpu_a and cpu_b:
-            return statistics.median(cpu_a) / statistics.median(cpu_b)
+    cpu_a, cpu_b = ([c for c in map(cpu_seconds, side) if c is not None] for side in (a, b))
+    if cpu_a and cpu_b:
+        return statistics.median(cpu_a) / statistics.median(cpu_b)
     return min(float(r["wall_time_s"]) for r in a) / min(float(r["wall_time_s"]) for r in b)
 
 

@@ -65,10 +65,15 @@ def to_csv(board: Board) -> str:
 
 
 def machines_text(board: Board) -> str:
-    """"80 runs from 1 machine(s): AMD EPYC (AVX512): 80 runs, 10.6 h." and what the hours are."""
+    """"81 runs from 1 machine(s): AMD EPYC (AVX512): 81 runs, 10.1 h (the hours: ...)." for the footers;
+    "No runs yet: ..." on an empty board."""
+    if not board.records:
+        return "No runs yet: the leaderboard grows as they finish."
     return (f"{board.records} runs from {len(board.machines)} machine(s): "
-            + "; ".join(f"{m}: {n} runs, {board.hours.get(m, 0.0):.1f} h" for m, n in board.machines.items())
-            + " (the hours: each run's CPU time where it recorded one, else its wall time).")
+            + "; ".join(f"{m}: {n} run{'s' if n != 1 else ''}, {board.hours.get(m, 0.0):.1f} h"
+                        for m, n in board.machines.items())
+            + " (the hours: each run's CPU time where it trained at one CPU thread and recorded one, else its wall "
+              "time).")
 
 
 def to_json(board: Board) -> str:
@@ -174,6 +179,6 @@ def to_markdown(board: Board) -> str:
                 f"{r.step_cost:.2f}" if r.step_cost else "–", f"{r.robust:.2f}" if r.robust is not None else "–",
                 *cells, *drops, *precise]
         lines.append("| " + " | ".join(vals) + " |")
-    lines += ["", machines_text(board) if board.records else "No runs yet: the leaderboard grows as they finish."]
+    lines += ["", machines_text(board)]
     lines += [f"Warning: {w}" for w in board.warnings]
     return "\n".join(lines) + "\n"

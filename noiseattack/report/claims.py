@@ -47,7 +47,7 @@ import numpy as np
 from .. import chance
 from ..config import TrainConfig, train_config_from_dict
 from ..fileio import atomic_write_text
-from ..results import read_results, run_cost_s
+from ..results import cpu_seconds, read_results, run_cost_s
 from . import build_report  # the package is initialized first, and it does not import this module
 from .collect import ReportError, find_experiment_dirs, norm_rank
 from .stats import ALPHA, MIN_N, contrast, fmt_p, holm, permutation_variance_test, variance_ratio_ci
@@ -235,7 +235,7 @@ def cpu_line(records: Sequence[dict[str, Any]]) -> str:
         kind = f"{m['cpu']} ({m.get('cpu_capability', 'capability not recorded')})" if "cpu" in m else "not recorded"
         kinds[kind] += 1
         seconds[kind] += run_cost_s(r) or 0.0
-    measured = any(r.get("cpu_time_s") is not None for r in records)
+    measured = any(cpu_seconds(r) is not None for r in records)
     return "CPU: " + "; ".join(f"{k}: {n} run{'s' if n != 1 else ''}" + (f", {seconds[k] / 3600:.2f} h" if measured else "")
                                for k, n in sorted(kinds.items())) + "."
 
@@ -243,18 +243,22 @@ def cpu_line(records: Sequence[dict[str, Any]]) -> str:
 def cost_markdown(records: Sequence[dict[str, Any]], by: Callable[[dict[str, Any]], str] = lambda r: r["norm"],
                   column: str = "norm") -> str:
     """Runs, diverged runs, threads, and time per run per `by(record)` (the norm unless told) and in all:
-    each run's CPU time where it recorded one (`results.run_cost_s`), else its wall time (= CPU time at
-    one thread on a quiet machine)."""
+    each run's CPU time where it recorded one at one thread (`results.run_cost_s`), else its wall time
+    (= CPU time at one thread on a quiet machine); a run that recorded neither is counted, not timed."""
     groups: dict[str, list[float]] = defaultdict(list)
+    runs: dict[str, int] = defaultdict(int)
     for r in records:
-        groups[by(r)].append(run_cost_s(r) or 0.0)
-    measured = any(r.get("cpu_time_s") is not None for r in records)
+        runs[by(r)] += 1
+        cost = run_cost_s(r)
+        if cost is not None:
+            groups[by(r)].append(cost)
+    measured = any(cpu_seconds(r) is not None for r in records)
     threads = sorted({r["machine"]["threads"] for r in records})
     total = sum(sum(v) for v in groups.values())
     diverged = sum(r["status"] == "diverged" for r in records)
     torch = sorted({r["versions"]["torch"] for r in records})
     gpus = sorted({str(r["machine"]["gpu"]) for r in records if r["machine"].get("gpu")})
-    what = ("the sum of the runs' CPU times where recorded, else wall times" if measured
+    what = ("the sum of the runs' CPU times where recorded at one thread, else wall times" if measured
             else "the sum of the runs' wall times")
     hours = (f"**{total / 3600:.2f} run-hours** of training on {', '.join(gpus)} (the sum of the runs' wall times; "
              "runs that shared a GPU overlap in time)" if gpus else
@@ -262,6 +266,6 @@ def cost_markdown(records: Sequence[dict[str, Any]], by: Callable[[dict[str, Any
     out = [f"{len(records)} runs ({diverged} diverged), torch {', '.join(torch)}, "
            f"{' and '.join(map(str, threads))} thread(s) per run: {hours}.", "", cpu_line(records), "",
            f"| {column} | runs | mean {'time' if measured and not gpus else 'wall time'} per run (s) |", "|---|---:|---:|"]
-    for k in sorted(groups, key=norm_rank if column == "norm" else str):
-        out.append(f"| {k} | {len(groups[k])} | {np.mean(groups[k]):.0f} |")
+    for k in sorted(runs, key=norm_rank if column == "norm" else str):
+        out.append(f"| {k} | {runs[k]} | {np.mean(groups[k]):.0f} |" if groups[k] else f"| {k} | {runs[k]} | – |")
     return "\n".join(out)

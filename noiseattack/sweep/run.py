@@ -56,36 +56,50 @@ def status(grid: Grid) -> list[tuple[SweepJob, str, dict[str, Any] | None]]:
 
 @dataclass(frozen=True)
 class Estimate:
-    """The runs a sweep has left, costed by the finished ones: `seconds` for the `known` runs (each at the
-    median cost of its layer's finished runs in its experiment, else of the experiment's), and `unknown`
-    runs whose experiment has no finished run to go by. Runs in progress or checkpointed count whole."""
+    """The runs a sweep has left, costed by the finished ones (`results.run_cost_s`): `costs`, in
+    seconds, of the runs that have something to go by (the median of their layer's finished runs in
+    their experiment, else of the experiment's), and `unknown` runs whose experiment has no finished
+    run yet. Runs in progress or checkpointed count whole."""
 
-    seconds: float
-    known: int
+    costs: tuple[float, ...]
     unknown: int
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.costs)
+
+    def finish_s(self, workers: int) -> float:
+        """When `workers` slots would finish the costed runs, longest first, each to the slot free first."""
+        slots = [0.0] * max(1, min(workers, len(self.costs)))
+        for c in sorted(self.costs, reverse=True):
+            slots[slots.index(min(slots))] += c
+        return max(slots, default=0.0)
 
 
 def estimate_left(grid: Grid, states: list[tuple[SweepJob, str, dict[str, Any] | None]]) -> Estimate:
     """`Estimate` of the runs in `states` (`status(grid)`) not over, by every finished run in the grid's
-    experiment dirs (another grid's seeds of the same setting count too)."""
+    experiment dirs (another grid's seeds of the same setting count too; a dir that --overwrite
+    replaces, as `status` reads it, does not)."""
     by_norm: dict[tuple[Path, str], list[float]] = defaultdict(list)
     by_exp: dict[Path, list[float]] = defaultdict(list)
     for exp in grid.experiments:
+        if exp.overwrite and other_setting(exp) is not None:
+            continue
         for rec in read_results(exp.dir):
             cost = run_cost_s(rec) if rec.get("status") == "finished" else None  # a diverged run stopped early
             if cost is not None:
                 by_norm[(exp.dir, rec.get("norm"))].append(cost)
                 by_exp[exp.dir].append(cost)
-    seconds, known, unknown = 0.0, 0, 0
+    costs, unknown = [], 0
     for job, state, _ in states:
         if state in (DONE, DIVERGED):
             continue
-        costs = by_norm.get((job.exp.dir, job.run.norm)) or by_exp.get(job.exp.dir)
-        if costs:
-            seconds, known = seconds + statistics.median(costs), known + 1
+        known = by_norm.get((job.exp.dir, job.run.norm)) or by_exp.get(job.exp.dir)
+        if known:
+            costs.append(statistics.median(known))
         else:
             unknown += 1
-    return Estimate(seconds, known, unknown)
+    return Estimate(tuple(costs), unknown)
 
 
 def check_grid_data(grid: Grid) -> None:
