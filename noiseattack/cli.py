@@ -189,7 +189,7 @@ def _run(attack: str, **o: Any) -> None:
         raise typer.Exit(EXIT_RUNS_FAILED)
 
 
-def _estimate_line(est, workers: int) -> str:
+def estimate_line(est, workers: int) -> str:
     """The dry run's last line: what the runs left will cost, by the finished ones (`sweep.estimate_left`)."""
     known, left = len(est.costs), len(est.costs) + est.unknown
     if not left:
@@ -388,7 +388,7 @@ def sweep(
             typer.echo(f"{grid}: {len(states)} runs in {len(g.experiments)} experiments: {n[S.DONE]} done, "
                        f"{n[S.DIVERGED]} diverged, {n[S.RUNNING]} running, {n[S.PARTIAL]} partial (checkpointed), "
                        f"{n[S.PENDING]} pending")
-            typer.echo(_estimate_line(S.estimate_left(g, states), workers))
+            typer.echo(estimate_line(S.estimate_left(g, states), workers))
             return
         todo = sum(1 for _, st, _ in states if st not in (S.DONE, S.DIVERGED, S.RUNNING))
         elsewhere = sum(1 for _, st, _ in states if st == S.RUNNING)

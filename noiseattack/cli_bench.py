@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli import print_line, app, fail
+from .cli import app, estimate_line, fail, print_line
 from .config import ConfigError
 
 
@@ -87,7 +87,7 @@ def bench(
         B.check_refs(proto, runs)
         doc = B.bench_grid(proto, norms, runs, data_dir)
         if dry_run:
-            _bench_dry_run(proto, doc, runs, calibration_runs, with_baselines)
+            _bench_dry_run(proto, doc, runs, calibration_runs, with_baselines, workers)
             return
         if not with_baselines:
             _calibrate(proto, runs, data_dir, calibration_runs, workers, threads, log, progress)
@@ -148,7 +148,7 @@ def _calibrate(proto, runs: Path, data_dir, k: int, workers: int, threads, log, 
                           "compare with the committed ones; use --with-baselines to train the baselines here")
 
 
-def _bench_dry_run(proto, doc, runs: Path, k: int, with_baselines: bool) -> None:
+def _bench_dry_run(proto, doc, runs: Path, k: int, with_baselines: bool, workers: int) -> None:
     from . import sweep as S
     from .leaderboard import bench as B
 
@@ -159,6 +159,7 @@ def _bench_dry_run(proto, doc, runs: Path, k: int, with_baselines: bool) -> None
     n = {st: sum(1 for _, s, _ in states if s == st) for st in S.STATES}
     typer.echo(f"{proto.name} v{proto.version}: {len(states)} runs, {n[S.DONE]} done, {n[S.DIVERGED]} diverged, "
                f"{n[S.PARTIAL]} partial, {n[S.PENDING]} pending (dry run: nothing trained or written)")
+    typer.echo(estimate_line(S.estimate_left(grid, states), workers))  # a new layer: at its settings' medians
     if not with_baselines:
         local = B.reference_values(proto, runs.parent / "calibration", tuple(B.CALIBRATION_SEEDS[:k]),
                                    machine=B.this_machine(proto.device))

@@ -91,13 +91,15 @@ def test_protocols_command_lists_every_protocol(capsys):
 
 
 def test_bench_dry_run_lists_the_protocol_runs_and_which_are_done(tmp_path, capsys):
-    runs = write_runs(tmp_path / "runs", [record(FMNIST, "iebn", "constant", 2, 90.0)])
+    runs = write_runs(tmp_path / "runs", [record(FMNIST, "iebn", "constant", 2, 90.0, wall=3600.0)])
     code, out, err = run_cli(capsys, "bench", "--norm", "iebn", "--runs-dir", runs, "--dry-run")
     assert code == 0, err
     lines = [l for l in out.splitlines() if l.split()[0] in ("done", "pending", "partial", "diverged")]
     assert len(lines) == 15 and sum(l.startswith("done") for l in lines) == 1
     assert any(l.startswith("done") and "constant-a2-b1" in l and "iebn seed 2" in l for l in lines)
     assert "15 runs, 1 done" in out and not (tmp_path / "calibration").exists()
+    # what the rest costs: the 4 constant runs at the finished one's hour; clean and mix: nothing to go by
+    assert "\nleft: 14 runs; 4 of them ≈ 4.0 h of run time (" in out and "; 10 with no finished run" in out
 
 
 def test_calibration_accepts_runs_from_the_committed_distribution_and_rejects_a_shifted_one():
