@@ -540,7 +540,8 @@ def test_axes_sweep_resumes_and_shares_keys_with_the_single_run_command(tmp_path
     again = S.run_sweep(S.load_grid(grid, runs_dir=runs), progress=False)
     assert again.ran == [] and again.skipped == 2 and len(again.records) == 2
     code, out, _ = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(runs), "--dry-run")
-    assert code == 0 and [line.split()[0] for line in out.splitlines()[:-1]] == ["done", "done"]
+    assert code == 0 and [line.split()[0] for line in out.splitlines()[:-2]] == ["done", "done"]
+    assert out.splitlines()[-1] == "left: nothing to run"
     # the single-run command with the same options, in that dir, finds its run done
     code, out, err = run_cli(capsys, "clean", "--dataset", "mnist", "--depth", "8", "--epochs", "1", "--batch-size",
                              "32", "--norm", "bn", "--seeds", "0", "--device", "cpu", "--name", names[0], "--runs-dir",
