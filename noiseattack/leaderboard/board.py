@@ -172,8 +172,9 @@ def build(proto: Protocol, runs_dirs: list[Path]) -> Board:
             cell.diverged += 1
         else:
             cell.failed += 1
-        machines[machine_label(rec)] += 1
-        seconds[machine_label(rec)] += run_cost_s(rec) or 0.0
+        label = machine_label(rec)
+        machines[label] += 1
+        seconds[label] += run_cost_s(rec) or 0.0
     rows = [_row(proto, layer, by_setting) for layer, by_setting in cells.items()]
     _compare(proto, rows)
     _rank(rows)

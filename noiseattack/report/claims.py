@@ -224,6 +224,11 @@ def write_claims(out_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
     atomic_write_text(Path(out_dir) / "claims.csv", claims_csv(rows))
 
 
+def _cpu_timed(records: Sequence[dict[str, Any]]) -> bool:
+    """Whether any run's cost is a CPU time (`results.cpu_seconds`), not a wall time: the cost texts say so."""
+    return any(cpu_seconds(r) is not None for r in records)
+
+
 def cpu_line(records: Sequence[dict[str, Any]]) -> str:
     """The CPUs the runs trained on, as their records name them (model and torch's capability:
     AVX2, AVX512, ...), with the number of runs on each, and their hours where runs recorded CPU times
@@ -235,7 +240,7 @@ def cpu_line(records: Sequence[dict[str, Any]]) -> str:
         kind = f"{m['cpu']} ({m.get('cpu_capability', 'capability not recorded')})" if "cpu" in m else "not recorded"
         kinds[kind] += 1
         seconds[kind] += run_cost_s(r) or 0.0
-    measured = any(cpu_seconds(r) is not None for r in records)
+    measured = _cpu_timed(records)
     return "CPU: " + "; ".join(f"{k}: {n} run{'s' if n != 1 else ''}" + (f", {seconds[k] / 3600:.2f} h" if measured else "")
                                for k, n in sorted(kinds.items())) + "."
 
@@ -252,7 +257,7 @@ def cost_markdown(records: Sequence[dict[str, Any]], by: Callable[[dict[str, Any
         cost = run_cost_s(r)
         if cost is not None:
             groups[by(r)].append(cost)
-    measured = any(cpu_seconds(r) is not None for r in records)
+    measured = _cpu_timed(records)
     threads = sorted({r["machine"]["threads"] for r in records})
     total = sum(sum(v) for v in groups.values())
     diverged = sum(r["status"] == "diverged" for r in records)

@@ -29,13 +29,19 @@ DONE, DIVERGED, RUNNING, PARTIAL, PENDING = "done", "diverged", "running", "part
 STATES = (DONE, DIVERGED, RUNNING, PARTIAL, PENDING)
 
 
+def _replaced(exp: ExperimentConfig) -> bool:
+    """Whether --overwrite will start the experiment's dir afresh (it holds another setting): its
+    records count for nothing."""
+    return exp.overwrite and other_setting(exp) is not None
+
+
 def status(grid: Grid) -> list[tuple[SweepJob, str, dict[str, Any] | None]]:
     """Every run of the grid with its state and its record when it has one. States: done,
     diverged (both over), running (another process trains it now), partial (a checkpoint, nobody
     training it), pending. Reads only."""
     out = []
     for exp in grid.experiments:
-        replaced = exp.overwrite and other_setting(exp) is not None  # open_dir will start it afresh
+        replaced = _replaced(exp)
         records = {} if replaced else {r["key"]: r for r in read_results(exp.dir)}
         for run in exp.runs():
             job = SweepJob(exp, run, grid.device)
@@ -83,7 +89,7 @@ def estimate_left(grid: Grid, states: list[tuple[SweepJob, str, dict[str, Any] |
     by_norm: dict[tuple[Path, str], list[float]] = defaultdict(list)
     by_exp: dict[Path, list[float]] = defaultdict(list)
     for exp in grid.experiments:
-        if exp.overwrite and other_setting(exp) is not None:
+        if _replaced(exp):
             continue
         for rec in read_results(exp.dir):
             cost = run_cost_s(rec) if rec.get("status") == "finished" else None  # a diverged run stopped early
