@@ -358,7 +358,6 @@ def sweep(
     from rich.console import Console
 
     from . import sweep as S
-    from .chance import run_note
 
     console = Console()
     try:
@@ -380,15 +379,7 @@ def sweep(
         g = S.load_grid(grid, runs_dir=runs_dir, data_dir=data_dir, defer_device=executor == "slurm")
         states = S.status(g)
         if dry_run:
-            n = {st: sum(1 for _, s, _ in states if s == st) for st in S.STATES}
-            for job, st, rec in states:
-                acc = (f"  final {rec['final_acc']:.2f}%{run_note(rec)}" if rec and rec.get("final_acc") is not None
-                       else "")
-                typer.echo(f"{st:8s} {job.key}  {job.exp.dir}  {job.run.norm:4s} seed {job.run.seed}{acc}")
-            typer.echo(f"{grid}: {len(states)} runs in {len(g.experiments)} experiments: {n[S.DONE]} done, "
-                       f"{n[S.DIVERGED]} diverged, {n[S.RUNNING]} running, {n[S.PARTIAL]} partial (checkpointed), "
-                       f"{n[S.PENDING]} pending")
-            typer.echo(estimate_line(S.estimate_left(g, states), workers))
+            _sweep_dry_run(grid, g, states, workers)
             return
         todo = sum(1 for _, st, _ in states if st not in (S.DONE, S.DIVERGED, S.RUNNING))
         elsewhere = sum(1 for _, st, _ in states if st == S.RUNNING)
@@ -415,6 +406,22 @@ def sweep(
         for out in result.failed:
             typer.echo(f"  {out['experiment']} {out['norm']} seed {out['seed']}: {out['error']}", err=True)
         raise typer.Exit(EXIT_RUNS_FAILED)
+
+
+def _sweep_dry_run(path: Path, grid, states, workers: int) -> None:
+    """sweep --dry-run: one line per run (its state, key, dir, and final accuracy once over), the
+    count by state, and what the runs left will cost."""
+    from . import sweep as S
+    from .chance import run_note
+
+    for job, st, rec in states:
+        acc = f"  final {rec['final_acc']:.2f}%{run_note(rec)}" if rec and rec.get("final_acc") is not None else ""
+        typer.echo(f"{st:8s} {job.key}  {job.exp.dir}  {job.run.norm:4s} seed {job.run.seed}{acc}")
+    n = S.count_states(states)
+    typer.echo(f"{path}: {len(states)} runs in {len(grid.experiments)} experiments: {n[S.DONE]} done, "
+               f"{n[S.DIVERGED]} diverged, {n[S.RUNNING]} running, {n[S.PARTIAL]} partial (checkpointed), "
+               f"{n[S.PENDING]} pending")
+    typer.echo(estimate_line(S.estimate_left(grid, states), workers))
 
 
 def _print_sweep_summary(console, grid, records: list[dict[str, Any]]) -> None:

@@ -156,7 +156,7 @@ def _bench_dry_run(proto, doc, runs: Path, k: int, with_baselines: bool, workers
     states = S.status(grid)
     for job, st, _ in states:
         typer.echo(f"{st:8s} {job.key}  {job.exp.name}  {job.run.norm} seed {job.run.seed}")
-    n = {st: sum(1 for _, s, _ in states if s == st) for st in S.STATES}
+    n = S.count_states(states)
     typer.echo(f"{proto.name} v{proto.version}: {len(states)} runs, {n[S.DONE]} done, {n[S.DIVERGED]} diverged, "
                f"{n[S.PARTIAL]} partial, {n[S.PENDING]} pending (dry run: nothing trained or written)")
     typer.echo(estimate_line(S.estimate_left(grid, states), workers))  # a new layer: at its settings' medians

@@ -390,7 +390,6 @@ def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, 
     steps = n // bs  # the last incomplete batch is dropped: every step has the same shape
     step_model, compile_s = compile_model(model, cfg, bs + attack.extra_images)
     done = functools.partial(RunResult, compiled=step_model is not model, compile_s=round(compile_s, 3))
-    device_type = torch.device(cfg.device).type
     t0 = time.perf_counter() - state.wall_time_s
     c0 = time.process_time() - (state.cpu_time_s or 0.0)
 
@@ -422,18 +421,7 @@ def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, 
             if per_step:
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(cfg, state.epoch, state.step, steps)
-            try:
-                attack.before_step()
-                with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=cfg.amp):
-                    loss, logits = mixed_batch_loss(step_model, x, y, extra_x, cfg.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            except Exception as e:  # noqa: BLE001 - the model's code raised: the run fails, the others go on
-                raise RunFailure("train", state.epoch + 1, state.step + 1, e) from e
-            with torch.no_grad():
-                correct = (logits.argmax(1) == y).sum()
-                state.sums += torch.stack([loss.detach().float() * bs, correct.float()])
+            _train_step(step_model, optimizer, attack, x, y, extra_x, cfg, state)
             state.step += 1
             if on_step is not None:
                 on_step()
@@ -459,13 +447,38 @@ def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, 
             raise StopRequested(f"stopped after epoch {state.epoch}")
 
     cpu_time_s = cpu_time()  # the epochs and their evaluations: not the PreciseBN pass (BN-type layers only)
-    try:
-        precise, precise_mixed = precise_accuracies(model, data, cfg, run.seed, attack)
-    except Exception as e:  # noqa: BLE001 - the model's code raised in the recomputation
-        raise RunFailure("eval", state.epoch, 0, e) from e
+    precise, precise_mixed = _precise(model, data, cfg, run.seed, attack, state)
     final = state.history[-1]["test_acc"]
     return done("finished", final, _best(state.history), state.history, time.perf_counter() - t0, cpu_time_s=cpu_time_s,
                 precise_acc=precise, precise_mixed_acc=precise_mixed, chance=_chance(final, data, state.pred_counts))
+
+
+def _train_step(step_model, optimizer: torch.optim.Optimizer, attack: AttackRun, x: torch.Tensor, y: torch.Tensor,
+                extra_x: torch.Tensor | None, cfg: TrainConfig, state: _State) -> None:
+    """One SGD step on the batch `x, y` (joined by the attack's `extra_x`); adds its loss and correct
+    count to `state.sums` on the device (no host sync). The model's code raising fails the run
+    (`RunFailure`), not the sweep: the other runs go on."""
+    try:
+        attack.before_step()
+        with torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.amp):
+            loss, logits = mixed_batch_loss(step_model, x, y, extra_x, cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    except Exception as e:  # noqa: BLE001 - the model's code raised: the run fails, the others go on
+        raise RunFailure("train", state.epoch + 1, state.step + 1, e) from e
+    with torch.no_grad():
+        correct = (logits.argmax(1) == y).sum()
+        state.sums += torch.stack([loss.detach().float() * len(y), correct.float()])
+
+
+def _precise(model: nn.Module, data: TrainData, cfg: TrainConfig, seed: int, attack: AttackRun,
+             state: _State) -> tuple[float | None, float | None]:
+    """`precise_accuracies` after the last epoch; the model's code raising there fails the run."""
+    try:
+        return precise_accuracies(model, data, cfg, seed, attack)
+    except Exception as e:  # noqa: BLE001 - the model's code raised in the recomputation
+        raise RunFailure("eval", state.epoch, 0, e) from e
 
 
 def _chance(final_acc: float, data: TrainData, pred_counts: list[int] | None) -> dict[str, Any] | None:

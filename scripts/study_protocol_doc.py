@@ -227,7 +227,7 @@ def scope(proto) -> str:
             f"BN stopped near 74%. This one re-tests its claims on the `{proto.name}` protocol's runs "
             f"(docs/protocols.md): {proto.summary}; settings {', '.join(s.title for s in proto.settings)}. The layers: "
             + ", ".join(f"`{n}`" for n in LAYERS) + f", at n = {N_WANTED} seeds per cell (seeds 0-{N_WANTED - 1}; "
-            f"the leaderboard shows seeds 0-{proto.seeds - 1} of every layer).")
+            f"the leaderboard reads the same runs, every seed, and asks n = {proto.seeds} of every cell).")
 
 
 def precise_method() -> str:

@@ -82,6 +82,11 @@ class Estimate:
         return max(slots, default=0.0)
 
 
+def count_states(states: list[tuple[SweepJob, str, dict[str, Any] | None]]) -> dict[str, int]:
+    """How many of `status(grid)`'s runs are in each of STATES (every state a key, 0 included)."""
+    return {st: sum(1 for _, s, _ in states if s == st) for st in STATES}
+
+
 def estimate_left(grid: Grid, states: list[tuple[SweepJob, str, dict[str, Any] | None]]) -> Estimate:
     """`Estimate` of the runs in `states` (`status(grid)`) not over, by every finished run in the grid's
     experiment dirs (another grid's seeds of the same setting count too; a dir that --overwrite
