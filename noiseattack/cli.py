@@ -381,8 +381,8 @@ def sweep(
         if dry_run:
             _sweep_dry_run(grid, g, states, workers)
             return
-        todo = sum(1 for _, st, _ in states if st not in (S.DONE, S.DIVERGED, S.RUNNING))
-        elsewhere = sum(1 for _, st, _ in states if st == S.RUNNING)
+        n = S.count_states(states)
+        todo, elsewhere = n[S.PARTIAL] + n[S.PENDING], n[S.RUNNING]
         console.print(f"[bold]{grid}[/bold]: {len(states)} runs in {len(g.experiments)} experiments, "
                       f"{len(states) - todo - elsewhere} done, "
                       + (f"{elsewhere} running in another process, " if elsewhere else "") + f"{todo} to run ({executor})",

@@ -390,6 +390,7 @@ def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, 
     steps = n // bs  # the last incomplete batch is dropped: every step has the same shape
     step_model, compile_s = compile_model(model, cfg, bs + attack.extra_images)
     done = functools.partial(RunResult, compiled=step_model is not model, compile_s=round(compile_s, 3))
+    device_type = torch.device(cfg.device).type
     t0 = time.perf_counter() - state.wall_time_s
     c0 = time.process_time() - (state.cpu_time_s or 0.0)
 
@@ -421,7 +422,7 @@ def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, 
             if per_step:
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(cfg, state.epoch, state.step, steps)
-            _train_step(step_model, optimizer, attack, x, y, extra_x, cfg, state)
+            _train_step(step_model, optimizer, attack, x, y, extra_x, cfg, device_type, state)
             state.step += 1
             if on_step is not None:
                 on_step()
@@ -447,20 +448,20 @@ def _train(run: RunConfig, data: TrainData, history: list[dict[str, float]], *, 
             raise StopRequested(f"stopped after epoch {state.epoch}")
 
     cpu_time_s = cpu_time()  # the epochs and their evaluations: not the PreciseBN pass (BN-type layers only)
-    precise, precise_mixed = _precise(model, data, cfg, run.seed, attack, state)
+    precise, precise_mixed = _precise(model, data, cfg, run.seed, attack, epoch=state.epoch)
     final = state.history[-1]["test_acc"]
     return done("finished", final, _best(state.history), state.history, time.perf_counter() - t0, cpu_time_s=cpu_time_s,
                 precise_acc=precise, precise_mixed_acc=precise_mixed, chance=_chance(final, data, state.pred_counts))
 
 
 def _train_step(step_model, optimizer: torch.optim.Optimizer, attack: AttackRun, x: torch.Tensor, y: torch.Tensor,
-                extra_x: torch.Tensor | None, cfg: TrainConfig, state: _State) -> None:
+                extra_x: torch.Tensor | None, cfg: TrainConfig, device_type: str, state: _State) -> None:
     """One SGD step on the batch `x, y` (joined by the attack's `extra_x`); adds its loss and correct
     count to `state.sums` on the device (no host sync). The model's code raising fails the run
     (`RunFailure`), not the sweep: the other runs go on."""
     try:
         attack.before_step()
-        with torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.amp):
+        with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=cfg.amp):
             loss, logits = mixed_batch_loss(step_model, x, y, extra_x, cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -472,13 +473,13 @@ def _train_step(step_model, optimizer: torch.optim.Optimizer, attack: AttackRun,
         state.sums += torch.stack([loss.detach().float() * len(y), correct.float()])
 
 
-def _precise(model: nn.Module, data: TrainData, cfg: TrainConfig, seed: int, attack: AttackRun,
-             state: _State) -> tuple[float | None, float | None]:
-    """`precise_accuracies` after the last epoch; the model's code raising there fails the run."""
+def _precise(model: nn.Module, data: TrainData, cfg: TrainConfig, seed: int, attack: AttackRun, *,
+             epoch: int) -> tuple[float | None, float | None]:
+    """`precise_accuracies` after the last `epoch`; the model's code raising there fails the run."""
     try:
         return precise_accuracies(model, data, cfg, seed, attack)
     except Exception as e:  # noqa: BLE001 - the model's code raised in the recomputation
-        raise RunFailure("eval", state.epoch, 0, e) from e
+        raise RunFailure("eval", epoch, 0, e) from e
 
 
 def _chance(final_acc: float, data: TrainData, pred_counts: list[int] | None) -> dict[str, Any] | None:
