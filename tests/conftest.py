@@ -117,6 +117,16 @@ def cxx_compiler() -> str | None:
     return next((c for c in ("g++", "c++", "clang++") if shutil.which(c)), None)
 
 
+def assert_same_plots(got: Path, committed: Path, required: bool = True) -> None:
+    """The plots regenerated into `got` are the committed ones in `committed`, byte for byte, in every
+    format (PNG, SVG): a plot left stale by a change elsewhere (a layer's colour) fails here."""
+    names = sorted(p.name for p in committed.iterdir() if p.suffix in (".png", ".svg"))
+    assert sorted(p.name for p in got.iterdir() if p.suffix in (".png", ".svg")) == names, committed
+    assert names or not required, f"no plots in {committed}"
+    for name in names:
+        assert (got / name).read_bytes() == (committed / name).read_bytes(), f"{committed / name} is stale"
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """The real-data tests skip where ../shared/data is absent: the end of the run says how many, and
     that NOISEATTACK_SHARED_DATA points them at a data dir."""

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import assert_same_plots
+
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "docs" / "study-capacity"
 TABLES = ("report.md", "report.csv", "sweeps.csv", "overview.md", "overview.csv", "claims.md", "claims.csv")
@@ -64,8 +66,7 @@ def test_the_capacity_doc_regenerates_from_the_committed_results(tmp_path):
         for name in TABLES:
             if (committed / name).exists() or (out / name).exists():
                 assert (out / name).read_bytes() == (committed / name).read_bytes(), f"{sub}/{name}"
-        plots = sorted(p.name for p in out.glob("*.png"))
-        assert plots == sorted(p.name for p in committed.glob("*.png")) and (plots or sub), sub
+        assert_same_plots(out, committed, required=not sub)
 
 
 def a_committed_record(tmp_path: Path, norm: str | None = None) -> dict:

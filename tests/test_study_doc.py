@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import assert_same_plots
+
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "docs" / "study-fmnist" / "runs"
 TABLES = ("report.md", "report.csv", "overview.md", "overview.csv", "claims.md", "claims.csv")
@@ -31,8 +33,7 @@ def test_the_study_doc_regenerates_from_the_committed_results(tmp_path):
         got = (tmp_path / "docs" / "study-fmnist" / name).read_bytes()
         assert got == (ROOT / "docs" / "study-fmnist" / name).read_bytes(), name
     assert (tmp_path / "docs" / "study-fmnist.md").read_bytes() == (ROOT / "docs" / "study-fmnist.md").read_bytes()
-    plots = sorted(p.name for p in (tmp_path / "docs" / "study-fmnist").glob("*.png"))
-    assert plots == sorted(p.name for p in (ROOT / "docs" / "study-fmnist").glob("*.png")) and plots
+    assert_same_plots(tmp_path / "docs" / "study-fmnist", ROOT / "docs" / "study-fmnist")
 
 
 def test_a_doc_without_its_regions_is_one_line_exit_2(tmp_path):
