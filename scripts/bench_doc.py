@@ -15,7 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from noiseattack.report.study import replace_region
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's package, whichever one is installed
+
+from noiseattack.report.study import replace_region  # noqa: E402
 
 
 def table(log: str) -> str:

@@ -34,15 +34,18 @@ from typing import Any
 
 import numpy as np
 
-from noiseattack.config import row_label, train_config_from_dict
-from noiseattack.report import ReportError
-from noiseattack.report.claims import (Cells, Claim, build_study_report, claims_markdown, cost_markdown, evaluate,
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's package, whichever one is installed
+
+from noiseattack.config import row_label, train_config_from_dict  # noqa: E402
+from noiseattack.report import ReportError  # noqa: E402
+from noiseattack.report.claims import (Cells, Claim, build_study_report, claims_markdown, cost_markdown, evaluate,  # noqa: E402
                                        load_cells, write_claims)
-from noiseattack.report.collect import norm_rank
-from noiseattack.report.study import (Study, epoch_table, epochs_of, fresh_seeds, lr_runs, one_cpu_kind, one_training,
+from noiseattack.report.collect import norm_rank  # noqa: E402
+from noiseattack.report.study import (Study, epoch_table, epochs_of, fresh_seeds, lr_runs, one_cpu_kind, one_training,  # noqa: E402
                                       run_study, status_line)
-from noiseattack.report.sweeps import to_markdown as sweeps_markdown
-from noiseattack.sweep.grid import load_grid
+from noiseattack.report.sweeps import to_markdown as sweeps_markdown  # noqa: E402
+from noiseattack.sweep.grid import load_grid  # noqa: E402
 
 NARROW, MID, WIDE = "0.125", "0.25", "1"
 BN, ATT = "bn", "bn+cbam"

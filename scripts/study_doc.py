@@ -24,12 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from noiseattack.config import ATTACK_FIELDS
-from noiseattack.report import contrast, fmt_p, overview
-from noiseattack.report.claims import (Cells, Claim, build_study_report, claims_markdown, cost_markdown, evaluate,
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's package, whichever one is installed
+
+from noiseattack.config import ATTACK_FIELDS  # noqa: E402
+from noiseattack.report import contrast, fmt_p, overview  # noqa: E402
+from noiseattack.report.claims import (Cells, Claim, build_study_report, claims_markdown, cost_markdown, evaluate,  # noqa: E402
                                        load_cells, write_claims)
-from noiseattack.report.collect import norm_rank
-from noiseattack.report.study import Study, epoch_table, epochs_of, run_study
+from noiseattack.report.collect import norm_rank  # noqa: E402
+from noiseattack.report.study import Study, epoch_table, epochs_of, run_study  # noqa: E402
 
 CLEAN, CONSTANT, FAR, NEAR = "clean", "a2_b1", "mnist-inverted_k64", "mnist_k64"
 SETTING_NAMES = {CLEAN: "clean", CONSTANT: "constant (2, 1)", FAR: "mix mnist-inverted k=64", NEAR: "mix mnist k=64"}

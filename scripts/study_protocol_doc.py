@@ -9,9 +9,10 @@ concluded; and the mix setting re-evaluated with PreciseBN statistics (#21 item 
     python scripts/study_protocol_doc.py --doc /tmp/s.md --out /tmp/s   # elsewhere (on a copy of the doc)
 
 `--protocol` picks the runs (docs/leaderboard/<protocol>/runs), the doc and the claims' dir; each
-is an option of its own too. The claims (claims.md, claims.csv) go to the claims' dir; the doc's
+is an option of its own too. The claims (claims.md, claims.csv) and a report of the study's layers
+(report.md, overview, box plots and curves as PNG and SVG) go to the out dir; the doc's
 generated regions (`<!-- NAME:begin -->` ... `<!-- NAME:end -->`: scope, status, claims, verdicts,
-precise-method, precise, curves, machines, cost) are rewritten, and the text outside them, written
+precise-method, precise, curves, plots, machines, cost) are rewritten, and the text outside them, written
 by hand, is left as it is. The pipeline is `noiseattack.report.study`'s; this file declares the
 study (`STUDY`).
 
@@ -23,6 +24,7 @@ docs are what this writes.
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -37,7 +39,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 from noiseattack import protocols  # noqa: E402
 from noiseattack.leaderboard.board import machine_label, check_record, read_records  # noqa: E402
 from noiseattack.precise import PRECISE_BATCHES  # noqa: E402
-from noiseattack.report.claims import claims_markdown, cost_markdown, evaluate, write_claims  # noqa: E402
+from noiseattack.report.claims import (build_study_report, claims_markdown, cost_markdown, evaluate,  # noqa: E402
+                                       write_claims)
 from noiseattack.report.stats import contrast, fmt_p  # noqa: E402
 from noiseattack.report.study import Study, run_study  # noqa: E402
 from study_protocol_claims import CLAIMS  # noqa: E402
@@ -238,7 +241,8 @@ def precise_method() -> str:
             "runs exist. It tells the estimator from the distribution.")
 
 
-REGIONS = ("scope", "status", "claims", "verdicts", "precise-method", "precise", "curves", "machines", "cost")
+REGIONS = ("scope", "status", "claims", "verdicts", "precise-method", "precise", "curves", "plots", "machines",
+           "cost")
 
 
 def load(args) -> dict[str, Any]:
@@ -250,14 +254,30 @@ def load(args) -> dict[str, Any]:
             "old": old_readings(args.earlier)}
 
 
+def plots(args, s: dict[str, Any]) -> str:
+    """The study's layers' report (report.md, overview, box plots and curves, PNG and SVG) into
+    args.out, old plots removed; the region's body: the plots, linked from the doc."""
+    if not s["records"]:
+        return "No runs yet."
+    report = build_study_report(args.runs, None, norms=LAYERS)
+    report.write(args.out)
+    report.prune(args.out)
+    rel = Path(os.path.relpath(args.out, args.doc.parent)).as_posix()
+    lines = [f"The study's layers only, every seed; the per-setting tables with each layer's test against `bn` are in "
+             f"[{rel}/report.md]({rel}/report.md); SVG beside every PNG.", ""]
+    for p in report.plots:
+        lines += [f"![{p.title}]({rel}/{p.filename})", ""]
+    return "\n".join(lines[:-1])
+
+
 def write(args, s: dict[str, Any]) -> dict[str, str]:
-    """claims.md and claims.csv into args.out; the regions' bodies."""
+    """claims.md, claims.csv and the study's report with its plots into args.out; the regions' bodies."""
     proto, cells, rows = s["proto"], s["cells"], s["rows"]
     write_claims(args.out, rows)
     return {"scope": scope(proto), "status": "\n".join(status(cells, proto)), "claims": claims_markdown(rows),
             "verdicts": "\n".join(side_by_side(rows, s["old"], proto)), "precise-method": precise_method(),
             "precise": "\n".join(precise(cells)), "curves": "\n".join(curves(cells, proto)),
-            "machines": "\n".join(by_machine(cells)),
+            "plots": plots(args, s), "machines": "\n".join(by_machine(cells)),
             "cost": cost_markdown(s["records"]) if s["records"] else "No runs yet."}
 
 
@@ -269,10 +289,10 @@ STUDY = Study(
     paths={"runs": (lambda a: Path("docs/leaderboard") / a.protocol / "runs",
                     "default: docs/leaderboard/<protocol>/runs (absent: no runs yet)"),
            "out": (lambda a: Path("docs") / STEMS[a.protocol],
-                   "claims.md and claims.csv go here; default: docs/study-protocol "
+                   "claims, report and plots go here; default: docs/study-protocol "
                    "(docs/study-protocol-gpu for fmnist-gpu)"),
            "earlier": (Path("docs/study-fmnist/claims.csv"), "the 150-step study's claims, for the side-by-side")},
-    done="wrote {out}/claims.{{md,csv}} and the tables in {doc}")
+    done="wrote {out}/ (claims, report, plots) and the tables in {doc}")
 
 
 if __name__ == "__main__":

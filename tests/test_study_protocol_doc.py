@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import assert_same_plots
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "study_protocol_doc.py"
 PROTOCOLS = [("fmnist", "study-protocol"), ("fmnist-gpu", "study-protocol-gpu")]
@@ -26,8 +28,26 @@ def test_the_study_regenerates_byte_for_byte(tmp_path, protocol, stem):
     proc = run("--protocol", protocol, "--doc", str(doc), "--out", str(tmp_path / stem))
     assert proc.returncode == 0, proc.stderr
     assert doc.read_bytes() == (REPO / "docs" / f"{stem}.md").read_bytes()
-    for name in ("claims.md", "claims.csv"):
+    for name in ("claims.md", "claims.csv", "report.md", "report.csv", "overview.md", "overview.csv"):
         assert (tmp_path / stem / name).read_bytes() == (REPO / "docs" / stem / name).read_bytes(), name
+    assert_same_plots(tmp_path / stem, REPO / "docs" / stem)
+
+
+@pytest.mark.parametrize("protocol, stem", PROTOCOLS)
+def test_the_report_holds_the_study_layers_only(protocol, stem):
+    """The leaderboard's runs dir holds every layer of the zoo; the study's report and plots, its five."""
+    import csv
+    import json
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from study_protocol_doc import LAYERS
+
+    rows = list(csv.DictReader((REPO / "docs" / stem / "report.csv").open()))
+    runs = REPO / "docs" / "leaderboard" / protocol / "runs"
+    others = {json.loads(line)["norm"] for f in runs.glob("*/results.jsonl")
+              for line in f.read_text().splitlines() if line.strip()} - set(LAYERS)
+    assert {r["norm"] for r in rows} == set(LAYERS) and rows
+    assert protocol != "fmnist" or others, "the fmnist leaderboard has other layers: the filter is exercised"
 
 
 def test_the_protocol_picks_the_runs_the_doc_and_the_out_dir():

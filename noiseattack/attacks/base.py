@@ -103,6 +103,10 @@ class AttackSpec:
         """A setting's heading in reports and plots."""
         return f"{self.name} ({self.label(p)})"
 
+    def family(self) -> str:
+        """Its settings together, in a box plot's title (`constant attack`)."""
+        return f"{self.name} attack"
+
     def tick(self, p: Any) -> str:
         """A setting's tick label on its box plot."""
         return self.label(p)

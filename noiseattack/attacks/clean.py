@@ -16,6 +16,9 @@ class Clean(AttackSpec):
     def title(self, p) -> str:
         return "clean (no attack)"
 
+    def family(self) -> str:
+        return "clean (no attack)"
+
     def column(self, label: str) -> str:
         return "clean"
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import shutil
 import tempfile
@@ -200,10 +201,12 @@ def claims_csv(rows: Sequence[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def build_study_report(runs: str | Path | Sequence[str | Path], out_dir: str | Path):
+def build_study_report(runs: str | Path | Sequence[str | Path], out_dir: str | Path,
+                       norms: Sequence[str] | None = None):
     """`build_report` on the run records alone: a copy of every results.jsonl and config.json under
     `runs` (a dir, or several), without the checkpoints, locks and logs of runs in progress on this
-    machine, so that a study's report is a function of its committed results."""
+    machine, so that a study's report is a function of its committed results. With `norms`, only
+    those layers' records (a study of some of a leaderboard's layers)."""
     dirs = [Path(runs)] if isinstance(runs, (str, Path)) else [Path(d) for d in runs]
     with tempfile.TemporaryDirectory() as tmp:
         copies = []
@@ -213,7 +216,11 @@ def build_study_report(runs: str | Path | Sequence[str | Path], out_dir: str | P
                 if src.name in ("results.jsonl", "config.json") and src.is_file():
                     dst = copy / src.relative_to(d)
                     dst.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(src, dst)
+                    if norms is None or src.name == "config.json":
+                        shutil.copyfile(src, dst)
+                    else:
+                        dst.write_text("".join(line for line in src.read_text().splitlines(keepends=True)
+                                               if line.strip() and json.loads(line).get("norm") in norms))
             copies.append(copy if copy.is_dir() else d)  # nothing to copy: build_report says what is wrong
         return build_report(copies, out_dir)
 

@@ -248,8 +248,8 @@ def make_plots(groups: Sequence[Group], formats: Sequence[str] = ("png",), dpi: 
         return hashlib.sha256(variant.encode()).hexdigest()[:6] if variant else ""
 
     for (dataset, model, variant, attack), gs in families.items():
-        title = (f"{describe_context(dataset, model, variant)}\n{attack} attack: final test accuracy (%) over seeds, "
-                 "per norm and setting")
+        title = (f"{describe_context(dataset, model, variant)}\n{attacks.get(attack).family()}: final test accuracy (%) "
+                 "over seeds, per norm and setting")
         name = unique(safe_filename("box", dataset, model, vtag(variant), attack))
         plots.append(Plot(name, title.replace("\n", ": "), "box", (dataset, model, variant, attack),
                           render(box_plot(gs, title, attacks.get(attack).axis), formats, dpi)))
