@@ -467,6 +467,14 @@ def _run_line(r: RunConfig, rec: dict[str, Any]) -> str:
     return f"{r.norm:5s} seed {r.seed}: {acc}  ({rec['wall_time_s']:.0f} s)"
 
 
+def _how_far(bar, t0: float, trained: int, ended: int, total: int) -> str:
+    """`  [3 of 10 done · ETA 12m]`: the runs ended and the time left at this process's pace
+    (`trained` steps since `t0`; the steps left are the bar's)."""
+    left = bar.tasks[0].remaining or 0
+    eta = (time.monotonic() - t0) / trained * left if trained else (0 if not left else None)
+    return f"  [{ended} of {total} done · ETA {fmt_eta(eta)}]"
+
+
 def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], None] | None = None,
         on_failure: Callable[[str], None] | None = None) -> ExperimentResult:
     """Run every (norm, seed) of an experiment that is not done yet, then write the summaries.
@@ -539,9 +547,7 @@ def run(exp: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
             line = _run_line(r, rec)
             if off_screen:  # a log file: the bar is not redrawn there, so the line says how far the runs are
                 trained[0] += advanced[0]
-                left = bar.tasks[0].remaining or 0
-                eta = (time.monotonic() - t0) / trained[0] * left if trained[0] else (0 if not left else None)
-                line += f"  [{ended} of {len(pending)} done · ETA {fmt_eta(eta)}]"
+                line += _how_far(bar, t0, trained[0], ended, len(pending))
             log(line)
             write_summaries_locked(exp.dir, exp.norms)
     wanted = {r.key for r in exp.runs()}

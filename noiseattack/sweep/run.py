@@ -314,6 +314,18 @@ def _gather(grid: Grid, result: SweepResult) -> None:
     result.pending = [job for job in jobs if job.key not in done]
 
 
+def _slots(grid: Grid, executor: str, workers: int, threads: int | None, runs_per_job: int,
+           slurm: SlurmOptions, n_todo: int) -> tuple[int, list, int | None]:
+    """How many tasks run at once, the GPUs the local executors pin them to in turn, and the torch
+    threads each gets (CPUs // workers by default; --cpus-per-job on Slurm)."""
+    if executor == "slurm":
+        return max(1, -(-n_todo // runs_per_job)), [], threads or slurm.cpus_per_job
+    gpus = visible_gpus(grid.device) if (executor != "local" or workers > 1) else []
+    if threads is None and workers > 1:
+        threads = max(1, cpu_count() // workers)
+    return workers, gpus, threads
+
+
 def run_sweep(
     grid: Grid,
     *,
@@ -347,15 +359,7 @@ def run_sweep(
     if elsewhere:
         log(f"{elsewhere} runs are being trained by another process: not started here")
 
-    # Slots and what each task gets: a GPU (local executors) and a number of torch threads.
-    if executor == "slurm":
-        capacity, gpus = max(1, -(-len(todo) // runs_per_job)), []
-        threads = threads or slurm.cpus_per_job
-    else:
-        capacity = workers
-        gpus = visible_gpus(grid.device) if (executor != "local" or workers > 1) else []
-        if threads is None and workers > 1:
-            threads = max(1, cpu_count() // workers)
+    capacity, gpus, threads = _slots(grid, executor, workers, threads, runs_per_job, slurm, len(todo))
     tasks = deque(Task(tuple(todo[i:i + runs_per_job])) for i in range(0, len(todo), runs_per_job))
 
     skipped = sum(st in (DONE, DIVERGED) for _, st, _ in states)
