@@ -417,10 +417,7 @@ def _sweep_dry_run(path: Path, grid, states, workers: int) -> None:
     for job, st, rec in states:
         acc = f"  final {rec['final_acc']:.2f}%{run_note(rec)}" if rec and rec.get("final_acc") is not None else ""
         typer.echo(f"{st:8s} {job.key}  {job.exp.dir}  {job.run.norm:4s} seed {job.run.seed}{acc}")
-    n = S.count_states(states)
-    typer.echo(f"{path}: {len(states)} runs in {len(grid.experiments)} experiments: {n[S.DONE]} done, "
-               f"{n[S.DIVERGED]} diverged, {n[S.RUNNING]} running, {n[S.PARTIAL]} partial (checkpointed), "
-               f"{n[S.PENDING]} pending")
+    typer.echo(f"{path}: {len(states)} runs in {len(grid.experiments)} experiments: {S.states_text(states)}")
     typer.echo(estimate_line(S.estimate_left(grid, states), workers))
 
 

@@ -156,9 +156,8 @@ def _bench_dry_run(proto, doc, runs: Path, k: int, with_baselines: bool, workers
     states = S.status(grid)
     for job, st, _ in states:
         typer.echo(f"{st:8s} {job.key}  {job.exp.name}  {job.run.norm} seed {job.run.seed}")
-    n = S.count_states(states)
-    typer.echo(f"{proto.name} v{proto.version}: {len(states)} runs, {n[S.DONE]} done, {n[S.DIVERGED]} diverged, "
-               f"{n[S.PARTIAL]} partial, {n[S.PENDING]} pending (dry run: nothing trained or written)")
+    typer.echo(f"{proto.name} v{proto.version}: {len(states)} runs: {S.states_text(states)} "
+               "(dry run: nothing trained or written)")
     typer.echo(estimate_line(S.estimate_left(grid, states), workers))  # a new layer: at its settings' medians
     if not with_baselines:
         local = B.reference_values(proto, runs.parent / "calibration", tuple(B.CALIBRATION_SEEDS[:k]),

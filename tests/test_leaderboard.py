@@ -97,7 +97,8 @@ def test_bench_dry_run_lists_the_protocol_runs_and_which_are_done(tmp_path, caps
     lines = [l for l in out.splitlines() if l.split()[0] in ("done", "pending", "partial", "diverged")]
     assert len(lines) == 15 and sum(l.startswith("done") for l in lines) == 1
     assert any(l.startswith("done") and "constant-a2-b1" in l and "iebn seed 2" in l for l in lines)
-    assert "15 runs, 1 done" in out and not (tmp_path / "calibration").exists()
+    assert "15 runs: 1 done, 0 diverged, 0 running, 0 partial (checkpointed), 14 pending (dry run" in out
+    assert not (tmp_path / "calibration").exists()
     # what the rest costs: the 4 constant runs at the finished one's hour; clean and mix: nothing to go by
     assert "\nleft: 14 runs; 4 of them ≈ 4.0 h of run time (" in out and "; 10 with no finished run" in out
 

@@ -87,6 +87,13 @@ def count_states(states: list[tuple[SweepJob, str, dict[str, Any] | None]]) -> d
     return {st: sum(1 for _, s, _ in states if s == st) for st in STATES}
 
 
+def states_text(states: list[tuple[SweepJob, str, dict[str, Any] | None]]) -> str:
+    """`count_states` in words, every state named: `3 done, 0 diverged, 1 running, 0 partial
+    (checkpointed), 5 pending` (the dry runs' count line)."""
+    n = count_states(states)
+    return ", ".join(f"{n[st]} {st}" + (" (checkpointed)" if st == PARTIAL else "") for st in STATES)
+
+
 def estimate_left(grid: Grid, states: list[tuple[SweepJob, str, dict[str, Any] | None]]) -> Estimate:
     """`Estimate` of the runs in `states` (`status(grid)`) not over, by every finished run in the grid's
     experiment dirs (another grid's seeds of the same setting count too; a dir that --overwrite
