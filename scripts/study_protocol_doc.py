@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))  # this checkout's package, whichever one is insta
 sys.path.insert(0, str(REPO / "scripts"))
 
 from noiseattack import protocols  # noqa: E402
-from noiseattack.leaderboard.board import machine_label, check_record, read_records  # noqa: E402
+from noiseattack.leaderboard.board import check_record, machine_label, machine_split, read_records  # noqa: E402
 from noiseattack.precise import PRECISE_BATCHES  # noqa: E402
 from noiseattack.report.claims import (build_study_report, claims_markdown, cost_markdown, evaluate,  # noqa: E402
                                        write_claims)
@@ -206,18 +206,16 @@ def curves(cells, proto) -> list[str]:
 
 
 def by_machine(cells) -> list[str]:
-    """Cells whose runs come from more than one machine: split, and the difference between them."""
+    """Cells whose runs come from more than one machine kind: split, and the difference between the
+    two largest (the leaderboard's `machine_split`)."""
     out = []
     for (s, n), recs in sorted(cells.items()):
-        groups = defaultdict(list)
-        for r in recs:
-            groups[machine_label(r)].append(r["final_acc"])
-        if len(groups) < 2:
+        sp = machine_split(recs)
+        if sp is None:
             continue
-        (m1, a), (m2, b) = sorted(groups.items())[:2]
-        res = contrast([a, b], (1, -1))
-        out.append(f"| {s} | `{n}` | {m1}: {np.mean(a):.2f} ({len(a)}) | {m2}: {np.mean(b):.2f} ({len(b)}) | "
-                   f"{'—' if res['p'] is None else fmt_p(res['p'])} |")
+        (m1, n1, a), (m2, n2, b) = sp["machines"][:2]
+        out.append(f"| {s} | `{n}` | {m1}: {a:.2f} ({n1}) | {m2}: {b:.2f} ({n2}) | "
+                   f"{'—' if sp['p'] is None else fmt_p(sp['p'])} |")
     if not out:
         machines = sorted({machine_label(r) for recs in cells.values() for r in recs})
         return [f"Every cell's runs come from one machine kind ({'; '.join(machines) or 'none yet'})."]

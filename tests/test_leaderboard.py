@@ -375,3 +375,27 @@ def test_footer_gives_each_machine_kind_its_runs_and_hours(tmp_path):
     footer = f"3 runs from 2 machine(s): {label_a}: 2 runs, 2.5 h; {label_b}: 1 run, 1.0 h ("
     assert footer in files["leaderboard.md"] and html.escape(footer) in files["leaderboard.html"]
     assert json.loads(files["leaderboard.json"])["run_hours"] == {label_a: 2.5, label_b: 1.0}
+
+
+def test_a_cell_trained_on_two_machine_kinds_is_split_with_welchs_test(tmp_path):
+    """#21: where both CPU kinds contribute to a cell, the board splits it by kind and tests whether
+    they differ (Welch's t-test, recomputed here with scipy); cells of one kind are not listed."""
+    a, b = [91.0, 91.4, 90.8, 91.2], [90.1, 90.5, 89.9]
+    recs = [record(FMNIST, "bn", "clean", i, v, cpu="CPU A") for i, v in enumerate(a)]
+    recs += [record(FMNIST, "bn", "clean", 4 + i, v, cpu="CPU B") for i, v in enumerate(b)]
+    recs += [record(FMNIST, "bn", "constant", i, 85.0 + i, cpu="CPU A") for i in range(3)]
+    board = L.build_leaderboard(FMNIST, [write_runs(tmp_path / "r", recs)])
+    label_a, label_b = sorted(board.machines)
+    assert [(layer, sid) for layer, sid, _ in board.splits] == [("bn", "clean")]
+    sp = board.splits[0][2]
+    assert [(m, n) for m, n, _ in sp["machines"]] == [(label_a, 4), (label_b, 3)]  # the most runs first
+    assert sp["machines"][0][2] == pytest.approx(np.mean(a)) and sp["diff"] == pytest.approx(np.mean(a) - np.mean(b))
+    assert sp["p"] == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    files = L.render_files(board)
+    row = (f"| `bn` | clean | {label_a}: {np.mean(a):.2f} (4); {label_b}: {np.mean(b):.2f} (3) | "
+           f"{np.mean(a) - np.mean(b):+.2f} [")
+    assert row in files["leaderboard.md"] and "more than one machine kind" in files["leaderboard.html"]
+    assert json.loads(files["leaderboard.json"])["machine_splits"][0]["machines"][1] == {
+        "machine": label_b, "n": 3, "mean": round(float(np.mean(b)), 4)}
+    one_kind = L.build_leaderboard(FMNIST, [write_runs(tmp_path / "one", recs[:4])])
+    assert one_kind.splits == [] and "more than one machine kind" not in L.render_files(one_kind)["leaderboard.md"]

@@ -90,6 +90,7 @@ class Board:
     machines: dict[str, int]  # "cpu (capability)" or GPU name -> runs
     warnings: list[str] = field(default_factory=list)
     hours: dict[str, float] = field(default_factory=dict)  # machine -> its runs' hours (`results.run_cost_s`)
+    splits: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # (layer, setting, machine_split)
 
     def row(self, layer: str) -> Row | None:
         return next((r for r in self.rows if r.layer == layer), None)
@@ -180,8 +181,10 @@ def build(proto: Protocol, runs_dirs: list[Path]) -> Board:
     _rank(rows)
     warnings = [] if any(r.layer == REFERENCE for r in rows) or not rows else [
         f"no {REFERENCE} runs: nothing to compare with"]
+    splits = [(r.layer, s.id, sp) for r in rows for s in proto.settings
+              if s.id in r.cells and (sp := machine_split(r.cells[s.id].runs)) is not None]
     return Board(proto, rows, [str(d) for d in runs_dirs], len(records), dict(sorted(machines.items())), warnings,
-                 {m: seconds[m] / 3600 for m in sorted(machines)})
+                 {m: seconds[m] / 3600 for m in sorted(machines)}, splits)
 
 
 def machine_label(rec: dict[str, Any]) -> str:
@@ -189,6 +192,22 @@ def machine_label(rec: dict[str, Any]) -> str:
     if m.get("gpu"):
         return str(m["gpu"])
     return f"{m.get('cpu', 'unknown CPU')} ({m.get('cpu_capability', '?')})"
+
+
+def machine_split(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A cell's finished runs split by machine kind (`machine_label`), where more than one kind trained
+    them (None else): `machines`, [(kind, n, mean final accuracy)] with the most runs first; `diff`,
+    `ci_low`, `ci_high`, `p`: the first kind's mean minus the second's, Welch's 95% interval and p
+    (None where either has fewer than 2 runs). A cell's numbers pool its kinds; this says whether they may."""
+    by: dict[str, list[float]] = defaultdict(list)
+    for r in runs:
+        by[machine_label(r)].append(float(r["final_acc"]))
+    if len(by) < 2:
+        return None
+    kinds = sorted(by.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    res = contrast([kinds[0][1], kinds[1][1]], (1, -1))
+    return {"machines": [(m, len(v), statistics.fmean(v)) for m, v in kinds], "diff": res["estimate"],
+            "ci_low": res["ci_low"], "ci_high": res["ci_high"], "p": res["p"]}
 
 
 def _row(proto: Protocol, layer: str, by_setting: dict[str, Cell]) -> Row:

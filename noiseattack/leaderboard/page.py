@@ -10,8 +10,8 @@ import json
 from typing import Any
 
 from .board import Board, Cell, Row
-from .render import (COST_LEGEND, chance_legend, drop_text, machines_text, mean_cell, precise_columns, precise_legend,
-                     precise_text)
+from .render import (COST_LEGEND, SPLIT_LEGEND, chance_legend, drop_text, machines_text, mean_cell, precise_columns,
+                     precise_legend, precise_text, split_rows)
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 STYLE = """
@@ -167,6 +167,19 @@ def _vs_bn(cell: Cell | None) -> str:
     return f"{v['diff_vs_bn']:+.2f}{ci}"
 
 
+def _splits(board: Board) -> str:
+    """The cells trained on more than one machine kind, split ("" where there are none)."""
+    rows = split_rows(board)
+    if not rows:
+        return ""
+    body = "".join(f"<tr><td class=l><code>{html.escape(r[0])}</code></td>"
+                   + "".join(f"<td class=l>{html.escape(c)}</td>" for c in r[1:3])
+                   + "".join(f"<td>{html.escape(c)}</td>" for c in r[3:]) + "</tr>" for r in rows)
+    return (f"<p>{html.escape(SPLIT_LEGEND)}</p>\n<table><tr><th class=l>layer</th><th class=l>setting</th>"
+            f"<th class=l>by machine kind: mean (n)</th><th>difference [95% CI]</th><th>Welch p</th></tr>{body}"
+            "</table>\n")
+
+
 def to_html(board: Board, how_to_add: str) -> str:
     p = board.protocol
     definition = json.dumps(p.describe(), indent=1)
@@ -177,8 +190,8 @@ def to_html(board: Board, how_to_add: str) -> str:
             f"BN's, ◆ variance different from BN's (Holm-adjusted p &lt; 0.05 across the board); * fewer runs than the "
             f"protocol's n = {p.seeds}. Ranked by robust accuracy, the mean of the attacked settings' means. Click a "
             f"column to sort. {html.escape(COST_LEGEND)}</p>\n<p>{html.escape(precise_legend(board))}</p>\n" + (f"<p>{html.escape(chance_legend(board))}</p>\n" if chance_legend(board) else "")
-            + f"{_table(board)}\n"
-            f'<p class="note">{html.escape(machines_text(board))}'
+            + f"{_table(board)}\n" + _splits(board)
+            + f'<p class="note">{html.escape(machines_text(board))}'
             + "</p>\n<h2>Layers</h2>\n" + _details(board)
             + f'\n<h2 id="protocol">Protocol</h2>\n<pre>{html.escape(definition)}</pre>\n'
             + f'<h2 id="add">How to add a layer</h2>\n{how_to_add}\n<script>{SCRIPT}</script>\n</body></html>\n')

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from .. import chance
+from ..report.stats import fmt_p
 from .board import PRECISE_FIELDS, Board, Cell, Row, SCHEMA, finite, marks
 
 CSV_FIELDS = (
@@ -76,6 +77,31 @@ def machines_text(board: Board) -> str:
               "time).")
 
 
+SPLIT_LEGEND = (
+    "Cells whose runs come from more than one machine kind. The board's numbers pool them; here they are split: "
+    "the runs per kind and their mean, the first kind's mean minus the second's with Welch's 95% interval and p "
+    "(not Holm-adjusted). A difference says the cell should be read by kind.")
+
+
+def split_rows(board: Board) -> list[list[str]]:
+    """One row per cell of `board.splits`: layer, setting, the kinds (`kind: mean (n)`), difference, p."""
+    out = []
+    for layer, sid, sp in board.splits:
+        ci = f" [{sp['ci_low']:+.2f}, {sp['ci_high']:+.2f}]" if sp["ci_low"] is not None else ""
+        out.append([layer, sid, "; ".join(f"{m}: {mean:.2f} ({n})" for m, n, mean in sp["machines"]),
+                    f"{sp['diff']:+.2f}{ci}", "–" if sp["p"] is None else fmt_p(sp["p"])])
+    return out
+
+
+def split_markdown(board: Board) -> list[str]:
+    """The machine-kind section of leaderboard.md ([] where every cell's runs come from one kind)."""
+    rows = split_rows(board)
+    if not rows:
+        return []
+    return ["", SPLIT_LEGEND, "", "| layer | setting | by machine kind: mean (n) | difference [95% CI] | Welch p |",
+            "|---|---|---|---|---:|", *[f"| `{r[0]}` | {' | '.join(r[1:])} |" for r in rows]]
+
+
 def to_json(board: Board) -> str:
     p = board.protocol
     doc = {
@@ -89,6 +115,10 @@ def to_json(board: Board) -> str:
                                       if k not in ("rank", "layer", "origin", "params", "step_cost_vs_bn",
                                                    "robust_acc", "setting")}
                                for s in p.settings}} for r in board.rows],
+        "machine_splits": [{"layer": layer, "setting": sid,
+                            "machines": [{"machine": m, "n": n, "mean": _r(mean)} for m, n, mean in sp["machines"]],
+                            **{k: _r(sp[k], 6 if k == "p" else 4) for k in ("diff", "ci_low", "ci_high", "p")}}
+                           for layer, sid, sp in board.splits],
         "warnings": board.warnings,
     }
     return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
@@ -179,6 +209,7 @@ def to_markdown(board: Board) -> str:
                 f"{r.step_cost:.2f}" if r.step_cost else "–", f"{r.robust:.2f}" if r.robust is not None else "–",
                 *cells, *drops, *precise]
         lines.append("| " + " | ".join(vals) + " |")
+    lines += split_markdown(board)
     lines += ["", machines_text(board)]
     lines += [f"Warning: {w}" for w in board.warnings]
     return "\n".join(lines) + "\n"
