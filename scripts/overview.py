@@ -13,8 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from noiseattack import overview
-from noiseattack.report.study import replace_region
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's package, whichever one is installed
+
+from noiseattack import overview  # noqa: E402
+from noiseattack.report.study import replace_region  # noqa: E402
 
 
 def main() -> int:

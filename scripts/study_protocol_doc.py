@@ -8,7 +8,7 @@ concluded; and the mix setting re-evaluated with PreciseBN statistics (#21 item 
     python scripts/study_protocol_doc.py --protocol fmnist-gpu    # docs/study-protocol-gpu.md, .../study-protocol-gpu/
     python scripts/study_protocol_doc.py --doc /tmp/s.md --out /tmp/s   # elsewhere (on a copy of the doc)
 
-`--protocol` picks the runs (docs/leaderboard/<protocol>/runs), the doc and the claims' dir; each
+`--protocol` picks the runs (docs/leaderboard/<protocol>/runs), the doc and the out dir; each
 is an option of its own too. The claims (claims.md, claims.csv) and a report of the study's layers
 (report.md, overview, box plots and curves as PNG and SVG) go to the out dir; the doc's
 generated regions (`<!-- NAME:begin -->` ... `<!-- NAME:end -->`: scope, status, claims, verdicts,
@@ -245,26 +245,34 @@ REGIONS = ("scope", "status", "claims", "verdicts", "precise-method", "precise",
 
 def load(args) -> dict[str, Any]:
     """The protocol's runs of the study's layers, each checked to be a run of it, the claims
-    evaluated, and the 150-step study's readings; nothing written."""
+    evaluated, their report (box plots and curves included), and the 150-step study's readings;
+    nothing written."""
     proto = protocols.get(args.protocol)
     cells, records = load_runs(args.runs, proto)
+    report = build_study_report(args.runs, None, norms=LAYERS) if records else None
     return {"proto": proto, "cells": cells, "records": records, "rows": evaluate(CLAIMS, cells),
-            "old": old_readings(args.earlier)}
+            "old": old_readings(args.earlier), "report": report}
+
+
+def _target(path: str) -> str:
+    """A markdown link target: in angle brackets where the path has spaces or parentheses."""
+    return f"<{path}>" if any(c in path for c in " ()<>") else path
 
 
 def plots(args, s: dict[str, Any]) -> str:
     """The study's layers' report (report.md, overview, box plots and curves, PNG and SVG) into
     args.out, old plots removed; the region's body: the plots, linked from the doc."""
-    if not s["records"]:
+    report = s["report"]
+    if report is None:
         return "No runs yet."
-    report = build_study_report(args.runs, None, norms=LAYERS)
     report.write(args.out)
     report.prune(args.out)
     rel = Path(os.path.relpath(args.out, args.doc.parent)).as_posix()
-    lines = [f"The study's layers only, every seed; the per-setting tables with each layer's test against `bn` are in "
-             f"[{rel}/report.md]({rel}/report.md); SVG beside every PNG.", ""]
+    lines = [f"The study's layers only, every seed. The per-setting tables, each layer against `bn`, are in "
+             f"[{rel}/report.md]({_target(rel + '/report.md')}) (their Holm adjustment is over these layers' "
+             "comparisons, not the leaderboard's); SVG beside every PNG.", ""]
     for p in report.plots:
-        lines += [f"![{p.title}]({rel}/{p.filename})", ""]
+        lines += [f"![{p.title}]({_target(rel + '/' + p.filename)})", ""]
     return "\n".join(lines[:-1])
 
 

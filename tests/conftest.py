@@ -119,12 +119,22 @@ def cxx_compiler() -> str | None:
 
 def assert_same_plots(got: Path, committed: Path, required: bool = True) -> None:
     """The plots regenerated into `got` are the committed ones in `committed`, byte for byte, in every
-    format (PNG, SVG): a plot left stale by a change elsewhere (a layer's colour) fails here."""
-    names = sorted(p.name for p in committed.iterdir() if p.suffix in (".png", ".svg"))
-    assert sorted(p.name for p in got.iterdir() if p.suffix in (".png", ".svg")) == names, committed
-    assert names or not required, f"no plots in {committed}"
-    for name in names:
-        assert (got / name).read_bytes() == (committed / name).read_bytes(), f"{committed / name} is stale"
+    format (PNG, SVG): a plot left stale by a change elsewhere (a layer's colour) fails here. The
+    bytes are matplotlib's: another matplotlib version may draw them differently, which the message says."""
+    import hashlib
+
+    import matplotlib
+
+    def plots(d: Path) -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.glob("*"))
+                if p.suffix in (".png", ".svg")}
+
+    want, have = plots(committed), plots(got)
+    assert sorted(have) == sorted(want), committed
+    assert want or not required, f"no plots in {committed}"
+    stale = [name for name in want if have[name] != want[name]]
+    assert not stale, (f"{committed}: {', '.join(stale)} differ from what the committed runs give with matplotlib "
+                       f"{matplotlib.__version__}: regenerate them (or the plots were drawn by another version)")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -100,3 +100,37 @@ def test_marks_use_the_holm_columns_and_an_old_report_csv_is_adjusted_here():
     cells = {r["norm"]: r["cells"]["constant a2_b1"]["vs_bn"] for r in tables[0]["rows"]}
     assert cells == {"bn": "", "in": "▲", "iebn": "▲◆"}
     assert "Brown–Forsythe test: this report.csv predates the permutation test" in overview.to_markdown(tables)
+
+
+def test_the_zoo_check_doc_regenerates_from_its_committed_runs(tmp_path):
+    """docs/zoo-check.md's two commands, run on a copy of its committed per-run results, write its
+    report, overview, plots and doc byte for byte."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import assert_same_plots
+
+    root = Path(__file__).resolve().parents[1]
+    committed = root / "docs" / "zoo-check"
+    if not any(committed.glob("runs/*/results.jsonl")):
+        pytest.skip("no committed results in docs/zoo-check/runs")
+    for src in committed.glob("runs/*/*"):
+        if src.name in ("results.jsonl", "config.json"):
+            dst = tmp_path / src.relative_to(root)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+    shutil.copyfile(root / "docs" / "zoo-check.md", tmp_path / "docs" / "zoo-check.md")
+    env = {**os.environ, "PYTHONPATH": str(root)}  # this checkout's package
+    for cmd in ([sys.executable, "-m", "noiseattack", "report", "docs/zoo-check/runs", "--out", "docs/zoo-check"],
+                [sys.executable, str(root / "scripts" / "overview.py"), "docs/zoo-check/report.csv", "--doc",
+                 "docs/zoo-check.md"]):
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "docs" / "zoo-check"
+    for name in ("report.md", "report.csv", "overview.md", "overview.csv"):
+        assert (out / name).read_bytes() == (committed / name).read_bytes(), name
+    assert (tmp_path / "docs" / "zoo-check.md").read_bytes() == (root / "docs" / "zoo-check.md").read_bytes()
+    assert_same_plots(out, committed)

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -370,3 +371,37 @@ def test_report_without_clean_runs_says_so(tmp_path):
     write_exp(tmp_path / "runs", "c", runs("bn", LOW, attack="clean") + runs("iebn", HIGH, attack="clean"))
     rep = R.build_report([tmp_path / "runs"], None, plots=False)
     assert not any("no clean runs" in w for w in rep.warnings)
+
+
+def test_a_study_report_of_some_layers_keeps_their_records_only(tmp_path):
+    """build_study_report(..., norms=...): the records of those layers (a name or several), torn lines
+    kept for the report's usual warning, an experiment dir without any of them left out, and a filter
+    that keeps nothing refused with a ReportError."""
+    from noiseattack.report import ReportError
+    from noiseattack.report.claims import build_study_report
+
+    runs = Path(__file__).resolve().parents[1] / "docs" / "leaderboard" / "fmnist" / "runs"
+    clean, constant = runs / "clean-fmnist-resnet20w0.5-e3-noaug-linear", runs / "constant-a2-b1-fmnist-resnet20w0.5-e3-noaug-linear"
+    if not (clean / "results.jsonl").exists() or not (constant / "results.jsonl").exists():
+        pytest.skip("no committed fmnist leaderboard runs")
+    def records(d: Path) -> list[dict]:
+        return [json.loads(line) for line in (d / "results.jsonl").read_text().splitlines() if line.strip()]
+
+    recs = records(clean)
+    bn = [r for r in recs if r["norm"] == "bn" and r["status"] == "finished"][:3]
+    iebn = [r for r in recs if r["norm"] == "iebn" and r["status"] == "finished"][:2]
+    assert len(bn) == 3 and len(iebn) == 2
+    for src, lines in ((clean, [json.dumps(r) for r in bn + iebn] + ["", '{"torn": ']),
+                       (constant, [json.dumps(r) for r in records(constant) if r["norm"] == "iebn"][:1])):
+        (tmp_path / src.name).mkdir()
+        (tmp_path / src.name / "results.jsonl").write_text("\n".join(lines) + "\n")
+        shutil.copyfile(src / "config.json", tmp_path / src.name / "config.json")
+    report = build_study_report(tmp_path, None, norms="bn")
+    assert {(r["norm"], r["n"]) for r in report.rows} == {("bn", 3)}
+    assert [Path(d).name for d in report.sources] == [clean.name]  # the dir without bn runs is left out
+    assert any("torn or corrupt line" in w for w in report.warnings)
+    both = build_study_report(tmp_path, None, norms=["bn", "iebn"])
+    assert sorted((r["setting"], r["norm"], r["n"]) for r in both.rows) == [
+        ("a2_b1", "iebn", 1), ("clean", "bn", 3), ("clean", "iebn", 2)]
+    with pytest.raises(ReportError, match="no runs of ln in"):
+        build_study_report(tmp_path, None, norms=["ln"])

@@ -201,27 +201,52 @@ def claims_csv(rows: Sequence[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def _layer_lines(src: Path, norms: set[str]) -> bytes:
+    """The lines of a results.jsonl whose record is a run of one of `norms`, b"" where there is none; a
+    line that is not a record (torn, not JSON) is kept beside them, for `build_report` to warn about as
+    it does without a filter."""
+    kept, matched = [], False
+    for raw in src.read_bytes().splitlines(keepends=True):
+        try:
+            rec = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            kept.append(raw if raw.strip() else b"")
+            continue
+        if not isinstance(rec, dict) or rec.get("norm") in norms:
+            kept.append(raw)
+            matched = matched or isinstance(rec, dict)
+    return b"".join(kept) if matched else b""
+
+
 def build_study_report(runs: str | Path | Sequence[str | Path], out_dir: str | Path,
-                       norms: Sequence[str] | None = None):
+                       norms: str | Sequence[str] | None = None):
     """`build_report` on the run records alone: a copy of every results.jsonl and config.json under
     `runs` (a dir, or several), without the checkpoints, locks and logs of runs in progress on this
-    machine, so that a study's report is a function of its committed results. With `norms`, only
-    those layers' records (a study of some of a leaderboard's layers)."""
+    machine, so that a study's report is a function of its committed results. With `norms` (a name
+    or several), only those layers' records: a study of some of a leaderboard's layers (an
+    experiment dir without any of them is left out)."""
     dirs = [Path(runs)] if isinstance(runs, (str, Path)) else [Path(d) for d in runs]
+    wanted = None if norms is None else {norms} if isinstance(norms, str) else set(norms)
     with tempfile.TemporaryDirectory() as tmp:
         copies = []
         for i, d in enumerate(dirs):
             copy = Path(tmp) / str(i) / d.name
-            for src in d.rglob("*"):
-                if src.name in ("results.jsonl", "config.json") and src.is_file():
-                    dst = copy / src.relative_to(d)
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    if norms is None or src.name == "config.json":
-                        shutil.copyfile(src, dst)
-                    else:
-                        dst.write_text("".join(line for line in src.read_text().splitlines(keepends=True)
-                                               if line.strip() and json.loads(line).get("norm") in norms))
-            copies.append(copy if copy.is_dir() else d)  # nothing to copy: build_report says what is wrong
+            for src in sorted(d.rglob("results.jsonl")):
+                kept = src.read_bytes() if wanted is None else _layer_lines(src, wanted)
+                if wanted is not None and not kept:
+                    continue
+                dst = copy / src.relative_to(d)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_bytes(kept)
+                if (src.parent / "config.json").is_file():
+                    shutil.copyfile(src.parent / "config.json", dst.parent / "config.json")
+            if copy.is_dir():
+                copies.append(copy)
+            elif wanted is None:
+                copies.append(d)  # nothing to copy: build_report says what is wrong with the dir
+        if not copies:
+            raise ReportError(f"no runs of {', '.join(sorted(wanted)) or 'any layer'} in "
+                              + ", ".join(f"'{d}'" for d in dirs))
         return build_report(copies, out_dir)
 
 

@@ -57,9 +57,14 @@ def norm_colors(norms: Iterable[str]) -> dict[str, str]:
     return {n: palette[i % len(palette)] for i, n in enumerate(known + tuple(extra))}
 
 
+_METADATA = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
+             "pdf": {"CreationDate": None, "Creator": None, "Producer": None}}
+
+
 def render(fig, formats: Sequence[str] = ("png",), dpi: int = DPI) -> dict[str, bytes]:
     """The figure in each format: PNG at `dpi`, SVG and PDF as vector graphics (fonts as paths in
-    SVG, so that it looks the same everywhere; no timestamps, so that the bytes are reproducible)."""
+    SVG, so that it looks the same everywhere; no timestamps and no matplotlib version in the
+    metadata, so that the bytes are reproducible: the committed plots are checked byte for byte)."""
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -67,9 +72,8 @@ def render(fig, formats: Sequence[str] = ("png",), dpi: int = DPI) -> dict[str, 
     out = {}
     for fmt in formats:
         buf = io.BytesIO()
-        meta = {"Date": None} if fmt in ("svg", "pdf") else {}
         with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": "noiseattack"}):
-            fig.savefig(buf, format=fmt, dpi=dpi, metadata=meta or None)
+            fig.savefig(buf, format=fmt, dpi=dpi, metadata=_METADATA[fmt])
         out[fmt] = buf.getvalue()
     return out
 
