@@ -21,3 +21,23 @@ def test_every_bench_region_is_its_logs_table():
         logs = [p for p in (REPO / "docs" / "bench").rglob(f"{name}.*") if p.suffix in (".txt", ".log")]
         assert len(logs) == 1, f"region {name}: want one log named {name}.txt or .log under docs/bench, found {logs}"
         assert body == table(logs[0].read_text()), f"region {name} is not bench_doc.py's table of {logs[0]}"
+
+
+def test_bench_protocol_prints_the_ratio_lines_bench_doc_reads(capsys):
+    """scripts/bench_protocol.py end to end, at its smallest (one step, one round, one layer): the
+    compiled and the eager model each step, and the ratio line is what bench_doc.py tabulates."""
+    import shutil
+
+    import pytest
+
+    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        pytest.skip("no C++ compiler: torch.compile on a CPU needs one")
+    import bench_protocol
+
+    assert bench_protocol.main(["--settings", "clean", "--norms", "bn", "--steps", "1", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    ratio = [line.split() for line in out.splitlines() if line.startswith("ratio ")]
+    assert [r[0:2] for r in ratio] == [["ratio", "compiled_vs_eager_clean_bn"]] and float(ratio[0][2]) > 0
+    rows = [line for line in table(out).splitlines() if line.startswith("| `")]
+    assert rows == [f"| `compiled_vs_eager_clean_bn` | {ratio[0][2]} | {ratio[0][4]} | {ratio[0][6]} |"]
+    assert "CPU kind " in table(out)

@@ -1,0 +1,112 @@
+"""Does the whole-model compile pay for a protocol's runs on this machine? The protocol's own model
+and training setting (its width, batch, the mix setting's larger batches), at the protocol's thread
+count, compiled and eager side by side.
+
+    python scripts/bench_protocol.py                             # fmnist, clean and mix, bn and iebn
+    python scripts/bench_protocol.py --settings clean --norms bn,gn,bn+se --rounds 7
+
+Each (setting, layer) builds its model twice, compiled (`torch.compile`, as `--compile` trains it)
+and eager, once (the compile is paid before timing, as a run pays it once). Then every round times
+`--steps` SGD steps of each on a resident batch of the setting's shape, interleaved, and the
+compiled-over-eager ratio of images per second is taken within the round. The median of those
+paired ratios is printed with their min and max; ratios above 1 mean the compile pays. The last
+lines are `ratio compiled_vs_eager_<setting>_<layer> <median> min <min> max <max>`. The CPU kind is
+printed first: figures from different kinds do not compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package
+
+from bench import cpu_kind, machine  # noqa: E402
+from noiseattack import protocols  # noqa: E402
+from noiseattack.config import RunConfig  # noqa: E402
+from noiseattack.train import build_model, compile_model  # noqa: E402
+
+
+def stepper(cfg, norm: str, batch: int):
+    """One SGD step of the setting's model on a resident batch of `batch` images (loss on the first
+    cfg.batch_size, as a mix step), compiled when cfg.compile; returns the step function."""
+    torch.manual_seed(0)
+    model = build_model(RunConfig(cfg, norm, 0), 10).train()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    step_model, _ = compile_model(model, cfg, batch)
+    x = torch.randn(batch, 3, 32, 32)
+    x = x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
+    y = torch.randint(0, 10, (cfg.batch_size,))
+
+    def step() -> None:
+        loss = F.cross_entropy(step_model(x)[:cfg.batch_size], y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()  # warm: the first steps of a compiled model still settle
+    step()
+    return step
+
+
+def timed(step, steps: int, images: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * images / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--protocol", default="fmnist", choices=sorted(protocols.PROTOCOLS))
+    ap.add_argument("--settings", default="clean,mix", help="the protocol's setting ids, comma-separated")
+    ap.add_argument("--norms", default="bn,iebn")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args(argv)
+    proto = protocols.get(args.protocol)
+    if proto.device != "cpu":
+        ap.error(f"{proto.name} is a {proto.device} protocol: this script times CPU runs")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(proto.threads or threads)
+    try:
+        return _bench(proto, args)
+    finally:
+        torch.set_num_threads(threads)  # as it was (a caller's process goes on)
+
+
+def _bench(proto, args: argparse.Namespace) -> int:
+    """Build, compile, time and print (main's body)."""
+    print(machine("cpu"), flush=True)
+    print(f"protocol {proto.name} v{proto.version} ({proto.summary}), {proto.threads} thread(s); {args.steps} steps "
+          f"per measurement", flush=True)
+    pairs = {}
+    for sid in args.settings.split(","):
+        cfg = proto.train_config(sid, "cpu")
+        batch = cfg.batch_size + (cfg.k if cfg.attack == "mix" else 0)
+        for norm in args.norms.split(","):
+            t0 = time.perf_counter()
+            on, off = (stepper(dataclasses.replace(cfg, compile=c), norm, batch) for c in (True, False))
+            print(f"{sid} {norm}: built and compiled in {time.perf_counter() - t0:.0f} s", flush=True)
+            pairs[(sid, norm, batch)] = (on, off)
+    ratios: dict[tuple, list[float]] = {key: [] for key in pairs}
+    for r in range(args.rounds):
+        for key, (on, off) in pairs.items():
+            a, b = timed(on, args.steps, key[2]), timed(off, args.steps, key[2])
+            ratios[key].append(a / b)
+            print(f"round {r + 1}: {key[0]} {key[1]}: compiled {a:.0f} img/s, eager {b:.0f} img/s", flush=True)
+    print(f"\n{cpu_kind()}; median of {args.rounds} paired per-round ratios, with their min and max")
+    for (sid, norm, _), v in ratios.items():
+        print(f"ratio compiled_vs_eager_{sid}_{norm} {statistics.median(v):.3f} min {min(v):.3f} max {max(v):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
