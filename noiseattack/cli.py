@@ -353,6 +353,7 @@ def sweep(
     submitit_dir: Annotated[Optional[Path], typer.Option(help="submitit's logs and pickles [default: RUNS_DIR/.submitit].")] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the Slurm jobs (--no-wait: submit and exit).")] = True,
     progress: Annotated[bool, typer.Option(help="Show the sweep's progress.")] = True,
+    order: Annotated[str, typer.Option(help="Which runs start first: experiment (the grid's order, one setting after another) or norm (one layer after another in every setting, runs with a checkpoint first: a leaderboard row completes sooner).")] = "experiment",
 ) -> None:
     """Run a grid of experiments (attack settings x norms x seeds); finished runs are skipped."""
     from rich.console import Console
@@ -377,7 +378,7 @@ def sweep(
                                  array_parallelism=array_parallelism, extra=extra, folder=submitit_dir)
         S.check_options(executor, workers, threads, runs_per_job, options)  # before the grid: a dry run too
         g = S.load_grid(grid, runs_dir=runs_dir, data_dir=data_dir, defer_device=executor == "slurm")
-        states = S.status(g)
+        states = S.ordered(S.status(g), order)
         if dry_run:
             _sweep_dry_run(grid, g, states, workers)
             return
@@ -388,7 +389,7 @@ def sweep(
                       + (f"{elsewhere} running in another process, " if elsewhere else "") + f"{todo} to run ({executor})",
                       soft_wrap=True)
         result = S.run_sweep(g, executor=executor, workers=workers, threads=threads, runs_per_job=runs_per_job,
-                             slurm=options, wait=wait, progress=progress,
+                             slurm=options, wait=wait, progress=progress, order=order,
                              log=lambda line: print_line(console, line))
     except ConfigError as e:
         fail(str(e))

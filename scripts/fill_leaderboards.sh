@@ -5,6 +5,8 @@
 #   3. docs/leaderboard/mnist, the second primary (bn, bnse, iebn, bn-damped, iebn-b0, gn; seeds 0-4);
 #   4. the rest of the zoo on fmnist (grid-4: 14 layers, 210 runs), as compute allows;
 #   5. the protocol pilots b, d, e (docs/protocols).
+# Layer by layer within each grid (`--order norm`: a layer's row, every setting, completes before the
+# next layer starts, so the board ranks one more layer every ~15 runs; checkpointed runs first).
 # Two workers, one thread each (the protocols fix one thread), at low priority. Finished runs are
 # committed with `bash scripts/commit_runs.sh "message"`. Stop with Ctrl-C (or SIGINT to the sweep and
 # its workers): runs in progress write their checkpoints and resume on the next start.
@@ -25,7 +27,7 @@ GRIDS=(
 )
 for g in "${GRIDS[@]}"; do
   rc=0
-  nice -n 10 noiseattack sweep "$g" --workers "${WORKERS:-2}" --threads 1 --no-progress || rc=$?
+  nice -n 10 noiseattack sweep "$g" --workers "${WORKERS:-2}" --threads 1 --order norm --no-progress || rc=$?
   # 3: some runs failed (a layer raised; recorded, retried on the next start): go on with the next grid.
   # Anything else (2 bad input, 130 interrupted) stops here.
   if [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ]; then exit "$rc"; fi

@@ -161,6 +161,35 @@ def test_dry_run_lists_every_run_and_writes_nothing(tiny, capsys):
     assert not runs.exists()
 
 
+def test_the_norm_order_runs_one_layer_after_another_checkpointed_runs_first(tiny, capsys):
+    """--order norm: each layer in every setting before the next layer (a leaderboard row completes
+    sooner), runs with a checkpoint before all others; the dry run lists them in that order."""
+    grid, runs = tiny["grid"], tiny["tmp"] / "runs"
+    g = S.load_grid(grid, runs_dir=runs)
+    states = S.status(g)
+    clean, constant = (e.name for e in g.experiments)
+    want = [(n, e, seed) for n in ("bn", "iebn") for e in (clean, constant) for seed in (0, 1)]
+    assert [(j.run.norm, j.exp.name, j.run.seed) for j, _, _ in S.ordered(states, "norm")] == want
+    assert S.ordered(states, "experiment") == states  # the grid's order: setting by setting
+    partial = [(j, S.PARTIAL if (j.run.norm, j.exp.name, j.run.seed) == ("iebn", constant, 1) else st, r)
+               for j, st, r in states]
+    assert [(j.run.norm, j.exp.name, j.run.seed) for j, _, _ in S.ordered(partial, "norm")] == [
+        ("iebn", constant, 1), *[w for w in want if w != ("iebn", constant, 1)]]
+    code, out, err = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(runs), "--dry-run", "--order", "norm")
+    assert code == 0, err
+    keys = {j.key: (j.run.norm, j.exp.name, j.run.seed) for j, _, _ in states}
+    assert [keys[line.split()[1]] for line in out.splitlines()[:8]] == want and not runs.exists()
+    code, out, err = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(runs), "--order", "layer")
+    assert code == 2 and err.strip() == "noiseattack: error: unknown order 'layer': choose experiment, norm" and not runs.exists()
+
+
+def test_a_sweep_in_norm_order_trains_layer_by_layer(tiny):
+    grid, runs = tiny["grid"], tiny["tmp"] / "runs"
+    grid.write_text(grid.read_text().replace("seeds = [0, 1]", "seeds = [0]"))
+    result = S.run_sweep(S.load_grid(grid, runs_dir=runs), progress=False, order="norm")
+    assert [(r["norm"], r["experiment"]) for r in result.ran] == [(n, e) for n in ("bn", "iebn") for e in EXPERIMENTS]
+
+
 ONE_THREAD = {"device": "cpu", "threads": 1}
 
 

@@ -82,6 +82,23 @@ class Estimate:
         return max(slots, default=0.0)
 
 
+ORDERS = ("experiment", "norm")
+
+
+def ordered(states: list[tuple[SweepJob, str, dict[str, Any] | None]], order: str = "experiment"
+            ) -> list[tuple[SweepJob, str, dict[str, Any] | None]]:
+    """`status(grid)`'s runs in the order a sweep starts them. "experiment": the grid's (one setting
+    after another, each with every layer and seed). "norm": one layer after another, each in every
+    setting, so that a layer's row of a leaderboard completes before the next layer starts; runs
+    with a checkpoint first (their steps are done)."""
+    if order not in ORDERS:
+        raise ConfigError(f"unknown order '{order}': choose {', '.join(ORDERS)}")
+    if order == "experiment":
+        return list(states)
+    norms = {n: i for i, n in enumerate(dict.fromkeys(job.run.norm for job, _, _ in states))}
+    return [s for _, s in sorted(((s[1] != PARTIAL, norms[s[0].run.norm], i), s) for i, s in enumerate(states))]
+
+
 def count_states(states: list[tuple[SweepJob, str, dict[str, Any] | None]]) -> dict[str, int]:
     """How many of `status(grid)`'s runs are in each of STATES (every state a key, 0 included)."""
     return {st: sum(1 for _, s, _ in states if s == st) for st in STATES}
@@ -344,6 +361,7 @@ def run_sweep(
     wait: bool = True,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    order: str = "experiment",
 ) -> SweepResult:
     """Run every run of the grid that is not done yet and return the records.
 
@@ -351,6 +369,7 @@ def run_sweep(
     pinned to one GPU in turn), "submitit-local" (submitit's local executor, `workers` jobs at a
     time) or "slurm" (a submitit job array; `slurm` holds what each job asks for). threads: torch
     threads per worker [default: CPUs // workers when workers > 1; --cpus-per-job on Slurm].
+    order: which runs start first (`ordered`: "experiment", the grid's order, or "norm", layer by layer).
     Bad input raises ConfigError before anything is written. A run that fails does not stop the
     others: it is in `failed` and stays pending. Ctrl-C stops the runs in progress at their next
     step (after a checkpoint) and raises Interrupted; a Slurm array keeps running.
@@ -359,7 +378,7 @@ def run_sweep(
     check_options(executor, workers, threads, runs_per_job, slurm)
     check_grid_data(grid)  # missing data: one error before anything is written
 
-    states = status(grid)
+    states = ordered(status(grid), order)
     todo = [job for job, st, _ in states if st not in (DONE, DIVERGED, RUNNING)]
     log = log or (lambda s: None)
     elsewhere = sum(st == RUNNING for _, st, _ in states)
