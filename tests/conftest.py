@@ -117,6 +117,17 @@ def cxx_compiler() -> str | None:
     return next((c for c in ("g++", "c++", "clang++") if shutil.which(c)), None)
 
 
+def copy_run_records(runs: Path, dst_root: Path, root: Path) -> None:
+    """The per-run records (results.jsonl, config.json) of the experiment dirs in `runs` (a glob
+    pattern's dirs, e.g. `docs/study-fmnist/runs*`), copied under `dst_root` at their paths relative to
+    `root`: a doc's evidence without the checkpoints, locks and logs of runs in progress."""
+    for src in sorted(Path(root).glob(f"{Path(runs).relative_to(root)}/*/*")):
+        if src.name in ("results.jsonl", "config.json"):
+            dst = dst_root / src.relative_to(root)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+
+
 def assert_same_plots(got: Path, committed: Path, required: bool = True) -> None:
     """The plots regenerated into `got` are the committed ones in `committed`, byte for byte, in every
     format (PNG, SVG): a plot left stale by a change elsewhere (a layer's colour) fails here. The

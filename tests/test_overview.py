@@ -111,17 +111,13 @@ def test_the_zoo_check_doc_regenerates_from_its_committed_runs(tmp_path):
     import sys
     from pathlib import Path
 
-    from conftest import assert_same_plots
+    from conftest import assert_same_plots, copy_run_records
 
     root = Path(__file__).resolve().parents[1]
     committed = root / "docs" / "zoo-check"
     if not any(committed.glob("runs/*/results.jsonl")):
         pytest.skip("no committed results in docs/zoo-check/runs")
-    for src in committed.glob("runs/*/*"):
-        if src.name in ("results.jsonl", "config.json"):
-            dst = tmp_path / src.relative_to(root)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
+    copy_run_records(committed / "runs", tmp_path, root)
     shutil.copyfile(root / "docs" / "zoo-check.md", tmp_path / "docs" / "zoo-check.md")
     env = {**os.environ, "PYTHONPATH": str(root)}  # this checkout's package
     for cmd in ([sys.executable, "-m", "noiseattack", "report", "docs/zoo-check/runs", "--out", "docs/zoo-check"],

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_same_plots
+from conftest import assert_same_plots, copy_run_records
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "docs" / "study-fmnist" / "runs"
@@ -20,11 +20,7 @@ TABLES = ("report.md", "report.csv", "overview.md", "overview.csv", "claims.md",
 
 @pytest.mark.skipif(not any(RUNS.glob("*/results.jsonl")), reason="no committed study results in docs/study-fmnist/runs")
 def test_the_study_doc_regenerates_from_the_committed_results(tmp_path):
-    for src in RUNS.parent.glob("runs*/*/*"):  # the study's runs and the convergence check's
-        if src.name in ("results.jsonl", "config.json"):
-            dst = tmp_path / src.relative_to(ROOT)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
+    copy_run_records(RUNS.parent / "runs*", tmp_path, ROOT)  # the study's runs and the convergence check's
     (tmp_path / "docs" / "study-fmnist.md").write_bytes((ROOT / "docs" / "study-fmnist.md").read_bytes())
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "study_doc.py")], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
@@ -54,11 +50,7 @@ def test_a_convergence_dir_without_results_reads_as_not_run(tmp_path):
     """The convergence check's dir may exist before any of its runs finished (a sweep just started)."""
     if not any(RUNS.glob("*/results.jsonl")):
         pytest.skip("no committed study results in docs/study-fmnist/runs")
-    for src in RUNS.glob("*/*"):
-        if src.name in ("results.jsonl", "config.json"):
-            dst = tmp_path / src.relative_to(ROOT)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
+    copy_run_records(RUNS, tmp_path, ROOT)
     (tmp_path / "docs" / "study-fmnist" / "runs-convergence" / "clean-started").mkdir(parents=True)
     doc = tmp_path / "docs" / "study-fmnist.md"
     doc.write_bytes((ROOT / "docs" / "study-fmnist.md").read_bytes())
