@@ -198,7 +198,8 @@ def estimate_line(est, workers: int) -> str:
         return f"left: {left} runs; no finished run in their settings to estimate their cost by"
     some = f"left: {left} runs; {known} of them" if est.unknown else f"left: {left} run{'s' if left != 1 else ''}"
     text = (f"{some} ≈ {est.seconds / 3600:.1f} h of run time (each at the median of its layer's finished runs in "
-            f"its setting, else of the setting's; CPU time where a run trained at one CPU thread, else wall time)")
+            f"its setting, else its layer's in another setting scaled by the layers both have, else the setting's; "
+            "CPU time where a run trained at one CPU thread, else wall time)")
     if workers > 1:
         text += f", ≈ {est.finish_s(workers) / 3600:.1f} h at {workers} workers"
     return text + (f"; {est.unknown} with no finished run in their setting to go by" if est.unknown else "")

@@ -204,8 +204,9 @@ def _write(exp_dir: Path, recs: list[dict]) -> None:
 
 def test_dry_run_costs_the_runs_left_by_the_finished_ones(tiny, capsys):
     """Each run left costs the median of its layer's finished runs in its setting (CPU time where a
-    one-thread CPU run recorded one, else wall time), else the setting's median; a diverged run is
-    no cost to go by; the time at W workers is when W slots finish them, longest first."""
+    one-thread CPU run recorded one, else wall time), else its layer's cost in another setting scaled
+    by the layers both settings have, else the setting's median; a diverged run is no cost to go by;
+    the time at W workers is when W slots finish them, longest first."""
     grid, runs = tiny["grid"], tiny["tmp"] / "runs"
     clean, constant = S.load_grid(grid, runs_dir=runs).experiments
     by = {(r.norm, r.seed): r for r in clean.runs()}
@@ -220,7 +221,8 @@ def test_dry_run_costs_the_runs_left_by_the_finished_ones(tiny, capsys):
     assert code == 0, err
     assert out.splitlines()[-1] == (
         "left: 5 runs; 1 of them ≈ 2.0 h of run time (each at the median of its layer's finished runs in its "
-        "setting, else of the setting's; CPU time where a run trained at one CPU thread, else wall time), ≈ 2.0 h "
+        "setting, else its layer's in another setting scaled by the layers both have, else the setting's; "
+        "CPU time where a run trained at one CPU thread, else wall time), ≈ 2.0 h "
         "at 2 workers; 4 with no finished run in their setting to go by")
 
     two_threads, gpu = {"device": "cpu", "threads": 2}, {"device": "cuda", "threads": 1}
@@ -234,6 +236,16 @@ def test_dry_run_costs_the_runs_left_by_the_finished_ones(tiny, capsys):
     # run: its wall time, 200 s); constant: the iebn runs take bn's (two threads: wall time, 350 s)
     assert sorted(est.costs) == [200.0, 200.0, 350.0, 350.0] and est.unknown == 0
     assert est.finish_s(2) == 550.0 and est.finish_s(8) == 350.0 and est.finish_s(1) == 1100.0
+    # iebn has runs in clean only, at 3x bn's: constant's iebn runs carry that over, 3 x bn's 350 s there
+    _write(clean.dir, [_costed(by[("bn", 0)], "finished", wall_time_s=100.0),
+                       _costed(by[("iebn", 0)], "finished", wall_time_s=300.0)])
+    est = S.estimate_left(g, S.status(g))
+    assert sorted(est.costs) == [100.0, 300.0, 1050.0, 1050.0] and est.unknown == 0
+    # a cell with CPU times goes by them alone: the wall times of runs that shared their CPUs are longer
+    _write(clean.dir, [_costed(by[("bn", 0)], "finished", wall_time_s=900.0),
+                       _costed(by[("bn", 1)], "finished", wall_time_s=950.0, cpu_time_s=120.0, machine=ONE_THREAD)])
+    est = S.estimate_left(g, S.status(g))
+    assert sorted(est.costs) == [120.0, 120.0, 350.0, 350.0]  # clean iebn: the setting's (bn's) 120 s
     assert run_cost_s({"wall_time_s": float("nan")}) is None and run_cost_s({"wall_time_s": True}) is None
     assert run_cost_s({"cpu_time_s": 5.0, "wall_time_s": 8.0, "machine": None}) == 8.0
 

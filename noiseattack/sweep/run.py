@@ -15,7 +15,7 @@ from .. import chance
 from ..config import ConfigError, ExperimentConfig
 from ..experiment import (failure_where, fmt_eta, is_running, on_screen, open_dir, other_setting, run_paths,
                           sigint_requests_stop)
-from ..results import read_results, run_cost_s
+from ..results import cpu_seconds, read_results, run_cost_s
 from ..train import prepare_data
 from .executors import (
     EXECUTORS, Runner, SlurmOptions, SubmititRunner, Task, cpu_count, make_runner, visible_gpus,
@@ -114,27 +114,49 @@ def states_text(states: list[tuple[SweepJob, str, dict[str, Any] | None]]) -> st
 def estimate_left(grid: Grid, states: list[tuple[SweepJob, str, dict[str, Any] | None]]) -> Estimate:
     """`Estimate` of the runs in `states` (`status(grid)`) not over, by every finished run in the grid's
     experiment dirs (another grid's seeds of the same setting count too; a dir that --overwrite
-    replaces, as `status` reads it, does not)."""
-    by_norm: dict[tuple[Path, str], list[float]] = defaultdict(list)
-    by_exp: dict[Path, list[float]] = defaultdict(list)
+    replaces, as `status` reads it, does not). A run costs the median of its layer's finished runs
+    in its setting (of their CPU times where some recorded one); else its layer's median in another setting scaled by what the layers the two
+    settings share cost in each (`_carried`); else the median of its setting's finished runs."""
+    by_norm: dict[tuple[Path, str], list[tuple[float, bool]]] = defaultdict(list)
+    by_exp: dict[Path, list[tuple[float, bool]]] = defaultdict(list)
     for exp in grid.experiments:
         if _replaced(exp):
             continue
         for rec in read_results(exp.dir):
             cost = run_cost_s(rec) if rec.get("status") == "finished" else None  # a diverged run stopped early
             if cost is not None:
-                by_norm[(exp.dir, rec.get("norm"))].append(cost)
-                by_exp[exp.dir].append(cost)
+                by_norm[(exp.dir, rec.get("norm"))].append((cost, cpu_seconds(rec) is not None))
+                by_exp[exp.dir].append((cost, cpu_seconds(rec) is not None))
+    med = {k: _median_cost(v) for k, v in by_norm.items()}
     costs, unknown = [], 0
     for job, state, _ in states:
         if state in (DONE, DIVERGED):
             continue
-        known = by_norm.get((job.exp.dir, job.run.norm)) or by_exp.get(job.exp.dir)
-        if known:
-            costs.append(statistics.median(known))
-        else:
+        cost = med.get((job.exp.dir, job.run.norm)) or _carried(med, job.exp.dir, job.run.norm)
+        if cost is None and by_exp.get(job.exp.dir):
+            cost = _median_cost(by_exp[job.exp.dir])
+        if cost is None:
             unknown += 1
+        else:
+            costs.append(cost)
     return Estimate(tuple(costs), unknown)
+
+
+def _median_cost(costs: list[tuple[float, bool]]) -> float:
+    """The median of (cost, is a CPU time) pairs: of the CPU times where there are any (a wall time
+    counts the waits for a shared CPU too), else of the wall times."""
+    cpu = [c for c, is_cpu in costs if is_cpu]
+    return statistics.median(cpu or [c for c, _ in costs])
+
+
+def _carried(med: dict[tuple[Path, str], float], exp_dir: Path, norm: str) -> float | None:
+    """`norm`'s median cost in another setting, times the setting's cost over that one's for the
+    layers with runs in both (the median of every such product); None where there is none (a mix
+    step costs more than a clean one, and a slow layer is slow in every setting)."""
+    here = {n: c for (d, n), c in med.items() if d == exp_dir}
+    guesses = [c * here[m] / med[(d, m)] for (d, n), c in med.items() if n == norm and d != exp_dir
+               for m in here if (d, m) in med]
+    return statistics.median(guesses) if guesses else None
 
 
 def check_grid_data(grid: Grid) -> None:
