@@ -8,10 +8,12 @@ count, compiled and eager side by side.
 Each (setting, layer) builds its model twice, compiled (`torch.compile`, as `--compile` trains it)
 and eager, once (the compile is paid before timing, as a run pays it once). Then every round times
 `--steps` SGD steps of each on a resident batch of the setting's shape, interleaved, and the
-compiled-over-eager ratio of images per second is taken within the round. The median of those
-paired ratios is printed with their min and max; ratios above 1 mean the compile pays. The last
-lines are `ratio compiled_vs_eager_<setting>_<layer> <median> min <min> max <max>`. The CPU kind is
-printed first: figures from different kinds do not compare.
+compiled-over-eager ratio of images per second is taken within the round (above 1: the compile
+pays), and each layer's compiled step time over the first layer's (`--norms`' first, BN by
+default: what a run of the layer costs against BN's). The median of those paired ratios is printed
+with their min and max, in the last lines: `ratio compiled_vs_eager_<setting>_<layer> <median> min
+<min> max <max>` and `ratio step_<setting>_<layer>_vs_<first> ...`. The CPU kind is printed first:
+figures from different kinds do not compare.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import dataclasses
 import statistics
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -96,15 +99,20 @@ def _bench(proto, args: argparse.Namespace) -> int:
             on, off = (stepper(dataclasses.replace(cfg, compile=c), norm, batch) for c in (True, False))
             print(f"{sid} {norm}: built and compiled in {time.perf_counter() - t0:.0f} s", flush=True)
             pairs[(sid, norm, batch)] = (on, off)
-    ratios: dict[tuple, list[float]] = {key: [] for key in pairs}
+    ratios: dict[str, list[float]] = defaultdict(list)
+    first = args.norms.split(",")[0]
     for r in range(args.rounds):
+        rates = {}
         for key, (on, off) in pairs.items():
-            a, b = timed(on, args.steps, key[2]), timed(off, args.steps, key[2])
-            ratios[key].append(a / b)
+            rates[key] = a, b = timed(on, args.steps, key[2]), timed(off, args.steps, key[2])
+            ratios[f"compiled_vs_eager_{key[0]}_{key[1]}"].append(a / b)
             print(f"round {r + 1}: {key[0]} {key[1]}: compiled {a:.0f} img/s, eager {b:.0f} img/s", flush=True)
+        for (sid, norm, batch), (a, _) in rates.items():  # the layer's step time over the first layer's, compiled
+            if norm != first:
+                ratios[f"step_{sid}_{norm}_vs_{first}"].append(rates[(sid, first, batch)][0] / a)
     print(f"\n{cpu_kind()}; median of {args.rounds} paired per-round ratios, with their min and max")
-    for (sid, norm, _), v in ratios.items():
-        print(f"ratio compiled_vs_eager_{sid}_{norm} {statistics.median(v):.3f} min {min(v):.3f} max {max(v):.3f}")
+    for name, v in ratios.items():
+        print(f"ratio {name} {statistics.median(v):.3f} min {min(v):.3f} max {max(v):.3f}")
     return 0
 
 

@@ -24,8 +24,8 @@ def test_every_bench_region_is_its_logs_table():
 
 
 def test_bench_protocol_prints_the_ratio_lines_bench_doc_reads(capsys):
-    """scripts/bench_protocol.py end to end, at its smallest (one step, one round, one layer): the
-    compiled and the eager model each step, and the ratio line is what bench_doc.py tabulates."""
+    """scripts/bench_protocol.py end to end, at its smallest (one step, one round, two layers): the
+    compiled and the eager model of each step, and the ratio lines are what bench_doc.py tabulates."""
     import shutil
 
     import pytest
@@ -34,10 +34,12 @@ def test_bench_protocol_prints_the_ratio_lines_bench_doc_reads(capsys):
         pytest.skip("no C++ compiler: torch.compile on a CPU needs one")
     import bench_protocol
 
-    assert bench_protocol.main(["--settings", "clean", "--norms", "bn", "--steps", "1", "--rounds", "1"]) == 0
+    argv = ["--settings", "clean", "--norms", "bn,bn-damped", "--steps", "1", "--rounds", "1"]
+    assert bench_protocol.main(argv) == 0
     out = capsys.readouterr().out
     ratio = [line.split() for line in out.splitlines() if line.startswith("ratio ")]
-    assert [r[0:2] for r in ratio] == [["ratio", "compiled_vs_eager_clean_bn"]] and float(ratio[0][2]) > 0
+    assert [r[1] for r in ratio] == ["compiled_vs_eager_clean_bn", "compiled_vs_eager_clean_bn-damped",
+                                     "step_clean_bn-damped_vs_bn"] and all(float(r[2]) > 0 for r in ratio)
     rows = [line for line in table(out).splitlines() if line.startswith("| `")]
-    assert rows == [f"| `compiled_vs_eager_clean_bn` | {ratio[0][2]} | {ratio[0][4]} | {ratio[0][6]} |"]
+    assert rows == [f"| `{r[1]}` | {r[2]} | {r[4]} | {r[6]} |" for r in ratio]
     assert "CPU kind " in table(out)
