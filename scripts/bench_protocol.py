@@ -6,11 +6,14 @@ count, compiled and eager side by side.
     python scripts/bench_protocol.py --settings clean --norms bn,gn,bn+se --rounds 7
 
 Each (setting, layer) builds its model twice, compiled (`torch.compile`, as `--compile` trains it)
-and eager, once (the compile is paid before timing, as a run pays it once). Then every round times
+and eager (IEBN still with its fused `--compile-norms` kernels, as `--no-compile` trains it), once
+(the compile is paid before timing, as a run pays it once); a model that cannot be compiled here
+stops the script. Then every round times
 `--steps` SGD steps of each on a resident batch of the setting's shape, interleaved, and the
 compiled-over-eager ratio of images per second is taken within the round (above 1: the compile
 pays), and each layer's compiled step time over the first layer's (`--norms`' first, BN by
-default: what a run of the layer costs against BN's). The median of those paired ratios is printed
+default: what a training step of the layer costs against BN's; a run also loads batches, evaluates
+and recomputes PreciseBN statistics). The median of those paired ratios is printed
 with their min and max, in the last lines: `ratio compiled_vs_eager_<setting>_<layer> <median> min
 <min> max <max>` and `ratio step_<setting>_<layer>_vs_<first> ...`. The CPU kind is printed first:
 figures from different kinds do not compare.
@@ -44,6 +47,8 @@ def stepper(cfg, norm: str, batch: int):
     model = build_model(RunConfig(cfg, norm, 0), 10).train()
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     step_model, _ = compile_model(model, cfg, batch)
+    if cfg.compile and step_model is model:  # compile_model fell back (it warned): no compiled step to time
+        raise SystemExit(f"bench_protocol: {norm} could not be compiled here; nothing to compare")
     x = torch.randn(batch, 3, 32, 32)
     x = x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
     y = torch.randint(0, 10, (cfg.batch_size,))
@@ -93,7 +98,7 @@ def _bench(proto, args: argparse.Namespace) -> int:
     pairs = {}
     for sid in args.settings.split(","):
         cfg = proto.train_config(sid, "cpu")
-        batch = cfg.batch_size + (cfg.k if cfg.attack == "mix" else 0)
+        batch = cfg.batch_size + cfg.attack_spec().extra_images(cfg.attack_params())  # as a run's step: B + k under mix
         for norm in args.norms.split(","):
             t0 = time.perf_counter()
             on, off = (stepper(dataclasses.replace(cfg, compile=c), norm, batch) for c in (True, False))
@@ -104,7 +109,9 @@ def _bench(proto, args: argparse.Namespace) -> int:
     for r in range(args.rounds):
         rates = {}
         for key, (on, off) in pairs.items():
-            rates[key] = a, b = timed(on, args.steps, key[2]), timed(off, args.steps, key[2])
+            first_on = r % 2 == 0  # which goes first alternates by round: no order bias
+            a, b = (timed(f, args.steps, key[2]) for f in ((on, off) if first_on else (off, on)))
+            rates[key] = a, b = (a, b) if first_on else (b, a)
             ratios[f"compiled_vs_eager_{key[0]}_{key[1]}"].append(a / b)
             print(f"round {r + 1}: {key[0]} {key[1]}: compiled {a:.0f} img/s, eager {b:.0f} img/s", flush=True)
         for (sid, norm, batch), (a, _) in rates.items():  # the layer's step time over the first layer's, compiled

@@ -206,8 +206,8 @@ def curves(cells, proto) -> list[str]:
 
 
 def by_machine(cells) -> list[str]:
-    """Cells whose runs come from more than one machine kind: split, and the difference between the
-    two largest (the leaderboard's `machine_split`)."""
+    """Cells whose runs come from more than one machine kind: the two with the most runs, their means
+    and Welch's p (the leaderboard's `machine_split`; leaderboard.md lists every kind)."""
     out = []
     for (s, n), recs in sorted(cells.items()):
         sp = machine_split(recs)

@@ -118,9 +118,10 @@ def cxx_compiler() -> str | None:
 
 
 def copy_run_records(runs: Path, dst_root: Path, root: Path) -> None:
-    """The per-run records (results.jsonl, config.json) of the experiment dirs in `runs` (a glob
-    pattern's dirs, e.g. `docs/study-fmnist/runs*`), copied under `dst_root` at their paths relative to
-    `root`: a doc's evidence without the checkpoints, locks and logs of runs in progress."""
+    """The per-run records (results.jsonl, config.json) of the experiment dirs in `runs` (a path under
+    `root`, or a glob pattern of them: `root / "docs/study-fmnist/runs*"`), copied under `dst_root` at
+    their paths relative to `root`: a doc's evidence without the checkpoints, locks and logs of runs
+    in progress."""
     for src in sorted(Path(root).glob(f"{Path(runs).relative_to(root)}/*/*")):
         if src.name in ("results.jsonl", "config.json"):
             dst = dst_root / src.relative_to(root)

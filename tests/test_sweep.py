@@ -181,6 +181,9 @@ def test_the_norm_order_runs_one_layer_after_another_checkpointed_runs_first(tin
     assert [keys[line.split()[1]] for line in out.splitlines()[:8]] == want and not runs.exists()
     code, out, err = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(runs), "--order", "layer")
     assert code == 2 and err.strip() == "noiseattack: error: unknown order 'layer': choose experiment, norm" and not runs.exists()
+    with pytest.raises(ConfigError, match="unknown order 'layer'"):
+        S.run_sweep(g, progress=False, order="layer")
+    assert not runs.exists()
 
 
 def test_a_sweep_in_norm_order_trains_layer_by_layer(tiny):
@@ -241,6 +244,11 @@ def test_dry_run_costs_the_runs_left_by_the_finished_ones(tiny, capsys):
                        _costed(by[("iebn", 0)], "finished", wall_time_s=300.0)])
     est = S.estimate_left(g, S.status(g))
     assert sorted(est.costs) == [100.0, 300.0, 1050.0, 1050.0] and est.unknown == 0
+    # a CPU time is not scaled by a wall time: iebn's (wall) against bn's (CPU) in clean carries nothing
+    _write(clean.dir, [_costed(by[("bn", 0)], "finished", wall_time_s=900.0, cpu_time_s=100.0, machine=ONE_THREAD),
+                       _costed(by[("iebn", 0)], "finished", wall_time_s=300.0)])
+    est = S.estimate_left(g, S.status(g))
+    assert sorted(est.costs) == [100.0, 300.0, 350.0, 350.0]  # constant's iebn: the setting's 350 s
     # a cell with CPU times goes by them alone: the wall times of runs that shared their CPUs are longer
     _write(clean.dir, [_costed(by[("bn", 0)], "finished", wall_time_s=900.0),
                        _costed(by[("bn", 1)], "finished", wall_time_s=950.0, cpu_time_s=120.0, machine=ONE_THREAD)])

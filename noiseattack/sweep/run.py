@@ -62,10 +62,10 @@ def status(grid: Grid) -> list[tuple[SweepJob, str, dict[str, Any] | None]]:
 
 @dataclass(frozen=True)
 class Estimate:
-    """The runs a sweep has left, costed by the finished ones (`results.run_cost_s`): `costs`, in
-    seconds, of the runs that have something to go by (the median of their layer's finished runs in
-    their experiment, else of the experiment's), and `unknown` runs whose experiment has no finished
-    run yet. Runs in progress or checkpointed count whole."""
+    """The runs a sweep has left, costed by the finished ones (`results.run_cost_s`; `estimate_left`
+    says how): `costs`, in seconds, of the runs that have something to go by, and `unknown` runs
+    with nothing (no finished run of their layer anywhere in the grid's dirs, none in their
+    experiment). Runs in progress or checkpointed count whole."""
 
     costs: tuple[float, ...]
     unknown: int
@@ -132,9 +132,10 @@ def estimate_left(grid: Grid, states: list[tuple[SweepJob, str, dict[str, Any] |
     for job, state, _ in states:
         if state in (DONE, DIVERGED):
             continue
-        cost = med.get((job.exp.dir, job.run.norm)) or _carried(med, job.exp.dir, job.run.norm)
+        own = med.get((job.exp.dir, job.run.norm))
+        cost = own[0] if own is not None else _carried(med, job.exp.dir, job.run.norm)
         if cost is None and by_exp.get(job.exp.dir):
-            cost = _median_cost(by_exp[job.exp.dir])
+            cost = _median_cost(by_exp[job.exp.dir])[0]
         if cost is None:
             unknown += 1
         else:
@@ -142,20 +143,21 @@ def estimate_left(grid: Grid, states: list[tuple[SweepJob, str, dict[str, Any] |
     return Estimate(tuple(costs), unknown)
 
 
-def _median_cost(costs: list[tuple[float, bool]]) -> float:
-    """The median of (cost, is a CPU time) pairs: of the CPU times where there are any (a wall time
-    counts the waits for a shared CPU too), else of the wall times."""
+def _median_cost(costs: list[tuple[float, bool]]) -> tuple[float, bool]:
+    """The median of (cost, is a CPU time) pairs, and whether it is one of CPU times: of the CPU times
+    where there are any (a wall time counts the waits for a shared CPU too), else of the wall times."""
     cpu = [c for c, is_cpu in costs if is_cpu]
-    return statistics.median(cpu or [c for c, _ in costs])
+    return statistics.median(cpu or [c for c, _ in costs]), bool(cpu)
 
 
-def _carried(med: dict[tuple[Path, str], float], exp_dir: Path, norm: str) -> float | None:
+def _carried(med: dict[tuple[Path, str], tuple[float, bool]], exp_dir: Path, norm: str) -> float | None:
     """`norm`'s median cost in another setting, times the setting's cost over that one's for the
-    layers with runs in both (the median of every such product); None where there is none (a mix
-    step costs more than a clean one, and a slow layer is slow in every setting)."""
-    here = {n: c for (d, n), c in med.items() if d == exp_dir}
-    guesses = [c * here[m] / med[(d, m)] for (d, n), c in med.items() if n == norm and d != exp_dir
-               for m in here if (d, m) in med]
+    layers with runs in both (the median of every such product; a layer's cost and the shared
+    layer's it is compared with are both CPU times or both wall times); None where there is none
+    (a mix step costs more than a clean one, and a slow layer is slow in every setting)."""
+    here = {n: c for (d, n), (c, _) in med.items() if d == exp_dir}
+    guesses = [c * here[m] / med[(d, m)][0] for (d, n), (c, cpu) in med.items() if n == norm and d != exp_dir
+               for m in here if (d, m) in med and med[(d, m)][1] == cpu]
     return statistics.median(guesses) if guesses else None
 
 
@@ -397,6 +399,7 @@ def run_sweep(
     step (after a checkpoint) and raises Interrupted; a Slurm array keeps running.
     """
     slurm = slurm or SlurmOptions()
+    ordered([], order)  # an unknown order: one ConfigError before anything (data included) is touched
     check_options(executor, workers, threads, runs_per_job, slurm)
     check_grid_data(grid)  # missing data: one error before anything is written
 
