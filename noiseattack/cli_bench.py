@@ -5,7 +5,6 @@ before anything is written."""
 from __future__ import annotations
 
 import json
-import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Annotated, Optional
@@ -41,20 +40,27 @@ def protocols(
 
 
 def _cost(proto) -> list[str]:
-    """Median wall seconds per run of the committed runs, per setting and machine (from the records)."""
+    """BN's cost per run in the committed runs, per setting and machine kind: the median of CPU times
+    where runs recorded one, else of wall times (`results.median_cost`), and which."""
     from .leaderboard.board import machine_label, check_record, read_records
+    from .results import median_cost
 
     runs_dir = proto.runs_dir()
     if not runs_dir.is_dir():
         return []
-    by: dict[tuple[str, str], list[float]] = defaultdict(list)
+    by: dict[tuple[str, str], list[dict]] = defaultdict(list)
     try:
         for rec in read_records([runs_dir]):
             if rec.get("status") == "finished" and rec.get("norm") == "bn":
-                by[(machine_label(rec), check_record(proto, rec))].append(float(rec["wall_time_s"]))
+                by[(machine_label(rec), check_record(proto, rec))].append(rec)
     except ConfigError:
         return []
-    return [f"bn {sid} {statistics.median(v):.0f} s on {m} (n={len(v)})" for (m, sid), v in sorted(by.items())]
+    out = []
+    for (m, sid), recs in sorted(by.items()):
+        cost = median_cost(recs)
+        if cost is not None:
+            out.append(f"bn {sid} {cost[0]:.0f} {'CPU-' if cost[1] else 'wall '}s on {m} (n={len(recs)})")
+    return out
 
 
 @app.command()

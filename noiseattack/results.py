@@ -42,6 +42,17 @@ def run_cost_s(rec: dict[str, Any]) -> float | None:
     return cpu_seconds(rec) or _seconds(rec.get("wall_time_s"))
 
 
+def median_cost(records: Iterable[dict[str, Any]]) -> tuple[float, bool] | None:
+    """The typical cost of these runs, and whether it is a CPU time: the median of their CPU times
+    (`cpu_seconds`) where any recorded one (a wall time also counts the waits for a CPU that other
+    processes shared), else of their wall times; None where none recorded either."""
+    costs = [(c, cpu_seconds(r) is not None) for r in records if (c := run_cost_s(r)) is not None]
+    if not costs:
+        return None
+    cpu = [c for c, is_cpu in costs if is_cpu]
+    return float(np.median(cpu or [c for c, _ in costs])), bool(cpu)
+
+
 def read_results(exp_dir: Path) -> list[dict[str, Any]]:
     """The records of an experiment dir; for a run recorded twice (it can happen only when two
     processes race on the same run), the first record counts."""

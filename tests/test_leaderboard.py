@@ -87,6 +87,22 @@ def test_protocols_command_lists_every_protocol(capsys):
                                       "extra": "mnist-inverted", "k": 128}
 
 
+def test_protocols_costs_bn_runs_by_their_cpu_times_where_they_have_them(tmp_path, monkeypatch, capsys):
+    """`protocols`' cost per run: BN's median CPU time per setting and machine kind where runs recorded
+    one (wall times count the waits for a shared CPU), else its median wall time, and which."""
+    from noiseattack.results import median_cost
+
+    recs = [{**record(FMNIST, "bn", "clean", i, 91.0, wall=w), "cpu_time_s": c} for i, (w, c) in
+            enumerate([(900.0, 250.0), (400.0, 260.0), (300.0, None)])]
+    recs += [record(FMNIST, "bn", "constant", i, 85.0, wall=w) for i, w in enumerate([300.0, 500.0])]
+    monkeypatch.setattr(P.Protocol, "runs_dir", lambda self: write_runs(tmp_path / "runs", recs))
+    code, out, _ = run_cli(capsys, "protocols", "--format", "json")
+    label = f"Test CPU (AVX512)"
+    assert code == 0 and json.loads(out)[0]["cost"] == [f"bn clean 255 CPU-s on {label} (n=3)",
+                                                        f"bn constant 400 wall s on {label} (n=2)"]
+    assert median_cost([]) is None and median_cost([{"wall_time_s": 5.0}]) == (5.0, False)
+
+
 # --------------------------------------------------------------------------- bench
 
 

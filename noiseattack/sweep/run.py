@@ -15,7 +15,7 @@ from .. import chance
 from ..config import ConfigError, ExperimentConfig
 from ..experiment import (failure_where, fmt_eta, is_running, on_screen, open_dir, other_setting, run_paths,
                           sigint_requests_stop)
-from ..results import cpu_seconds, read_results, run_cost_s
+from ..results import median_cost, read_results, run_cost_s
 from ..train import prepare_data
 from .executors import (
     EXECUTORS, Runner, SlurmOptions, SubmititRunner, Task, cpu_count, make_runner, visible_gpus,
@@ -117,17 +117,16 @@ def estimate_left(grid: Grid, states: list[tuple[SweepJob, str, dict[str, Any] |
     replaces, as `status` reads it, does not). A run costs the median of its layer's finished runs
     in its setting (of their CPU times where some recorded one); else its layer's median in another setting scaled by what the layers the two
     settings share cost in each (`_carried`); else the median of its setting's finished runs."""
-    by_norm: dict[tuple[Path, str], list[tuple[float, bool]]] = defaultdict(list)
-    by_exp: dict[Path, list[tuple[float, bool]]] = defaultdict(list)
+    by_norm: dict[tuple[Path, str], list[dict[str, Any]]] = defaultdict(list)
+    by_exp: dict[Path, list[dict[str, Any]]] = defaultdict(list)
     for exp in grid.experiments:
         if _replaced(exp):
             continue
         for rec in read_results(exp.dir):
-            cost = run_cost_s(rec) if rec.get("status") == "finished" else None  # a diverged run stopped early
-            if cost is not None:
-                by_norm[(exp.dir, rec.get("norm"))].append((cost, cpu_seconds(rec) is not None))
-                by_exp[exp.dir].append((cost, cpu_seconds(rec) is not None))
-    med = {k: _median_cost(v) for k, v in by_norm.items()}
+            if rec.get("status") == "finished" and run_cost_s(rec) is not None:  # a diverged run stopped early
+                by_norm[(exp.dir, rec.get("norm"))].append(rec)
+                by_exp[exp.dir].append(rec)
+    med = {k: median_cost(v) for k, v in by_norm.items()}
     costs, unknown = [], 0
     for job, state, _ in states:
         if state in (DONE, DIVERGED):
@@ -135,19 +134,12 @@ def estimate_left(grid: Grid, states: list[tuple[SweepJob, str, dict[str, Any] |
         own = med.get((job.exp.dir, job.run.norm))
         cost = own[0] if own is not None else _carried(med, job.exp.dir, job.run.norm)
         if cost is None and by_exp.get(job.exp.dir):
-            cost = _median_cost(by_exp[job.exp.dir])[0]
+            cost = median_cost(by_exp[job.exp.dir])[0]
         if cost is None:
             unknown += 1
         else:
             costs.append(cost)
     return Estimate(tuple(costs), unknown)
-
-
-def _median_cost(costs: list[tuple[float, bool]]) -> tuple[float, bool]:
-    """The median of (cost, is a CPU time) pairs, and whether it is one of CPU times: of the CPU times
-    where there are any (a wall time counts the waits for a shared CPU too), else of the wall times."""
-    cpu = [c for c, is_cpu in costs if is_cpu]
-    return statistics.median(cpu or [c for c, _ in costs]), bool(cpu)
 
 
 def _carried(med: dict[tuple[Path, str], tuple[float, bool]], exp_dir: Path, norm: str) -> float | None:
