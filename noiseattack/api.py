@@ -76,3 +76,22 @@ def make_report(dirs: str | Path | Iterable[str | Path] = "runs", out_dir: str |
 
     items = [dirs] if isinstance(dirs, (str, Path)) else list(dirs)
     return build_report(items, out_dir, plots=plots)
+
+
+def write_tensorboard(dirs: str | Path | Iterable[str | Path] = "runs") -> tuple[int, int, list[Path]]:
+    """`noiseattack tensorboard` as a function: TensorBoard logs rebuilt from the run records of every
+    experiment dir under `dirs` (each recorded run that has no logs gets its curves and HParams
+    session, each norm its mean run; `tbhparams.write_run_logs`). Returns (runs written, runs that
+    had logs, the experiment dirs). A dir without records raises ConfigError."""
+    from .fileio import locked
+    from .report import find_experiment_dirs
+    from .tbhparams import write_run_logs
+
+    items = [dirs] if isinstance(dirs, (str, Path)) else list(dirs)
+    exps = find_experiment_dirs(items)
+    written = kept = 0
+    for d in exps:
+        with locked(d / ".locks" / "summary"):  # the mean runs' writers (training, sweeps) hold it too
+            w, k = write_run_logs(d)
+        written, kept = written + w, kept + k
+    return written, kept, exps

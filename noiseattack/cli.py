@@ -335,6 +335,26 @@ def report(
 
 
 @app.command()
+def tensorboard(
+    dirs: Annotated[Optional[list[Path]], typer.Argument(
+        metavar="RUNS_DIR", show_default=False, help="Dirs searched recursively for results.jsonl [default: runs].")] = None,
+) -> None:
+    """TensorBoard logs rebuilt from run records, for runs without them (committed runs carry results.jsonl, not tb/)."""
+    from .api import write_tensorboard
+    from .tbhparams import comparison_url
+
+    dirs = list(dirs) if dirs else [Path("runs")]
+    try:
+        written, kept, exps = write_tensorboard(dirs)
+    except ConfigError as e:
+        fail(str(e))
+    typer.echo(f"noiseattack: wrote the logs of {written} run(s) ({kept} had theirs, left as they are) and each norm's "
+               f"mean in {len(exps)} experiment dir(s)")
+    logdir = f"--logdir {dirs[0]}" if len(dirs) == 1 else "--logdir_spec " + ",".join(f"{i}:{d}" for i, d in enumerate(dirs))
+    typer.echo(f"  tensorboard {logdir}\n  the norms' means, coloured by experiment and norm: {comparison_url()}")
+
+
+@app.command()
 def sweep(
     grid: Annotated[Path, typer.Argument(metavar="GRID.toml", help="The grid: attacks, norms, seeds, shared options (see scripts/grid_*.toml).")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List every run and whether it is done; run nothing.")] = False,

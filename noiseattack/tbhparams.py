@@ -5,6 +5,9 @@ scalars each epoch writes.
     tb/<norm>-mean/      per norm: the mean curves over the norm's finished runs (diverged runs are
                          left out, as in the summaries), and the experiment-level HParams config
 
+Training writes them as it goes; `write_run_logs` rebuilds them from the run records (results.jsonl)
+where a run has none (committed runs: their tb/ is not committed).
+
 The Time Series tab colours each run on its own (by the run's position in the list), so that seeds
 of one norm get unrelated colours; it can colour by a regex over run names and filter runs, and it
 takes both from the URL (`runColorGroup=regex:...`, `runFilter=...`): `comparison_url` opens it on
@@ -211,7 +214,6 @@ def _write_mean_run(run_dir: Path, previous: list[Path], config: Summary | None,
     that name: the config (when given) at step 0, a SessionLog START at step 1 (on which TensorBoard
     drops the points it read from an earlier file), the mean curves and the mean final metrics."""
     from tensorboard.compat.proto.event_pb2 import Event, SessionLog
-    from tensorboard.summary.writer.record_writer import RecordWriter
 
     stamps = [p.name.split(".")[3] for p in previous]  # events.out.tfevents.<seconds>.<...>
     number = max([int(time.time())] + [int(t) + 1 for t in stamps if t.isdigit()])
@@ -229,6 +231,13 @@ def _write_mean_run(run_dir: Path, previous: list[Path], config: Summary | None,
     if final:
         step = len(means["history"]) or epochs
         events.append(Event(wall_time=now + epoch_s * step, step=step, summary=Summary(value=final)))
+    _write_events(run_dir, events, f"events.out.tfevents.{number:010d}.noiseattack.mean")
+
+
+def _write_events(run_dir: Path, events: list, name: str) -> None:
+    """An events file `name` in run_dir, complete before it appears under that name."""
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / f".mean.{os.getpid()}.tmp"  # no 'tfevents' in the name: TensorBoard does not read it
     with open(tmp, "wb") as f:
@@ -237,4 +246,41 @@ def _write_mean_run(run_dir: Path, previous: list[Path], config: Summary | None,
             writer.write(event.SerializeToString())
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, run_dir / f"events.out.tfevents.{number:010d}.noiseattack.mean")
+    os.replace(tmp, run_dir / name)
+
+
+def write_run_logs(exp_dir: Path) -> tuple[int, int]:
+    """TensorBoard logs of an experiment dir's recorded runs, where a run has none: committed runs carry
+    their records (results.jsonl), not tb/, so a clone or another machine rebuilds the logs from them.
+    Each finished or diverged run gets tb/<norm>-s<seed>/ as training writes it (its curves per epoch,
+    its final and best accuracy, its HParams session), then each norm gets its mean run
+    (`write_mean_runs`). Returns (runs written, runs that had logs already and were left as they are)."""
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    from .results import read_results
+
+    exp_dir, written, kept = Path(exp_dir), 0, 0
+    for rec in read_results(exp_dir):
+        if not isinstance(rec.get("config"), dict):
+            continue  # not a record this version can read a setting from
+        run = RunConfig(train_config_from_dict(rec["config"]), str(rec["norm"]), int(rec["seed"]))
+        run_dir = exp_dir / "tb" / run.run_id
+        if any(run_dir.glob("events.out.tfevents.*")):
+            kept += 1
+            continue
+        history = rec.get("history") or []
+        epoch_s = float(rec.get("wall_time_s") or 0.0) / max(1, len(history))
+        t0 = time.time()
+        events = [Event(wall_time=t0, step=0, file_version="brain.Event:2")]
+        events += [Event(wall_time=t0 + epoch_s * h["epoch"], step=int(h["epoch"]), summary=Summary(value=[
+            Summary.Value(tag=tag, simple_value=value) for tag, value in epoch_scalars(h)])) for h in history]
+        step = len(history) or run.train.epochs
+        final = [Summary.Value(tag=tag, simple_value=float(rec[name])) for tag, name in METRICS
+                 if isinstance(rec.get(name), (int, float)) and math.isfinite(rec[name])]
+        events.append(Event(wall_time=t0 + epoch_s * step, step=step, summary=Summary(value=final)))
+        events += [Event(wall_time=t0 + epoch_s * step, step=step, summary=summary)
+                   for summary in session_summaries(run, str(rec["status"]))]
+        _write_events(run_dir, events, f"events.out.tfevents.{int(t0):010d}.noiseattack.records")
+        written += 1
+    write_mean_runs(exp_dir)
+    return written, kept

@@ -194,3 +194,46 @@ def test_hparams_shows_norm_seed_setting_then_the_metrics(capsys, tmp_path, fake
         assert (g.hparams["norm"].string_value, g.hparams["seed"].string_value) == (norm, seed)
         assert g.hparams["setting"].string_value == "mnist-inverted_k8" and g.hparams["k"].number_value == 8
         assert {m.name.tag for m in g.metric_values} == {"zz_final/test_acc", "zz_final/best_test_acc"}
+
+
+def test_logs_rebuilt_from_the_records_are_the_logs_training_wrote(capsys, tmp_path, fake_mnist):
+    """`noiseattack tensorboard`: committed runs carry results.jsonl, not tb/. Rebuilt from the records,
+    TensorBoard serves the same runs, the same scalars at the same steps and the same HParams sessions
+    as the logs the training itself wrote; a run that has logs keeps them; no records: one line, exit 2."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    code, out, err = run_cli(capsys, "constant", "--alpha", "2", "--beta", "1", "--norm", "bn,in", "--repeats", "2",
+                             *TINY, "--data-dir", fake_mnist(n_train=64, n_test=32), "--runs-dir", runs)
+    assert code == 0, err
+    tb = runs / "exp" / "tb"
+
+    def served(tb: Path):
+        mux = _multiplexer(tb)
+        scalars = {n: _scalars(mux, n) for n in sorted(mux.Runs())}
+        experiment, groups = _hparams_backend(tb)
+        sessions = sorted((g.name, sorted((k, str(v)) for k, v in g.hparams.items()),
+                           sorted((m.name.tag, round(m.value, 4)) for m in g.metric_values)) for g in groups)
+        return scalars, [h.name for h in experiment.hparam_infos], sessions
+
+    trained = served(tb)
+    shutil.rmtree(tb)
+    code, out, err = run_cli(capsys, "tensorboard", str(runs))
+    assert code == 0, err
+    assert out.splitlines()[0] == ("noiseattack: wrote the logs of 4 run(s) (0 had theirs, left as they are) and "
+                                   "each norm's mean in 1 experiment dir(s)")
+    rebuilt = served(tb)
+    assert rebuilt[0].keys() == trained[0].keys() == {"bn-mean", "bn-s0", "bn-s1", "in-mean", "in-s0", "in-s1"}
+    for run in trained[0]:
+        for tag, points in trained[0][run].items():
+            assert [s for s, _ in rebuilt[0][run][tag]] == [s for s, _ in points], (run, tag)
+            assert [v for _, v in rebuilt[0][run][tag]] == pytest.approx([v for _, v in points], rel=1e-6), (run, tag)
+        assert rebuilt[0][run].keys() == trained[0][run].keys(), run
+    assert rebuilt[1:] == trained[1:] and len(trained[2]) == 4
+
+    before = {p: p.stat().st_mtime_ns for p in tb.glob("*-s*/*")}
+    code, out, err = run_cli(capsys, "tensorboard", str(runs))
+    assert code == 0 and "wrote the logs of 0 run(s) (4 had theirs" in out
+    assert {p: p.stat().st_mtime_ns for p in tb.glob("*-s*/*")} == before
+    code, out, err = run_cli(capsys, "tensorboard", str(tmp_path / "nothing"))
+    assert code == 2 and err.count("\n") == 1 and "does not exist" in err and not (tmp_path / "nothing").exists()
