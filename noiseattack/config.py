@@ -369,7 +369,9 @@ def cpu_supports_bf16() -> bool:
 
 def compile_pays(device: str) -> bool:
     """Whether `--compile` is on by default here: where the whole compiled model was measured to train
-    faster than the eager one (docs/performance.md, `scripts/bench.py`): a CPU with AVX-512. Not on a
+    faster than the eager one (docs/performance.md, `scripts/bench.py`): a CPU with AVX-512 (full-width
+    ResNet-20, one thread; at the fmnist protocol's half width it depends on the layer,
+    `scripts/bench_protocol.py`: slower for BN, GN and IEBN, faster for BN+SE, BN+CBAM and LN). Not on a
     GPU (an H200 stepped the compiled ResNet-20 at 0.97x the eager one: its small kernels are bound by
     their launches, which inductor's default mode does not remove), nor on AVX2-only CPUs (not measured).
     $NOISEATTACK_COMPILE=0 (or 1) sets the default on every device instead (the test suite sets 0: its

@@ -3,8 +3,9 @@
 #   1. docs/leaderboard/fmnist: the study's five layers at seeds 0-4, then 5-9 (n = 10, the study's cells);
 #   2. the rest of #21's twelve (grid-3: in, gn, ln, bn+se, bn+eca, bn+cbam, bn+gc);
 #   3. docs/leaderboard/mnist, the second primary (bn, bnse, iebn, bn-damped, iebn-b0, gn; seeds 0-4);
-#   4. the rest of the zoo on fmnist (grid-4: 14 layers, 210 runs), as compute allows;
-#   5. the protocol pilots b, d, e (docs/protocols).
+#   4. the rest of the zoo on fmnist (grid-4: 13 layers, 195 runs), as compute allows;
+#   5. the protocol pilots b, d, e (docs/protocols);
+#   6. bn+das on fmnist (grid-5: 15 runs, each ~23x a BN run's training steps: about 30 CPU-hours).
 # Layer by layer within each grid (`--order norm`: a layer's row, every setting, completes before the
 # next layer starts, so the board ranks one more layer every ~15 runs; checkpointed runs first).
 # Two workers, one thread each (the protocols fix one thread), at low priority. Finished runs are
@@ -24,6 +25,7 @@ GRIDS=(
   docs/protocols/pilot-b.toml
   docs/protocols/pilot-d.toml
   docs/protocols/pilot-e.toml
+  docs/leaderboard/fmnist/grid-5-das.toml
 )
 for g in "${GRIDS[@]}"; do
   rc=0
