@@ -73,7 +73,7 @@ print(','.join(n for n in zoo.norm_names() + tuple('bn+' + a for a in zoo.attent
     GRIDS="$GRIDS $g"
   done
   step leaderboard "$LEADERBOARD_S" bash -c "for g in $GRIDS docs/protocols/pilot-gpu-e6.toml docs/protocols/pilot-gpu-random.toml; do
-    $PY -m noiseattack sweep \$g --workers 12 --threads 1 --no-progress; done"
+    $PY -m noiseattack sweep \$g --workers 12 --threads 1 --order norm --no-progress; done"
   tar czf "$LOG_DIR/runs.tar.gz" --exclude='*/tb' --exclude='*/ckpt' --exclude='*/.locks' \
     $(ls -d docs/protocols/pilot-gpu/runs docs/protocols/pilot-gpu-random/runs docs/leaderboard/fmnist-gpu/runs \
       2>/dev/null) 2>> "$SUMMARY"
