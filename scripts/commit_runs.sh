@@ -26,6 +26,13 @@ for attempt in 1 2 3 4 5; do
     git add docs/protocols.md docs/study-protocol.md docs/study-protocol docs/study-protocol-gpu.md \
       docs/study-protocol-gpu docs/leaderboard/*/leaderboard.*
     git commit -qm "$MSG" && git log --oneline -1
+    # what the commit holds, to check the message against: setting, layer, seed, status per new record
+    git show HEAD -- "${RESULTS[@]}" | python -c '
+import json, sys
+recs = [json.loads(line[1:]) for line in sys.stdin if line.startswith("+{")]
+for r in recs:
+    print("  %s: %s seed %s %s" % (r.get("experiment"), r.get("norm"), r.get("seed"), r.get("status")))
+print("  %d run record(s)" % len(recs))'
     exit 0
   fi
   echo "a run landed while regenerating; again" >&2
