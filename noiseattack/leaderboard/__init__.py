@@ -33,7 +33,9 @@ path and the sha256 of its source file) with your layer's source, and regenerate
 <code>noiseattack leaderboard --protocol {name}</code>.</li>
 </ol>
 <p>A run of another protocol version, another precision or device, another thread count, or from a changed layer
-source is refused: a leaderboard never mixes results.</p>"""
+source is refused: a leaderboard never mixes results.</p>
+<p>Every run's curves, in TensorBoard: <code>noiseattack tensorboard {runs}</code> rebuilds their logs from the
+committed records and prints the command that opens the per-layer comparison.</p>"""
 
 
 def default_runs_dir(proto: Protocol) -> Path:
