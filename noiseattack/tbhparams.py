@@ -222,16 +222,25 @@ def _write_mean_run(run_dir: Path, previous: list[Path], config: Summary | None,
     if config is not None:
         events.append(Event(wall_time=now, step=0, summary=config))
     events.append(Event(wall_time=now, step=1, session_log=SessionLog(status=SessionLog.START)))
-    epoch_s = means.get("epoch_s", 0.0)  # wall times as the mean run's: TensorBoard's relative time axis
-    for rec in means["history"]:
-        events.append(Event(wall_time=now + epoch_s * rec["epoch"], step=rec["epoch"], summary=Summary(value=[
-            Summary.Value(tag=tag, simple_value=value) for tag, value in epoch_scalars(rec)])))
-    final = [Summary.Value(tag=tag, simple_value=means[name])
-             for tag, name in ((FINAL_ACC_TAG, "final_acc"), (BEST_ACC_TAG, "best_acc")) if name in means]
-    if final:
-        step = len(means["history"]) or epochs
-        events.append(Event(wall_time=now + epoch_s * step, step=step, summary=Summary(value=final)))
+    # wall times as the mean run's: TensorBoard's relative time axis
+    events += _curve_events(means["history"], means, now, means.get("epoch_s", 0.0), epochs)
     _write_events(run_dir, events, f"events.out.tfevents.{number:010d}.noiseattack.mean")
+
+
+def _curve_events(history: list[dict[str, Any]], finals: dict[str, Any], t0: float, epoch_s: float,
+                  epochs: int) -> list:
+    """Each epoch's scalars (`epoch_scalars`) at its step, then the final metrics of `finals` (METRICS'
+    names, where finite) at the last step; wall times t0 + epoch_s per epoch."""
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    events = [Event(wall_time=t0 + epoch_s * h["epoch"], step=int(h["epoch"]), summary=Summary(value=[
+        Summary.Value(tag=tag, simple_value=value) for tag, value in epoch_scalars(h)])) for h in history]
+    final = [Summary.Value(tag=tag, simple_value=float(finals[name])) for tag, name in METRICS
+             if isinstance(finals.get(name), (int, float)) and math.isfinite(finals[name])]
+    if final:
+        step = len(history) or epochs
+        events.append(Event(wall_time=t0 + epoch_s * step, step=step, summary=Summary(value=final)))
+    return events
 
 
 def _write_events(run_dir: Path, events: list, name: str) -> None:
@@ -272,12 +281,8 @@ def write_run_logs(exp_dir: Path) -> tuple[int, int]:
         epoch_s = float(rec.get("wall_time_s") or 0.0) / max(1, len(history))
         t0 = time.time()
         events = [Event(wall_time=t0, step=0, file_version="brain.Event:2")]
-        events += [Event(wall_time=t0 + epoch_s * h["epoch"], step=int(h["epoch"]), summary=Summary(value=[
-            Summary.Value(tag=tag, simple_value=value) for tag, value in epoch_scalars(h)])) for h in history]
+        events += _curve_events(history, rec, t0, epoch_s, run.train.epochs)
         step = len(history) or run.train.epochs
-        final = [Summary.Value(tag=tag, simple_value=float(rec[name])) for tag, name in METRICS
-                 if isinstance(rec.get(name), (int, float)) and math.isfinite(rec[name])]
-        events.append(Event(wall_time=t0 + epoch_s * step, step=step, summary=Summary(value=final)))
         events += [Event(wall_time=t0 + epoch_s * step, step=step, summary=summary)
                    for summary in session_summaries(run, str(rec["status"]))]
         _write_events(run_dir, events, f"events.out.tfevents.{int(t0):010d}.noiseattack.records")

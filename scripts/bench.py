@@ -76,12 +76,13 @@ def load_images(data_dir: str, n: int) -> tuple[Split, bool]:
 # --------------------------------------------------------------------------- the three pipelines
 
 
-def _model_and_optimizer(cfg, norm: str):
-    """The run's model (the compiled one when cfg.compile, as train_run steps it) and its optimizer."""
-    model = build_model(RunConfig(cfg, norm, 0), 100)
+def _model_and_optimizer(cfg, norm: str, num_classes: int = 100, batch: int | None = None):
+    """The run's model (the compiled one when cfg.compile, as train_run steps it, for batches of `batch`
+    images, cfg.batch_size by default) and its optimizer."""
+    model = build_model(RunConfig(cfg, norm, 0), num_classes)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     model.train()
-    step_model, _ = compile_model(model, cfg, cfg.batch_size)
+    step_model, _ = compile_model(model, cfg, batch or cfg.batch_size)
     return step_model, opt
 
 

@@ -34,20 +34,17 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package
 
-from bench import cpu_kind, machine  # noqa: E402
+from bench import _model_and_optimizer, cpu_kind, machine  # noqa: E402
 from noiseattack import protocols  # noqa: E402
-from noiseattack.config import RunConfig  # noqa: E402
-from noiseattack.train import build_model, compile_model  # noqa: E402
 
 
 def stepper(cfg, norm: str, batch: int):
     """One SGD step of the setting's model on a resident batch of `batch` images (loss on the first
     cfg.batch_size, as a mix step), compiled when cfg.compile; returns the step function."""
     torch.manual_seed(0)
-    model = build_model(RunConfig(cfg, norm, 0), 10).train()
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    step_model, _ = compile_model(model, cfg, batch)
-    if cfg.compile and step_model is model:  # compile_model fell back (it warned): no compiled step to time
+    step_model, opt = _model_and_optimizer(cfg, norm, num_classes=10, batch=batch)
+    if cfg.compile and not isinstance(step_model, torch._dynamo.eval_frame.OptimizedModule):
+        # compile_model fell back (it warned): no compiled step to time
         raise SystemExit(f"bench_protocol: {norm} could not be compiled here; nothing to compare")
     x = torch.randn(batch, 3, 32, 32)
     x = x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
