@@ -25,7 +25,9 @@ absolute rates drift by +-15% between rounds, and a ratio of medians taken at di
 would carry that drift.
 
 The last lines are `ratio <name> <median> min <min> max <max>`, one per target (and one
-`step_<layer>_vs_bn` per zoo layer), for scripts to read. The CPU kind (its vector capability and
+`step_<layer>_vs_bn` per zoo layer; with --ablations, what each lever buys: channels_last_vs_nchw,
+iebn_compiled_vs_eager_kernels, iebn_fused_vs_reference_layer; with --amp, amp_vs_fp32), for scripts to
+read (scripts/bench_doc.py tabulates them, with the img/s medians above them). The CPU kind (its vector capability and
 bf16 support) is printed first: figures from different kinds do not compare.
 """
 
@@ -209,8 +211,14 @@ def ratios(r: dict[str, float], norm: str) -> dict[str, float]:
            "compiled_vs_eager": compiled / eager,
            "iebn_step_vs_bn_step": rate("bn") / rate("iebn"),
            "constant_step_vs_clean_step": r["harness"] / r["harness_constant"]}
-    if "harness_iebn_eager" in r:
-        out["iebn_eager_step_vs_bn_step"] = rate("bn") / r["harness_iebn_eager"]
+    if "harness_fp32" in r:
+        out["amp_vs_fp32"] = r["harness"] / r["harness_fp32"]
+    if "harness_iebn_eager" in r:  # the IEBN ablations train an eager model
+        if not r["compile"]:  # BN's step in the same (eager) model
+            out["iebn_eager_step_vs_bn_step"] = rate("bn") / r["harness_iebn_eager"]
+        out["channels_last_vs_nchw"] = r["harness"] / r["harness_nchw"]
+        out["iebn_compiled_vs_eager_kernels"] = r["harness_iebn_kernels"] / r["harness_iebn_eager"]
+        out["iebn_fused_vs_reference_layer"] = r["harness_iebn_eager"] / r["harness_iebn_reference"]
     for k in r:
         if k.startswith("zoo_"):
             out[f"step_{k[4:]}_vs_bn"] = rate("bn") / r[k]
@@ -236,8 +244,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference")
     ap.add_argument("--data-dir", default=os.environ.get("NOISEATTACK_DATA", "data"))
     ap.add_argument("--ablations", action="store_true",
-                    help="also time the harness without channels_last, and IEBN with its eager kernels and "
-                         "with its reference (unfused) layer")
+                    help="also time the harness without channels_last, and, in an eager model (no whole-model "
+                         "compile), IEBN with its compiled kernels, its eager kernels and its reference (unfused) layer")
     ap.add_argument("--paper-epoch", action="store_true", help="also time one paper-preset epoch (ResNet-164)")
     ap.add_argument("--zoo", nargs="?", const=",".join(ZOO_DEFAULT), default="",
                     help=f"also time these layers (comma-separated; default {','.join(ZOO_DEFAULT)}) against BN")
@@ -259,12 +267,17 @@ def _jobs(args: argparse.Namespace, clean, attacked, train: Split, root: Path) -
         **{f"harness_{n}": harness(clean, n) for n in others},
         "harness_constant": harness(attacked, args.norm),
     }
+    if args.amp:  # the same harness in fp32, for the amp_vs_fp32 ratio
+        jobs["harness_fp32"] = harness(dataclasses.replace(clean, amp=False), args.norm)
     for item in (z.strip() for z in args.zoo.split(",") if z.strip()):
         name, _, placement = item.partition("/")
         jobs[f"zoo_{item}"] = harness(dataclasses.replace(clean, attn_placement=placement) if placement else clean, name)
     if args.ablations:
         jobs["harness_nchw"] = harness(dataclasses.replace(clean, channels_last=False), args.norm)
-        uncompiled = dataclasses.replace(clean, compile_norms=False)
+        # IEBN's own kernels in an eager model (a whole-model compile would fuse every variant alike)
+        eager_model = dataclasses.replace(clean, compile=False)
+        jobs["harness_iebn_kernels"] = harness(dataclasses.replace(eager_model, compile_norms=True), "iebn")
+        uncompiled = dataclasses.replace(eager_model, compile_norms=False)
         jobs["harness_iebn_eager"] = harness(uncompiled, "iebn")
         jobs["harness_iebn_reference"] = lambda: _with_iebn_impl("reference", harness(uncompiled, "iebn"))
     return jobs

@@ -4,14 +4,16 @@
     python scripts/bench_doc.py docs/bench/zoo-avx2.txt --doc docs/performance.md
 
 For each log, the text between `<!-- bench:NAME:begin -->` and `<!-- bench:NAME:end -->` (NAME: the
-log's file name without .txt) is replaced by the log's machine line and a table of its `ratio`
-lines (median, min, max of the paired per-round ratios), or, for a log without ratio lines (such
+log's file name without .txt) is replaced by the log's machine line, a table of its `ratio`
+lines (median, min, max of the paired per-round ratios) and, where it has them, a table of its
+`NAME RATE img/s` lines (scripts/bench.py's median rate of each measurement), or, for a log without ratio lines (such
 as scripts/bench_layers.py's), by the log itself. Running it twice changes nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -21,18 +23,40 @@ sys.path.insert(0, str(REPO))  # this checkout's package, whichever one is insta
 from noiseattack.report.study import replace_region  # noqa: E402
 
 
+# Issue #4's targets for a CPU step (scripts/bench.py's ratios): a CPU log's ratio table gets a target column.
+TARGETS = {"harness_vs_pure": (">=", 0.95), "harness_vs_reference": (">=", 1.6),
+           "iebn_step_vs_bn_step": ("<=", 1.15), "constant_step_vs_clean_step": ("<=", 1.05)}
+RATE = re.compile(r"^(\S+)\s+([\d.]+) img/s\s+\(rounds: ([\d, ]+)\)$")  # bench.py: NAME RATE img/s (rounds: ...)
+
+
+def _target(name: str, median: float) -> str:
+    """'≥ 0.95 ✓' / '≤ 1.15 ✗': the ratio's target and whether its median meets it; '' for a ratio without one."""
+    if name not in TARGETS:
+        return ""
+    op, bound = TARGETS[name]
+    met = median >= bound if op == ">=" else median <= bound
+    return f"{'≥' if op == '>=' else '≤'} {bound:g} {'✓' if met else '✗'}"
+
+
 def table(log: str) -> str:
-    """The machine and the ratio lines as a table; a log without ratio lines, verbatim."""
+    """The machine, the ratio lines and the img/s lines as tables; a log without ratio lines, verbatim."""
     lines = log.splitlines()
     if not any(line.startswith("ratio ") for line in lines):
         return "```text\n" + log.strip() + "\n```"
     machine = next((line for line in lines if line.startswith("cpu: ")), "cpu: unknown")
     kind = next((line.split(";")[0] for line in lines if line.startswith(("AVX", "DEFAULT", "ZVECTOR", "VSX"))), "")
     rows = [line.split() for line in lines if line.startswith("ratio ")]
+    cpu = "gpu: none" in machine and any(r[1] in TARGETS for r in rows)
     out = [f"Machine: {machine.removeprefix('cpu: ')}" + (f"; CPU kind {kind}" if kind else ""), "",
-           "| ratio | median | min | max |", "|---|---:|---:|---:|"]
+           "| ratio | median | min | max |" + (" target (issue #4) |" if cpu else ""),
+           "|---|---:|---:|---:|" + ("---|" if cpu else "")]
     for r in rows:  # ratio NAME MEDIAN min MIN max MAX
-        out.append(f"| `{r[1]}` | {r[2]} | {r[4] if len(r) > 4 else ''} | {r[6] if len(r) > 6 else ''} |")
+        row = f"| `{r[1]}` | {r[2]} | {r[4] if len(r) > 4 else ''} | {r[6] if len(r) > 6 else ''} |"
+        out.append(row + (f" {_target(r[1], float(r[2]))} |" if cpu else ""))
+    rates = [m.groups() for line in lines if (m := RATE.match(line))]
+    if rates:
+        out += ["", "| measurement | img/s (median) | rounds |", "|---|---:|---|"]
+        out += [f"| `{name}` | {rate} | {rounds} |" for name, rate, rounds in rates]
     return "\n".join(out)
 
 

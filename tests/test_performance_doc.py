@@ -46,3 +46,50 @@ def test_bench_protocol_prints_the_ratio_lines_bench_doc_reads(capsys, monkeypat
     rows = [line for line in table(out).splitlines() if line.startswith("| `")]
     assert rows == [f"| `{r[1]}` | {r[2]} | {r[4]} | {r[6]} |" for r in ratio]
     assert not train._CompileState.failed  # both models compiled: the ratios compare compiled with eager
+
+
+def test_bench_ratios_from_known_rates():
+    """bench.py's per-round ratios from rates (img/s) chosen by hand: throughput ratios as a / b, step-time
+    ratios as rate(BN) / rate(layer); the IEBN ablations' eager-model ratio only where BN ran eager too."""
+    import bench
+
+    r = {"pure": 200.0, "harness": 180.0, "harness_flip": 150.0, "reference": 90.0, "harness_iebn": 160.0,
+         "harness_constant": 176.0, "harness_fp32": 100.0, "harness_nchw": 120.0, "harness_iebn_kernels": 140.0,
+         "harness_iebn_eager": 112.0, "harness_iebn_reference": 80.0, "zoo_gn": 144.0}
+    eager = bench.ratios({**r, "compile": False}, "bn")
+    want = {"harness_vs_pure": 0.9, "harness_vs_reference": 2.0, "compiled_vs_eager": 150 / 180,
+            "iebn_step_vs_bn_step": 180 / 160, "constant_step_vs_clean_step": 180 / 176, "amp_vs_fp32": 1.8,
+            "iebn_eager_step_vs_bn_step": 180 / 112, "channels_last_vs_nchw": 1.5,
+            "iebn_compiled_vs_eager_kernels": 1.25, "iebn_fused_vs_reference_layer": 1.4, "step_gn_vs_bn": 1.25}
+    assert eager.keys() == want.keys()
+    assert all(abs(eager[k] - v) < 1e-12 for k, v in want.items()), eager
+    compiled = bench.ratios({**r, "compile": True}, "bn")
+    assert "iebn_eager_step_vs_bn_step" not in compiled and abs(compiled["compiled_vs_eager"] - 1.2) < 1e-12
+    # the norm under test is IEBN: its own rate is the harness's
+    assert abs(bench.ratios({**r, "compile": True, "harness_bn": 198.0}, "iebn")["iebn_step_vs_bn_step"] - 1.1) < 1e-12
+
+
+def test_bench_doc_tables_a_cpu_log_with_its_targets_and_rates():
+    log = "\n".join([
+        "cpu: Some CPU (2 cores, torch threads 2, AVX512, bf16 yes); gpu: none; torch 9.9; python 3.11.7",
+        "round 1/2: pure 100  harness 96",
+        "",
+        "pure                  101.5 img/s   (rounds: 100, 103)",
+        "harness_iebn_reference     96.0 img/s   (rounds: 96, 96)",
+        "AVX512, bf16 yes; median of 2 paired per-round ratios, with their min and max",
+        "ratio harness_vs_pure 0.946 min 0.940 max 0.952",
+        "ratio harness_vs_reference 1.700 min 1.6 max 1.8",
+        "ratio iebn_step_vs_bn_step 1.150 min 1.1 max 1.2",
+        "ratio amp_vs_fp32 1.812 min 1.707 max 1.970"])
+    assert table(log) == "\n".join([
+        "Machine: Some CPU (2 cores, torch threads 2, AVX512, bf16 yes); gpu: none; torch 9.9; python 3.11.7; "
+        "CPU kind AVX512, bf16 yes", "",
+        "| ratio | median | min | max | target (issue #4) |", "|---|---:|---:|---:|---|",
+        "| `harness_vs_pure` | 0.946 | 0.940 | 0.952 | ≥ 0.95 ✗ |",
+        "| `harness_vs_reference` | 1.700 | 1.6 | 1.8 | ≥ 1.6 ✓ |",
+        "| `iebn_step_vs_bn_step` | 1.150 | 1.1 | 1.2 | ≤ 1.15 ✓ |",
+        "| `amp_vs_fp32` | 1.812 | 1.707 | 1.970 |  |", "",
+        "| measurement | img/s (median) | rounds |", "|---|---:|---|",
+        "| `pure` | 101.5 | 100, 103 |", "| `harness_iebn_reference` | 96.0 | 96, 96 |"])
+    gpu = table(log.replace("gpu: none", "gpu: NVIDIA H200"))  # issue #4's CPU targets do not apply on a GPU
+    assert "target" not in gpu and "| `harness_vs_pure` | 0.946 | 0.940 | 0.952 |\n" in gpu
