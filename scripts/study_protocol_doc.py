@@ -42,6 +42,7 @@ from noiseattack.precise import PRECISE_BATCHES  # noqa: E402
 from noiseattack.report.claims import (build_study_report, claims_markdown, cost_markdown, evaluate,  # noqa: E402
                                        write_claims)
 from noiseattack.report.stats import contrast, fmt_p  # noqa: E402
+from noiseattack.report.render import remove_report  # noqa: E402
 from noiseattack.report.study import Study, run_study  # noqa: E402
 from study_protocol_claims import CLAIMS  # noqa: E402
 
@@ -263,7 +264,8 @@ def plots(args, s: dict[str, Any]) -> str:
     """The study's layers' report (report.md, overview, box plots and curves, PNG and SVG) into
     args.out, old plots removed; the region's body: the plots, linked from the doc."""
     report = s["report"]
-    if report is None:
+    if report is None:  # an older report of runs no longer there would stand beside "No runs yet."
+        remove_report(args.out)
         return "No runs yet."
     report.write(args.out)
     report.prune(args.out)

@@ -415,3 +415,12 @@ def test_a_cell_trained_on_two_machine_kinds_is_split_with_welchs_test(tmp_path)
         "machine": label_b, "n": 3, "mean": round(float(np.mean(b)), 4)}
     one_kind = L.build_leaderboard(FMNIST, [write_runs(tmp_path / "one", recs[:4])])
     assert one_kind.splits == [] and "more than one machine kind" not in L.render_files(one_kind)["leaderboard.md"]
+
+
+def test_machine_label_names_the_gpu_else_the_cpu_and_says_when_nothing_was_recorded():
+    from noiseattack.leaderboard.board import machine_label
+
+    assert machine_label({"machine": {"cpu": "AMD EPYC", "cpu_capability": "AVX512", "gpu": None}}) == "AMD EPYC (AVX512)"
+    assert machine_label({"machine": {"cpu": "Xeon", "gpu": "NVIDIA H200"}}) == "NVIDIA H200"
+    assert machine_label({"machine": {"cpu": "Xeon"}}) == "Xeon (capability not recorded)"
+    assert machine_label({}) == machine_label({"machine": None}) == "machine not recorded"

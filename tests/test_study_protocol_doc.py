@@ -102,3 +102,19 @@ def test_precise_on_mixed_batches_is_a_column_where_runs_recorded_it():
     assert "for `bn` the mixed-batch interval is too wide to say either (-0.50 [-6.00, +5.00])" in wide
     assert "within ±1) for `iebn`:" in wide and "moves" not in wide
     assert precise_mixed_reading([]).startswith("No mix runs")
+
+
+def test_with_no_runs_an_older_report_in_the_out_dir_is_removed(tmp_path):
+    """A study whose runs are gone writes "No runs yet." and takes the older report's tables and plots
+    out of its out dir (they would contradict the doc); its claims are rewritten, other files stay."""
+    out = tmp_path / "out"
+    shutil.copytree(REPO / "docs" / "study-protocol", out)
+    (out / "notes.txt").write_text("mine")
+    doc = tmp_path / "study-protocol.md"
+    shutil.copyfile(REPO / "docs" / "study-protocol.md", doc)
+    proc = run("--runs", str(tmp_path / "no-runs"), "--doc", str(doc), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["claims.csv", "claims.md", "notes.txt"]
+    text = doc.read_text()
+    plots = text[text.index("<!-- plots:begin -->"):text.index("<!-- plots:end -->")]
+    assert "No runs yet." in plots and ".png" not in plots

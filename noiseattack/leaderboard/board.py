@@ -188,10 +188,14 @@ def build(proto: Protocol, runs_dirs: list[Path]) -> Board:
 
 
 def machine_label(rec: dict[str, Any]) -> str:
+    """The kind of machine a run trained on: its GPU, else its CPU and vector capability (e.g.
+    'AMD EPYC (AVX512)'); 'machine not recorded' for a record without machine facts."""
     m = rec.get("machine") or {}
     if m.get("gpu"):
         return str(m["gpu"])
-    return f"{m.get('cpu', 'unknown CPU')} ({m.get('cpu_capability', '?')})"
+    if not m.get("cpu") and not m.get("cpu_capability"):
+        return "machine not recorded"
+    return f"{m.get('cpu', 'unknown CPU')} ({m.get('cpu_capability', 'capability not recorded')})"
 
 
 def machine_split(runs: list[dict[str, Any]]) -> dict[str, Any] | None:

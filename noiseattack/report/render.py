@@ -265,11 +265,31 @@ class Report:
         mine = {name for p in self.plots for name in p.names().values()}
         if not mine:
             return []
-        stale = [f for f in sorted(Path(out_dir).glob("*")) if f.suffix in (".png", ".svg", ".pdf")
-                 and f.name.startswith(("box_", "curves_", "sweep_", "sweep-curves_")) and f.name not in mine]
+        stale = [f for f in _plot_files(out_dir) if f.name not in mine]
         for f in stale:
             f.unlink()
         return stale
+
+
+REPORT_TABLES = ("report.csv", "report.md", "overview.csv", "overview.md", "sweeps.csv")  # what Report.write names
+
+
+def _plot_files(out_dir: str | Path) -> list[Path]:
+    """The report plots in `out_dir`: box_*, curves_*, sweep_*, sweep-curves_* as png, svg or pdf."""
+    return [f for f in sorted(Path(out_dir).glob("*")) if f.suffix in (".png", ".svg", ".pdf")
+            and f.name.startswith(("box_", "curves_", "sweep_", "sweep-curves_"))]
+
+
+def remove_report(out_dir: str | Path) -> list[Path]:
+    """Remove a generated report (its tables and plots) from `out_dir`, a dir that holds one
+    (a study's), when there is no report to write any more; the files removed. Other files stay."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    gone = [out_dir / n for n in REPORT_TABLES if (out_dir / n).is_file()] + _plot_files(out_dir)
+    for f in gone:
+        f.unlink()
+    return gone
 
 
 def _umask() -> int:
