@@ -389,7 +389,7 @@ def compile_pays(device: str) -> bool:
 def _check_amp(amp: bool, device: str) -> None:
     if amp and device == "cpu" and not cpu_supports_bf16():
         raise ConfigError("--amp needs a GPU or a CPU with native bf16 (AVX-512 BF16 or AMX); this CPU has none, "
-                          "so bf16 would be about 10x slower than fp32: drop --amp")
+                          "so bf16 would be emulated, far slower than fp32: drop --amp")
 
 
 def _apply_preset(preset: Preset, o: dict[str, Any]) -> None:

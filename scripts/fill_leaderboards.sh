@@ -5,7 +5,8 @@
 #   3. docs/leaderboard/mnist, the second primary (bn, bnse, iebn, bn-damped, iebn-b0, gn; seeds 0-4);
 #   4. the rest of the zoo on fmnist (grid-4: 13 layers, 195 runs), as compute allows;
 #   5. the protocol pilots b, d, e (docs/protocols);
-#   6. bn+das on fmnist (grid-5: 15 runs, each ~23x a BN run's training steps: about 30 CPU-hours).
+#   6. bn+das on fmnist (grid-5: 15 runs, each many BN runs' worth of steps: step_clean_bn+das_vs_bn in
+#      docs/bench/steps-protocol-fmnist-avx512-amd.txt).
 # Layer by layer within each grid (`--order norm`: a layer's row, every setting, completes before the
 # next layer starts, so the board ranks one more layer every ~15 runs; checkpointed runs first).
 # Two workers, one thread each (the protocols fix one thread), at low priority. Finished runs are

@@ -74,8 +74,39 @@ def table(data_dir: Path) -> str:
             + "; ".join(f"{NAMES.get(k, k)} {_fmt(list(v[0]), False, 4)}, {_fmt(list(v[1]), False, 4)}"
                         for k, v in stats.items())
             + "; " + "; ".join(f"{k} {_fmt(list(v[0]), False, 4)}, {_fmt(list(v[1]), False, 4)} (published)"
-                               for k, v in PUBLISHED.items()) + ". Three values are R / G / B."]
+                               for k, v in PUBLISHED.items()) + ". Three values are R / G / B.", "", reading(stats)]
     return "\n".join(out)
+
+
+def _span(values: list[float]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:.1f}–{hi:.1f}" if f"{lo:.1f}" != f"{hi:.1f}" else f"{lo:.1f}"
+
+
+def reading(stats: dict[str, Stats]) -> str:
+    """What the table says, from its numbers: the paper's shifts (over channels, published and our
+    padded statistics) against FashionMNIST's foreign sources here."""
+    cifar = PUBLISHED["CIFAR-100"]
+    paper = {k: [shift(cifar, s) for s in (PUBLISHED[pub], stats[k])]
+             for k, pub in (("mnist", "MNIST 28×28"), ("fmnist", "FashionMNIST 28×28"))}
+    dist = {k: [abs(v) for m, _ in pairs for v in m] for k, pairs in paper.items()}
+    spread = [v for pairs in paper.values() for _, s in pairs for v in s]
+    here = {k: shift(stats["fmnist"], stats[k]) for k in ("mnist", "mnist-inverted", "noise")}
+    side = lambda m: "below" if m < 0 else "above"  # noqa: E731
+    text = [f"Reading it: in the paper, MNIST lies {_span(dist['mnist'])} σ below CIFAR-100's mean and "
+            f"FashionMNIST {_span(dist['fmnist'])} σ below, with a spread {_span(spread)} times CIFAR-100's "
+            "(over the channels, with the published and with our padded statistics). With FashionMNIST as "
+            "the primary:"]
+    for k in ("mnist", "mnist-inverted", "noise"):
+        m, s = here[k][0][0], here[k][1][0]  # grayscale: every channel alike
+        near = ("nearer than" if abs(m) < min(dist["mnist"] + dist["fmnist"]) else
+                "farther than" if abs(m) > max(dist["mnist"] + dist["fmnist"]) else "within the range of")
+        text.append(f"`{k}` lies {abs(m):.2f} σ {side(m)} it, with a spread {s:.2f} times its ({near} the paper's "
+                    "two sources);")
+    text[-1] = text[-1].rstrip(";") + "."
+    return " ".join(text) + (" These are statistics of the input pixels; the batch statistics each norm sees "
+                             "are those of its layer's input, after convolutions, and shift accordingly but "
+                             "not by these exact amounts.")
 
 
 def main() -> int:

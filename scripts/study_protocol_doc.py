@@ -45,6 +45,7 @@ from noiseattack.report.stats import contrast, fmt_p  # noqa: E402
 from noiseattack.report.render import remove_report  # noqa: E402
 from noiseattack.report.study import Study, run_study  # noqa: E402
 from study_protocol_claims import CLAIMS  # noqa: E402
+from earlier_study import clean_bn_text  # noqa: E402
 
 LAYERS = ("bn", "bnse", "iebn", "bn-damped", "iebn-b0")
 N_WANTED = 10
@@ -226,7 +227,7 @@ def by_machine(cells) -> list[str]:
 def scope(proto) -> str:
     """What the study re-tests, on which runs, at which n."""
     return ("The earlier FashionMNIST study (docs/study-fmnist.md) trained 150 SGD steps on 2000 images, where clean "
-            f"BN stopped near 74%. This one re-tests its claims on the `{proto.name}` protocol's runs "
+            f"BN stopped {clean_bn_text()}. This one re-tests its claims on the `{proto.name}` protocol's runs "
             f"(docs/protocols.md): {proto.summary}; settings {', '.join(s.title for s in proto.settings)}. The layers: "
             + ", ".join(f"`{n}`" for n in LAYERS) + f", at n = {N_WANTED} seeds per cell (seeds 0-{N_WANTED - 1}; "
             f"the leaderboard reads the same runs, every seed, and asks n = {proto.seeds} of every cell).")

@@ -100,3 +100,44 @@ def test_source_shift_against_hand_computed_published_numbers():
     assert means[0] == pytest.approx(-0.3764 / 0.2673) and means[0] == pytest.approx(-1.40816, abs=1e-5)
     assert stds[0] == pytest.approx(1.15264, abs=1e-5)
     assert mod._fmt(means, True) == "-1.41 / -1.39 / -1.12" and mod._fmt([0.5, 0.5, 0.5], False) == "0.50"
+
+
+def _source_shift():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import source_shift
+
+    return source_shift
+
+
+def test_docs_sources_region_is_what_source_shift_makes_of_the_real_data(shared_data, tmp_path):
+    """docs/sources.md's source-shift region (table, statistics, reading) regenerates byte for byte."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    doc = tmp_path / "sources.md"
+    shutil.copyfile(repo / "docs" / "sources.md", doc)
+    proc = subprocess.run([sys.executable, str(repo / "scripts" / "source_shift.py"), "--data-dir", str(shared_data),
+                           "--doc", str(doc)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert doc.read_bytes() == (repo / "docs" / "sources.md").read_bytes()
+
+
+def test_the_reading_is_computed_from_the_statistics():
+    """Grayscale statistics chosen by hand: FashionMNIST mean 0.2, std 0.4; MNIST 0.1 (0.25 σ below,
+    spread 0.5), mnist-inverted 0.9 (1.75 σ above), noise 0.5 (0.75 σ above, spread 0.75)."""
+    ss = _source_shift()
+    g = lambda m, s: ((m,) * 3, (s,) * 3)  # noqa: E731
+    text = ss.reading({"fmnist": g(0.2, 0.4), "mnist": g(0.1, 0.2), "mnist-inverted": g(0.9, 0.2),
+                       "noise": g(0.5, 0.3)})
+    assert "`mnist` lies 0.25 σ below it, with a spread 0.50 times its (nearer than" in text
+    assert "`mnist-inverted` lies 1.75 σ above it, with a spread 0.50 times its (" in text
+    assert "`noise` lies 0.75 σ above it, with a spread 0.75 times its (" in text
+    cifar = ss.PUBLISHED["CIFAR-100"]
+    lows = [abs(mf - mc) / sc for mf in (0.1, ss.PUBLISHED["MNIST 28×28"][0][0]) for mc, sc in zip(cifar[0], cifar[1])]
+    assert f"MNIST lies {min(lows):.1f}–{max(lows):.1f} σ below CIFAR-100's mean" in text
