@@ -176,8 +176,8 @@ class _Compiled:
     kernels: tuple | None = None
     failed = False
     # Static shapes: one graph per layer shape, dtype and memory layout. Kernels compiled for
-    # dynamic shapes ran 3.5x slower on ResNet-20's 16-channel layers (0.71 vs 0.20 ms forward, bf16,
-    # batch 128, this CPU). A run trains on fixed-size batches, so a ResNet-20 compiles 3 shapes
+    # dynamic shapes ran several times slower on ResNet-20's 16-channel layers (forward, bf16, batch
+    # 128, on the CPU that built them; an uncommitted timing). A run trains on fixed-size batches, so a ResNet-20 compiles 3 shapes
     # (a few seconds each, cached on disk by inductor for the next process); a test suite that tries
     # many shapes needs more than dynamo's default of 8 graphs per function.
     RECOMPILE_LIMIT = 1024

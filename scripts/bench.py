@@ -155,7 +155,8 @@ def time_reference(cfg, norm: str, train: Split, steps: int, warmup: int, root: 
 
 
 def _with_iebn_impl(impl: str, job):
-    """Run `job` with IEBN layers built as `impl` (its config must have compile_norms off)."""
+    """Run `job` with IEBN layers built as `impl` (its config must have compile and compile_norms off:
+    `train.build_model` resets the impl otherwise)."""
     from noiseattack.iebn import IEBN
 
     saved, IEBN.default_impl = IEBN.default_impl, impl
@@ -216,7 +217,8 @@ def ratios(r: dict[str, float], norm: str) -> dict[str, float]:
     if "harness_iebn_eager" in r:  # the IEBN ablations train an eager model
         if not r["compile"]:  # BN's step in the same (eager) model
             out["iebn_eager_step_vs_bn_step"] = rate("bn") / r["harness_iebn_eager"]
-        out["channels_last_vs_nchw"] = r["harness"] / r["harness_nchw"]
+        if "harness_nchw" in r:
+            out["channels_last_vs_nchw"] = r["harness"] / r["harness_nchw"]
         out["iebn_compiled_vs_eager_kernels"] = r["harness_iebn_kernels"] / r["harness_iebn_eager"]
         out["iebn_fused_vs_reference_layer"] = r["harness_iebn_eager"] / r["harness_iebn_reference"]
     for k in r:
@@ -273,7 +275,8 @@ def _jobs(args: argparse.Namespace, clean, attacked, train: Split, root: Path) -
         name, _, placement = item.partition("/")
         jobs[f"zoo_{item}"] = harness(dataclasses.replace(clean, attn_placement=placement) if placement else clean, name)
     if args.ablations:
-        jobs["harness_nchw"] = harness(dataclasses.replace(clean, channels_last=False), args.norm)
+        if clean.channels_last:  # with --no-channels-last the harness is already NCHW
+            jobs["harness_nchw"] = harness(dataclasses.replace(clean, channels_last=False), args.norm)
         # IEBN's own kernels in an eager model (a whole-model compile would fuse every variant alike)
         eager_model = dataclasses.replace(clean, compile=False)
         jobs["harness_iebn_kernels"] = harness(dataclasses.replace(eager_model, compile_norms=True), "iebn")
@@ -348,7 +351,9 @@ def main() -> None:
         print(f"{k:18s} {v:8.1f} img/s   (rounds: {', '.join(f'{x:.0f}' for x in rates[k])})")
     per_round = [ratios({**{k: v[i] for k, v in rates.items()}, "compile": clean.compile}, args.norm)
                  for i in range(args.rounds)]
-    print(f"iebn kernels: {iebn_kernels(args.compile_norms)}")
+    print(f"iebn kernels: {iebn_kernels(args.compile_norms)}" + (
+        " (the harness's model is compiled whole: its IEBN layers run their eager ops, compiled by inductor)"
+        if clean.compile else ""))
     if args.paper_epoch:
         _paper_epoch(args, device)
 

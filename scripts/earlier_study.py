@@ -10,10 +10,10 @@ REPORT = Path(__file__).resolve().parents[1] / "docs" / "study-fmnist" / "report
 
 
 def clean_bn_text(report: Path = REPORT) -> str:
-    """'at 73.90% (n = 10)': clean BN's mean final accuracy in the earlier study's report; 'in the
-    transient. where the report (or its clean BN row) is absent."""
+    """'at 73.90% (n = 10)': clean BN's mean final accuracy in the earlier study's report; 'short of
+    its plateau' where the report (or its clean BN row) is absent."""
     if not report.exists():
-        return "in the early transient"
+        return "short of its plateau"
     with open(report) as f:
         row = next((r for r in csv.DictReader(f) if r["attack"] == "clean" and r["norm"] == "bn"), None)
-    return f"at {float(row['mean']):.2f}% (n = {row['n']})" if row else "low (see its report)"
+    return f"at {float(row['mean']):.2f}% (n = {row['n']})" if row else "short of its plateau"

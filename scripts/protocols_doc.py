@@ -132,7 +132,9 @@ def build() -> str:
         "**The candidate**: ResNet-20 at half width (8/16/32 channels) on all 60,000 FashionMNIST training images "
         "for 3 epochs (1404 steps of 128), lr 0.1 falling linearly to 0 per step (`--lr-schedule linear`), "
         "momentum 0.9, weight decay 1e-4, no augmentation, evaluated on all 10,000 test images. A linear decay to "
-        "zero reaches a flat end in few steps; half width costs less than half of full width's step on these CPUs.",
+        "zero reaches a flat end in few steps; half width costs less than half of full width's step on these CPUs (compare the harness's img/s in "
+        "docs/bench/compile-avx512-amd-t1.txt, full width at one thread, with the clean bn rounds of "
+        "docs/bench/compile-protocol-fmnist-avx512-amd.txt, half width at one thread).",
         "",
         "## The CPU pilot",
         "",

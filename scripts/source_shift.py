@@ -93,8 +93,10 @@ def reading(stats: dict[str, Stats]) -> str:
     spread = [v for pairs in paper.values() for _, s in pairs for v in s]
     here = {k: shift(stats["fmnist"], stats[k]) for k in ("mnist", "mnist-inverted", "noise")}
     side = lambda m: "below" if m < 0 else "above"  # noqa: E731
-    text = [f"Reading it: in the paper, MNIST lies {_span(dist['mnist'])} σ below CIFAR-100's mean and "
-            f"FashionMNIST {_span(dist['fmnist'])} σ below, with a spread {_span(spread)} times CIFAR-100's "
+    where = {k: " or ".join(sorted({side(v) for m, _ in pairs for v in m}, reverse=True))
+             for k, pairs in paper.items()}  # "below", "above" or "below or above"
+    text = [f"Reading it: in the paper, MNIST lies {_span(dist['mnist'])} σ {where['mnist']} CIFAR-100's mean "
+            f"and FashionMNIST {_span(dist['fmnist'])} σ {where['fmnist']}, with a spread {_span(spread)} times CIFAR-100's "
             "(over the channels, with the published and with our padded statistics). With FashionMNIST as "
             "the primary:"]
     for k in ("mnist", "mnist-inverted", "noise"):

@@ -266,7 +266,8 @@ def plots(args, s: dict[str, Any]) -> str:
     args.out, old plots removed; the region's body: the plots, linked from the doc."""
     report = s["report"]
     if report is None:  # an older report of runs no longer there would stand beside "No runs yet."
-        remove_report(args.out)
+        if args.runs.is_dir():  # a runs dir without runs; a mistyped --runs removes nothing
+            remove_report(args.out)
         return "No runs yet."
     report.write(args.out)
     report.prune(args.out)

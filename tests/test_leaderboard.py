@@ -423,4 +423,5 @@ def test_machine_label_names_the_gpu_else_the_cpu_and_says_when_nothing_was_reco
     assert machine_label({"machine": {"cpu": "AMD EPYC", "cpu_capability": "AVX512", "gpu": None}}) == "AMD EPYC (AVX512)"
     assert machine_label({"machine": {"cpu": "Xeon", "gpu": "NVIDIA H200"}}) == "NVIDIA H200"
     assert machine_label({"machine": {"cpu": "Xeon"}}) == "Xeon (capability not recorded)"
+    assert machine_label({"machine": {"cpu": None, "cpu_capability": "AVX2"}}) == "unknown CPU (AVX2)"
     assert machine_label({}) == machine_label({"machine": None}) == "machine not recorded"

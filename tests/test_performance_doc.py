@@ -85,11 +85,58 @@ def test_bench_doc_tables_a_cpu_log_with_its_targets_and_rates():
         "Machine: Some CPU (2 cores, torch threads 2, AVX512, bf16 yes); gpu: none; torch 9.9; python 3.11.7; "
         "CPU kind AVX512, bf16 yes", "",
         "| ratio | median | min | max | target (issue #4) |", "|---|---:|---:|---:|---|",
-        "| `harness_vs_pure` | 0.946 | 0.940 | 0.952 | ≥ 0.95 ✗ |",
-        "| `harness_vs_reference` | 1.700 | 1.6 | 1.8 | ≥ 1.6 ✓ |",
-        "| `iebn_step_vs_bn_step` | 1.150 | 1.1 | 1.2 | ≤ 1.15 ✓ |",
+        "| `harness_vs_pure` | 0.946 | 0.940 | 0.952 | 1. ≥ 0.95 ✗ |",
+        "| `harness_vs_reference` | 1.700 | 1.6 | 1.8 | 2. ≥ 1.6 ✓ |",
+        "| `iebn_step_vs_bn_step` | 1.150 | 1.1 | 1.2 | 3a. ≤ 1.15 ✓ |",
         "| `amp_vs_fp32` | 1.812 | 1.707 | 1.970 |  |", "",
         "| measurement | img/s (median) | rounds |", "|---|---:|---|",
         "| `pure` | 101.5 | 100, 103 |", "| `harness_iebn_reference` | 96.0 | 96, 96 |"])
-    gpu = table(log.replace("gpu: none", "gpu: NVIDIA H200"))  # issue #4's CPU targets do not apply on a GPU
-    assert "target" not in gpu and "| `harness_vs_pure` | 0.946 | 0.940 | 0.952 |\n" in gpu
+    gpu = table(log.replace("gpu: none", "gpu: NVIDIA H200"))  # on a GPU: target 4, >= 5x the reference
+    assert "| `harness_vs_reference` | 1.700 | 1.6 | 1.8 | 4. ≥ 5 ✗ |" in gpu
+    assert "| `harness_vs_pure` | 0.946 | 0.940 | 0.952 | 1. ≥ 0.95 ✗ |" in gpu
+    no_targets = table("cpu: X; gpu: none\nratio sweep_vs_pure_w2 0.959")  # no ratio with a target: no column
+    assert "target" not in no_targets and "| `sweep_vs_pure_w2` | 0.959 |  |  |" in no_targets
+
+
+def test_bench_ablation_jobs_time_what_their_names_say(monkeypatch):
+    """bench.py's jobs, each run with the timer replaced by one that records what it was asked to time:
+    the IEBN ablations train an eager model (a whole-model compile would compile every variant alike),
+    with the compiled kernels, the eager ones and the official ops; harness_fp32 is the harness without
+    autocast; harness_nchw the harness without channels_last."""
+    import bench
+
+    from noiseattack.config import resolve_train_config
+    from noiseattack.iebn import IEBN
+
+    seen = {}
+    monkeypatch.setattr(bench, "time_harness", lambda cfg, norm, *a: seen.setdefault("last", (cfg, norm, IEBN.default_impl)))
+    common = dict(dataset="cifar100", depth=8, batch_size=8, device="cpu", channels_last=True, compile_norms=True,
+                  compile=True, epochs=1)
+    clean = resolve_train_config(attack="clean", amp=True, **common)
+    attacked = resolve_train_config(attack="constant", alpha=2.0, beta=1.0, amp=True, **common)
+    import torch
+
+    from noiseattack.data import Split
+
+    train = Split(torch.zeros(16, 3, 32, 32, dtype=torch.uint8), torch.zeros(16, dtype=torch.long))
+    jobs = bench._jobs(bench._parser().parse_args(["--amp", "--ablations", "--batch-size", "8"]), clean, attacked,
+                       train, root=None)
+    got = {}
+    for name in ("harness", "harness_fp32", "harness_nchw", "harness_iebn_kernels", "harness_iebn_eager",
+                 "harness_iebn_reference"):
+        seen.clear()
+        jobs[name]()
+        cfg, norm, impl = seen["last"]
+        got[name] = (norm, cfg.compile, cfg.compile_norms, cfg.amp, cfg.channels_last, impl)
+    default_impl = IEBN.default_impl
+    assert got == {
+        "harness": ("bn", True, True, True, True, default_impl),
+        "harness_fp32": ("bn", True, True, False, True, default_impl),
+        "harness_nchw": ("bn", True, True, True, False, default_impl),
+        "harness_iebn_kernels": ("iebn", False, True, True, True, default_impl),
+        "harness_iebn_eager": ("iebn", False, False, True, True, default_impl),
+        "harness_iebn_reference": ("iebn", False, False, True, True, "reference"),
+    }
+    assert "harness_nchw" not in bench._jobs(bench._parser().parse_args(["--ablations", "--no-channels-last"]),
+                                             resolve_train_config(attack="clean", **{**common, "channels_last": False}),
+                                             attacked, train, root=None)

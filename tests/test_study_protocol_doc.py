@@ -112,6 +112,11 @@ def test_with_no_runs_an_older_report_in_the_out_dir_is_removed(tmp_path):
     (out / "notes.txt").write_text("mine")
     doc = tmp_path / "study-protocol.md"
     shutil.copyfile(REPO / "docs" / "study-protocol.md", doc)
+    before = sorted(p.name for p in out.iterdir())
+    proc = run("--runs", str(tmp_path / "mistyped"), "--doc", str(doc), "--out", str(out))  # no such dir
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == before  # a path that is no runs dir removes nothing
+    (tmp_path / "no-runs").mkdir()
     proc = run("--runs", str(tmp_path / "no-runs"), "--doc", str(doc), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["claims.csv", "claims.md", "notes.txt"]

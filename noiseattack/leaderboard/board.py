@@ -195,7 +195,7 @@ def machine_label(rec: dict[str, Any]) -> str:
         return str(m["gpu"])
     if not m.get("cpu") and not m.get("cpu_capability"):
         return "machine not recorded"
-    return f"{m.get('cpu', 'unknown CPU')} ({m.get('cpu_capability', 'capability not recorded')})"
+    return f"{m.get('cpu') or 'unknown CPU'} ({m.get('cpu_capability') or 'capability not recorded'})"
 
 
 def machine_split(runs: list[dict[str, Any]]) -> dict[str, Any] | None:

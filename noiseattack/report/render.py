@@ -244,14 +244,14 @@ class Report:
             for fmt, name in p.names().items():
                 atomic_write(out_dir / name, lambda f, b=p.files[fmt]: f.write(b))
                 written.append(out_dir / name)
-        atomic_write_text(out_dir / "report.csv", self.to_csv())
-        atomic_write_text(out_dir / "report.md", self.to_markdown())
-        atomic_write_text(out_dir / "overview.csv", overview.to_csv(self.overview))
-        atomic_write_text(out_dir / "overview.md", overview.to_markdown(self.overview, self.alpha))
-        written += [out_dir / name for name in ("report.csv", "report.md", "overview.csv", "overview.md")]
+        tables = {"report.csv": self.to_csv(), "report.md": self.to_markdown(),
+                  "overview.csv": overview.to_csv(self.overview),
+                  "overview.md": overview.to_markdown(self.overview, self.alpha)}
         if self.sweeps:
-            atomic_write_text(out_dir / "sweeps.csv", sweeps_csv(self.sweeps))
-            written.append(out_dir / "sweeps.csv")
+            tables["sweeps.csv"] = sweeps_csv(self.sweeps)
+        for name, text in tables.items():  # each named in REPORT_TABLES (what remove_report removes)
+            atomic_write_text(out_dir / name, text)
+            written.append(out_dir / name)
         mode = 0o666 & ~_umask()
         for f in written:  # mkstemp creates 0600; results are meant to be read by others too
             os.chmod(f, mode)
