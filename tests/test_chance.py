@@ -315,3 +315,29 @@ def test_the_leaderboard_marks_no_difference_between_two_cells_at_chance(tmp_pat
     assert rows[("iebn", "clean")]["marks"] == "▼" and rows[("iebn", "clean")]["at_chance"] == "0"
     text = (tmp_path / "out" / "leaderboard.md").read_text()
     assert "6.20 ± 0.16 (5)† |" in text and "10.02 ± 0.30 (5)† |" in text
+
+
+def test_a_lower_variance_that_is_a_collapse_to_chance_is_no_stability():
+    """A layer stuck at chance barely varies: its variance test against a BN that trained says "lower", and
+    that is a collapse, not stability, so no "more stable" and no ◆ (the accuracy verdict stands). A layer
+    that collapses in some seeds only varies more than BN: that is instability, and keeps its ◆."""
+    from noiseattack.leaderboard.board import marks as board_marks
+    from noiseattack.report import stats as S
+    from noiseattack.report.overview import marks as overview_marks
+
+    trained = [85.0, 80.0, 88.0, 78.0, 90.0, 83.0]
+    stuck = [10.0, 10.0, 10.0, 10.0, 10.0, 10.1]
+    cmp = S.compare(stuck, trained, chance=(True, False))
+    assert cmp["var_p"] < 0.05 and cmp["welch_p"] < 0.05
+    assert cmp["stability_verdict"] == "stability not informative (the lower variance is this layer's runs at chance)"
+    assert cmp["accuracy_verdict"] == "worse than BN (this layer at chance)"
+    assert board_marks(cmp) == overview_marks(cmp) == "▼"
+    bn_stuck = S.compare(trained, stuck, chance=(False, True))  # the same, BN the collapsed side
+    assert bn_stuck["stability_verdict"] == "stability not informative (the lower variance is BN's runs at chance)"
+    assert board_marks(bn_stuck) == overview_marks(bn_stuck) == "▲"
+
+    steady = [85.0, 85.5, 86.0, 84.5, 85.2, 85.8, 85.1, 85.1]
+    flaky = [10.0, 10.0, 10.0, 10.5, 11.0, 40.0, 60.0, 85.0]  # mostly at chance (as flagged), the higher variance
+    cmp = S.compare(flaky, steady, chance=(True, False))
+    assert cmp["var_p"] < 0.05 and cmp["stability_verdict"] == "less stable (this layer at chance)"
+    assert board_marks(cmp).endswith("◆") and overview_marks(cmp).endswith("◆")

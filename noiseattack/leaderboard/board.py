@@ -30,7 +30,7 @@ from typing import Any
 from .. import attacks, chance
 from ..config import ConfigError
 from ..protocols import Protocol
-from ..report.stats import ALPHA, MIN_N, adjust, compare, contrast, describe, informative
+from ..report.stats import ALPHA, MIN_N, adjust, compare, contrast, describe, informative, variance_differs
 from ..results import RESULTS_FILE, cpu_seconds, run_cost_s
 
 REFERENCE = "bn"
@@ -310,15 +310,15 @@ def _rank(rows: list[Row]) -> None:
 
 def marks(cmp: dict[str, Any] | None, alpha: float = ALPHA) -> str:
     """▲ / ▼: mean above / below BN's, ◆: variance different from BN's, by Holm-adjusted p < alpha; none
-    where both sides sit at chance (not informative)."""
+    where both sides sit at chance (not informative), and no ◆ where the lower variance is a side's
+    collapse to chance (`stats.variance_differs`)."""
     if not cmp or not informative(cmp):
         return ""
     out = ""
     p, diff = cmp.get("welch_p_holm"), cmp.get("diff_vs_bn")
     if p is not None and diff is not None and p < alpha:
         out += "▲" if diff > 0 else "▼"
-    q = cmp.get("var_p_holm")
-    if q is not None and q < alpha:
+    if variance_differs(cmp, cmp.get("var_p_holm"), alpha):
         out += "◆"
     return out
 

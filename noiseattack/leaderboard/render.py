@@ -140,7 +140,8 @@ def chance_legend(board: Board) -> str:
     if not any(c.at_chance for r in board.rows for c in r.cells.values()):
         return ""
     return (chance.legend("a cell") + " The mean still counts them; where both a cell's runs and BN's are mostly at "
-            "chance, their comparison is not informative (no ▲/▼/◆).")
+            "chance, their comparison is not informative (no ▲/▼/◆); where only the side with the lower variance "
+            "is, that is a collapse, not stability (no ◆).")
 
 
 def drop_text(cell: Cell | None) -> str:

@@ -28,7 +28,7 @@ from .. import attacks, chance
 from ..config import layer_of_row
 from ..datasets import DATASETS
 from ..errors import ConfigError
-from .stats import NOT_INFORMATIVE, holm
+from .stats import NOT_INFORMATIVE, holm, variance_differs
 
 ALPHA = 0.05
 
@@ -62,15 +62,15 @@ def _setting_order(attack: str, setting: str) -> tuple:
 def marks(row: dict[str, Any], alpha: float = ALPHA) -> str:
     """▲ / ▼: mean significantly above / below BN's; ◆: variance significantly different from BN's;
     by the Holm-adjusted p-values of the row (`welch_p_holm`, `var_p_holm`); none where the row and BN
-    both sit at chance (its verdict NOT_INFORMATIVE)."""
+    both sit at chance (its verdict NOT_INFORMATIVE); no ◆ where its stability verdict discounts the
+    variance test (a lower variance that is a collapse to chance: `stats.variance_differs`)."""
     out = ""
     if row.get("accuracy_verdict") == NOT_INFORMATIVE:  # both sides at chance: no mark, whatever p says
         return out
     p, diff = _num(row.get("welch_p_holm")), _num(row.get("diff_vs_bn"))
     if p is not None and diff is not None and p < alpha:
         out += "▲" if diff > 0 else "▼"
-    q = _num(row.get("var_p_holm"))
-    if q is not None and q < alpha:
+    if variance_differs(row, _num(row.get("var_p_holm")), alpha):
         out += "◆"
     return out
 
@@ -160,7 +160,8 @@ def to_markdown(tables: Sequence[dict[str, Any]], alpha: float = ALPHA) -> str:
            "mark with fewer than 3 runs. params: trainable parameters of the whole model with that layer.", ""]
     if any(c.get("at_chance") for t in tables for r in t["rows"] for c in r["cells"].values()):
         out += [chance.legend("a mean") + " No ▲ / ▼ / ◆ where the runs of both the row and BN are mostly at "
-                "chance: that comparison is not informative.", ""]
+                "chance: that comparison is not informative; no ◆ where only the side with the lower variance is: "
+                "a collapse, not stability.", ""]
     for t in tables:
         title = f"{t['dataset']} · {t['model']}" + (f" [{t['variant']}]" if t["variant"] else "")
         head = ["norm", "params", *t["settings"]]

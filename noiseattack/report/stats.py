@@ -32,6 +32,10 @@ REFERENCE = "bn"
 NOT_MEANINGFUL = "n<3: statistics not meaningful"
 NO_REFERENCE = "no BN runs to compare with"
 NOT_INFORMATIVE = "not informative (both at chance)"  # both sides' runs mostly at chance (noiseattack.chance)
+# the variances differ, but the side with the lower one is mostly at chance: a collapsed model's accuracy
+# barely varies, which is no stability (a side at chance with the higher variance is: it collapses in some seeds)
+NOT_INFORMATIVE_STABILITY = "stability not informative"
+STABILITY_AT_CHANCE = NOT_INFORMATIVE_STABILITY + " (the lower variance is {}'s runs at chance)"
 EXACT_SPLITS = 20_000  # up to this many splits the permutation test enumerates them all
 PERMUTATIONS = 20_000  # else this many random splits
 PERMUTATION_SEED = 20240613  # fixed: the same data always give the same p
@@ -265,6 +269,8 @@ def _verdicts(out: dict[str, Any], alpha: float) -> None:
         out["accuracy_verdict"] = f"no significant difference (p={fmt_p(p)})"
     if q is None:
         out["stability_verdict"] = "stability not testable (no spread in either group)"
+    elif q < alpha and (mine if out["_stabler"] else bn):
+        out["stability_verdict"] = STABILITY_AT_CHANCE.format("this layer" if out["_stabler"] else "BN")
     elif q < alpha:
         out["stability_verdict"] = "more stable" if out["_stabler"] else "less stable"
     else:
@@ -272,7 +278,16 @@ def _verdicts(out: dict[str, Any], alpha: float) -> None:
     if mine or bn:
         note = f" ({'BN' if bn else 'this layer'} at chance)"
         out["accuracy_verdict"] += note
-        out["stability_verdict"] += note
+        if not out["stability_verdict"].startswith(NOT_INFORMATIVE_STABILITY):  # it says so already
+            out["stability_verdict"] += note
+
+
+def variance_differs(cmp: dict[str, Any], q: float | None, alpha: float = ALPHA) -> bool:
+    """◆: the comparison's Holm-adjusted variance p `q` is below alpha and its stability verdict does
+    not discount it (not both sides at chance, not a lower variance that is a collapse to chance)."""
+    verdict = str(cmp.get("stability_verdict") or "")
+    return q is not None and q < alpha and verdict != NOT_INFORMATIVE and not verdict.startswith(
+        NOT_INFORMATIVE_STABILITY)
 
 
 def informative(cmp: dict[str, Any] | None) -> bool:
