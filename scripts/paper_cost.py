@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from noiseattack.config import resolve_train_config  # noqa: E402
 from noiseattack.models import cifar_resnet  # noqa: E402
-from noiseattack.report.study import replace_region  # noqa: E402
+from noiseattack.report.render import update_region  # noqa: E402
 
 REGION = "paper-cost"
 ASSUMED_TFLOPS = (1.0, 2.0)  # effective fp32 TFLOP/s on one current GPU: an assumption (see the paragraph)
@@ -71,18 +71,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--doc", type=Path, help="a markdown file whose paper-cost region is replaced")
     args = ap.parse_args()
-    text = args.doc.read_text() if args.doc and args.doc.is_file() else ""
-    if args.doc:
-        try:
-            replace_region(text, REGION, "")
-        except ValueError as e:
-            print(f"paper_cost: error: {args.doc} has {e}", file=sys.stderr)
-            return 2
-    body = paragraph()
-    print(body)
-    if args.doc and (new := replace_region(text, REGION, body)) != text:
-        args.doc.write_text(new)
-    return 0
+    return update_region(args.doc, REGION, paragraph, "paper_cost")
 
 
 if __name__ == "__main__":

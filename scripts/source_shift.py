@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from noiseattack.data import DataError, load_dataset  # noqa: E402
-from noiseattack.report.study import replace_region  # noqa: E402
+from noiseattack.report.render import update_region  # noqa: E402
 
 REGION = "source-shift"  # <!-- source-shift:begin --> ... <!-- source-shift:end -->
 Stats = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel (mean, std) in [0, 1] pixel units
@@ -116,24 +116,11 @@ def main() -> int:
     ap.add_argument("--data-dir", type=Path, default=Path(os.environ.get("NOISEATTACK_DATA", "data")))
     ap.add_argument("--doc", type=Path, help="a markdown file whose source-shift region is replaced")
     args = ap.parse_args()
-    text = args.doc.read_text() if args.doc and args.doc.is_file() else None
-    if args.doc:
-        try:
-            replace_region(text or "", REGION, "")
-        except ValueError as e:
-            print(f"source_shift: error: {args.doc} has {e}", file=sys.stderr)
-            return 2
     try:
-        body = table(args.data_dir)
+        return update_region(args.doc, REGION, lambda: table(args.data_dir), "source_shift")
     except DataError as e:
         print(f"source_shift: error: {e}", file=sys.stderr)
         return 2
-    print(body)
-    if args.doc:
-        new = replace_region(text, REGION, body)
-        if new != text:
-            args.doc.write_text(new)
-    return 0
 
 
 if __name__ == "__main__":

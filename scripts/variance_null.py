@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from noiseattack.report.stats import ALPHA, permutation_variance_test  # noqa: E402
-from noiseattack.report.study import replace_region  # noqa: E402
+from noiseattack.report.render import update_region  # noqa: E402
 
 REGION = "variance-null"
 SIZES = (5, 6, 7, 8)
@@ -57,20 +57,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--doc", type=Path, help="a markdown file whose variance-null region is replaced")
     args = ap.parse_args()
-    text = args.doc.read_text() if args.doc and args.doc.is_file() else ""
-    if args.doc:
-        try:
-            replace_region(text, REGION, "")
-        except ValueError as e:
-            print(f"variance_null: error: {args.doc} has {e}", file=sys.stderr)
-            return 2
-    body = table(rejection_rates())
-    print(body)
-    if args.doc:
-        new = replace_region(text, REGION, body)
-        if new != text:
-            args.doc.write_text(new)
-    return 0
+    return update_region(args.doc, REGION, lambda: table(rejection_rates()), "variance_null")
 
 
 if __name__ == "__main__":

@@ -129,6 +129,21 @@ def copy_run_records(runs: Path, dst_root: Path, root: Path) -> None:
             shutil.copyfile(src, dst)
 
 
+def assert_region_regenerates(tmp_path: Path, script: str, doc: str, *args: str) -> None:
+    """`python scripts/SCRIPT ARGS --doc COPY` on a copy of the committed DOC (a path in the repo) exits 0
+    and leaves the copy byte for byte the committed doc: its generated region is what the script makes."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    copy = tmp_path / Path(doc).name
+    shutil.copyfile(repo / doc, copy)
+    proc = subprocess.run([sys.executable, str(repo / "scripts" / script), *args, "--doc", str(copy)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert copy.read_bytes() == (repo / doc).read_bytes(), f"{doc}: its region is not what {script} makes"
+
+
 def assert_same_plots(got: Path, committed: Path, required: bool = True) -> None:
     """The plots regenerated into `got` are the committed ones in `committed`, byte for byte, in every
     format (PNG, SVG): a plot left stale by a change elsewhere (a layer's colour) fails here. The

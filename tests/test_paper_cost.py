@@ -1,21 +1,16 @@
 """The README's paper-cost paragraph is what scripts/paper_cost.py counts from the model, byte for
 byte; its count of ResNet-20 is the one written out by hand here."""
 
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
+from conftest import assert_region_regenerates
+
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "paper_cost.py"
 
 
 def test_the_readme_paragraph_regenerates_byte_for_byte(tmp_path):
-    doc = tmp_path / "README.md"
-    shutil.copyfile(REPO / "README.md", doc)
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--doc", str(doc)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert doc.read_bytes() == (REPO / "README.md").read_bytes()
+    assert_region_regenerates(tmp_path, "paper_cost.py", "README.md")
 
 
 def test_resnet20_multiply_adds_and_normalized_activations_by_hand():

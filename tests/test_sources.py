@@ -114,18 +114,9 @@ def _source_shift():
 
 def test_docs_sources_region_is_what_source_shift_makes_of_the_real_data(shared_data, tmp_path):
     """docs/sources.md's source-shift region (table, statistics, reading) regenerates byte for byte."""
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
+    from conftest import assert_region_regenerates
 
-    repo = Path(__file__).resolve().parents[1]
-    doc = tmp_path / "sources.md"
-    shutil.copyfile(repo / "docs" / "sources.md", doc)
-    proc = subprocess.run([sys.executable, str(repo / "scripts" / "source_shift.py"), "--data-dir", str(shared_data),
-                           "--doc", str(doc)], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    assert doc.read_bytes() == (repo / "docs" / "sources.md").read_bytes()
+    assert_region_regenerates(tmp_path, "source_shift.py", "docs/sources.md", "--data-dir", str(shared_data))
 
 
 def test_the_reading_is_computed_from_the_statistics():

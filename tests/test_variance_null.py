@@ -2,21 +2,18 @@
 byte for byte (the permutation test's rejection rate under the null); a doc without the region is
 one line, exit 2, nothing written."""
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from conftest import assert_region_regenerates
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "variance_null.py"
 
 
 def test_the_readme_table_regenerates_byte_for_byte(tmp_path):
-    doc = tmp_path / "README.md"
-    shutil.copyfile(REPO / "README.md", doc)
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--doc", str(doc)], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    assert doc.read_bytes() == (REPO / "README.md").read_bytes()
+    assert_region_regenerates(tmp_path, "variance_null.py", "README.md")
 
 
 def test_a_doc_without_the_region_is_one_line_and_exit_2(tmp_path):

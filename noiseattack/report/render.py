@@ -7,9 +7,10 @@ import io
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from . import overview
 from ..fileio import atomic_write, atomic_write_text
@@ -306,6 +307,25 @@ def replace_region(text: str, name: str, body: str) -> str:
         raise ValueError(f"no {begin} ... {end} region")
     return re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: f"{begin}\n{body.strip()}\n{end}", text,
                   flags=re.S)
+
+
+def update_region(doc: Path | None, name: str, make_body: Callable[[], str], prog: str) -> int:
+    """A one-region generator's main (scripts/source_shift.py, variance_null.py, paper_cost.py): print
+    `make_body()` and, with `doc`, put it into the doc's region `name` (the file rewritten only where it
+    changes). A doc without the region is checked first: one line on stderr naming it, exit 2, nothing
+    computed or written. The exit code."""
+    text = doc.read_text() if doc is not None and doc.is_file() else ""
+    if doc is not None:
+        try:
+            replace_region(text, name, "")
+        except ValueError as e:
+            print(f"{prog}: error: {doc} has {e}", file=sys.stderr)
+            return 2
+    body = make_body()
+    print(body)
+    if doc is not None and (new := replace_region(text, name, body)) != text:
+        doc.write_text(new)
+    return 0
 
 
 def replace_regions(text: str, bodies: dict[str, str]) -> str:
