@@ -2,6 +2,7 @@
 
     python scripts/bench.py --zoo --ablations | tee docs/bench/zoo-avx2.txt     # measure (minutes)
     python scripts/bench_doc.py docs/bench/zoo-avx2.txt --doc docs/performance.md
+    python scripts/bench_doc.py --doc docs/performance.md   # every region, each from its log under docs/bench
 
 For each log, the text between `<!-- bench:NAME:begin -->` and `<!-- bench:NAME:end -->` (NAME: the
 log's file name without .txt) is replaced by the log's machine line, a table of its `ratio`
@@ -66,12 +67,31 @@ def table(log: str) -> str:
     return "\n".join(out)
 
 
+def region_logs(text: str, bench: Path) -> list[Path]:
+    """The log of each `bench:NAME` region in `text`: the one file NAME.txt or NAME.log under `bench`;
+    ValueError naming a region with none or several."""
+    logs = []
+    for name in re.findall(r"<!-- bench:(\S+):begin -->", text):
+        found = [p for p in sorted(bench.rglob(f"{name}.*")) if p.suffix in (".txt", ".log")]
+        if len(found) != 1:
+            raise ValueError(f"region bench:{name}: want one log {name}.txt or .log under {bench}, found {len(found)}")
+        logs.append(found[0])
+    return logs
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("logs", nargs="+", type=Path)
+    ap.add_argument("logs", nargs="*", type=Path, help="default: the log of every bench region of the doc, "
+                                                      "found by name under --bench")
     ap.add_argument("--doc", type=Path, required=True)
+    ap.add_argument("--bench", type=Path, default=REPO / "docs" / "bench", help="where logs are found by name")
     args = ap.parse_args()
     text = args.doc.read_text()
+    try:
+        args.logs = args.logs or region_logs(text, args.bench)
+    except ValueError as e:
+        print(f"bench_doc: error: {e}", file=sys.stderr)
+        return 2
     for log in args.logs:
         try:
             text = replace_region(text, f"bench:{log.stem}", table(log.read_text()))

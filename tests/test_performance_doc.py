@@ -140,3 +140,25 @@ def test_bench_ablation_jobs_time_what_their_names_say(monkeypatch):
     assert "harness_nchw" not in bench._jobs(bench._parser().parse_args(["--ablations", "--no-channels-last"]),
                                              resolve_train_config(attack="clean", **{**common, "channels_last": False}),
                                              attacked, train, root=None)
+
+
+def test_bench_doc_without_logs_fills_every_region_from_its_log_by_name(tmp_path):
+    """`bench_doc.py --doc DOC`: each bench:NAME region from the one log NAME.txt/.log under --bench (in a
+    sub-dir too); a region without its log is one line on stderr, exit 2, the doc unchanged."""
+    import subprocess
+
+    bench = tmp_path / "bench"
+    (bench / "gpu").mkdir(parents=True)
+    (bench / "a.txt").write_text("cpu: X; gpu: none\nratio amp_vs_fp32 1.500 min 1.4 max 1.6\n")
+    (bench / "gpu" / "b.log").write_text("just a log\n")
+    doc = tmp_path / "doc.md"
+    doc.write_text("# t\n<!-- bench:a:begin -->\nold\n<!-- bench:a:end -->\n<!-- bench:b:begin -->\n<!-- bench:b:end -->\n")
+    script = str(REPO / "scripts" / "bench_doc.py")
+    proc = subprocess.run([sys.executable, script, "--doc", str(doc), "--bench", str(bench)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert doc.read_text() == ("# t\n<!-- bench:a:begin -->\n" + table((bench / "a.txt").read_text()) + "\n<!-- bench:a:end -->\n"
+                               "<!-- bench:b:begin -->\n```text\njust a log\n```\n<!-- bench:b:end -->\n")
+    before = doc.read_text() + "<!-- bench:c:begin -->\n<!-- bench:c:end -->\n"
+    doc.write_text(before)
+    proc = subprocess.run([sys.executable, script, "--doc", str(doc), "--bench", str(bench)], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "bench:c" in proc.stderr and doc.read_text() == before
