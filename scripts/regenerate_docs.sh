@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Regenerate every generated doc from what is committed: the per-run results (leaderboards, studies,
 # protocols, zoo-check), the benchmark logs (performance), the registries and the model (README
-# regions). On a clean checkout it changes nothing (`git status` stays clean); each doc's own test
-# checks it byte for byte. docs/sources.md also needs the real MNIST and FashionMNIST files: DATA (a
+# regions but the layer survey's, which is curated from `python scripts/layer_survey.py` and checked
+# against the harness by its test). On a clean checkout it changes nothing (`git status` stays clean);
+# each doc's own test checks it byte for byte. docs/sources.md also needs the real MNIST and FashionMNIST files: DATA (a
 # writable dir with MNIST/raw and FashionMNIST/raw; default: data); without them it is skipped, said so.
 #
 #   bash scripts/regenerate_docs.sh
@@ -13,6 +14,11 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's package, 
 na() { python -m noiseattack "$@"; }
 step() { echo "regenerate_docs: $*" >&2; }
 
+step "the 150-step study, the capacity study, the zoo check"  # first: the protocol docs cite the 150-step study
+python scripts/study_doc.py > /dev/null
+python scripts/capacity_doc.py > /dev/null
+na report docs/zoo-check/runs --out docs/zoo-check > /dev/null
+python scripts/overview.py docs/zoo-check/report.csv --doc docs/zoo-check.md > /dev/null
 step "protocols, the studies on the protocol runs, the leaderboards"
 python scripts/protocols_doc.py > /dev/null
 python scripts/study_protocol_doc.py > /dev/null
@@ -21,11 +27,6 @@ for d in docs/leaderboard/*/runs; do
   [ -d "$d" ] || continue
   na leaderboard --protocol "$(basename "$(dirname "$d")")" > /dev/null
 done
-step "the 150-step study, the capacity study, the zoo check"
-python scripts/study_doc.py > /dev/null
-python scripts/capacity_doc.py > /dev/null
-na report docs/zoo-check/runs --out docs/zoo-check > /dev/null
-python scripts/overview.py docs/zoo-check/report.csv --doc docs/zoo-check.md > /dev/null
 step "performance (every bench region from its log), README regions"
 python scripts/bench_doc.py --doc docs/performance.md > /dev/null
 python scripts/paper_cost.py --doc README.md > /dev/null

@@ -341,3 +341,19 @@ def test_a_lower_variance_that_is_a_collapse_to_chance_is_no_stability():
     cmp = S.compare(flaky, steady, chance=(True, False))
     assert cmp["var_p"] < 0.05 and cmp["stability_verdict"] == "less stable (this layer at chance)"
     assert board_marks(cmp).endswith("◆") and overview_marks(cmp).endswith("◆")
+
+
+def test_a_variance_claim_whose_lower_variance_is_a_collapse_is_not_stability():
+    """A claim "BN varies more than gn" where gn sits at chance (barely varying) reads 'stability not
+    informative', not 'supported'; where the collapsed cell has the higher variance, it still reads."""
+    rec = lambda v: {"final_acc": v, "status": "finished", "config": {"dataset": "fmnist"}}  # noqa: E731
+    spread = [rec(v) for v in (85.0, 80.0, 88.0, 78.0, 90.0, 83.0)]
+    stuck = [rec(v) for v in (10.0, 10.0, 10.0, 10.0, 10.0, 10.1)]
+    steady = [rec(v) for v in (85.0, 85.5, 86.0, 84.5, 85.2, 85.8, 85.1, 85.1)]
+    flaky = [rec(v) for v in (5.0, 7.0, 9.0, 10.0, 10.9, 40.0, 70.0, 90.0)]  # 5 of 8 at chance (fmnist: <= 10.9)
+    cells = {("x", "bn"): spread, ("x", "gn"): stuck, ("y", "bn"): steady, ("y", "gn"): flaky}
+    rows = evaluate([Claim("v1", "q", "BN varies more than gn at x", "var", (("x", "bn"), ("x", "gn"))),
+                     Claim("v2", "q", "gn varies more than BN at y", "var", (("y", "gn"), ("y", "bn")))], cells)
+    assert rows[0]["p"] < 0.05 and rows[0]["reading"] == (
+        "stability not informative (the lower variance is a collapse to chance) (1 of 2 cells at chance)")
+    assert rows[1]["p"] < 0.05 and rows[1]["reading"] == "supported (1 of 2 cells at chance)"

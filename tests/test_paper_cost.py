@@ -28,3 +28,23 @@ def test_resnet20_multiply_adds_and_normalized_activations_by_hand():
     fc = 64 * 100
     acts = 32 * 32 * 16 * (1 + 6) + 16 * 16 * 32 * (6 + 1) + 8 * 8 * 64 * (6 + 1)
     assert paper_cost.count(20) == (stem + stage1 + stage2 + stage3 + fc, acts, 1 + 18 + 2)
+
+
+def test_resnet164_multiply_adds_and_normalized_activations_by_hand():
+    """The paper preset's ResNet-164: a 3x3 stem conv 3->16; three stages of 18 bottleneck blocks (1x1 in->p,
+    3x3 p->p carrying the stride, 1x1 p->4p; p = 16, 32, 64 at 32x32, 16x16, 8x8), a 1x1 projection on
+    each stage's first shortcut; a 256->100 classifier. Norms: after the stem, three per block, one per
+    projection shortcut (the preset's `--shortcut-norm bn`)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import paper_cost
+
+    macs, acts, layers, inch = 32 * 32 * 16 * (3 * 9) + 256 * 100, 32 * 32 * 16, 1, 16
+    for p, h, h_in in ((16, 32, 32), (32, 16, 32), (64, 8, 16)):
+        out = 4 * p
+        macs += h_in * h_in * p * inch + h * h * p * (p * 9) + h * h * out * p + h * h * out * inch  # the first block
+        acts += h_in * h_in * p + h * h * p + h * h * out + h * h * out
+        macs += 17 * (h * h * p * out + h * h * p * (p * 9) + h * h * out * p)
+        acts += 17 * (h * h * p + h * h * p + h * h * out)
+        layers += 4 + 17 * 3
+        inch = out
+    assert paper_cost.count(164) == (macs, acts, layers)

@@ -51,11 +51,14 @@ from ..fileio import atomic_write_text
 from ..results import cpu_seconds, read_results, run_cost_s
 from . import build_report  # the package is initialized first, and it does not import this module
 from .collect import ReportError, find_experiment_dirs, norm_rank
-from .stats import ALPHA, MIN_N, contrast, fmt_p, holm, permutation_variance_test, variance_ratio_ci
+from .stats import (ALPHA, MIN_N, NOT_INFORMATIVE_STABILITY, contrast, fmt_p, holm, permutation_variance_test,
+                    variance_ratio_ci)
 
 Cells = dict[tuple[str, str], list[dict[str, Any]]]  # (label, norm) -> finished run records, by seed
 METRICS = ("final_acc", "gap")
 NOT_INFORMATIVE_CELLS = "not informative (every cell at chance)"
+# a variance claim whose cell with the lower variance is mostly at chance: a collapse, not stability
+COLLAPSED_LOWER = NOT_INFORMATIVE_STABILITY + " (the lower variance is a collapse to chance)"
 
 
 @dataclass(frozen=True)
@@ -157,12 +160,19 @@ def evaluate(claims: Sequence[Claim], cells: Cells) -> list[dict[str, Any]]:
         row["p_holm"] = None if why else q
         row["reading"] = (f"not testable ({why})" if why else
                           _reading(q, row["estimate"], c.direction, 1.0 if c.kind == "var" else 0.0))
-        at_chance = sum(chance.mostly(cells.get(cell, [])) for cell in c.cells)
-        if at_chance == len(c.cells) and not why:
+        at_chance = [chance.mostly(cells.get(cell, [])) for cell in c.cells]
+        if all(at_chance) and not why:
             row["reading"] = NOT_INFORMATIVE_CELLS
-        elif at_chance and not why:
-            row["reading"] += f" ({at_chance} of {len(c.cells)} cells at chance)"
+        elif any(at_chance) and not why:
+            if c.kind == "var" and q < ALPHA and at_chance[_lower_variance(vals)]:
+                row["reading"] = COLLAPSED_LOWER
+            row["reading"] += f" ({sum(at_chance)} of {len(c.cells)} cells at chance)"
     return rows
+
+
+def _lower_variance(vals: list[list[float]]) -> int:
+    """Which of a variance claim's two cells has the smaller sample variance."""
+    return int(np.var(vals[1], ddof=1) < np.var(vals[0], ddof=1))
 
 
 def _num(v: float | None, kind: str) -> str:

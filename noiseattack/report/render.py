@@ -108,7 +108,8 @@ def chance_legend(rows: Sequence[dict[str, Any]]) -> list[str]:
     return [f"- **at chance** ({chance.MARK} on the mean): runs with {chance.definition()}; they are in the "
             "statistics, but measure nothing learned. Where more than half of a row's runs and of BN's are at "
             f"chance, the verdicts say *{NOT_INFORMATIVE}*, whatever the p-values (which stay in the Holm families); "
-            "where one side's are, the verdict says which."]
+            "where one side's are, the verdict says which; and where the side with the lower variance is, the "
+            "stability verdict says *stability not informative*: a collapse to chance, not stability."]
 
 
 def _effect_cells(r: dict[str, Any], name: str) -> str:
@@ -324,7 +325,7 @@ def update_region(doc: Path | None, name: str, make_body: Callable[[], str], pro
     body = make_body()
     print(body)
     if doc is not None and (new := replace_region(text, name, body)) != text:
-        doc.write_text(new)
+        atomic_write_text(doc, new)
     return 0
 
 

@@ -284,7 +284,9 @@ def _verdicts(out: dict[str, Any], alpha: float) -> None:
 
 def variance_differs(cmp: dict[str, Any], q: float | None, alpha: float = ALPHA) -> bool:
     """◆: the comparison's Holm-adjusted variance p `q` is below alpha and its stability verdict does
-    not discount it (not both sides at chance, not a lower variance that is a collapse to chance)."""
+    not discount it (not both sides at chance, not a lower variance that is a collapse to chance). It
+    reads the verdict's text (a report.csv row has no other trace of the chance rule), so a row written
+    before the rule existed keeps its ◆ until its report is regenerated."""
     verdict = str(cmp.get("stability_verdict") or "")
     return q is not None and q < alpha and verdict != NOT_INFORMATIVE and not verdict.startswith(
         NOT_INFORMATIVE_STABILITY)
