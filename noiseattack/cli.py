@@ -14,7 +14,7 @@ import sys
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, Optional, Sequence
 
 import typer
 
@@ -189,8 +189,9 @@ def _run(attack: str, **o: Any) -> None:
         raise typer.Exit(EXIT_RUNS_FAILED)
 
 
-def estimate_line(est, workers: int) -> str:
-    """The dry run's last line: what the runs left will cost, by the finished ones (`sweep.estimate_left`)."""
+def estimate_line(est, workers: int, cost_from: Sequence[Path] = ()) -> str:
+    """The dry run's last line: what the runs left will cost, by the finished ones (`sweep.estimate_left`)
+    and, for the `est.lent` runs with none of their own, by `cost_from`'s."""
     known, left = len(est.costs), len(est.costs) + est.unknown
     if not left:
         return "left: nothing to run"
@@ -202,6 +203,9 @@ def estimate_line(est, workers: int) -> str:
             "CPU time where a run trained at one CPU thread, else wall time)")
     if workers > 1:
         text += f", ≈ {est.finish_s(workers) / 3600:.1f} h at {workers} workers"
+    if est.lent:
+        text += (f"; {est.lent} of them priced by the runs in {', '.join(map(str, cost_from))} of their layer and "
+                 "setting on another dataset, scaled by an epoch's images")
     return text + (f"; {est.unknown} with no finished run in their setting to go by" if est.unknown else "")
 
 
@@ -374,6 +378,7 @@ def sweep(
     submitit_dir: Annotated[Optional[Path], typer.Option(help="submitit's logs and pickles [default: RUNS_DIR/.submitit].")] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the Slurm jobs (--no-wait: submit and exit).")] = True,
     progress: Annotated[bool, typer.Option(help="Show the sweep's progress.")] = True,
+    cost_from: Annotated[Optional[list[Path]], typer.Option(help="With --dry-run: price runs with none of their own to go by by this runs dir's (or experiment dir's) runs of the same layer and setting on another dataset, scaled by an epoch's images (repeatable).")] = None,
     order: Annotated[str, typer.Option(help="Which runs start first: experiment (the grid's order, one setting after another) or norm (one layer after another in every setting, runs with a checkpoint first: a leaderboard row completes sooner).")] = "experiment",
 ) -> None:
     """Run a grid of experiments (attack settings x norms x seeds); finished runs are skipped."""
@@ -398,10 +403,15 @@ def sweep(
                                  gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job, mem_gb=mem_gb,
                                  array_parallelism=array_parallelism, extra=extra, folder=submitit_dir)
         S.check_options(executor, workers, threads, runs_per_job, options)  # before the grid: a dry run too
+        if cost_from and not dry_run:
+            raise ConfigError("--cost-from prices a dry run's runs: use it with --dry-run")
+        for d in cost_from or []:
+            if not d.is_dir():
+                raise ConfigError(f"--cost-from {d}: no such directory")
         g = S.load_grid(grid, runs_dir=runs_dir, data_dir=data_dir, defer_device=executor == "slurm")
         states = S.ordered(S.status(g), order)
         if dry_run:
-            _sweep_dry_run(grid, g, states, workers)
+            _sweep_dry_run(grid, g, states, workers, cost_from or [])
             return
         n = S.count_states(states)
         todo, elsewhere = n[S.PARTIAL] + n[S.PENDING], n[S.RUNNING]
@@ -430,9 +440,9 @@ def sweep(
         raise typer.Exit(EXIT_RUNS_FAILED)
 
 
-def _sweep_dry_run(path: Path, grid, states, workers: int) -> None:
+def _sweep_dry_run(path: Path, grid, states, workers: int, cost_from: list[Path]) -> None:
     """sweep --dry-run: one line per run (its state, key, dir, and final accuracy once over), the
-    count by state, and what the runs left will cost."""
+    count by state, and what the runs left will cost (by `cost_from`'s runs too, where given)."""
     from . import sweep as S
     from .chance import run_note
 
@@ -440,7 +450,7 @@ def _sweep_dry_run(path: Path, grid, states, workers: int) -> None:
         acc = f"  final {rec['final_acc']:.2f}%{run_note(rec)}" if rec and rec.get("final_acc") is not None else ""
         typer.echo(f"{st:8s} {job.key}  {job.exp.dir}  {job.run.norm:4s} seed {job.run.seed}{acc}")
     typer.echo(f"{path}: {len(states)} runs in {len(grid.experiments)} experiments: {S.states_text(states)}")
-    typer.echo(estimate_line(S.estimate_left(grid, states), workers))
+    typer.echo(estimate_line(S.estimate_left(grid, states, cost_from), workers, cost_from))
 
 
 def _print_sweep_summary(console, grid, records: list[dict[str, Any]]) -> None:

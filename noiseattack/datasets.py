@@ -42,6 +42,9 @@ class DatasetInfo:
     # record that predates its own measurement: noiseattack.chance); 0 where unknown.
     test_images: int = 0
     test_largest_class: int = 0
+    # The full training split's images: what a dry run scales a run's cost by when it prices a grid by
+    # another dataset's runs (`sweep --cost-from`); 0 where unknown.
+    train_images: int = 0
     # The mix attack's foreign source when `--extra` is not given: never the dataset itself.
     foreign: str = "fmnist"
 
@@ -63,12 +66,12 @@ NOISE_SEED = 0
 
 DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
     DatasetInfo("cifar100", "CIFAR-100", "CIFAR100", 100, "rgb32", True, "",
-                ("cifar-100-python.tar.gz (or its extracted cifar-100-python/)",), 10_000, 100),
+                ("cifar-100-python.tar.gz (or its extracted cifar-100-python/)",), 10_000, 100, 50_000),
     DatasetInfo("cifar10", "CIFAR-10", "CIFAR10", 10, "rgb32", True, "",
-                ("cifar-10-python.tar.gz (or its extracted cifar-10-batches-py/)",), 10_000, 1000),
+                ("cifar-10-python.tar.gz (or its extracted cifar-10-batches-py/)",), 10_000, 1000, 50_000),
     DatasetInfo("fmnist", "FashionMNIST", "FashionMNIST", 10, "gray28", True, "FashionMNIST/raw", (), 10_000, 1000,
-                foreign="mnist"),
-    DatasetInfo("mnist", "MNIST", "MNIST", 10, "gray28", False, "MNIST/raw", (), 10_000, 1135),
+                60_000, foreign="mnist"),
+    DatasetInfo("mnist", "MNIST", "MNIST", 10, "gray28", False, "MNIST/raw", (), 10_000, 1135, 60_000),
 )}
 
 DERIVED: dict[str, DerivedSource] = {d.name: d for d in (

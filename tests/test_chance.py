@@ -103,14 +103,19 @@ def test_a_record_without_the_field_is_judged_from_the_registry():
     assert chance.judge(measured)["at_chance"] is True  # the record's own measurement comes first
 
 
-def test_the_registry_knows_the_real_test_sets(shared_data):
+def test_the_registry_knows_the_real_splits(shared_data):
+    """The test split's size and largest class (the chance level) and the training split's size
+    (what `sweep --cost-from` scales by) are those of the real files."""
     import gzip
 
+    def labels(folder: str, split: str) -> np.ndarray:
+        return np.frombuffer(gzip.open(shared_data / folder / "raw" / f"{split}-labels-idx1-ubyte.gz").read()[8:], np.uint8)
+
     for name, folder in (("mnist", "MNIST"), ("fmnist", "FashionMNIST")):
-        raw = gzip.open(shared_data / folder / "raw" / "t10k-labels-idx1-ubyte.gz").read()[8:]
-        counts = np.bincount(np.frombuffer(raw, np.uint8))
+        counts = np.bincount(labels(folder, "t10k"))
         info = DATASETS[name]
         assert (info.test_images, info.test_largest_class) == (counts.sum(), counts.max())
+        assert info.train_images == len(labels(folder, "train"))
 
 
 # --------------------------------------------------------------------------- the run's line, record, summaries

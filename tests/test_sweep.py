@@ -18,7 +18,7 @@ from conftest import run_cli
 from noiseattack import sweep as S
 from noiseattack import attacks
 from noiseattack.config import ConfigError, RunConfig, TrainConfig, resolve_experiment, resolve_train_config
-from noiseattack.results import read_results, run_cost_s
+from noiseattack.results import read_results
 from noiseattack.sweep.grid import swept_suffix
 
 REPO = Path(__file__).resolve().parents[1]
@@ -191,71 +191,6 @@ def test_a_sweep_in_norm_order_trains_layer_by_layer(tiny):
     grid.write_text(grid.read_text().replace("seeds = [0, 1]", "seeds = [0]"))
     result = S.run_sweep(S.load_grid(grid, runs_dir=runs), progress=False, order="norm")
     assert [(r["norm"], r["experiment"]) for r in result.ran] == [(n, e) for n in ("bn", "iebn") for e in EXPERIMENTS]
-
-
-ONE_THREAD = {"device": "cpu", "threads": 1}
-
-
-def _costed(run: RunConfig, status: str, **cost) -> dict:
-    return {"key": run.key, "norm": run.norm, "seed": run.seed, "status": status, "final_acc": 50.0, **cost}
-
-
-def _write(exp_dir: Path, recs: list[dict]) -> None:
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    (exp_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-
-
-def test_dry_run_costs_the_runs_left_by_the_finished_ones(tiny, capsys):
-    """Each run left costs the median of its layer's finished runs in its setting (CPU time where a
-    one-thread CPU run recorded one, else wall time), else its layer's cost in another setting scaled
-    by the layers both settings have, else the setting's median; a diverged run is no cost to go by;
-    the time at W workers is when W slots finish them, longest first."""
-    grid, runs = tiny["grid"], tiny["tmp"] / "runs"
-    clean, constant = S.load_grid(grid, runs_dir=runs).experiments
-    by = {(r.norm, r.seed): r for r in clean.runs()}
-    recs = [_costed(by[("bn", 0)], "finished", cpu_time_s=5400.0, wall_time_s=9000.0, machine=ONE_THREAD),
-            _costed(by[("iebn", 0)], "finished", wall_time_s=1800.0),  # written before CPU times were kept
-            _costed(by[("iebn", 1)], "diverged", cpu_time_s=60.0, machine=ONE_THREAD)]
-    recs.append({**recs[0], "key": "another-grid's-seed", "seed": 7, "cpu_time_s": 9000.0})  # same setting
-    _write(clean.dir, recs)
-    # left: bn seed 1 (bn's median of 5400 and 9000 s: 2.0 h), iebn seed 1 (diverged: over);
-    # constant: 4 runs, nothing to go by
-    code, out, err = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(runs), "--dry-run", "--workers", "2")
-    assert code == 0, err
-    assert out.splitlines()[-1] == (
-        "left: 5 runs; 1 of them ≈ 2.0 h of run time (each at the median of its layer's finished runs in its "
-        "setting, else its layer's in another setting scaled by the layers both have, else the setting's; "
-        "CPU time where a run trained at one CPU thread, else wall time), ≈ 2.0 h "
-        "at 2 workers; 4 with no finished run in their setting to go by")
-
-    two_threads, gpu = {"device": "cpu", "threads": 2}, {"device": "cuda", "threads": 1}
-    _write(clean.dir, [_costed(by[("bn", 0)], "finished", cpu_time_s=100.0, wall_time_s=200.0, machine=gpu),
-                       _costed(by[("bn", 1)], "diverged", wall_time_s=9.0)])
-    _write(constant.dir, [_costed(r, "finished", cpu_time_s=300.0, wall_time_s=350.0, machine=two_threads)
-                          for r in constant.runs() if r.norm == "bn"])
-    g = S.load_grid(grid, runs_dir=runs)
-    est = S.estimate_left(g, S.status(g))
-    # clean: iebn seeds 0, 1 have no runs of their own: the setting's median, bn's one finished run (a GPU
-    # run: its wall time, 200 s); constant: the iebn runs take bn's (two threads: wall time, 350 s)
-    assert sorted(est.costs) == [200.0, 200.0, 350.0, 350.0] and est.unknown == 0
-    assert est.finish_s(2) == 550.0 and est.finish_s(8) == 350.0 and est.finish_s(1) == 1100.0
-    # iebn has runs in clean only, at 3x bn's: constant's iebn runs carry that over, 3 x bn's 350 s there
-    _write(clean.dir, [_costed(by[("bn", 0)], "finished", wall_time_s=100.0),
-                       _costed(by[("iebn", 0)], "finished", wall_time_s=300.0)])
-    est = S.estimate_left(g, S.status(g))
-    assert sorted(est.costs) == [100.0, 300.0, 1050.0, 1050.0] and est.unknown == 0
-    # a CPU time is not scaled by a wall time: iebn's (wall) against bn's (CPU) in clean carries nothing
-    _write(clean.dir, [_costed(by[("bn", 0)], "finished", wall_time_s=900.0, cpu_time_s=100.0, machine=ONE_THREAD),
-                       _costed(by[("iebn", 0)], "finished", wall_time_s=300.0)])
-    est = S.estimate_left(g, S.status(g))
-    assert sorted(est.costs) == [100.0, 300.0, 350.0, 350.0]  # constant's iebn: the setting's 350 s
-    # a cell with CPU times goes by them alone: the wall times of runs that shared their CPUs are longer
-    _write(clean.dir, [_costed(by[("bn", 0)], "finished", wall_time_s=900.0),
-                       _costed(by[("bn", 1)], "finished", wall_time_s=950.0, cpu_time_s=120.0, machine=ONE_THREAD)])
-    est = S.estimate_left(g, S.status(g))
-    assert sorted(est.costs) == [120.0, 120.0, 350.0, 350.0]  # clean iebn: the setting's (bn's) 120 s
-    assert run_cost_s({"wall_time_s": float("nan")}) is None and run_cost_s({"wall_time_s": True}) is None
-    assert run_cost_s({"cpu_time_s": 5.0, "wall_time_s": 8.0, "machine": None}) == 8.0
 
 
 BAD_GRIDS = {

@@ -21,14 +21,14 @@ from .executors import EXECUTORS, SlurmOptions, SubmititTask, Task, cpu_count, p
 from .grid import SWEEPABLE, TRAIN_KEYS, Grid, SweepJob, load_grid, parse_grid
 from .run import (
     DIVERGED, DONE, ORDERS, PARTIAL, PENDING, RUNNING, STATES, Estimate, Interrupted, SweepResult, check_grid_data,
-    check_options, count_states, estimate_left, ordered, outcome_line, run_sweep, states_text, status,
+    check_options, count_states, estimate_left, lent_runs, ordered, outcome_line, run_sweep, states_text, status,
 )
 
 check_data, describe = check_grid_data, outcome_line  # their former names (train.check_data, stats.describe)
 
 __all__ = [
     "DIVERGED", "DONE", "EXECUTORS", "Estimate", "Grid", "Interrupted", "ORDERS", "PARTIAL", "PENDING", "RUNNING", "STATES", "SlurmOptions",
-    "SWEEPABLE", "SubmititTask", "SweepJob", "SweepResult", "Task", "check_grid_data", "check_options", "count_states", "cpu_count", "estimate_left", "ordered", "outcome_line", "states_text",
+    "SWEEPABLE", "SubmititTask", "SweepJob", "SweepResult", "Task", "check_grid_data", "check_options", "count_states", "cpu_count", "estimate_left", "lent_runs", "ordered", "outcome_line", "states_text",
     "load_grid",
     "parse_grid", "parse_time", "run_job", "run_sweep", "run_task", "status", "TRAIN_KEYS",
 ]
