@@ -27,12 +27,14 @@ def run(attack: str = "clean", norms: str | Iterable[str] = "paper", *, repeats:
     directory layout, resume, results and keys). `options` are the training options of the CLI with
     underscores: alpha, beta (constant), extra, k (mix), dataset, preset, depth, width, epochs,
     batch_size, lr, train_subset, device, ... Returns the experiment's records and summary rows.
-    Bad input raises `noiseattack.ConfigError` (one line) before anything is written."""
+    `seeds` and `milestones` may also be written as on the command line ("0,5,7"). Bad input (an
+    unknown option, another attack's parameter, a value out of its limits, a batch that cannot fit in
+    the device's memory, ...) raises `noiseattack.ConfigError` (one line) before anything is written."""
     from . import experiment
 
     train = resolve_train_config(attack=attack, **options)
     exp = resolve_experiment(train, norms=norms if isinstance(norms, str) else tuple(norms), repeats=repeats,
-                             seed=seed, seeds=list(seeds) if seeds is not None else None, name=name,
+                             seed=seed, seeds=seeds if seeds is None or isinstance(seeds, str) else list(seeds), name=name,
                              runs_dir=runs_dir, data_dir=data_dir, keep_checkpoints=keep_checkpoints,
                              overwrite=overwrite)
     return experiment.run(exp, progress=progress, log=log)

@@ -47,7 +47,7 @@ def fail(message: str) -> None:
 def _experiment_options(
     norm: Annotated[str, typer.Option(help="Comma-separated layers: names from `noiseattack norms`, NORM+ATTN "
                                            "(bn+eca), your own pkg.module:Class, 'paper' (bn,in,bnse,iebn) "
-                                           "or 'all' (every registered norm).")] = "paper",
+                                           "or 'all' (every registered norm without an attention module).")] = "paper",
     data_dir: Annotated[Optional[Path], typer.Option(help="Dataset root [default: $NOISEATTACK_DATA or ./data].")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where experiment dirs go.")] = Path("runs"),
     name: Annotated[Optional[str], typer.Option(help="Experiment dir name [default: from the settings].")] = None,
@@ -147,12 +147,8 @@ def _attack_command(spec: attacks.AttackSpec) -> None:
 
 def _train_config(attack: str, o: dict[str, Any]):
     """The command's options -> the resolved TrainConfig (the attack's parameters, the training options
-    parsed where the command line writes them otherwise, the preset)."""
+    (`resolve_train_config` parses those the command line writes otherwise), the preset)."""
     options = {name: o[name] for name in (*ATTACK_FIELDS[1:], *TRAIN_OPTIONS) if name in o}
-    for name in TRAIN_OPTIONS:
-        parse = TRAIN_FIELDS[name].parse
-        if parse is not None:
-            options[name] = parse(options[name])
     return resolve_train_config(attack=attack, preset=o["preset"], **options)
 
 
@@ -318,7 +314,8 @@ def report(
                                                   "written: report.md shows it).")] = "png,svg",
     dpi: Annotated[int, typer.Option(help="Resolution of the PNG plots (50..1200).")] = 150,
 ) -> None:
-    """Statistics over seeds, verdicts against BN (Welch, Brown-Forsythe), and plots, for every experiment found."""
+    """Statistics over seeds, verdicts against BN (Welch's t for the means, a permutation test for the
+    variances, Holm-adjusted), and plots, for every experiment found."""
     from . import report as report_lib
 
     dirs = list(runs_dirs) if runs_dirs else [Path("runs")]

@@ -115,14 +115,14 @@ def _bench_inputs(proto, norm: str, runs_dir: Path | None, with_baselines: bool,
     from .sweep import SlurmOptions, check_options
     from .zoo import check_layers, parse_norms
 
-    check_options("local", workers, threads, 1, SlurmOptions())
-    norms = list(parse_norms(norm))
-    check_layers(tuple(norms), constant=any(s.options["attack"] == "constant" for s in proto.settings))
-    if proto.threads is not None:
+    if proto.threads is not None:  # before the machine's limits: no other value would do
         if threads is not None and threads != proto.threads:
             raise ConfigError(f"protocol {proto.name} fixes {proto.threads} thread(s) per run (results depend on the "
                               f"thread count): drop --threads {threads}")
         threads = proto.threads
+    check_options("local", workers, threads, 1, SlurmOptions())
+    norms = list(parse_norms(norm))
+    check_layers(tuple(norms), constant=any(s.options["attack"] == "constant" for s in proto.settings))
     if not 1 <= calibration_runs <= 10:
         raise ConfigError(f"--calibration-runs must be 1 .. 10, got {calibration_runs}")
     default = Path("runs") / f"bench-{proto.name}" if with_baselines else proto.runs_dir()

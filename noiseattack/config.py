@@ -317,11 +317,12 @@ def train_config_from_dict(d: dict[str, Any]) -> TrainConfig:
 
 
 def resolve_block(depth: int, block: str) -> str:
-    """`auto` is the convention of the ResNet papers: basic blocks up to depth 110, bottlenecks above."""
+    """`auto` is the convention of the ResNet papers: basic blocks up to depth 110, bottlenecks above
+    (164, 1001: 9n+2), except at the depths only basic blocks make (ResNet-1202: 6n+2, not 9n+2)."""
     if block not in ("auto", "basic", "bottleneck"):
         raise ConfigError(f"unknown block '{block}': choose auto, basic or bottleneck")
     if block == "auto":
-        block = "basic" if depth <= 110 else "bottleneck"
+        block = "bottleneck" if depth > 110 and (depth - 2) % 9 == 0 else "basic"
     if block == "basic" and (depth < 8 or (depth - 2) % 6):
         raise ConfigError(f"depth {depth} is not valid for basic blocks: use 6n+2 (20, 32, 44, 56, 110)")
     if block == "bottleneck" and (depth < 11 or (depth - 2) % 9):
@@ -379,6 +380,9 @@ def compile_pays(device: str) -> bool:
     env = os.environ.get("NOISEATTACK_COMPILE", "").strip().lower()
     if env in ("0", "1", "off", "on", "false", "true"):
         return env in ("1", "on", "true")
+    if env:
+        raise ConfigError(f"$NOISEATTACK_COMPILE must be 0 or 1 (or off/on, false/true), got "
+                          f"'{os.environ['NOISEATTACK_COMPILE']}': unset it for the machine's default")
     if device != "cpu":
         return False
     import torch
@@ -443,21 +447,40 @@ def display_name(name: str) -> str:
 
 def _attack_values(attack: Attack, given: dict[str, Any], batch_size: int, dataset: str) -> dict[str, Any]:
     """Every attack parameter: the attack's own checked (those not given take its defaults, or the
-    dataset's where they depend on it: mix's foreign source), the other attacks' at their neutral values."""
+    dataset's where they depend on it: mix's foreign source), the other attacks' at their neutral values
+    (given another value, such a parameter is refused: the attack would ignore it)."""
     spec = attacks.get(attack)
     own = {f.name for f, _ in spec.param_fields()}
+    neutral = attacks.neutral_values()
+    foreign = [k for k in ATTACK_FIELDS[1:] if k not in own and given.get(k) is not None and given[k] != neutral[k]]
+    if foreign:
+        raise ConfigError(f"{foreign[0]} is not a parameter of the {spec.name} attack (its parameters: "
+                          f"{', '.join(sorted(own)) or 'none'})")
     values = {**spec.defaults_for(dataset), **{k: v for k, v in given.items() if k in own and v is not None}}
     p = spec.Params(**values)
     return {**attacks.neutral_values(), **dataclasses.asdict(spec.check(p, batch_size=batch_size, dataset=dataset))}
 
 
+class UnknownOption(ConfigError, TypeError):
+    """An unknown keyword of resolve_train_config (`noiseattack.run`'s options): bad input (one line,
+    the nearest option named) and, as for any function, a TypeError."""
+
+
 def _given(options: dict[str, Any]) -> dict[str, Any]:
-    """Every option of resolve_train_config: given, or its `given_default`. An unknown keyword is a
-    TypeError, as Python says it for any function."""
-    unknown = [k for k in options if k not in TRAIN_FIELDS and k != "preset"]
+    """Every option of resolve_train_config: given, or its `given_default` (a string where the command
+    line writes the option otherwise, milestones "15,22", parsed as it parses it). An unknown keyword is
+    an UnknownOption."""
+    import difflib
+
+    unknown = [k for k in options if k not in TRAIN_FIELDS and k not in ("attack", "preset")]
     if unknown:
-        raise TypeError(f"resolve_train_config() got an unexpected keyword argument '{unknown[0]}'")
+        near = difflib.get_close_matches(unknown[0], [*TRAIN_FIELDS, "preset"], n=1)
+        raise UnknownOption(f"unknown option '{unknown[0]}'" + (f": did you mean '{near[0]}'?" if near else
+                                                               f" (the options: {', '.join(TRAIN_FIELDS)}, preset)"))
     o = {name: options.get(name, given_default(name)) for name in TRAIN_FIELDS}
+    for name, m in TRAIN_FIELDS.items():
+        if m.parse is not None and isinstance(o[name], str):
+            o[name] = m.parse(o[name])
     o["attack"] = options.get("attack", Attack.clean)
     o["preset"] = options.get("preset", Preset.quick)
     return o

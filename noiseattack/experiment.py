@@ -37,6 +37,7 @@ from .config import (TRAIN_FIELDS, TRAIN_OPTIONS, ConfigError, ExperimentConfig,
                      to_jsonable)
 from .fileio import append_jsonl, atomic_write_text, is_locked, locked
 from .iebn import iebn_kernels
+from .memory import check_memory
 from .options import CHANGED
 from .results import RECORD_SCHEMA, RESULTS_FILE, read_results, write_summaries_locked
 from .zoo import has_iebn, layer_info
@@ -430,6 +431,7 @@ def prepare(exp: ExperimentConfig) -> TrainData:
     """Check the dir and the data (before any write), then create the experiment dir and its config.json.
     Every error, an OS error included (a runs dir that cannot be created), is a one-line ConfigError."""
     check_dir(exp)
+    check_memory(exp.train)
     data = prepare_data(exp.train, exp.data_dir)
     try:
         open_dir(exp)

@@ -8,6 +8,7 @@ A layer is anything `factory(channels) -> nn.Module` that keeps the shape N x C 
     pkg.module:Name          the researcher's own layer (a class or function called with the
                              channel count), imported by path; also as NORM or ATTN of a `+`
     paper, all               shorthands: the paper's four (bn, in, bnse, iebn); every registered norm
+                             (no NORM+ATTN)
 
 An import path resolves to its canonical name `pkg.module:Name@<sha256 of the module's source
 file, 8 hex digits>`, which the run key, the results and the report carry: two versions of a

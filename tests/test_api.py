@@ -46,7 +46,34 @@ def test_register_run_and_load_results(registered, fake_mnist, tmp_path):
     assert na.load_results(tmp_path / "runs" / result.dir.name / "results.jsonl") == rows
 
 
-def test_bad_input_raises_config_error_before_writing(tmp_path):
-    with pytest.raises(na.ConfigError, match="unknown norm 'nope'"):
-        na.run("clean", norms="nope", dataset="mnist", runs_dir=tmp_path / "runs", data_dir=tmp_path)
+@pytest.mark.parametrize("options, message", [
+    ({"norms": "nope"}, "unknown norm 'nope'"),
+    ({"epocs": 3}, "unknown option 'epocs': did you mean 'epochs'?"),  # and a TypeError, as for any function
+    ({"k": 5}, r"k is not a parameter of the constant attack \(its parameters: alpha, beta\)"),  # the CLI has no --k
+    ({"extra": "mnist"}, "extra is not a parameter of the constant attack"),
+    ({"seeds": "0,x"}, "--seeds must be comma-separated integers"),
+    ({"milestones": "5,x"}, "milestones"),
+    ({"depth": 1202, "width": 64, "batch_size": 4096}, "a training batch of 4096 images needs about"),  # memory
+])
+def test_bad_input_raises_config_error_before_writing(tmp_path, options, message):
+    with pytest.raises(na.ConfigError, match=message):
+        na.run("constant", **{"dataset": "mnist", "runs_dir": tmp_path / "runs", "data_dir": tmp_path, **options})
     assert not (tmp_path / "runs").exists()
+    if "epocs" in options:
+        with pytest.raises(TypeError):
+            na.run("constant", epocs=3)
+
+
+def test_options_are_written_as_on_the_command_line_too(fake_mnist, tmp_path):
+    """`seeds` and `milestones` as the command line writes them resolve as the lists do; another attack's
+    parameter at its neutral value (what a record holds for it) is no error."""
+    from noiseattack.config import resolve_train_config
+
+    text = resolve_train_config(attack="clean", lr_schedule="step", epochs=30, milestones="15,22")
+    assert text == resolve_train_config(attack="clean", lr_schedule="step", epochs=30, milestones=(15, 22))
+    assert text.milestones == (15, 22)
+    result = na.run("clean", norms="bn", seeds="7,3", dataset="mnist", depth=8, epochs=1, batch_size=32, device="cpu",
+                    runs_dir=tmp_path / "runs", data_dir=fake_mnist(n_train=64, n_test=32), log=None)
+    assert sorted(r["seed"] for r in result.records) == [3, 7]
+    assert resolve_train_config(attack="constant", alpha=2, beta=1, k=0, extra=None).attack_params() == \
+        resolve_train_config(attack="constant", alpha=2, beta=1).attack_params()

@@ -10,7 +10,7 @@ import torch
 from conftest import cxx_compiler
 
 from noiseattack import train as T
-from noiseattack.config import RunConfig, compile_pays, resolve_train_config
+from noiseattack.config import ConfigError, RunConfig, compile_pays, resolve_train_config
 from noiseattack.fileio import NoiseattackWarning
 
 needs_compiler = pytest.mark.skipif(cxx_compiler() is None, reason="no C++ compiler: inductor cannot compile on "
@@ -96,6 +96,9 @@ def test_the_default_follows_the_measurement(monkeypatch):
     assert compile_pays("cuda") and resolve_train_config(device="cpu").compile is True
     monkeypatch.setenv("NOISEATTACK_COMPILE", "0")
     assert resolve_train_config(device="cpu").compile is False
+    monkeypatch.setenv("NOISEATTACK_COMPILE", "yes")  # not one of the six: refused, not read as off
+    with pytest.raises(ConfigError, match=r"\$NOISEATTACK_COMPILE must be 0 or 1 .*got 'yes'"):
+        resolve_train_config(device="cpu")
 
 
 @needs_compiler

@@ -370,6 +370,7 @@ def test_two_versions_of_a_layers_source_are_refused(tmp_path, capsys):
     (["leaderboard", "--protocol", "nope"], "unknown protocol 'nope'"),
     (["bench", "--norm", "torch.nn:Linear", "--dry-run"], "torch.nn:Linear"),
     (["bench", "--norm", "iebn", "--threads", "2", "--dry-run"], "fixes 1 thread(s) per run"),
+    (["bench", "--norm", "iebn", "--threads", "64", "--dry-run"], "fixes 1 thread(s) per run"),  # not the CPUs here
     (["bench", "--norm", "iebn", "--workers", "0", "--dry-run"], "--workers must be"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, args, message):

@@ -45,6 +45,16 @@ def test_resnet164_is_bottleneck_with_expansion_4():
     assert model.fc.in_features == 256
 
 
+@pytest.mark.parametrize("depth, block", [(20, "basic"), (110, "basic"), (164, "bottleneck"), (1001, "bottleneck"),
+                                          (1202, "basic")])
+def test_the_automatic_block_is_the_resnet_papers(depth, block):
+    """Basic blocks up to 110, bottlenecks above (ResNet-164, -1001: 9n+2), but ResNet-1202, which only
+    basic blocks make (6n+2, not 9n+2)."""
+    from noiseattack.config import resolve_block
+
+    assert resolve_block(depth, "auto") == block
+
+
 @pytest.mark.parametrize("depth", [20, 164])
 @pytest.mark.parametrize("norm", NORMS)
 def test_depths_build_and_train_with_every_norm(depth, norm):

@@ -76,6 +76,7 @@ from ..config import (
     default_name, resolve_train_config,
 )
 from ..experiment import check_dir
+from ..memory import check_memory
 from ..experiment_setup import parse_norms, resolve_experiment
 
 # --------------------------------------------------------------------------- the schema
@@ -338,6 +339,12 @@ def parse_grid(doc: dict[str, Any], *, source: str = "<grid>", runs_dir: str | P
             raise ConfigError(f"{_label('[train] with [grid]', combo) if combo else '[train]'}: {e}") from None
     device = base.device if check_device == device else device
     experiments = _experiments(settings, combos, {**train_opts, "device": check_device}, exp_kw)
+    if check_device == device:  # the device the runs train on: their batches against its free memory
+        for exp in experiments:
+            try:
+                check_memory(exp.train)
+            except ConfigError as e:
+                raise ConfigError(f"{exp.name}: {e}") from None
     return Grid(source=source, experiments=experiments, device=device)
 
 
