@@ -24,7 +24,7 @@ check_torch_pair()  # before the imports below load torchvision: a mismatched to
 from . import attacks, experiment
 from .config import (ATTACK_FIELDS, BASE_SETTING, OMITTED_AT_DEFAULT, PERFORMANCE_FIELDS, PRESETS, TRAIN_FIELDS,
                      TRAIN_OPTIONS, ConfigError, TrainConfig, given_default, resolve_train_config, to_jsonable)
-from .experiment_setup import resolve_experiment
+from .experiment_setup import MAX_REPEATS, resolve_experiment
 from .memory import check_memory
 from .options import bounds_text
 from .train import load_checked_data
@@ -51,7 +51,7 @@ def _experiment_options(
     data_dir: Annotated[Optional[Path], typer.Option(help="Dataset root [default: $NOISEATTACK_DATA or ./data].")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where experiment dirs go.")] = Path("runs"),
     name: Annotated[Optional[str], typer.Option(help="Experiment dir name [default: from the settings].")] = None,
-    repeats: Annotated[int, typer.Option(help="Seeds per norm: seed, seed+1, ...")] = 5,
+    repeats: Annotated[int, typer.Option(help=f"Seeds per norm: seed, seed+1, ... Limits: >= 1, <= {MAX_REPEATS}.")] = 5,
     seed: Annotated[int, typer.Option(help="First seed.")] = 0,
     seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds, e.g. 0,5,7 (overrides --repeats and --seed).")] = None,
     preset: Annotated[str, typer.Option(help="quick (ResNet-20, 30 epochs) or paper (the official IEBN setup: ResNet-164 with BatchNorm shortcuts, 164 epochs).")] = "quick",

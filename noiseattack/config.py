@@ -137,8 +137,8 @@ class TrainConfig(_AttackFields):
                              axis="batch size")
     lr: float = option(0.1, "Initial learning rate (SGD).", preset=True, low=0, low_open=True, high=MAX_LR, tag="lr",
                        axis="learning rate")
-    momentum: float = option(0.9, "SGD momentum.", preset=True, tag="mom", axis="momentum")
-    weight_decay: float = option(1e-4, "Weight decay.", preset=True, tag="wd", axis="weight decay")
+    momentum: float = option(0.9, "SGD momentum, in [0, 1).", preset=True, tag="mom", axis="momentum")
+    weight_decay: float = option(1e-4, "Weight decay, in [0, 1).", preset=True, tag="wd", axis="weight decay")
     milestones: tuple[int, ...] = option((15, 22), "Comma-separated epochs after which lr *= lr-gamma [default: 50% "
                                          "and 75% of the epochs; 81,122 for the paper preset].", preset=True,
                                          cli_type=str, parse=_parse_milestones, tag="ms",
