@@ -30,8 +30,12 @@ def run(attack: str = "clean", norms: str | Iterable[str] = "paper", *, repeats:
     `seeds` and `milestones` may also be written as on the command line ("0,5,7"). Bad input (an
     unknown option, another attack's parameter, a value out of its limits, a batch that cannot fit in
     the device's memory, ...) raises `noiseattack.ConfigError` (one line) before anything is written."""
-    from . import experiment
+    import inspect
 
+    from . import experiment
+    from .config import check_options_known
+
+    check_options_known(options, others=[p for p in inspect.signature(run).parameters if p != "options"])
     train = resolve_train_config(attack=attack, **options)
     exp = resolve_experiment(train, norms=norms if isinstance(norms, str) else tuple(norms), repeats=repeats,
                              seed=seed, seeds=seeds if seeds is None or isinstance(seeds, str) else list(seeds), name=name,

@@ -47,7 +47,7 @@ def fail(message: str) -> None:
 def _experiment_options(
     norm: Annotated[str, typer.Option(help="Comma-separated layers: names from `noiseattack norms`, NORM+ATTN "
                                            "(bn+eca), your own pkg.module:Class, 'paper' (bn,in,bnse,iebn) "
-                                           "or 'all' (every registered norm without an attention module).")] = "paper",
+                                           "or 'all' (every registered norm, no NORM+ATTN combination).")] = "paper",
     data_dir: Annotated[Optional[Path], typer.Option(help="Dataset root [default: $NOISEATTACK_DATA or ./data].")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where experiment dirs go.")] = Path("runs"),
     name: Annotated[Optional[str], typer.Option(help="Experiment dir name [default: from the settings].")] = None,
@@ -298,7 +298,7 @@ def norms(
     typer.echo(f"\nAny NORM+ATTN works (norms: {', '.join(zoo.norm_names())}; attention: "
                f"{', '.join(zoo.attention_names())}), and so does your own layer by import path, "
                "--norm pkg.module:Class (called with the channel count). 'paper' = bn,in,bnse,iebn; "
-               "'all' = every norm above without an attention module.")
+               "'all' = every registered norm above, no NORM+ATTN combination.")
 
 
 @app.command()

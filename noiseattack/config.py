@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 from . import attacks, datasets
 from .attacks import Attack
@@ -117,7 +117,7 @@ class TrainConfig(_AttackFields):
 
     depth: int = option(20, "ResNet depth.", preset=True, high=MAX_DEPTH, name_part=_model_part, name_rank=20,
                         axis="depth")
-    block: str = option("basic", "auto (basic up to depth 110, bottleneck above), basic, bottleneck.", given="auto",
+    block: str = option("basic", "auto (basic up to depth 110, bottleneck above where the depth is 9n+2), basic, bottleneck.", given="auto",
                         tag="")  # resolved: "basic" or "bottleneck"
     width: int | float = option(1, "Channel multiplier: 16, 32, 64 x width channels per stage; 0.25, 0.5, 0.75 give "
                                 "narrower models than the default 1.", high=MAX_WIDTH, cli_type=float, in_name=True,
@@ -466,17 +466,24 @@ class UnknownOption(ConfigError, TypeError):
     the nearest option named) and, as for any function, a TypeError."""
 
 
+def check_options_known(options: Iterable[str], others: Sequence[str] = ()) -> None:
+    """Raise UnknownOption for the first of `options` that is neither a keyword of resolve_train_config
+    nor one of `others` (a caller's own keywords), naming the nearest of them all."""
+    import difflib
+
+    known = [*TRAIN_FIELDS, "preset", *others]
+    for name in options:
+        if name not in known:
+            near = difflib.get_close_matches(name, known, n=1)
+            raise UnknownOption(f"unknown option '{name}'" + (f": did you mean '{near[0]}'?" if near else
+                                                             f" (the options: {', '.join(known)})"))
+
+
 def _given(options: dict[str, Any]) -> dict[str, Any]:
     """Every option of resolve_train_config: given, or its `given_default` (a string where the command
     line writes the option otherwise, milestones "15,22", parsed as it parses it). An unknown keyword is
     an UnknownOption."""
-    import difflib
-
-    unknown = [k for k in options if k not in TRAIN_FIELDS and k not in ("attack", "preset")]
-    if unknown:
-        near = difflib.get_close_matches(unknown[0], [*TRAIN_FIELDS, "preset"], n=1)
-        raise UnknownOption(f"unknown option '{unknown[0]}'" + (f": did you mean '{near[0]}'?" if near else
-                                                               f" (the options: {', '.join(TRAIN_FIELDS)}, preset)"))
+    check_options_known(options)
     o = {name: options.get(name, given_default(name)) for name in TRAIN_FIELDS}
     for name, m in TRAIN_FIELDS.items():
         if m.parse is not None and isinstance(o[name], str):

@@ -129,7 +129,7 @@ def test_a_batch_that_cannot_fit_in_memory_is_refused(capsys, tmp_path):
                    "--width", "64", "--batch-size", "1")
     assert "an evaluation batch of 65536 images needs about" in err
     grid = tmp_path / "grid.toml"  # a sweep, its dry run too, checks the batches of the runs it trains here
-    grid.write_text('[train]\ndataset = "mnist"\ndepth = 1202\nwidth = 64\nbatch_size = 4096\ndevice = "cpu"\n'
+    grid.write_text('[train]\ndataset = "mnist"\ndepth = 1202\nwidth = 64\nbatch_size = 4096\n'  # device: auto
                     '[grid]\nnorms = ["bn"]\n[[attack]]\nkind = "clean"\n')
     code, out, err = run_cli(capsys, "sweep", grid, "--dry-run", "--runs-dir", tmp_path / "runs")
     assert (code, out) == (2, "") and err.count("\n") == 1, err

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import run_cli
 from test_sweep import tiny  # noqa: F401 - the fixture: a two-setting, two-layer, two-seed grid
 
@@ -114,21 +115,38 @@ def test_a_grid_with_no_runs_is_priced_by_another_datasets_runs(tiny, capsys):
     est = S.estimate_left(g, S.status(g), [lender])
     # clean: bn 2 x 300 s (lent, 3 x 100); iebn: nothing of its own or lent (the deeper and the diverged
     # runs do not count), nothing to carry (no layer has runs in both settings): the setting's median,
-    # bn's 300 s. constant: iebn 2 x 150 s (lent); bn likewise the setting's, iebn's 150 s
-    assert sorted(est.costs) == [150.0] * 4 + [300.0] * 4 and est.unknown == 0 and est.lent == 4
+    # bn's 300 s. constant: iebn 2 x 150 s (lent); bn likewise the setting's, iebn's 150 s. All 8 went by
+    # lent runs
+    assert sorted(est.costs) == [150.0] * 4 + [300.0] * 4 and est.unknown == 0 and est.lent == 8
     assert S.estimate_left(g, S.status(g)) == S.Estimate((), 8, 0)  # without the lender: nothing to go by
 
     _write(clean.dir, _records(clean, "bn", 40.0)[:1])  # the grid's own bn run in clean: it prices bn there
     est = S.estimate_left(g, S.status(g), [lender / l_clean.name, lender / l_constant.name])  # experiment dirs
-    # clean: bn seed 1 and iebn (the setting's median) at bn's own 40 s; constant as before
-    assert sorted(est.costs) == [40.0] * 3 + [150.0] * 4 and est.lent == 2
-    assert run_cost_s(_records(l_clean, "bn", 100.0)[0]) == 100.0  # the lender's records are left as they were
+    # clean: bn seed 1 and iebn (the setting's median) at bn's own 40 s; constant as before (lent)
+    assert sorted(est.costs) == [40.0] * 3 + [150.0] * 4 and est.lent == 4
 
     code, out, err = run_cli(capsys, "sweep", str(grid), "--runs-dir", str(runs), "--dry-run", "--cost-from", str(lender))
     assert code == 0, err
     assert out.splitlines()[-1].startswith("left: 7 runs ≈ 0.2 h of run time (") and out.splitlines()[-1].endswith(
-        f"; 2 of them priced by the runs in {lender} of their layer and setting on another dataset, scaled by "
+        f"; 4 of them priced by the runs in {lender} of their layer and setting on another dataset, scaled by "
         "an epoch's images")
+
+
+def test_a_lent_run_must_have_trained_as_the_setting_would(tiny):
+    """A field a lender's record lacks takes the value runs had before it existed (attn_placement
+    "norm"): such a record prices a setting at that value, not one at another; its performance options
+    (compile, memory layout) and the machine's are not compared; its device is."""
+    lender, (l_clean, _) = _lender(tiny, dataset="fmnist")
+    old = [{**r, "config": {k: v for k, v in r["config"].items() if k != "attn_placement"}}
+           for r in _records(l_clean, "bn", 10.0, compile=True, channels_last=False)]
+    gpu = [{**r, "key": r["key"] + "-gpu", "config": {**r["config"], "device": "cuda"}} for r in _records(l_clean, "iebn", 1.0)]
+    _write(l_clean.dir, old + gpu)
+    text = tiny["grid"].read_text()
+    for placement, lent in (("norm", {("bn", 10.0)}), ("block", set())):
+        tiny["grid"].write_text(text.replace("[grid]", f'attn_placement = "{placement}"\n[grid]'))
+        g = S.load_grid(tiny["grid"], runs_dir=tiny["tmp"] / "runs")
+        found = S.lent_runs(g, [lender])
+        assert {(n, run_cost_s(r)) for (d, n), rs in found.items() if d == g.experiments[0].dir for r in rs} == lent
 
 
 def test_cost_from_is_for_a_dry_run_of_an_existing_dir(tiny, capsys):
@@ -139,13 +157,15 @@ def test_cost_from_is_for_a_dry_run_of_an_existing_dir(tiny, capsys):
         assert (code, out, err) == (2, "", f"noiseattack: error: {message}\n") and not runs.exists()
 
 
-def test_the_mnist_protocol_is_priced_by_the_fmnist_boards_runs(monkeypatch):
+@pytest.mark.parametrize("compile_default", ["0", "1"])
+def test_the_mnist_protocol_is_priced_by_the_fmnist_boards_runs(monkeypatch, compile_default):
     """The README's example on the committed runs: every layer and setting of the mnist grid finds its
     runs on the fmnist board (the same model and attacks; MNIST's and FashionMNIST's 60 000 training
-    images: no scaling), whatever layout their records were written in."""
+    images: no scaling), whatever layout their records were written in, and whatever this machine's
+    compile default (the board's runs were compiled)."""
     from noiseattack.results import read_results
 
-    monkeypatch.delenv("NOISEATTACK_COMPILE")  # the suite's eager default: the board's runs are compiled
+    monkeypatch.setenv("NOISEATTACK_COMPILE", compile_default)
     root = Path(__file__).resolve().parents[1]
     board = root / "docs/leaderboard/fmnist/runs"
     grid = S.load_grid(root / "docs/leaderboard/mnist/grid-1-second-primary.toml", runs_dir=root / "docs/leaderboard/mnist/runs")

@@ -4,6 +4,7 @@
   expansion (axes x attack settings x norms x seeds) into experiment dirs and runs; the syntax
   and the naming rule are in its docstring.
 - run.py: the state of every run (`status`) and `run_sweep`, which runs the pending ones.
+- estimate.py: what the runs left will cost (the dry run's last line), by finished runs.
 - executors.py: the job function (`run_task`) and the runners below.
 
 Every setting becomes an experiment dir in the usual layout (see experiment.py: config.json,
@@ -19,9 +20,10 @@ Slurm runs) and `slurm` (a submitit job array). A job runs `runs_per_job` runs i
 
 from .executors import EXECUTORS, SlurmOptions, SubmititTask, Task, cpu_count, parse_time, run_job, run_task
 from .grid import SWEEPABLE, TRAIN_KEYS, Grid, SweepJob, load_grid, parse_grid
+from .estimate import Estimate, estimate_left, lent_runs
 from .run import (
-    DIVERGED, DONE, ORDERS, PARTIAL, PENDING, RUNNING, STATES, Estimate, Interrupted, SweepResult, check_grid_data,
-    check_options, count_states, estimate_left, lent_runs, ordered, outcome_line, run_sweep, states_text, status,
+    DIVERGED, DONE, ORDERS, PARTIAL, PENDING, RUNNING, STATES, Interrupted, SweepResult, check_grid_data,
+    check_options, count_states, ordered, outcome_line, run_sweep, states_text, status,
 )
 
 check_data, describe = check_grid_data, outcome_line  # their former names (train.check_data, stats.describe)

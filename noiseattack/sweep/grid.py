@@ -339,7 +339,10 @@ def parse_grid(doc: dict[str, Any], *, source: str = "<grid>", runs_dir: str | P
             raise ConfigError(f"{_label('[train] with [grid]', combo) if combo else '[train]'}: {e}") from None
     device = base.device if check_device == device else device
     experiments = _experiments(settings, combos, {**train_opts, "device": check_device}, exp_kw)
-    if check_device == device:  # the device the runs train on: their batches against its free memory
+    # The batches against the free memory of the CPU the runs train on: here, unless a Slurm job runs
+    # them (defer_device). A GPU sweep's workers each check their GPU as they start (experiment.prepare),
+    # so that this process holds no CUDA context for the whole sweep.
+    if not defer_device and base.device == "cpu":
         for exp in experiments:
             try:
                 check_memory(exp.train)

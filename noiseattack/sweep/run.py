@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import statistics
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -12,11 +11,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .. import chance
-from ..config import ConfigError, ExperimentConfig, to_jsonable
-from ..datasets import DATASETS
+from ..config import ConfigError, ExperimentConfig
 from ..experiment import (failure_where, fmt_eta, is_running, on_screen, open_dir, other_setting, run_paths,
                           sigint_requests_stop)
-from ..results import RESULTS_FILE, median_cost, read_results, run_cost_s
+from ..results import read_results
 from ..train import prepare_data
 from .executors import (
     EXECUTORS, Runner, SlurmOptions, SubmititRunner, Task, cpu_count, make_runner, visible_gpus,
@@ -30,7 +28,7 @@ DONE, DIVERGED, RUNNING, PARTIAL, PENDING = "done", "diverged", "running", "part
 STATES = (DONE, DIVERGED, RUNNING, PARTIAL, PENDING)
 
 
-def _replaced(exp: ExperimentConfig) -> bool:
+def replaced_by_overwrite(exp: ExperimentConfig) -> bool:
     """Whether --overwrite will start the experiment's dir afresh (it holds another setting): its
     records count for nothing."""
     return exp.overwrite and other_setting(exp) is not None
@@ -42,7 +40,7 @@ def status(grid: Grid) -> list[tuple[SweepJob, str, dict[str, Any] | None]]:
     training it), pending. Reads only."""
     out = []
     for exp in grid.experiments:
-        replaced = _replaced(exp)
+        replaced = replaced_by_overwrite(exp)
         records = {} if replaced else {r["key"]: r for r in read_results(exp.dir)}
         for run in exp.runs():
             job = SweepJob(exp, run, grid.device)
@@ -59,30 +57,6 @@ def status(grid: Grid) -> list[tuple[SweepJob, str, dict[str, Any] | None]]:
                 state = PENDING
             out.append((job, state, rec))
     return out
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """The runs a sweep has left, costed by the finished ones (`results.run_cost_s`; `estimate_left`
-    says how): `costs`, in seconds, of the runs that have something to go by, and `unknown` runs
-    with nothing (no finished run of their layer anywhere in the grid's dirs, none in their
-    experiment); `lent` of the costed runs went by another dataset's runs (`cost_from`). Runs in
-    progress or checkpointed count whole."""
-
-    costs: tuple[float, ...]
-    unknown: int
-    lent: int = 0
-
-    @property
-    def seconds(self) -> float:
-        return sum(self.costs)
-
-    def finish_s(self, workers: int) -> float:
-        """When `workers` slots would finish the costed runs, longest first, each to the slot free first."""
-        slots = [0.0] * max(1, min(workers, len(self.costs)))
-        for c in sorted(self.costs, reverse=True):
-            slots[slots.index(min(slots))] += c
-        return max(slots, default=0.0)
 
 
 ORDERS = ("experiment", "norm")
@@ -112,92 +86,6 @@ def states_text(states: list[tuple[SweepJob, str, dict[str, Any] | None]]) -> st
     (checkpointed), 5 pending` (the dry runs' count line)."""
     n = count_states(states)
     return ", ".join(f"{n[st]} {st}" + (" (checkpointed)" if st == PARTIAL else "") for st in STATES)
-
-
-def estimate_left(grid: Grid, states: list[tuple[SweepJob, str, dict[str, Any] | None]],
-                  cost_from: Sequence[Path] = ()) -> Estimate:
-    """`Estimate` of the runs in `states` (`status(grid)`) not over, by every finished run in the grid's
-    experiment dirs (another grid's seeds of the same setting count too; a dir that --overwrite
-    replaces, as `status` reads it, does not). A run costs the median of its layer's finished runs
-    in its setting (of their CPU times where some recorded one); else, with `cost_from` (runs dirs or
-    experiment dirs), its layer's runs there in the same setting on another dataset (`lent_runs`); else
-    its layer's median in another setting scaled by what the layers the two settings share cost in each
-    (`_carried`); else the median of its setting's finished runs."""
-    by_norm: dict[tuple[Path, str], list[dict[str, Any]]] = defaultdict(list)
-    by_exp: dict[Path, list[dict[str, Any]]] = defaultdict(list)
-    for exp in grid.experiments:
-        if _replaced(exp):
-            continue
-        for rec in read_results(exp.dir):
-            if rec.get("status") == "finished" and run_cost_s(rec) is not None:  # a diverged run stopped early
-                by_norm[(exp.dir, rec.get("norm"))].append(rec)
-                by_exp[exp.dir].append(rec)
-    lent = {k: v for k, v in lent_runs(grid, cost_from).items() if k not in by_norm}
-    for (d, norm), recs in lent.items():
-        by_norm[(d, norm)], by_exp[d] = recs, by_exp[d] + recs
-    med = {k: median_cost(v) for k, v in by_norm.items()}
-    costs, unknown, n_lent = [], 0, 0
-    for job, state, _ in states:
-        if state in (DONE, DIVERGED):
-            continue
-        own = med.get((job.exp.dir, job.run.norm))
-        cost = own[0] if own is not None else _carried(med, job.exp.dir, job.run.norm)
-        if cost is None and by_exp.get(job.exp.dir):
-            cost = median_cost(by_exp[job.exp.dir])[0]
-        if cost is None:
-            unknown += 1
-        else:
-            costs.append(cost)
-            n_lent += (job.exp.dir, job.run.norm) in lent
-    return Estimate(tuple(costs), unknown, n_lent)
-
-
-# A run's config fields that do not change what its steps cost: a run that differs from another only
-# in these prices it (scaled by the training images: `lent_runs`).
-COST_NEUTRAL = frozenset({"norm", "seed", "dataset", "extra", "train_subset", "test_subset"})
-
-
-def lent_runs(grid: Grid, dirs: Sequence[Path]) -> dict[tuple[Path, str], list[dict[str, Any]]]:
-    """The finished runs in `dirs` (runs dirs, whose experiment dirs are read, or experiment dirs)
-    that price the grid's runs, by (the grid's experiment dir, layer): a run of the same layer whose
-    config equals the experiment's but for COST_NEUTRAL fields (in the fields both have: a record
-    written before a field existed lacks it), its cost scaled by the images of an epoch (the train
-    subset, else the dataset's training split) in the grid's setting over its own. The mnist protocol
-    priced by the fmnist board's runs, say: the same model, steps and attacks on another dataset."""
-    out: dict[tuple[Path, str], list[dict[str, Any]]] = defaultdict(list)
-    for root in dirs:
-        if not Path(root).is_dir():
-            raise ConfigError(f"--cost-from {root}: no such directory")
-        for d in (Path(root), *sorted(p for p in Path(root).iterdir() if p.is_dir())):
-            for rec in read_results(d) if (d / RESULTS_FILE).is_file() else ():
-                if rec.get("status") != "finished" or run_cost_s(rec) is None:
-                    continue
-                for exp in grid.experiments:
-                    ratio = _epoch_ratio(to_jsonable(dataclasses.asdict(exp.train)), rec.get("config") or {})
-                    if ratio is not None:
-                        out[(exp.dir, rec.get("norm"))].append(
-                            {**rec, **{f: rec[f] * ratio for f in ("cpu_time_s", "wall_time_s") if type(rec.get(f)) in (int, float)}})
-    return dict(out)
-
-
-def _epoch_ratio(mine: dict[str, Any], theirs: dict[str, Any]) -> float | None:
-    """The images of an epoch in `mine` (a setting's config) over `theirs` (a record's), where the two
-    differ only in COST_NEUTRAL fields; None where they differ otherwise or an epoch's size is unknown."""
-    if any(mine[f] != theirs[f] for f in mine.keys() & theirs.keys() - COST_NEUTRAL):
-        return None
-    sizes = [c.get("train_subset") or getattr(DATASETS.get(c.get("dataset")), "train_images", 0) for c in (mine, theirs)]
-    return sizes[0] / sizes[1] if all(sizes) else None
-
-
-def _carried(med: dict[tuple[Path, str], tuple[float, bool]], exp_dir: Path, norm: str) -> float | None:
-    """`norm`'s median cost in another setting, times the setting's cost over that one's for the
-    layers with runs in both (the median of every such product; a layer's cost and the shared
-    layer's it is compared with are both CPU times or both wall times); None where there is none
-    (a mix step costs more than a clean one, and a slow layer is slow in every setting)."""
-    here = {n: c for (d, n), (c, _) in med.items() if d == exp_dir}
-    guesses = [c * here[m] / med[(d, m)][0] for (d, n), (c, cpu) in med.items() if n == norm and d != exp_dir
-               for m in here if (d, m) in med and med[(d, m)][1] == cpu]
-    return statistics.median(guesses) if guesses else None
 
 
 def check_grid_data(grid: Grid) -> None:
