@@ -176,6 +176,24 @@ def test_board_numbers_equal_statistics_recomputed_from_the_records(board_runs):
     assert bn.step_cost == 1.0 and iebn.short == []
 
 
+def test_a_cell_short_of_n_is_marked_in_its_precise_columns_too(tmp_path):
+    """iebn with 3 of its 5 mix runs: the mix cell and its PreciseBN cell (the same runs re-evaluated)
+    both say (3*), in the markdown and on the page; a full cell is unmarked."""
+    from noiseattack.leaderboard.page import to_html
+    from noiseattack.leaderboard.render import to_markdown
+
+    recs = [record(FMNIST, n, s, seed, v, precise=v + 0.5 if s == "mix" else None)
+            for (n, s), vals in ACC.items() for seed, v in enumerate(vals) if not (n == "iebn" and s == "mix" and seed > 2)]
+    board = L.build_leaderboard(FMNIST, [write_runs(tmp_path / "runs", recs)])
+    row = next(line for line in to_markdown(board).splitlines() if line.startswith("| ") and "`iebn`" in line)
+    mix = np.array(ACC[("iebn", "mix")][:3])
+    assert f"| {mix.mean():.2f} ± {mix.std(ddof=1):.2f} (3*) |" in row
+    assert f"| {mix.mean() + 0.5:.2f} ± {mix.std(ddof=1):.2f} (3*) |" in row
+    assert row.count("*") == 2 and "(5)" in row  # clean and constant: full
+    page = to_html(board, L.HOW_TO_ADD)
+    assert html.escape(f"{mix.mean() + 0.5:.2f} ± {mix.std(ddof=1):.2f} (3*)") in page
+
+
 def test_step_cost_is_the_median_cpu_time_ratio_of_runs_with_one_or_else_the_fastest_wall_time_ratio(tmp_path):
     walls = {"bn": [100.0, 300.0, 120.0], "iebn": [130.0, 520.0, 125.0]}
     cpus = {"bn": [95.0, 99.0, 97.0], "iebn": [118.0, 110.0, 121.0]}

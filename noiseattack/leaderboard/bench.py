@@ -119,7 +119,7 @@ def layer_lines(board: Board, layer: str) -> list[str]:
                 + (f", Holm p {v['welch_p_holm']:.3g}" if v.get("welch_p_holm") is not None else "")) \
             if v.get("diff_vs_bn") is not None else ""
         extra = f"  drop {drop_text(cell)}" if s.id != "clean" else ""
-        extra += f"  PreciseBN {precise_text(cell)}" if s.id == "mix" and cell is not None and cell.precise else ""
+        extra += f"  PreciseBN {precise_text(cell, n_wanted=board.protocol.seeds)}" if s.id == "mix" and cell is not None and cell.precise else ""
         out.append(f"  {s.title:24s} {mean_cell(cell, board.protocol.seeds):28s}{diff}{extra}")
     if row.short:
         out.append(f"  short of n = {board.protocol.seeds} in: {', '.join(row.short)} (re-run to resume)")

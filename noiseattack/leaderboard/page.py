@@ -74,7 +74,8 @@ def _table(board: Board) -> str:
             cells.append(_td(html.escape(drop_text(c)), (c.drop or {}).get("estimate") if c else None))
         for sid, attr, _ in precise_cols:
             c = r.cells.get(sid)
-            cells.append(_td(html.escape(precise_text(c, attr)), (getattr(c, attr) or {}).get("mean") if c else None))
+            cells.append(_td(html.escape(precise_text(c, attr, p.seeds)), (getattr(c, attr) or {}).get("mean") if c else None,
+                             cls="short" if sid in r.short else ""))
         out.append(f'<tr id="row-{_id(r.layer)}">' + "".join(cells) + "</tr>")
     return "\n".join(out) + "</tbody></table>"
 

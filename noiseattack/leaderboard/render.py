@@ -152,12 +152,14 @@ def drop_text(cell: Cell | None) -> str:
     return f"{d['estimate']:+.2f}{ci}"
 
 
-def precise_text(cell: Cell | None, attr: str = "precise") -> str:
+def precise_text(cell: Cell | None, attr: str = "precise", n_wanted: int = 0) -> str:
+    """`35.53 ± 14.66 (10)`: a cell's runs re-evaluated with PreciseBN statistics (`attr`: on clean or on
+    mixed batches); `*` when short of n, as in `mean_cell`; `-` without any."""
     p = getattr(cell, attr, None) if cell is not None else None
     if not p:
         return "–"
     std = f" ± {p['std']:.2f}" if p.get("std") is not None else ""
-    return f"{p['mean']:.2f}{std} ({p['n']})"
+    return f"{p['mean']:.2f}{std} ({p['n']}{'*' if p['n'] < n_wanted else ''})"
 
 
 def precise_columns(board: Board) -> list[tuple[str, str, str]]:
@@ -205,7 +207,7 @@ def to_markdown(board: Board) -> str:
     for r in board.rows:
         cells = [mean_cell(r.cells.get(s.id), p.seeds) for s in p.settings]
         drops = [drop_text(r.cells.get(s.id)) for s in attacked]
-        precise = [precise_text(r.cells.get(sid), attr) for sid, attr, _ in precise_cols]
+        precise = [precise_text(r.cells.get(sid), attr, p.seeds) for sid, attr, _ in precise_cols]
         vals = [str(r.rank or "–"), f"`{r.layer}`", r.origin, f"{r.params:,}" if r.params else "–",
                 f"{r.step_cost:.2f}" if r.step_cost else "–", f"{r.robust:.2f}" if r.robust is not None else "–",
                 *cells, *drops, *precise]
