@@ -402,9 +402,6 @@ def sweep(
         S.check_options(executor, workers, threads, runs_per_job, options)  # before the grid: a dry run too
         if cost_from and not dry_run:
             raise ConfigError("--cost-from prices a dry run's runs: use it with --dry-run")
-        for d in cost_from or []:
-            if not d.is_dir():
-                raise ConfigError(f"--cost-from {d}: no such directory")
         g = S.load_grid(grid, runs_dir=runs_dir, data_dir=data_dir, defer_device=executor == "slurm")
         states = S.ordered(S.status(g), order)
         if dry_run:
@@ -443,11 +440,12 @@ def _sweep_dry_run(path: Path, grid, states, workers: int, cost_from: list[Path]
     from . import sweep as S
     from .chance import run_note
 
+    est = S.estimate_left(grid, states, cost_from)  # first: a bad --cost-from is an error before any line
     for job, st, rec in states:
         acc = f"  final {rec['final_acc']:.2f}%{run_note(rec)}" if rec and rec.get("final_acc") is not None else ""
         typer.echo(f"{st:8s} {job.key}  {job.exp.dir}  {job.run.norm:4s} seed {job.run.seed}{acc}")
     typer.echo(f"{path}: {len(states)} runs in {len(grid.experiments)} experiments: {S.states_text(states)}")
-    typer.echo(estimate_line(S.estimate_left(grid, states, cost_from), workers, cost_from))
+    typer.echo(estimate_line(est, workers, cost_from))
 
 
 def _print_sweep_summary(console, grid, records: list[dict[str, Any]]) -> None:
