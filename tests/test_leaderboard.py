@@ -4,6 +4,7 @@ and the refusals."""
 
 import csv
 import html
+import io
 import json
 import math
 import shutil
@@ -192,6 +193,30 @@ def test_a_cell_short_of_n_is_marked_in_its_precise_columns_too(tmp_path):
     assert row.count("*") == 2 and "(5)" in row  # clean and constant: full
     page = to_html(board, L.HOW_TO_ADD)
     assert html.escape(f"{mix.mean() + 0.5:.2f} ± {mix.std(ddof=1):.2f} (3*)") in page
+
+
+def test_a_layer_without_runs_in_an_attacked_setting_is_listed_unranked(tmp_path, capsys):
+    """iebn with clean and constant runs but none under mix (a row the queue has not reached): its
+    constant mean alone is not a robust accuracy, so it gets none and no rank, and is listed after the
+    ranked layers; with one mix run (short of n) it is ranked again, on the mean of both attacks."""
+    from noiseattack.leaderboard.render import to_csv, to_json, to_markdown
+
+    recs = [record(FMNIST, n, s, seed, v) for (n, s), vals in ACC.items() for seed, v in enumerate(vals)
+            if not (n == "iebn" and s == "mix")]
+    runs = write_runs(tmp_path / "runs", recs)
+    board = L.build_leaderboard(FMNIST, [runs])
+    iebn, bn = board.row("iebn"), board.row("bn")
+    assert (iebn.robust, iebn.rank) == (None, None)  # its constant mean, 90.82, would top BN's 88.25
+    assert bn.rank == 1 and bn.robust == pytest.approx((np.mean(ACC[("bn", "constant")]) + np.mean(ACC[("bn", "mix")])) / 2)
+    assert [r.layer for r in board.rows] == ["bn", "iebn"]
+    row = next(line for line in to_markdown(board).splitlines() if "`iebn`" in line and line.startswith("| "))
+    assert row.startswith("| – | `iebn` |")
+    assert [r["rank"] for r in json.loads(to_json(board))["rows"] if r["layer"] == "iebn"] == [None]
+    assert {r["robust_acc"] for r in csv.DictReader(io.StringIO(to_csv(board))) if r["layer"] == "iebn"} == {""}
+    assert B.layer_lines(board, "iebn")[0] == "iebn: not ranked yet (no finished run under mix)"
+    write_runs(runs, [record(FMNIST, "iebn", "mix", 0, 89.0)])
+    iebn = L.build_leaderboard(FMNIST, [runs]).row("iebn")
+    assert iebn.rank == 1 and iebn.robust == pytest.approx((np.mean(ACC[("iebn", "constant")]) + 89.0) / 2)
 
 
 def test_step_cost_is_the_median_cpu_time_ratio_of_runs_with_one_or_else_the_fastest_wall_time_ratio(tmp_path):

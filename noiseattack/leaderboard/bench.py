@@ -100,6 +100,12 @@ def this_machine(device: str) -> str:
     return machine_id(machine(device))
 
 
+def unranked_by(board: Board, row) -> list[str]:
+    """The attacked settings in which `row` has no finished run (what keeps it from a rank)."""
+    return [s.id for s in board.protocol.settings
+            if s.id != "clean" and not (row.cells.get(s.id) and row.cells[s.id].runs)]
+
+
 def layer_lines(board: Board, layer: str) -> list[str]:
     """The layer's place on the board, in plain lines."""
     from .render import drop_text, precise_text, mean_cell
@@ -109,7 +115,8 @@ def layer_lines(board: Board, layer: str) -> list[str]:
         return [f"{layer}: no finished runs on the {board.protocol.name} leaderboard yet"]
     ranked = sum(1 for r in board.rows if r.rank is not None)
     out = [f"{layer} on {board.protocol.name} v{board.protocol.version}: rank {row.rank or '-'} of {ranked} "
-           f"(robust accuracy {row.robust:.2f}%)" if row.robust is not None else f"{layer}: not ranked yet"]
+           f"(robust accuracy {row.robust:.2f}%)" if row.robust is not None else
+           f"{layer}: not ranked yet (no finished run under {', '.join(unranked_by(board, row))})"]
     for s in board.protocol.settings:
         cell = row.cells.get(s.id)
         v = (cell.vs_bn or {}) if cell else {}

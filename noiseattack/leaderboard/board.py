@@ -13,8 +13,9 @@ variances as two families; not informative where both cells sit at chance, `nois
 number of runs at chance, the drop from the layer's clean accuracy (with its interval) and,
 under the mix attack, the accuracy with PreciseBN statistics. The rank orders layers by their
 robust accuracy: the mean of their attacked settings' mean accuracies (clean excluded), as
-RobustBench ranks by robust accuracy; a layer short of the protocol's n in any setting is ranked
-on what it has and marked.
+RobustBench ranks by robust accuracy (`RANKED_BY`). A layer short of the protocol's n in a setting is
+ranked on what it has and marked; a layer without a finished run in some attacked setting has no
+robust accuracy (a mean over fewer attacks is not the same number) and is listed unranked.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from ..results import RESULTS_FILE, cpu_seconds, run_cost_s
 
 REFERENCE = "bn"
 SCHEMA = 1  # leaderboard.json's schema version
+RANKED_BY = ("Ranked by robust accuracy, the mean of the attacked settings' means; a layer without finished runs "
+             "in every attacked setting is listed unranked (–)")
 
 
 # The PreciseBN accuracies a record may hold (noiseattack.train.precise_accuracies): Cell attribute, record key
@@ -178,7 +181,7 @@ def build(proto: Protocol, runs_dirs: list[Path]) -> Board:
         seconds[label] += run_cost_s(rec) or 0.0
     rows = [_row(proto, layer, by_setting) for layer, by_setting in cells.items()]
     _compare(proto, rows)
-    _rank(rows)
+    _rank(proto, rows)
     warnings = [] if any(r.layer == REFERENCE for r in rows) or not rows else [
         f"no {REFERENCE} runs: nothing to compare with"]
     splits = [(r.layer, s.id, sp) for r in rows for s in proto.settings
@@ -299,10 +302,13 @@ def _step_cost(row: Row, ref: Row | None, settings: list[str]) -> float | None:
     return min(float(r["wall_time_s"]) for r in a) / min(float(r["wall_time_s"]) for r in b)
 
 
-def _rank(rows: list[Row]) -> None:
+def _rank(proto: Protocol, rows: list[Row]) -> None:
+    """Robust accuracy (the mean of the attacked settings' means) and rank; None for both where a
+    layer has no finished run in one of the protocol's attacked settings."""
+    attacked_ids = [s.id for s in proto.settings if s.id != "clean"]
     for row in rows:
-        attacked = [c.stats["mean"] for sid, c in row.cells.items() if sid != "clean" and c.stats.get("mean") is not None]
-        row.robust = sum(attacked) / len(attacked) if attacked else None
+        means = [row.cells[sid].stats.get("mean") if sid in row.cells else None for sid in attacked_ids]
+        row.robust = sum(means) / len(means) if means and None not in means else None
     rows.sort(key=lambda r: (r.robust is None, -(r.robust or 0.0), r.layer))
     for i, row in enumerate(rows, 1):
         row.rank = i if row.robust is not None else None
@@ -327,4 +333,4 @@ def finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
-__all__ = ["Board", "Cell", "MIN_N", "REFERENCE", "Row", "build", "check_record", "marks", "read_records"]
+__all__ = ["Board", "Cell", "MIN_N", "RANKED_BY", "REFERENCE", "Row", "build", "check_record", "marks", "read_records"]

@@ -9,7 +9,7 @@ import html
 import json
 from typing import Any
 
-from .board import Board, Cell, Row
+from .board import RANKED_BY, Board, Cell, Row
 from .render import (COST_LEGEND, SPLIT_LEGEND, chance_legend, drop_text, machines_text, mean_cell, precise_columns,
                      precise_legend, precise_text, split_rows)
 
@@ -189,7 +189,7 @@ def to_html(board: Board, how_to_add: str) -> str:
             f"<h1>noiseattack leaderboard: <code>{html.escape(p.name)}</code> v{p.version}</h1>\n"
             f"<p>{html.escape(p.summary)}. Final test accuracy (%), mean ± std (n) over seeds; ▲/▼ mean above/below "
             f"BN's, ◆ variance different from BN's (Holm-adjusted p &lt; 0.05 across the board); * fewer runs than the "
-            f"protocol's n = {p.seeds}. Ranked by robust accuracy, the mean of the attacked settings' means. Click a "
+            f"protocol's n = {p.seeds}. {html.escape(RANKED_BY)}. Click a "
             f"column to sort. {html.escape(COST_LEGEND)}</p>\n<p>{html.escape(precise_legend(board))}</p>\n" + (f"<p>{html.escape(chance_legend(board))}</p>\n" if chance_legend(board) else "")
             + f"{_table(board)}\n" + _splits(board)
             + f'<p class="note">{html.escape(machines_text(board))}'

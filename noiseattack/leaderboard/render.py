@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import chance
 from ..report.stats import fmt_p
-from .board import PRECISE_FIELDS, Board, Cell, Row, SCHEMA, finite, marks
+from .board import PRECISE_FIELDS, RANKED_BY, Board, Cell, Row, SCHEMA, finite, marks
 
 CSV_FIELDS = (
     "rank", "layer", "origin", "params", "step_cost_vs_bn", "robust_acc", "setting", "n", "seeds", "diverged", "failed",
@@ -107,7 +107,8 @@ def to_json(board: Board) -> str:
     doc = {
         "schema": SCHEMA, "protocol": p.describe(), "runs": board.records, "machines": board.machines,
         "run_hours": {m: _r(h, 2) for m, h in board.hours.items()},
-        "ranked_by": "robust_acc: the mean of the attacked settings' mean final accuracies",
+        "ranked_by": "robust_acc: the mean of the attacked settings' mean final accuracies; null (no rank) for a "
+                     "layer without finished runs in every attacked setting",
         "rows": [{"rank": r.rank, "layer": r.layer, "origin": r.origin, "description": r.description,
                   "params": r.params, "step_cost_vs_bn": _r(r.step_cost, 3), "robust_acc": _r(r.robust),
                   "short_of_n": r.short,
@@ -200,7 +201,7 @@ def to_markdown(board: Board) -> str:
     lines = [f"# Leaderboard: protocol `{p.name}` v{p.version}", "",
              f"{p.summary}. Final test accuracy (%), mean ± std (n) over seeds; ▲/▼ mean above/below BN's, ◆ variance "
              f"different from BN's (Holm-adjusted p < 0.05 across the board); `*` fewer runs than the protocol's n = "
-             f"{p.seeds}. Ranked by robust accuracy (the mean of the attacked settings' means). Drops: the setting's "
+             f"{p.seeds}. {RANKED_BY}. Drops: the setting's "
              "mean minus the layer's clean mean [95% CI]. " + COST_LEGEND + " " + precise_legend(board), "",
              *([chance_legend(board), ""] if chance_legend(board) else []),
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
