@@ -219,6 +219,41 @@ def test_a_layer_without_runs_in_an_attacked_setting_is_listed_unranked(tmp_path
     assert iebn.rank == 1 and iebn.robust == pytest.approx((np.mean(ACC[("iebn", "constant")]) + 89.0) / 2)
 
 
+def diverged(proto, norm, setting, seed):
+    r = record(proto, norm, setting, seed, math.nan, status="diverged")
+    return {**r, "best_acc": 80.0, "diverged": {"epoch": 2, "lr": 0.1}}
+
+
+def test_diverged_runs_are_shown_beside_n_count_as_done_and_stay_out_of_the_statistics(tmp_path):
+    """iebn under constant: 3 finished and 2 diverged runs (seeds 3, 4): the cell's statistics are the
+    3 finished runs', it reads `(3, 2 diverged)` with no `*` (all 5 seeds are done) and is not short;
+    gn, every mix run diverged: `– (5 diverged)`, no robust accuracy, no rank; the legend says why."""
+    from noiseattack.leaderboard.page import to_html
+    from noiseattack.leaderboard.render import DIVERGED_LEGEND, to_markdown
+
+    recs = [record(FMNIST, n, s, seed, v) for (n, s), vals in ACC.items() for seed, v in enumerate(vals)
+            if not (n == "iebn" and s == "constant" and seed >= 3)]
+    recs += [diverged(FMNIST, "iebn", "constant", seed) for seed in (3, 4)]
+    recs += [record(FMNIST, "gn", s, seed, 88.0 + seed / 10) for s in ("clean", "constant") for seed in range(5)]
+    recs += [diverged(FMNIST, "gn", "mix", seed) for seed in range(5)]
+    board = L.build_leaderboard(FMNIST, [write_runs(tmp_path / "runs", recs)])
+    iebn, gn = board.row("iebn"), board.row("gn")
+    cell, finished = iebn.cells["constant"], np.array(ACC[("iebn", "constant")][:3])
+    assert (len(cell.runs), cell.diverged, cell.done) == (3, 2, 5) and iebn.short == []
+    assert cell.stats["mean"] == pytest.approx(finished.mean())
+    assert cell.vs_bn["welch_p"] == pytest.approx(
+        stats.ttest_ind(finished, np.array(ACC[("bn", "constant")]), equal_var=False).pvalue)
+    md = to_markdown(board)
+    row = next(line for line in md.splitlines() if "`iebn`" in line and line.startswith("| "))
+    assert f"| {finished.mean():.2f} ± {finished.std(ddof=1):.2f} (3, 2 diverged)" in row and "*" not in row
+    gn_row = next(line for line in md.splitlines() if "`gn`" in line and line.startswith("| "))
+    assert gn_row.startswith("| – | `gn` |") and "| – (5 diverged) |" in gn_row and (gn.robust, gn.rank) == (None, None)
+    assert gn.short == [] and DIVERGED_LEGEND in md and html.escape(DIVERGED_LEGEND) in to_html(board, L.HOW_TO_ADD)
+    assert B.layer_lines(board, "gn")[0] == "gn: not ranked yet (no finished run under mix)"
+    clean_only = [r for r in recs if r["status"] == "finished"]  # without the diverged runs: no legend
+    assert DIVERGED_LEGEND not in to_markdown(L.build_leaderboard(FMNIST, [write_runs(tmp_path / "b", clean_only)]))
+
+
 def test_step_cost_is_the_median_cpu_time_ratio_of_runs_with_one_or_else_the_fastest_wall_time_ratio(tmp_path):
     walls = {"bn": [100.0, 300.0, 120.0], "iebn": [130.0, 520.0, 125.0]}
     cpus = {"bn": [95.0, 99.0, 97.0], "iebn": [118.0, 110.0, 121.0]}

@@ -62,6 +62,12 @@ class Cell:
         return [float(r["final_acc"]) for r in self.runs]
 
     @property
+    def done(self) -> int:
+        """Runs that reached their end: finished or diverged (a result of training, not re-run). The
+        statistics are over the finished ones."""
+        return len(self.runs) + self.diverged
+
+    @property
     def seeds(self) -> list[int]:
         return [int(r["seed"]) for r in self.runs]
 
@@ -81,7 +87,7 @@ class Row:
     step_cost: float | None = None  # median clean wall time / BN's, on the same CPU kind
     robust: float | None = None  # mean of the attacked settings' means
     rank: int | None = None
-    short: list[str] = field(default_factory=list)  # settings with fewer finished runs than the protocol's n
+    short: list[str] = field(default_factory=list)  # settings with fewer done runs (`Cell.done`) than the protocol's n
 
 
 @dataclass
@@ -234,7 +240,7 @@ def _row(proto: Protocol, layer: str, by_setting: dict[str, Cell]) -> Row:
         for attr, key in PRECISE_FIELDS:
             values = [float(r[key]) for r in cell.runs if isinstance(r.get(key), (int, float))]
             setattr(cell, attr, describe(values) if values else None)
-    short = [s.id for s in proto.settings if len(by_setting.get(s.id, Cell(runs=[])).runs) < proto.seeds]
+    short = [s.id for s in proto.settings if by_setting.get(s.id, Cell(runs=[])).done < proto.seeds]
     return Row(layer, origin, description.split("\n")[0], _params(proto, layer), by_setting, short=short)
 
 

@@ -126,23 +126,38 @@ def to_json(board: Board) -> str:
 
 
 def mean_cell(cell: Cell | None, n_wanted: int) -> str:
-    """`91.23 ± 0.31 (5)▲`; `-` without runs; the count in bold-free brackets, `*` when short of n, `†` when
-    runs are at chance (`noiseattack.chance`)."""
-    if cell is None or not cell.runs:
+    """`91.23 ± 0.31 (5)▲`: mean ± std (finished runs), `, 2 diverged` beside the count where runs diverged
+    (they are left out of the statistics), `*` when fewer runs than n are done (finished or diverged), `†`
+    when runs are at chance (`noiseattack.chance`); `–` without runs, `– (5 diverged)` where all diverged."""
+    if cell is None or not cell.done:
         return "–"
+    diverged = f"{cell.diverged} diverged" if cell.diverged else ""
+    short = "*" if cell.done < n_wanted else ""
+    if not cell.runs:
+        return f"– ({diverged}{short})"
     s = cell.stats
     std = f" ± {s['std']:.2f}" if s.get("std") is not None else ""
-    short = "*" if len(cell.runs) < n_wanted else ""
-    return f"{s['mean']:.2f}{std} ({len(cell.runs)}{short}){chance.MARK if cell.at_chance else ''}{marks(cell.vs_bn)}"
+    count = f"{len(cell.runs)}, {diverged}" if diverged else str(len(cell.runs))
+    return f"{s['mean']:.2f}{std} ({count}{short}){chance.MARK if cell.at_chance else ''}{marks(cell.vs_bn)}"
 
 
-def chance_legend(board: Board) -> str:
-    """The legend of the chance mark, where a cell of the board shows it; "" else."""
-    if not any(c.at_chance for r in board.rows for c in r.cells.values()):
-        return ""
-    return (chance.legend("a cell") + " The mean still counts them; where both a cell's runs and BN's are mostly at "
-            "chance, their comparison is not informative (no ▲/▼/◆); where only the side with the lower variance "
-            "is, that is a collapse, not stability (no ◆).")
+DIVERGED_LEGEND = ("`N diverged`: runs whose loss turned non-finite (a result of training, not re-run). They count "
+                   "as done for n but have no final accuracy, so the cell's statistics and its comparisons are over "
+                   "its finished runs only; a setting in which every run diverged leaves the layer unranked.")
+
+
+def outcome_legend(board: Board) -> str:
+    """The legends of the runs' outcomes the board shows: runs at chance (†) and diverged runs; "" where
+    no cell has either."""
+    cells = [c for r in board.rows for c in r.cells.values()]
+    parts = []
+    if any(c.at_chance for c in cells):
+        parts.append(chance.legend("a cell") + " The mean still counts them; where both a cell's runs and BN's are "
+                     "mostly at chance, their comparison is not informative (no ▲/▼/◆); where only the side with the "
+                     "lower variance is, that is a collapse, not stability (no ◆).")
+    if any(c.diverged for c in cells):
+        parts.append(DIVERGED_LEGEND)
+    return " ".join(parts)
 
 
 def drop_text(cell: Cell | None) -> str:
@@ -155,12 +170,13 @@ def drop_text(cell: Cell | None) -> str:
 
 def precise_text(cell: Cell | None, attr: str = "precise", n_wanted: int = 0) -> str:
     """`35.53 ± 14.66 (10)`: a cell's runs re-evaluated with PreciseBN statistics (`attr`: on clean or on
-    mixed batches); `*` when short of n, as in `mean_cell`; `-` without any."""
+    mixed batches); `*` when short of n, as in `mean_cell`; `–` without any."""
     p = getattr(cell, attr, None) if cell is not None else None
     if not p:
         return "–"
     std = f" ± {p['std']:.2f}" if p.get("std") is not None else ""
-    return f"{p['mean']:.2f}{std} ({p['n']}{'*' if p['n'] < n_wanted else ''})"
+    short = "*" if p["n"] + cell.diverged < n_wanted else ""  # diverged runs have no re-evaluation
+    return f"{p['mean']:.2f}{std} ({p['n']}{short})"
 
 
 def precise_columns(board: Board) -> list[tuple[str, str, str]]:
@@ -203,7 +219,7 @@ def to_markdown(board: Board) -> str:
              f"different from BN's (Holm-adjusted p < 0.05 across the board); `*` fewer runs than the protocol's n = "
              f"{p.seeds}. {RANKED_BY}. Drops: the setting's "
              "mean minus the layer's clean mean [95% CI]. " + COST_LEGEND + " " + precise_legend(board), "",
-             *([chance_legend(board), ""] if chance_legend(board) else []),
+             *([outcome_legend(board), ""] if outcome_legend(board) else []),
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in board.rows:
         cells = [mean_cell(r.cells.get(s.id), p.seeds) for s in p.settings]
