@@ -131,13 +131,14 @@ def _bench_inputs(proto, norm: str, runs_dir: Path | None, with_baselines: bool,
 
 def _calibrate(proto, runs: Path, data_dir, k: int, workers: int, threads, log, progress: bool) -> None:
     from .leaderboard import bench as B
+    from .leaderboard.board import CALIBRATION_DIR
 
     committed = B.reference_values(proto, runs)
     if len(committed) < 2:
         log(f"calibration: skipped ({len(committed)} committed bn clean runs in {runs}: nothing to compare with; "
             "--with-baselines trains BN here)")
         return
-    calib_dir = runs.parent / "calibration"
+    calib_dir = runs.parent / CALIBRATION_DIR
     seeds = list(B.CALIBRATION_SEEDS[:k]) if k <= len(B.CALIBRATION_SEEDS) else \
         [B.CALIBRATION_SEEDS[0] + i for i in range(k)]
     here = B.this_machine(proto.device)
@@ -157,6 +158,7 @@ def _calibrate(proto, runs: Path, data_dir, k: int, workers: int, threads, log, 
 def _bench_dry_run(proto, doc, runs: Path, k: int, with_baselines: bool, workers: int) -> None:
     from . import sweep as S
     from .leaderboard import bench as B
+    from .leaderboard.board import CALIBRATION_DIR
 
     grid = S.parse_grid(doc, source="bench", defer_device=True)  # a GPU protocol is dry-runnable anywhere
     states = S.status(grid)
@@ -166,11 +168,11 @@ def _bench_dry_run(proto, doc, runs: Path, k: int, with_baselines: bool, workers
                "(dry run: nothing trained or written)")
     typer.echo(estimate_line(S.estimate_left(grid, states), workers))  # a new layer: at its settings' medians
     if not with_baselines:
-        local = B.reference_values(proto, runs.parent / "calibration", tuple(B.CALIBRATION_SEEDS[:k]),
+        local = B.reference_values(proto, runs.parent / CALIBRATION_DIR, tuple(B.CALIBRATION_SEEDS[:k]),
                                    machine=B.this_machine(proto.device))
         committed = B.reference_values(proto, runs)
         typer.echo(f"calibration: {len(committed)} committed bn clean runs; {len(local)} of {k} calibration runs "
-                   f"of this machine found in {runs.parent / 'calibration'}")
+                   f"of this machine found in {runs.parent / CALIBRATION_DIR}")
 
 
 @app.command()

@@ -254,6 +254,33 @@ def test_diverged_runs_are_shown_beside_n_count_as_done_and_stay_out_of_the_stat
     assert DIVERGED_LEGEND not in to_markdown(L.build_leaderboard(FMNIST, [write_runs(tmp_path / "b", clean_only)]))
 
 
+def test_step_cost_takes_bn_from_the_calibration_dir_where_the_board_has_no_bn_of_the_layers_machine_kind(tmp_path):
+    """BN's board runs on one CPU kind, iebn's on another: no shared kind, no step cost. `noiseattack
+    bench`'s calibration runs (BN clean, seeds 1000 and 1001, in calibration/ beside the runs dir) on
+    iebn's kind give it one: iebn's median CPU time over theirs. They join no cell; a record there
+    that is not a BN clean run of the protocol is passed over."""
+    def timed(r, cpu_s):
+        return {**r, "cpu_time_s": cpu_s}
+
+    recs = [timed(record(FMNIST, "bn", s, seed, v, cpu="Kind A"), 250.0) for (n, s), vals in ACC.items()
+            if n == "bn" for seed, v in enumerate(vals)]
+    iebn_cpu = {"clean": [300.0, 310.0, 320.0, 330.0, 340.0], "constant": [305.0, 315.0, 325.0, 335.0, 345.0]}
+    recs += [timed(record(FMNIST, "iebn", s, seed, v, cpu="Kind B"), iebn_cpu.get(s, [900.0] * 5)[seed])
+             for (n, s), vals in ACC.items() if n == "iebn" for seed, v in enumerate(vals)]
+    runs = write_runs(tmp_path / "lb" / "runs", recs)
+    board = L.build_leaderboard(FMNIST, [runs])
+    assert board.row("iebn").step_cost is None and board.row("bn").step_cost == 1.0
+    write_runs(tmp_path / "lb" / "calibration",
+               [timed(record(FMNIST, "bn", "clean", 1000, 91.3, cpu="Kind B"), 200.0),
+                timed(record(FMNIST, "bn", "clean", 1001, 91.6, cpu="Kind B"), 220.0),
+                timed(record(FMNIST, "bn", "mix", 1002, 90.0, cpu="Kind B"), 5.0),  # not clean: passed over
+                timed(record(FMNIST, "iebn", "clean", 1003, 90.0, cpu="Kind B"), 5.0)])  # not BN: passed over
+    board = L.build_leaderboard(FMNIST, [runs])
+    want = np.median(iebn_cpu["clean"] + iebn_cpu["constant"]) / np.median([200.0, 220.0])
+    assert board.row("iebn").step_cost == pytest.approx(want) and board.row("bn").step_cost == 1.0
+    assert len(board.row("bn").cells["clean"].runs) == 5 and board.records == len(recs)
+
+
 def test_step_cost_is_the_median_cpu_time_ratio_of_runs_with_one_or_else_the_fastest_wall_time_ratio(tmp_path):
     walls = {"bn": [100.0, 300.0, 120.0], "iebn": [130.0, 520.0, 125.0]}
     cpus = {"bn": [95.0, 99.0, 97.0], "iebn": [118.0, 110.0, 121.0]}

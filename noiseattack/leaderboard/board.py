@@ -35,6 +35,7 @@ from ..report.stats import ALPHA, MIN_N, adjust, compare, contrast, describe, in
 from ..results import RESULTS_FILE, cpu_seconds, run_cost_s
 
 REFERENCE = "bn"
+CALIBRATION_DIR = "calibration"  # beside a runs dir: `noiseattack bench`'s BN runs on the machine that benches
 SCHEMA = 1  # leaderboard.json's schema version
 RANKED_BY = ("Ranked by robust accuracy, the mean of the attacked settings' means; a layer without finished runs "
              "in every attacked setting is listed unranked (–)")
@@ -186,7 +187,7 @@ def build(proto: Protocol, runs_dirs: list[Path]) -> Board:
         machines[label] += 1
         seconds[label] += run_cost_s(rec) or 0.0
     rows = [_row(proto, layer, by_setting) for layer, by_setting in cells.items()]
-    _compare(proto, rows)
+    _compare(proto, rows, calibration_runs(proto, runs_dirs))
     _rank(proto, rows)
     warnings = [] if any(r.layer == REFERENCE for r in rows) or not rows else [
         f"no {REFERENCE} runs: nothing to compare with"]
@@ -259,8 +260,29 @@ def _params(proto: Protocol, layer: str) -> int | None:
         return None
 
 
-def _compare(proto: Protocol, rows: list[Row]) -> None:
-    """Each cell against BN's (Holm across the board), the drops from clean, the step costs."""
+def calibration_runs(proto: Protocol, runs_dirs: list[Path]) -> list[dict[str, Any]]:
+    """BN's finished clean runs of `proto` in the `CALIBRATION_DIR` beside each runs dir: `noiseattack
+    bench`'s check of a machine (other seeds of the same setting). They are no cell's runs; they give
+    the step cost a BN reference on a machine kind whose BN runs are not on the board. Any other record
+    there is passed over."""
+    out = []
+    for d in runs_dirs:
+        cal = Path(d).parent / CALIBRATION_DIR
+        if not cal.is_dir():
+            continue
+        for rec in read_records([cal]):
+            try:
+                setting = check_record(proto, rec)
+            except ConfigError:
+                continue
+            if setting == "clean" and rec.get("norm") == REFERENCE and rec.get("status") == "finished":
+                out.append(rec)
+    return out
+
+
+def _compare(proto: Protocol, rows: list[Row], calibration: list[dict[str, Any]]) -> None:
+    """Each cell against BN's (Holm across the board), the drops from clean, the step costs (BN's side
+    with its `calibration` runs)."""
     ref = next((r for r in rows if r.layer == REFERENCE), None)
     comparisons = []
     for row in rows:
@@ -275,7 +297,7 @@ def _compare(proto: Protocol, rows: list[Row]) -> None:
                     cell.vs_bn["drop_vs_bn"] = contrast(
                         [cell.values, clean.values, ref.cells[sid].values, ref.cells["clean"].values], [1, -1, -1, 1])
                 comparisons.append(cell.vs_bn)
-        row.step_cost = _step_cost(row, ref, _cost_settings(proto))
+        row.step_cost = _step_cost(row, ref, _cost_settings(proto), [] if row is ref else calibration)
     adjust(comparisons, ALPHA)
 
 
@@ -284,20 +306,21 @@ def _cost_settings(proto: Protocol) -> list[str]:
     return [st.id for st in proto.settings if attacks.get(st.options["attack"]).extra_images(st.params()) == 0]
 
 
-def _step_cost(row: Row, ref: Row | None, settings: list[str]) -> float | None:
+def _step_cost(row: Row, ref: Row | None, settings: list[str], calibration: list[dict[str, Any]]) -> float | None:
     """The layer's cost per run over BN's, from their runs in `settings` (the same steps as clean: the
     more runs, the better the fastest of them) on the machine kind they share most: the ratio of
     median CPU times (`results.cpu_seconds`: one thread per run, not inflated by waiting for a CPU) of
     the runs that recorded one, where both sides have such runs (runs written before it was recorded left out),
     else the ratio of the fastest wall times (runs that shared the CPUs only ever took longer, so the
-    fastest is the least disturbed); on a GPU, wall times."""
-    if ref is None:
-        return None
+    fastest is the least disturbed); on a GPU, wall times. BN's side includes its `calibration` runs
+    (clean ones) where the settings hold clean."""
     mine, theirs = defaultdict(list), defaultdict(list)
     for side, r_ in ((mine, row), (theirs, ref)):
         for sid in settings:
-            for r in (r_.cells[sid].runs if sid in r_.cells else []):
+            for r in (r_.cells[sid].runs if r_ is not None and sid in r_.cells else []):
                 side[machine_label(r)].append(r)
+    for r in (calibration if "clean" in settings else []):
+        theirs[machine_label(r)].append(r)
     shared = sorted(set(mine) & set(theirs), key=lambda m: -(len(mine[m]) + len(theirs[m])))
     if not shared:
         return None
@@ -339,4 +362,4 @@ def finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
-__all__ = ["Board", "Cell", "MIN_N", "RANKED_BY", "REFERENCE", "Row", "build", "check_record", "marks", "read_records"]
+__all__ = ["Board", "CALIBRATION_DIR", "Cell", "MIN_N", "RANKED_BY", "REFERENCE", "Row", "build", "check_record", "marks", "read_records"]

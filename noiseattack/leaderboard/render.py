@@ -192,7 +192,9 @@ COST_LEGEND = (
     "Step vs BN: the cost of the layer's runs over BN's, from the settings whose steps are clean ones' (clean, "
     "constant; not mix, whose batches are larger), on the machine kind they share most: the ratio of median CPU "
     "times of the runs that recorded one (runs written before CPU times were recorded left out), where the layer "
-    "and BN both have such runs, else of the fastest wall times (sharing the CPUs only slows a run down).")
+    "and BN both have such runs, else of the fastest wall times (sharing the CPUs only slows a run down). BN's side "
+    "includes the BN clean runs in calibration/ beside the runs dir (noiseattack bench's check of a machine, other "
+    "seeds): a cost reference where the board's BN runs are from another machine kind.")
 PRECISE_LEGEND = (
     "PreciseBN: the mix runs re-evaluated after their BN-type layers' statistics were recomputed on clean "
     "training batches (Wu & Johnson 2021; fvcore's update_bn_stats). Below the trained statistics' accuracy, the "
