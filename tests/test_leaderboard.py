@@ -134,6 +134,22 @@ def test_calibration_accepts_runs_from_the_committed_distribution_and_rejects_a_
     assert B.calibration([91.0], [91.0]).ok is None  # one committed run: no interval
 
 
+def test_calibration_compares_with_every_committed_bn_clean_run(tmp_path):
+    """The committed side is every finished BN clean run of the protocol (a board at n = 10 has seeds
+    0-9, not only the protocol's 5); the local side those of the calibration seeds on this machine;
+    other layers, settings and unfinished runs are passed over."""
+    vals = [91.5, 91.2, 91.7, 91.4, 91.1, 91.0, 91.9, 91.3, 91.6, 91.2]
+    recs = [record(FMNIST, "bn", "clean", seed, v, cpu="Kind A") for seed, v in enumerate(vals)]
+    recs += [record(FMNIST, "bn", "mix", 0, 50.0), record(FMNIST, "iebn", "clean", 0, 50.0),
+             {**record(FMNIST, "bn", "clean", 10, math.nan, status="diverged"), "diverged": {"epoch": 1, "lr": 0.1}}]
+    runs = write_runs(tmp_path / "runs", recs)
+    assert B.reference_values(FMNIST, runs) == vals
+    assert B.reference_values(FMNIST, runs, seeds=(1, 3)) == [91.2, 91.4]
+    assert B.reference_values(FMNIST, runs, machine="Kind A (AVX512)") == vals
+    assert B.reference_values(FMNIST, runs, machine="Kind B (AVX512)") == []
+    assert B.reference_values(FMNIST, tmp_path / "nowhere") == []
+
+
 def test_bench_stops_where_the_machine_is_not_calibrated(tmp_path, capsys):
     here = B.this_machine("cpu")
     cpu, cap = here.rsplit(" (", 1)

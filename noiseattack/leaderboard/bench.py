@@ -23,7 +23,7 @@ from scipy import stats
 
 from ..config import ConfigError
 from ..protocols import Protocol
-from .board import REFERENCE, Board, build, read_records
+from .board import REFERENCE, Board, build, reference_runs
 
 CALIBRATION_SEEDS = (1000, 1001)  # apart from every protocol's seeds 0 .. n-1
 CONFIDENCE = 0.95
@@ -72,16 +72,11 @@ def calibration(committed: list[float], local: list[float]) -> Calibration:
 
 def reference_values(proto: Protocol, runs_dir: Path, seeds: tuple[int, ...] | None = None,
                      machine: str | None = None) -> list[float]:
-    """Final accuracies of the finished BN clean runs of `proto` in `runs_dir` (those of `seeds`, on `machine`)."""
-    if not runs_dir.is_dir():
-        return []
-    keys = proto.keys(REFERENCE, list(seeds) if seeds is not None else None)
-    out = []
-    for r in read_records([runs_dir]):
-        if r.get("key") in keys and keys[r["key"]][0] == "clean" and r.get("status") == "finished":
-            if machine is None or machine_id(r.get("machine") or {}) == machine:
-                out.append(float(r["final_acc"]))
-    return out
+    """Final accuracies of the finished BN clean runs of `proto` in `runs_dir` (all, or those of `seeds`;
+    on `machine`)."""
+    return [float(r["final_acc"]) for r in reference_runs(proto, runs_dir)
+            if (seeds is None or int(r["seed"]) in seeds)
+            and (machine is None or machine_id(r.get("machine") or {}) == machine)]
 
 
 def machine_id(m: dict[str, Any]) -> str:

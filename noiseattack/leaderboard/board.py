@@ -260,24 +260,26 @@ def _params(proto: Protocol, layer: str) -> int | None:
         return None
 
 
-def calibration_runs(proto: Protocol, runs_dirs: list[Path]) -> list[dict[str, Any]]:
-    """BN's finished clean runs of `proto` in the `CALIBRATION_DIR` beside each runs dir: `noiseattack
-    bench`'s check of a machine (other seeds of the same setting). They are no cell's runs; they give
-    the step cost a BN reference on a machine kind whose BN runs are not on the board. Any other record
-    there is passed over."""
+def reference_runs(proto: Protocol, runs_dir: Path) -> list[dict[str, Any]]:
+    """BN's finished clean runs of `proto` under `runs_dir`, of any seed; any other record is passed over."""
+    if not runs_dir.is_dir():
+        return []
     out = []
-    for d in runs_dirs:
-        cal = Path(d).parent / CALIBRATION_DIR
-        if not cal.is_dir():
+    for rec in read_records([runs_dir]):
+        try:
+            setting = check_record(proto, rec)
+        except ConfigError:
             continue
-        for rec in read_records([cal]):
-            try:
-                setting = check_record(proto, rec)
-            except ConfigError:
-                continue
-            if setting == "clean" and rec.get("norm") == REFERENCE and rec.get("status") == "finished":
-                out.append(rec)
+        if setting == "clean" and rec.get("norm") == REFERENCE and rec.get("status") == "finished":
+            out.append(rec)
     return out
+
+
+def calibration_runs(proto: Protocol, runs_dirs: list[Path]) -> list[dict[str, Any]]:
+    """`reference_runs` in the `CALIBRATION_DIR` beside each runs dir: `noiseattack bench`'s check of a
+    machine (other seeds of the same setting). They are no cell's runs; they give the step cost a BN
+    reference on a machine kind whose BN runs are not on the board."""
+    return [r for d in runs_dirs for r in reference_runs(proto, Path(d).parent / CALIBRATION_DIR)]
 
 
 def _compare(proto: Protocol, rows: list[Row], calibration: list[dict[str, Any]]) -> None:
@@ -362,4 +364,5 @@ def finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
-__all__ = ["Board", "CALIBRATION_DIR", "Cell", "MIN_N", "RANKED_BY", "REFERENCE", "Row", "build", "check_record", "marks", "read_records"]
+__all__ = ["Board", "CALIBRATION_DIR", "Cell", "MIN_N", "RANKED_BY", "REFERENCE", "Row", "build", "check_record", "marks",
+           "read_records", "reference_runs"]
