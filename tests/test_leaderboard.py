@@ -294,6 +294,9 @@ def test_step_cost_takes_bn_from_the_calibration_dir_where_the_board_has_no_bn_o
     board = L.build_leaderboard(FMNIST, [runs])
     want = np.median(iebn_cpu["clean"] + iebn_cpu["constant"]) / np.median([200.0, 220.0])
     assert board.row("iebn").step_cost == pytest.approx(want) and board.row("bn").step_cost == 1.0
+    robust = (np.mean(ACC[("iebn", "constant")]) + np.mean(ACC[("iebn", "mix")])) / 2
+    assert B.layer_lines(board, "iebn")[0] == (f"iebn on fmnist v1: rank 1 of 2 (robust accuracy {robust:.2f}%; "
+                                               f"a run costs {want:.2f}x BN's)")
     assert len(board.row("bn").cells["clean"].runs) == 5 and board.records == len(recs)
 
 

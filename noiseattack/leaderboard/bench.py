@@ -109,8 +109,9 @@ def layer_lines(board: Board, layer: str) -> list[str]:
     if row is None:
         return [f"{layer}: no finished runs on the {board.protocol.name} leaderboard yet"]
     ranked = sum(1 for r in board.rows if r.rank is not None)
+    cost = f"; a run costs {row.step_cost:.2f}x BN's" if row.step_cost else ""
     out = [f"{layer} on {board.protocol.name} v{board.protocol.version}: rank {row.rank or '-'} of {ranked} "
-           f"(robust accuracy {row.robust:.2f}%)" if row.robust is not None else
+           f"(robust accuracy {row.robust:.2f}%{cost})" if row.robust is not None else
            f"{layer}: not ranked yet (no finished run under {', '.join(unranked_by(board, row))})"]
     for s in board.protocol.settings:
         cell = row.cells.get(s.id)
