@@ -85,7 +85,7 @@ class Row:
     description: str
     params: int | None
     cells: dict[str, Cell]
-    step_cost: float | None = None  # median clean wall time / BN's, on the same CPU kind
+    step_cost: float | None = None  # a run's cost over BN's, on a machine kind they share (`_step_cost`)
     robust: float | None = None  # mean of the attacked settings' means
     rank: int | None = None
     short: list[str] = field(default_factory=list)  # settings with fewer done runs (`Cell.done`) than the protocol's n
