@@ -23,7 +23,7 @@ from scipy import stats
 
 from ..config import ConfigError
 from ..protocols import Protocol
-from .board import REFERENCE, Board, build, reference_runs
+from .board import REFERENCE, Board, build, reference_runs, unranked_by
 
 CALIBRATION_SEEDS = (1000, 1001)  # apart from every protocol's seeds 0 .. n-1
 CONFIDENCE = 0.95
@@ -95,12 +95,6 @@ def this_machine(device: str) -> str:
     return machine_id(machine(device))
 
 
-def unranked_by(board: Board, row) -> list[str]:
-    """The attacked settings in which `row` has no finished run (what keeps it from a rank)."""
-    return [s.id for s in board.protocol.settings
-            if s.id != "clean" and not (row.cells.get(s.id) and row.cells[s.id].runs)]
-
-
 def layer_lines(board: Board, layer: str) -> list[str]:
     """The layer's place on the board, in plain lines."""
     from .render import drop_text, precise_text, mean_cell
@@ -112,7 +106,7 @@ def layer_lines(board: Board, layer: str) -> list[str]:
     cost = f"; a run costs {row.step_cost:.2f}x BN's" if row.step_cost else ""
     out = [f"{layer} on {board.protocol.name} v{board.protocol.version}: rank {row.rank or '-'} of {ranked} "
            f"(robust accuracy {row.robust:.2f}%{cost})" if row.robust is not None else
-           f"{layer}: not ranked yet (no finished run under {', '.join(unranked_by(board, row))})"]
+           f"{layer}: not ranked yet (no finished run under {', '.join(unranked_by(board.protocol, row))})"]
     for s in board.protocol.settings:
         cell = row.cells.get(s.id)
         v = (cell.vs_bn or {}) if cell else {}

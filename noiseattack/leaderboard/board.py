@@ -333,13 +333,18 @@ def _step_cost(row: Row, ref: Row | None, settings: list[str], calibration: list
     return min(float(r["wall_time_s"]) for r in a) / min(float(r["wall_time_s"]) for r in b)
 
 
+def unranked_by(proto: Protocol, row: Row) -> list[str]:
+    """The attacked settings in which `row` has no finished run: what keeps it from a robust accuracy."""
+    return [s.id for s in proto.settings if s.id != "clean" and not (s.id in row.cells and row.cells[s.id].runs)]
+
+
 def _rank(proto: Protocol, rows: list[Row]) -> None:
     """Robust accuracy (the mean of the attacked settings' means) and rank; None for both where a
-    layer has no finished run in one of the protocol's attacked settings."""
+    layer has no finished run in one of the protocol's attacked settings (`unranked_by`)."""
     attacked_ids = [s.id for s in proto.settings if s.id != "clean"]
     for row in rows:
-        means = [row.cells[sid].stats.get("mean") if sid in row.cells else None for sid in attacked_ids]
-        row.robust = sum(means) / len(means) if means and None not in means else None
+        means = [row.cells[sid].stats["mean"] for sid in attacked_ids] if not unranked_by(proto, row) else []
+        row.robust = sum(means) / len(means) if means else None
     rows.sort(key=lambda r: (r.robust is None, -(r.robust or 0.0), r.layer))
     for i, row in enumerate(rows, 1):
         row.rank = i if row.robust is not None else None
@@ -365,4 +370,4 @@ def finite(v: Any) -> bool:
 
 
 __all__ = ["Board", "CALIBRATION_DIR", "Cell", "MIN_N", "RANKED_BY", "REFERENCE", "Row", "build", "check_record", "marks",
-           "read_records", "reference_runs"]
+           "read_records", "reference_runs", "unranked_by"]

@@ -190,7 +190,7 @@ def to_html(board: Board, how_to_add: str) -> str:
             f"<p>{html.escape(p.summary)}. Final test accuracy (%), mean ± std (n) over seeds; ▲/▼ mean above/below "
             f"BN's, ◆ variance different from BN's (Holm-adjusted p &lt; 0.05 across the board); * fewer runs than the "
             f"protocol's n = {p.seeds}. {html.escape(RANKED_BY)}. Click a "
-            f"column to sort. {html.escape(COST_LEGEND)}</p>\n<p>{html.escape(precise_legend(board))}</p>\n" + (f"<p>{html.escape(outcome_legend(board))}</p>\n" if outcome_legend(board) else "")
+            f"column to sort. {html.escape(COST_LEGEND)}</p>\n<p>{html.escape(precise_legend(board))}</p>\n" + (f"<p>{html.escape(outcomes)}</p>\n" if (outcomes := outcome_legend(board)) else "")
             + f"{_table(board)}\n" + _splits(board)
             + f'<p class="note">{html.escape(machines_text(board))}'
             + "</p>\n<h2>Layers</h2>\n" + _details(board)

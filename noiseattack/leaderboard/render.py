@@ -221,7 +221,7 @@ def to_markdown(board: Board) -> str:
              f"different from BN's (Holm-adjusted p < 0.05 across the board); `*` fewer runs than the protocol's n = "
              f"{p.seeds}. {RANKED_BY}. Drops: the setting's "
              "mean minus the layer's clean mean [95% CI]. " + COST_LEGEND + " " + precise_legend(board), "",
-             *([outcome_legend(board), ""] if outcome_legend(board) else []),
+             *([outcomes, ""] if (outcomes := outcome_legend(board)) else []),
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in board.rows:
         cells = [mean_cell(r.cells.get(s.id), p.seeds) for s in p.settings]
